@@ -1,0 +1,187 @@
+//! Where keyward keeps its files, and `config.toml`.
+//!
+//! The home folder is `--home`, else `KEYWARD_HOME`, else `$XDG_DATA_HOME/keyward`, else
+//! `~/.local/share/keyward`. It holds the sled database (`vault/`), the master key file
+//! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`.
+//! Provider sections of the config override a manifest's endpoints and carry the OAuth client
+//! credentials; their keys are fixed because GitHub Enterprise users and the tests rely on them.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::secret::SecretString;
+
+/// The resolved home folder.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    /// Resolve the home folder from the flag, the environment, or the XDG default.
+    pub fn resolve(flag: Option<&Path>) -> Result<Home> {
+        if let Some(dir) = flag {
+            return Ok(Home { dir: dir.to_path_buf() });
+        }
+        if let Some(dir) = std::env::var_os("KEYWARD_HOME").filter(|v| !v.is_empty()) {
+            return Ok(Home { dir: PathBuf::from(dir) });
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return Ok(Home { dir: PathBuf::from(xdg).join("keyward") });
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => Ok(Home { dir: PathBuf::from(home).join(".local/share/keyward") }),
+            None => Err(Error::usage(
+                "cannot find a home folder for keyward: set KEYWARD_HOME or pass --home DIR",
+            )),
+        }
+    }
+
+    pub fn vault_dir(&self) -> PathBuf {
+        self.dir.join("vault")
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("master.key")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.vault_dir().exists()
+    }
+
+    /// Create the home folder with mode 0700 (and tighten an existing one we created).
+    pub fn create(&self) -> Result<()> {
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        }
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("setting mode 0700 on {}", self.dir.display()), e))?;
+        Ok(())
+    }
+}
+
+/// OAuth client and endpoint overrides for one provider (`[providers.NAME]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Replaces the manifest's `api_base`; its host is added to the allowed hosts.
+    pub api_base: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub device_authorization_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    /// Port of the loopback redirect `http://127.0.0.1:PORT/callback` (0 = any free port).
+    pub redirect_port: Option<u16>,
+    /// Refresh a token this many seconds before it expires (default 300).
+    pub refresh_margin_secs: Option<u64>,
+}
+
+/// Limits of the upstream HTTP client (`[executor]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    /// Total time one tool call may take, retries included.
+    pub call_budget_ms: u64,
+    pub max_body_bytes: usize,
+    pub max_retries: u32,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 30_000,
+            call_budget_ms: 60_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// Which tools a server offers (`[server]`, and the flags of `keyward serve`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub toolsets: Vec<String>,
+    pub tools: Vec<String>,
+    pub read_only: bool,
+    pub all_tools: bool,
+    /// Extra Host header values accepted by the HTTP server (besides the bind address).
+    pub allowed_hosts: Vec<String>,
+    /// Extra Origin values accepted by the HTTP server (besides loopback origins).
+    pub allowed_origins: Vec<String>,
+}
+
+/// `config.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub tools_dirs: Vec<PathBuf>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub executor: ExecutorConfig,
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// Load `config.toml` from the home folder (absent → defaults), then apply the environment:
+    /// `KEYWARD_TOOLS_DIR` and `KEYWARD_<PROVIDER>_CLIENT_ID` / `_CLIENT_SECRET`.
+    pub fn load(home: &Home) -> Result<Config> {
+        let path = home.config_file();
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|reason| {
+                Error::config(format!("{}: {reason}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        config.apply_env();
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn apply_env(&mut self) {
+        if let Some(dirs) = std::env::var_os("KEYWARD_TOOLS_DIR").filter(|v| !v.is_empty()) {
+            for dir in std::env::split_paths(&dirs) {
+                self.tools_dirs.push(dir);
+            }
+        }
+        for name in ["github", "slack", "google"] {
+            let upper = name.to_ascii_uppercase();
+            let id = std::env::var(format!("KEYWARD_{upper}_CLIENT_ID")).ok();
+            let secret = std::env::var(format!("KEYWARD_{upper}_CLIENT_SECRET")).ok();
+            if id.is_none() && secret.is_none() {
+                continue;
+            }
+            let entry = self.providers.entry(name.to_string()).or_default();
+            if let Some(id) = id.filter(|v| !v.is_empty()) {
+                entry.client_id = Some(id);
+            }
+            if let Some(secret) = secret.filter(|v| !v.is_empty()) {
+                entry.client_secret = Some(SecretString::new(secret));
+            }
+        }
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.get(name)
+    }
+}

@@ -1,0 +1,3 @@
+//! The executor (being written).
+pub mod project;
+pub mod render;

@@ -1,0 +1,1 @@
+//! Response projection (being written).

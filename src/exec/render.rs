@@ -1,0 +1,1 @@
+//! Request rendering (being written).

@@ -1,0 +1,353 @@
+//! The `keyward` command line: parse, call into the library, print.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use keyward::config::Home;
+use keyward::error::{Error, Result};
+use keyward::oauth::token_response;
+use keyward::vault::{AuditEntry, ConnKey, OpenMode, Vault, DEFAULT_ACCOUNT, DEFAULT_USER};
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "An MCP tool server that keeps your OAuth tokens away from the model")]
+struct Cli {
+    /// Home folder (default: $KEYWARD_HOME, else $XDG_DATA_HOME/keyward, else ~/.local/share/keyward)
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Who {
+    /// The keyward user that owns the connection
+    #[arg(long, default_value = DEFAULT_USER)]
+    user: String,
+    /// The provider account, when a user has several
+    #[arg(long, default_value = DEFAULT_ACCOUNT)]
+    account: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the home folder, the master key and the vault
+    Init,
+    /// Store a token response (JSON on stdin) as a connection
+    Import {
+        /// github, slack or google
+        provider: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// List connections: scopes, expiry, status, last use (never a token)
+    Status {
+        /// Only this user's connections
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a connection
+    Disconnect {
+        provider: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// Show the audit log, newest last
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Show only the last N entries
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Keep printing new entries as they are written
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Add a new data key and re-seal every record under it
+    RotateKey,
+    /// Replace the master key (only the keyring is re-wrapped)
+    Rekey {
+        /// Take the new key from this file (base64 of 32 bytes, mode 0600) instead of generating one
+        #[arg(long, value_name = "F")]
+        new_key_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let home = Home::resolve(cli.home.as_deref())?;
+    match cli.command {
+        Command::Init => init(&home),
+        Command::Import { provider, who } => import(&home, &provider, &who),
+        Command::Status { user, json } => status(&home, user.as_deref(), json),
+        Command::Disconnect { provider, who } => disconnect(&home, &provider, &who),
+        Command::Audit { json, limit, follow } => audit(&home, json, limit, follow),
+        Command::RotateKey => rotate_key(&home),
+        Command::Rekey { new_key_file } => rekey(&home, new_key_file),
+    }
+}
+
+/// Open for writing, creating what is missing with a one-line notice.
+fn open_for_write(home: &Home) -> Result<Vault> {
+    let vault = Vault::open(home, OpenMode::Create)?;
+    if !vault.created.is_empty() {
+        eprintln!(
+            "keyward: created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
+            vault.created.join(", "),
+            home.key_file().display()
+        );
+    }
+    Ok(vault)
+}
+
+fn known_providers() -> Vec<String> {
+    vec!["github".into(), "slack".into(), "google".into()]
+}
+
+fn check_provider(provider: &str) -> Result<()> {
+    let known = known_providers();
+    if known.iter().any(|p| p == provider) {
+        Ok(())
+    } else {
+        Err(Error::usage(format!("unknown provider {provider:?}: use one of {}", known.join(", "))))
+    }
+}
+
+fn init(home: &Home) -> Result<()> {
+    let vault = Vault::open(home, OpenMode::Create)?;
+    if vault.created.is_empty() {
+        println!("keyward is already set up in {}", home.dir.display());
+    } else {
+        println!("created {}", vault.created.join(", "));
+    }
+    println!("home:   {}", home.dir.display());
+    println!("vault:  {}", home.vault_dir().display());
+    if std::env::var_os("KEYWARD_MASTER_KEY").is_some() {
+        println!("master key: from KEYWARD_MASTER_KEY (id {})", vault.master_key_id());
+    } else {
+        println!("master key: {} (id {})", home.key_file().display(), vault.master_key_id());
+    }
+    println!("Back up the master key somewhere safe: without it the vault cannot be opened.");
+    Ok(())
+}
+
+fn import(home: &Home, provider: &str, who: &Who) -> Result<()> {
+    check_provider(provider)?;
+    let key = ConnKey::new(&who.user, provider, &who.account)?;
+    if std::io::stdin().is_terminal() {
+        eprintln!("keyward: paste the token response JSON, then press Ctrl-D");
+    }
+    let mut input = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| Error::io("reading the token response from stdin", e))?;
+    if input.trim().is_empty() {
+        return Err(Error::usage(format!(
+            "no token response on stdin: pipe one in, e.g. `keyward import {provider} < token.json`"
+        )));
+    }
+    // Parse before opening the vault: bad input must not create or change anything.
+    let record = token_response::parse(&input, chrono::Utc::now().timestamp())?;
+    let vault = open_for_write(home)?;
+    let version = vault.put(&key, None, &record)?;
+    vault.audit(&AuditEntry::new(&key.user, "import", "ok").connection(provider, &key.account));
+    vault.flush()?;
+    let scopes = if record.scopes.is_empty() { "(none stated)".into() } else { record.scopes.join(" ") };
+    println!("imported {key} (version {version}); scopes: {scopes}");
+    Ok(())
+}
+
+fn open_existing(home: &Home) -> Result<Option<Vault>> {
+    match Vault::open(home, OpenMode::Existing) {
+        Ok(vault) => Ok(Some(vault)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn human_duration(secs: i64) -> String {
+    let (sign, s) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+    let text = if s < 120 {
+        format!("{s}s")
+    } else if s < 2 * 3600 {
+        format!("{}m", s / 60)
+    } else if s < 2 * 86400 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86400)
+    };
+    format!("{sign}{text}")
+}
+
+fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
+    let Some(vault) = open_existing(home)? else {
+        if json {
+            println!("[]");
+        } else {
+            println!("no connections (no vault in {} yet): add one with `keyward import PROVIDER` or `keyward connect PROVIDER`", home.dir.display());
+        }
+        return Ok(());
+    };
+    let now = chrono::Utc::now().timestamp();
+    let rows = vault.list(user)?;
+    let mut failed = 0;
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| match row {
+                Ok((c, last_used)) => serde_json::json!({
+                    "user": c.key.user, "provider": c.key.provider, "account": c.key.account,
+                    "scopes": c.record.scopes,
+                    "expires_at": c.record.expires_at,
+                    "expires_in_secs": c.record.expires_in(now),
+                    "status": match &c.record.status {
+                        keyward::vault::ConnectionStatus::Active => "active",
+                        keyward::vault::ConnectionStatus::NeedsReconnect { .. } => "needs_reconnect",
+                    },
+                    "reason": match &c.record.status {
+                        keyward::vault::ConnectionStatus::NeedsReconnect { reason } => Some(reason.as_str()),
+                        _ => None,
+                    },
+                    "has_refresh_token": c.record.refresh_token.is_some(),
+                    "last_used": last_used,
+                    "version": c.version,
+                }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
+        failed = rows.iter().filter(|r| r.is_err()).count();
+    } else if rows.is_empty() {
+        println!("no connections: add one with `keyward import PROVIDER` or `keyward connect PROVIDER`");
+    } else {
+        println!("{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} SCOPES", "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED");
+        for row in &rows {
+            match row {
+                Ok((c, last_used)) => {
+                    let expires = c.record.expires_in(now).map(human_duration).unwrap_or_else(|| "never".into());
+                    let last = last_used.map(|t| format!("{} ago", human_duration(now - t))).unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {}",
+                        c.key.user, c.key.provider, c.key.account, expires, c.record.status.label(), last,
+                        c.record.scopes.join(" ")
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+    }
+    for row in &rows {
+        if let Err(Error::RecordCorrupt { provider, user, account, .. }) = row {
+            vault.audit(&AuditEntry::new(user, "open-failed", "error: record does not open").connection(provider, account));
+        }
+    }
+    if failed > 0 {
+        return Err(Error::other(format!("{failed} record(s) did not open; the others are listed above")));
+    }
+    Ok(())
+}
+
+fn disconnect(home: &Home, provider: &str, who: &Who) -> Result<()> {
+    check_provider(provider)?;
+    let key = ConnKey::new(&who.user, provider, &who.account)?;
+    let Some(vault) = open_existing(home)? else {
+        return Err(Error::NotFound(format!("there is no connection {key}: `keyward status` lists them")));
+    };
+    if !vault.remove(&key)? {
+        return Err(Error::NotFound(format!("there is no connection {key}: `keyward status` lists them")));
+    }
+    vault.audit(&AuditEntry::new(&key.user, "disconnect", "ok").connection(provider, &key.account));
+    vault.flush()?;
+    println!("disconnected {key}");
+    Ok(())
+}
+
+fn print_audit(entries: &[(u64, AuditEntry)], json: bool) {
+    for (_, e) in entries {
+        if json {
+            println!("{}", serde_json::to_string(e).expect("JSON"));
+        } else {
+            println!("{}", e.line());
+        }
+    }
+}
+
+fn audit(home: &Home, json: bool, limit: Option<usize>, follow: bool) -> Result<()> {
+    let mut last = 0;
+    if let Some(vault) = open_existing(home)? {
+        let entries = vault.audit_entries(0, limit)?;
+        last = entries.last().map(|(seq, _)| *seq).unwrap_or(0);
+        print_audit(&entries, json);
+    }
+    if !follow {
+        return Ok(());
+    }
+    // Reopen on each poll rather than holding the database: another keyward process may need it.
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let vault = match Vault::open(home, OpenMode::Existing) {
+            Ok(vault) => vault,
+            Err(Error::NotFound(_)) | Err(Error::Vault(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let entries = vault.audit_entries(last, None)?;
+        if let Some((seq, _)) = entries.last() {
+            last = *seq;
+        }
+        print_audit(&entries, json);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn rotate_key(home: &Home) -> Result<()> {
+    let vault = open_for_write(home)?;
+    let report = vault.rotate_key(|done, total| eprintln!("re-sealed {done}/{total}"))?;
+    vault.audit(&AuditEntry::new("-", "rotate-key", if report.failed.is_empty() { "ok".to_string() } else { format!("error: {} record(s) did not open", report.failed.len()) }));
+    vault.flush()?;
+    if !report.failed.is_empty() {
+        for f in &report.failed {
+            eprintln!("error: {f}");
+        }
+        return Err(Error::other(format!(
+            "data key {} is current, but {} record(s) could not be re-sealed; the old key is kept so nothing is lost. Fix or remove them and run `keyward rotate-key` again",
+            report.key_id,
+            report.failed.len()
+        )));
+    }
+    println!("data key {} is now current; re-sealed {} of {} record(s)", report.key_id, report.resealed, report.total);
+    Ok(())
+}
+
+fn rekey(home: &Home, new_key_file: Option<PathBuf>) -> Result<()> {
+    let vault = Vault::open(home, OpenMode::Existing)?;
+    let old_id = vault.master_key_id();
+    let location = vault.rekey(new_key_file.as_deref())?;
+    vault.audit(&AuditEntry::new("-", "rekey", "ok"));
+    vault.flush()?;
+    println!("master key replaced (id {old_id} → {}); the new key is in {location}. Back it up now: the old key no longer opens the vault.", vault.master_key_id());
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! What a connection's sealed record holds, and the key it is stored under.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::secret::SecretString;
+
+/// Identifies one connection: a user's grant from one provider account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub user: String,
+    pub provider: String,
+    pub account: String,
+}
+
+pub const DEFAULT_USER: &str = "default";
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+impl ConnKey {
+    /// Build a key, checking each part: names end up in sled keys, audit lines and commands we
+    /// print back to the user, so they stay short and printable.
+    pub fn new(user: &str, provider: &str, account: &str) -> Result<ConnKey> {
+        check_name("user", user)?;
+        check_name("provider", provider)?;
+        check_name("account", account)?;
+        Ok(ConnKey { user: user.into(), provider: provider.into(), account: account.into() })
+    }
+
+    /// The sled key: parts joined by NUL, which `check_name` keeps out of every part.
+    pub fn storage_key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.user.len() + self.provider.len() + self.account.len() + 2);
+        key.extend_from_slice(self.user.as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.provider.as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.account.as_bytes());
+        key
+    }
+
+    pub fn from_storage_key(bytes: &[u8]) -> Option<ConnKey> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.split('\0');
+        let (user, provider, account) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(ConnKey { user: user.into(), provider: provider.into(), account: account.into() })
+    }
+
+    /// The prefix of every storage key of `user`.
+    pub fn user_prefix(user: &str) -> Vec<u8> {
+        let mut prefix = user.as_bytes().to_vec();
+        prefix.push(0);
+        prefix
+    }
+
+    /// `--user U --account A` flags for commands printed back to the user; defaults are omitted.
+    pub fn cli_flags(&self) -> String {
+        let mut flags = String::new();
+        if self.user != DEFAULT_USER {
+            flags.push_str(&format!(" --user {}", self.user));
+        }
+        if self.account != DEFAULT_ACCOUNT {
+            flags.push_str(&format!(" --account {}", self.account));
+        }
+        flags
+    }
+}
+
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.user, self.provider, self.account)
+    }
+}
+
+fn check_name(what: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid {what} name {value:?}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -"
+        )))
+    }
+}
+
+/// Whether a connection can be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Active,
+    /// The provider refused the refresh token for good; the user must connect again.
+    NeedsReconnect { reason: String },
+}
+
+impl ConnectionStatus {
+    pub fn label(&self) -> String {
+        match self {
+            ConnectionStatus::Active => "active".into(),
+            ConnectionStatus::NeedsReconnect { reason } => format!("needs_reconnect ({reason})"),
+        }
+    }
+}
+
+/// The sealed part of a connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub access_token: SecretString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretString>,
+    pub token_type: String,
+    /// Unix seconds; `None` when the provider did not say (GitHub OAuth apps without expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub scopes: Vec<String>,
+    pub obtained_at: i64,
+    pub status: ConnectionStatus,
+}
+
+impl TokenRecord {
+    /// Seconds until expiry at `now` (negative once expired); `None` when unknown.
+    pub fn expires_in(&self, now: i64) -> Option<i64> {
+        self.expires_at.map(|at| at - now)
+    }
+
+    /// True when the token expires within `margin_secs` of `now`.
+    pub fn needs_refresh(&self, now: i64, margin_secs: i64) -> bool {
+        matches!(self.expires_in(now), Some(left) if left <= margin_secs)
+    }
+}
+
+/// A record together with where it lives and its version.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub key: ConnKey,
+    pub version: u64,
+    pub record: TokenRecord,
+}
