@@ -25,16 +25,24 @@ impl Home {
     /// Resolve the home folder from the flag, the environment, or the XDG default.
     pub fn resolve(flag: Option<&Path>) -> Result<Home> {
         if let Some(dir) = flag {
-            return Ok(Home { dir: dir.to_path_buf() });
+            return Ok(Home {
+                dir: dir.to_path_buf(),
+            });
         }
         if let Some(dir) = std::env::var_os("KEYWARD_HOME").filter(|v| !v.is_empty()) {
-            return Ok(Home { dir: PathBuf::from(dir) });
+            return Ok(Home {
+                dir: PathBuf::from(dir),
+            });
         }
         if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-            return Ok(Home { dir: PathBuf::from(xdg).join("keyward") });
+            return Ok(Home {
+                dir: PathBuf::from(xdg).join("keyward"),
+            });
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => Ok(Home { dir: PathBuf::from(home).join(".local/share/keyward") }),
+            Some(home) => Ok(Home {
+                dir: PathBuf::from(home).join(".local/share/keyward"),
+            }),
             None => Err(Error::usage(
                 "cannot find a home folder for keyward: set KEYWARD_HOME or pass --home DIR",
             )),
@@ -144,9 +152,8 @@ impl Config {
     pub fn load(home: &Home) -> Result<Config> {
         let path = home.config_file();
         let mut config = match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map_err(|reason| {
-                Error::config(format!("{}: {reason}", path.display()))
-            })?,
+            Ok(text) => Self::parse(&text)
+                .map_err(|reason| Error::config(format!("{}: {reason}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };

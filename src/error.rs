@@ -51,7 +51,10 @@ impl Error {
         Error::Config(msg.into())
     }
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub fn vault(msg: impl Into<String>) -> Self {
         Error::Vault(msg.into())

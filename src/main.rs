@@ -11,7 +11,11 @@ use keyward::oauth::token_response;
 use keyward::vault::{AuditEntry, ConnKey, OpenMode, Vault, DEFAULT_ACCOUNT, DEFAULT_USER};
 
 #[derive(Parser)]
-#[command(name = "keyward", version, about = "An MCP tool server that keeps your OAuth tokens away from the model")]
+#[command(
+    name = "keyward",
+    version,
+    about = "An MCP tool server that keeps your OAuth tokens away from the model"
+)]
 struct Cli {
     /// Home folder (default: $KEYWARD_HOME, else $XDG_DATA_HOME/keyward, else ~/.local/share/keyward)
     #[arg(long, global = true, value_name = "DIR")]
@@ -101,7 +105,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import { provider, who } => import(&home, &provider, &who),
         Command::Status { user, json } => status(&home, user.as_deref(), json),
         Command::Disconnect { provider, who } => disconnect(&home, &provider, &who),
-        Command::Audit { json, limit, follow } => audit(&home, json, limit, follow),
+        Command::Audit {
+            json,
+            limit,
+            follow,
+        } => audit(&home, json, limit, follow),
         Command::RotateKey => rotate_key(&home),
         Command::Rekey { new_key_file } => rekey(&home, new_key_file),
     }
@@ -129,7 +137,10 @@ fn check_provider(provider: &str) -> Result<()> {
     if known.iter().any(|p| p == provider) {
         Ok(())
     } else {
-        Err(Error::usage(format!("unknown provider {provider:?}: use one of {}", known.join(", "))))
+        Err(Error::usage(format!(
+            "unknown provider {provider:?}: use one of {}",
+            known.join(", ")
+        )))
     }
 }
 
@@ -143,9 +154,16 @@ fn init(home: &Home) -> Result<()> {
     println!("home:   {}", home.dir.display());
     println!("vault:  {}", home.vault_dir().display());
     if std::env::var_os("KEYWARD_MASTER_KEY").is_some() {
-        println!("master key: from KEYWARD_MASTER_KEY (id {})", vault.master_key_id());
+        println!(
+            "master key: from KEYWARD_MASTER_KEY (id {})",
+            vault.master_key_id()
+        );
     } else {
-        println!("master key: {} (id {})", home.key_file().display(), vault.master_key_id());
+        println!(
+            "master key: {} (id {})",
+            home.key_file().display(),
+            vault.master_key_id()
+        );
     }
     println!("Back up the master key somewhere safe: without it the vault cannot be opened.");
     Ok(())
@@ -172,7 +190,11 @@ fn import(home: &Home, provider: &str, who: &Who) -> Result<()> {
     let version = vault.put(&key, None, &record)?;
     vault.audit(&AuditEntry::new(&key.user, "import", "ok").connection(provider, &key.account));
     vault.flush()?;
-    let scopes = if record.scopes.is_empty() { "(none stated)".into() } else { record.scopes.join(" ") };
+    let scopes = if record.scopes.is_empty() {
+        "(none stated)".into()
+    } else {
+        record.scopes.join(" ")
+    };
     println!("imported {key} (version {version}); scopes: {scopes}");
     Ok(())
 }
@@ -238,17 +260,33 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
         failed = rows.iter().filter(|r| r.is_err()).count();
     } else if rows.is_empty() {
-        println!("no connections: add one with `keyward import PROVIDER` or `keyward connect PROVIDER`");
+        println!(
+            "no connections: add one with `keyward import PROVIDER` or `keyward connect PROVIDER`"
+        );
     } else {
-        println!("{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} SCOPES", "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED");
+        println!(
+            "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} SCOPES",
+            "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED"
+        );
         for row in &rows {
             match row {
                 Ok((c, last_used)) => {
-                    let expires = c.record.expires_in(now).map(human_duration).unwrap_or_else(|| "never".into());
-                    let last = last_used.map(|t| format!("{} ago", human_duration(now - t))).unwrap_or_else(|| "never".into());
+                    let expires = c
+                        .record
+                        .expires_in(now)
+                        .map(human_duration)
+                        .unwrap_or_else(|| "never".into());
+                    let last = last_used
+                        .map(|t| format!("{} ago", human_duration(now - t)))
+                        .unwrap_or_else(|| "never".into());
                     println!(
                         "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {}",
-                        c.key.user, c.key.provider, c.key.account, expires, c.record.status.label(), last,
+                        c.key.user,
+                        c.key.provider,
+                        c.key.account,
+                        expires,
+                        c.record.status.label(),
+                        last,
                         c.record.scopes.join(" ")
                     );
                 }
@@ -260,12 +298,23 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
         }
     }
     for row in &rows {
-        if let Err(Error::RecordCorrupt { provider, user, account, .. }) = row {
-            vault.audit(&AuditEntry::new(user, "open-failed", "error: record does not open").connection(provider, account));
+        if let Err(Error::RecordCorrupt {
+            provider,
+            user,
+            account,
+            ..
+        }) = row
+        {
+            vault.audit(
+                &AuditEntry::new(user, "open-failed", "error: record does not open")
+                    .connection(provider, account),
+            );
         }
     }
     if failed > 0 {
-        return Err(Error::other(format!("{failed} record(s) did not open; the others are listed above")));
+        return Err(Error::other(format!(
+            "{failed} record(s) did not open; the others are listed above"
+        )));
     }
     Ok(())
 }
@@ -274,10 +323,14 @@ fn disconnect(home: &Home, provider: &str, who: &Who) -> Result<()> {
     check_provider(provider)?;
     let key = ConnKey::new(&who.user, provider, &who.account)?;
     let Some(vault) = open_existing(home)? else {
-        return Err(Error::NotFound(format!("there is no connection {key}: `keyward status` lists them")));
+        return Err(Error::NotFound(format!(
+            "there is no connection {key}: `keyward status` lists them"
+        )));
     };
     if !vault.remove(&key)? {
-        return Err(Error::NotFound(format!("there is no connection {key}: `keyward status` lists them")));
+        return Err(Error::NotFound(format!(
+            "there is no connection {key}: `keyward status` lists them"
+        )));
     }
     vault.audit(&AuditEntry::new(&key.user, "disconnect", "ok").connection(provider, &key.account));
     vault.flush()?;
@@ -326,7 +379,15 @@ fn audit(home: &Home, json: bool, limit: Option<usize>, follow: bool) -> Result<
 fn rotate_key(home: &Home) -> Result<()> {
     let vault = open_for_write(home)?;
     let report = vault.rotate_key(|done, total| eprintln!("re-sealed {done}/{total}"))?;
-    vault.audit(&AuditEntry::new("-", "rotate-key", if report.failed.is_empty() { "ok".to_string() } else { format!("error: {} record(s) did not open", report.failed.len()) }));
+    vault.audit(&AuditEntry::new(
+        "-",
+        "rotate-key",
+        if report.failed.is_empty() {
+            "ok".to_string()
+        } else {
+            format!("error: {} record(s) did not open", report.failed.len())
+        },
+    ));
     vault.flush()?;
     if !report.failed.is_empty() {
         for f in &report.failed {
@@ -338,7 +399,10 @@ fn rotate_key(home: &Home) -> Result<()> {
             report.failed.len()
         )));
     }
-    println!("data key {} is now current; re-sealed {} of {} record(s)", report.key_id, report.resealed, report.total);
+    println!(
+        "data key {} is now current; re-sealed {} of {} record(s)",
+        report.key_id, report.resealed, report.total
+    );
     Ok(())
 }
 

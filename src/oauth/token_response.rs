@@ -29,8 +29,15 @@ pub fn from_value(value: &Value, now: i64) -> Result<TokenRecord> {
         return Err(Error::usage("the token response must be a JSON object"));
     };
     if let Some(err) = top.get("error").and_then(Value::as_str) {
-        let detail = top.get("error_description").and_then(Value::as_str).unwrap_or("");
-        return Err(Error::usage(format!("the token response is an error: {err} {detail}").trim_end().to_string()));
+        let detail = top
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(Error::usage(
+            format!("the token response is an error: {err} {detail}")
+                .trim_end()
+                .to_string(),
+        ));
     }
     // Slack: a user token lives under `authed_user`; a bot token at the top next to `ok`.
     let obj = match top.get("authed_user").and_then(Value::as_object) {
@@ -47,11 +54,18 @@ pub fn from_value(value: &Value, now: i64) -> Result<TokenRecord> {
         None | Some(Value::Null) => None,
         Some(_) => return Err(Error::usage("`refresh_token` must be a string")),
     };
-    let token_type = obj.get("token_type").and_then(Value::as_str).unwrap_or("bearer").to_string();
+    let token_type = obj
+        .get("token_type")
+        .and_then(Value::as_str)
+        .unwrap_or("bearer")
+        .to_string();
     let expires_at = expiry(obj, now)?;
     let scopes = match obj.get("scope") {
         Some(Value::String(s)) => split_scopes(s),
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         None | Some(Value::Null) => Vec::new(),
         Some(_) => return Err(Error::usage("`scope` must be a string")),
     };
@@ -91,12 +105,15 @@ fn expiry(obj: &serde_json::Map<String, Value>, now: i64) -> Result<Option<i64>>
             .ok_or_else(|| Error::usage("`expires_at` must be unix seconds or an RFC 3339 time")),
         Some(Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) => Ok(Some(t.timestamp())),
-            Err(_) => s
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| Error::usage(format!("`expires_at` {s:?} is neither unix seconds nor an RFC 3339 time"))),
+            Err(_) => s.parse::<i64>().map(Some).map_err(|_| {
+                Error::usage(format!(
+                    "`expires_at` {s:?} is neither unix seconds nor an RFC 3339 time"
+                ))
+            }),
         },
-        Some(_) => Err(Error::usage("`expires_at` must be unix seconds or an RFC 3339 time")),
+        Some(_) => Err(Error::usage(
+            "`expires_at` must be unix seconds or an RFC 3339 time",
+        )),
     }
 }
 
@@ -128,12 +145,19 @@ mod tests {
 
     #[test]
     fn expires_at_forms_and_comma_scopes() {
-        let r = parse(r#"{"access_token":"a","expires_at":"2030-01-01T00:00:00Z","scope":"repo,gist"}"#, 0).unwrap();
+        let r = parse(
+            r#"{"access_token":"a","expires_at":"2030-01-01T00:00:00Z","scope":"repo,gist"}"#,
+            0,
+        )
+        .unwrap();
         assert_eq!(r.expires_at, Some(1_893_456_000));
         assert_eq!(r.scopes, vec!["repo", "gist"]);
         let r = parse(r#"{"access_token":"a","expires_at":1893456000}"#, 0).unwrap();
         assert_eq!(r.expires_at, Some(1_893_456_000));
-        assert_eq!(parse(r#"{"access_token":"a"}"#, 0).unwrap().expires_at, None);
+        assert_eq!(
+            parse(r#"{"access_token":"a"}"#, 0).unwrap().expires_at,
+            None
+        );
     }
 
     #[test]
@@ -152,11 +176,17 @@ mod tests {
     fn bad_input_names_the_problem() {
         let e = parse("{not json", 0).unwrap_err().to_string();
         assert!(e.contains("not valid JSON"), "{e}");
-        let e = parse(r#"{"token_type":"bearer"}"#, 0).unwrap_err().to_string();
+        let e = parse(r#"{"token_type":"bearer"}"#, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no `access_token`"), "{e}");
-        let e = parse(r#"{"access_token":"a","expires_at":"soon"}"#, 0).unwrap_err().to_string();
+        let e = parse(r#"{"access_token":"a","expires_at":"soon"}"#, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expires_at"), "{e}");
-        let e = parse(r#"{"error":"invalid_grant"}"#, 0).unwrap_err().to_string();
+        let e = parse(r#"{"error":"invalid_grant"}"#, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid_grant"), "{e}");
     }
 }

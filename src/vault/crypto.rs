@@ -53,7 +53,13 @@ pub fn seal(key: &SecretKey, key_id: u32, context: &[&[u8]], plaintext: &[u8]) -
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let aad = associated_data(key_id, context);
     let ciphertext = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     let mut blob = Vec::with_capacity(HEADER_LEN + ciphertext.len());
     blob.push(FORMAT_VERSION);
@@ -83,7 +89,13 @@ pub fn open<'k>(
     let nonce = XNonce::from_slice(&blob[5..HEADER_LEN]);
     let aad = associated_data(key_id, context);
     cipher
-        .decrypt(nonce, Payload { msg: &blob[HEADER_LEN..], aad: &aad })
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &blob[HEADER_LEN..],
+                aad: &aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| OpenError::Authentication)
 }
@@ -127,12 +139,18 @@ mod tests {
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x01;
-            assert!(open(&bad, &[b"alice", b"github"], |_| Some(&k)).is_err(), "byte {i}");
+            assert!(
+                open(&bad, &[b"alice", b"github"], |_| Some(&k)).is_err(),
+                "byte {i}"
+            );
         }
         assert_eq!(
             open(&blob, &[b"alice", b"github"], |_| None).unwrap_err(),
             OpenError::UnknownKey(1)
         );
-        assert_eq!(open(&blob[..10], &[], |_| Some(&k)).unwrap_err(), OpenError::Malformed);
+        assert_eq!(
+            open(&blob[..10], &[], |_| Some(&k)).unwrap_err(),
+            OpenError::Malformed
+        );
     }
 }

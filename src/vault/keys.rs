@@ -60,12 +60,18 @@ impl MasterKey {
                          `head -c 32 /dev/urandom | base64`"
                     ))
                 })?;
-                return Ok(Some(MasterKey { key, source: KeySource::Env }));
+                return Ok(Some(MasterKey {
+                    key,
+                    source: KeySource::Env,
+                }));
             }
         }
         let path = home.key_file();
         match read_key_file(&path)? {
-            Some(key) => Ok(Some(MasterKey { key, source: KeySource::File(path) })),
+            Some(key) => Ok(Some(MasterKey {
+                key,
+                source: KeySource::File(path),
+            })),
             None => Ok(None),
         }
     }
@@ -75,20 +81,30 @@ impl MasterKey {
         let path = home.key_file();
         let key = SecretKey::generate();
         write_key_file(&path, &key, false)?;
-        Ok(MasterKey { key, source: KeySource::File(path) })
+        Ok(MasterKey {
+            key,
+            source: KeySource::File(path),
+        })
     }
 }
 
 fn key_id(key: &SecretKey) -> String {
-    let digest = Sha256::new().chain_update(b"keyward-master-key-id\0").chain_update(key.expose()).finalize();
+    let digest = Sha256::new()
+        .chain_update(b"keyward-master-key-id\0")
+        .chain_update(key.expose())
+        .finalize();
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_key(text: &SecretString) -> std::result::Result<SecretKey, &'static str> {
     let bytes = zeroize::Zeroizing::new(
-        B64.decode(text.expose().trim()).map_err(|_| "not valid base64")?,
+        B64.decode(text.expose().trim())
+            .map_err(|_| "not valid base64")?,
     );
-    let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| "not 32 bytes long")?;
+    let array: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| "not 32 bytes long")?;
     Ok(SecretKey::from_bytes(array))
 }
 
@@ -109,7 +125,8 @@ pub fn read_key_file(path: &Path) -> Result<Option<SecretKey>> {
         )));
     }
     let text = SecretString::new(
-        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?,
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?,
     );
     let key = decode_key(&text).map_err(|why| {
         Error::MasterKey(format!(
@@ -144,10 +161,12 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::io(ctx("creating"), e))?;
-    file.write_all(bytes).map_err(|e| Error::io(ctx("writing"), e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io(ctx("writing"), e))?;
     file.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
     drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
     if let Some(dir) = path.parent() {
         if let Ok(dir) = std::fs::File::open(dir) {
             let _ = dir.sync_all();
@@ -213,15 +232,23 @@ const KEYRING_CONTEXT: &[u8] = b"keyring";
 impl Keyring {
     /// A new keyring with one fresh data key.
     pub fn generate() -> Keyring {
-        Keyring { current: 1, rotating: false, keys: vec![(1, now(), SecretKey::generate())] }
+        Keyring {
+            current: 1,
+            rotating: false,
+            keys: vec![(1, now(), SecretKey::generate())],
+        }
     }
 
     pub fn key(&self, id: u32) -> Option<&SecretKey> {
-        self.keys.iter().find(|(kid, _, _)| *kid == id).map(|(_, _, k)| k)
+        self.keys
+            .iter()
+            .find(|(kid, _, _)| *kid == id)
+            .map(|(_, _, k)| k)
     }
 
     pub fn current_key(&self) -> &SecretKey {
-        self.key(self.current).expect("the current data key is always in the keyring")
+        self.key(self.current)
+            .expect("the current data key is always in the keyring")
     }
 
     pub fn key_ids(&self) -> Vec<u32> {
@@ -255,7 +282,10 @@ impl Keyring {
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
         let file: KeyringFile = serde_json::from_str(&text).map_err(|e| {
-            Error::vault(format!("{} is damaged ({e}); restore it from your backup", path.display()))
+            Error::vault(format!(
+                "{} is damaged ({e}); restore it from your backup",
+                path.display()
+            ))
         })?;
         let wrong_key = || {
             Error::MasterKey(format!(
@@ -270,16 +300,25 @@ impl Keyring {
         }
         let blob = B64.decode(&file.sealed).map_err(|_| wrong_key())?;
         let context: [&[u8]; 2] = [KEYRING_CONTEXT, file.master_key_id.as_bytes()];
-        let plain = crypto::open(&blob, &context, |_| Some(&master.key)).map_err(|_| wrong_key())?;
-        let plain: KeyringPlain = serde_json::from_slice(&plain)
-            .map_err(|e| Error::vault(format!("{} holds an unreadable keyring ({e})", path.display())))?;
+        let plain =
+            crypto::open(&blob, &context, |_| Some(&master.key)).map_err(|_| wrong_key())?;
+        let plain: KeyringPlain = serde_json::from_slice(&plain).map_err(|e| {
+            Error::vault(format!(
+                "{} holds an unreadable keyring ({e})",
+                path.display()
+            ))
+        })?;
         let mut keys = Vec::with_capacity(plain.keys.len());
         for k in &plain.keys {
             let key = decode_key(&SecretString::new(k.key.clone()))
                 .map_err(|why| Error::vault(format!("data key {} is malformed ({why})", k.id)))?;
             keys.push((k.id, k.created_at, key));
         }
-        Ok(Some(Keyring { current: plain.current, rotating: plain.rotating, keys }))
+        Ok(Some(Keyring {
+            current: plain.current,
+            rotating: plain.rotating,
+            keys,
+        }))
     }
 
     /// Seal the keyring under `master` and replace `keyring.json` atomically.
@@ -301,7 +340,11 @@ impl Keyring {
         let master_key_id = master.id();
         let context: [&[u8]; 2] = [KEYRING_CONTEXT, master_key_id.as_bytes()];
         let sealed = crypto::seal(&master.key, 0, &context, &json);
-        let file = KeyringFile { format: 1, master_key_id, sealed: B64.encode(sealed) };
+        let file = KeyringFile {
+            format: 1,
+            master_key_id,
+            sealed: B64.encode(sealed),
+        };
         let text = serde_json::to_string_pretty(&file).expect("keyring file serializes");
         write_private_atomically(&Self::path(home), text.as_bytes())
     }

@@ -26,7 +26,9 @@ use sled::Transactional;
 
 pub use audit::AuditEntry;
 use keys::{KeySource, Keyring, MasterKey};
-pub use record::{ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER};
+pub use record::{
+    ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
+};
 
 use crate::config::Home;
 use crate::error::{Error, Result};
@@ -62,7 +64,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("home", &self.home.dir).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("home", &self.home.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,16 +129,22 @@ impl Vault {
         if !home.vault_dir().exists() {
             created.push(format!("database {}", home.vault_dir().display()));
         }
-        let db = sled::Config::new().path(home.vault_dir()).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                Error::vault(format!(
+        let db = sled::Config::new()
+            .path(home.vault_dir())
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    Error::vault(format!(
                     "another keyward process has the vault in {} open; stop it or let it finish, \
                      then retry",
                     home.dir.display()
                 ))
-            }
-            other => Error::vault(format!("opening {}: {other}", home.vault_dir().display())),
-        })?;
+                }
+                other => Error::vault(format!("opening {}: {other}", home.vault_dir().display())),
+            })?;
         // sled creates its folder with the process umask; the tokens in it are sealed, but the
         // folder stays as private as the home folder around it.
         use std::os::unix::fs::PermissionsExt;
@@ -222,11 +232,16 @@ impl Vault {
         let ctx = Self::record_context(key, version);
         let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
         let keyring = self.keyring.read().expect("keyring lock");
-        let plain = crypto::open(&value[8..], &ctx, |id| keyring.key(id)).map_err(|e| corrupt(e.to_string()))?;
+        let plain = crypto::open(&value[8..], &ctx, |id| keyring.key(id))
+            .map_err(|e| corrupt(e.to_string()))?;
         drop(keyring);
-        let record: TokenRecord =
-            serde_json::from_slice(&plain).map_err(|e| corrupt(format!("unreadable contents: {e}")))?;
-        Ok(Connection { key: key.clone(), version, record })
+        let record: TokenRecord = serde_json::from_slice(&plain)
+            .map_err(|e| corrupt(format!("unreadable contents: {e}")))?;
+        Ok(Connection {
+            key: key.clone(),
+            version,
+            record,
+        })
     }
 
     fn latest_version(&self, storage_key: &[u8]) -> Result<u64> {
@@ -240,31 +255,44 @@ impl Vault {
     /// Read and open one connection. `Ok(None)` when there is none.
     pub fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
         let storage_key = key.storage_key();
-        // Two reads outside a transaction can interleave with a write; one re-read settles it.
-        for attempt in 0..2 {
-            let Some(value) = self.connections.get(&storage_key)? else {
-                return Ok(None);
-            };
-            let conn = self.open_value(key, &value)?;
-            let latest = self.latest_version(&storage_key)?;
-            if conn.version == latest {
-                return Ok(Some(conn));
-            }
-            if attempt == 1 {
-                return Err(Error::RecordCorrupt {
-                    record: key.to_string(),
-                    provider: key.provider.clone(),
-                    user: key.user.clone(),
-                    account: key.account.clone(),
-                    reason: format!(
-                        "it is version {} but version {latest} was written last: an older copy \
-                         was put back",
-                        conn.version
-                    ),
-                });
-            }
+        // Fast path: two plain reads. They can interleave with a concurrent write, so a version
+        // mismatch is settled by a transactional (consistent) read before calling it a rollback.
+        let Some(value) = self.connections.get(&storage_key)? else {
+            return Ok(None);
+        };
+        let conn = self.open_value(key, &value)?;
+        if conn.version == self.latest_version(&storage_key)? {
+            return Ok(Some(conn));
         }
-        unreachable!("the loop returns on its second pass")
+        let snapshot = (&self.connections, &self.versions).transaction(|(conns, versions)| {
+            Ok::<_, ConflictableTransactionError<()>>((
+                conns.get(&storage_key)?,
+                versions.get(&storage_key)?,
+            ))
+        });
+        let (value, latest) = match snapshot {
+            Ok(pair) => pair,
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(())) => unreachable!("the read transaction never aborts"),
+        };
+        let Some(value) = value else { return Ok(None) };
+        let conn = self.open_value(key, &value)?;
+        let latest = latest
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
+        if conn.version == latest {
+            return Ok(Some(conn));
+        }
+        Err(Error::RecordCorrupt {
+            record: key.to_string(),
+            provider: key.provider.clone(),
+            user: key.user.clone(),
+            account: key.account.clone(),
+            reason: format!(
+                "it is version {} but version {latest} was written last: an older copy was put back",
+                conn.version
+            ),
+        })
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
@@ -275,7 +303,12 @@ impl Vault {
         Ok(version)
     }
 
-    fn put_unflushed(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
+    fn put_unflushed(
+        &self,
+        key: &ConnKey,
+        expected: Option<u64>,
+        record: &TokenRecord,
+    ) -> Result<u64> {
         let storage_key = key.storage_key();
         let result = (&self.connections, &self.versions).transaction(|(conns, versions)| {
             let latest = versions
@@ -333,7 +366,9 @@ impl Vault {
         let mut rows = Vec::new();
         for item in iter {
             let (k, _) = item?;
-            let Some(key) = ConnKey::from_storage_key(&k) else { continue };
+            let Some(key) = ConnKey::from_storage_key(&k) else {
+                continue;
+            };
             rows.push(match self.get(&key) {
                 Ok(Some(conn)) => Ok((conn, self.last_used(&k))),
                 Ok(None) => continue,
@@ -381,13 +416,18 @@ impl Vault {
 
     /// Audit entries after sequence number `after` (0: from the start), oldest first. With a
     /// `limit`, the newest `limit` of them.
-    pub fn audit_entries(&self, after: u64, limit: Option<usize>) -> Result<Vec<(u64, AuditEntry)>> {
+    pub fn audit_entries(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<(u64, AuditEntry)>> {
         let start = (after + 1).to_be_bytes();
-        let decode = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<Option<(u64, AuditEntry)>> {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            Ok(serde_json::from_slice(&v).ok().map(|e| (seq, e)))
-        };
+        let decode =
+            |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<Option<(u64, AuditEntry)>> {
+                let (k, v) = item?;
+                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok(serde_json::from_slice(&v).ok().map(|e| (seq, e)))
+            };
         let mut out = Vec::new();
         match limit {
             Some(limit) => {
@@ -432,7 +472,9 @@ impl Vault {
         let pause = test_hook_rotate_pause();
         for (done, key) in keys.iter().enumerate() {
             let storage_key = key.storage_key();
-            let Some(value) = self.connections.get(&storage_key)? else { continue };
+            let Some(value) = self.connections.get(&storage_key)? else {
+                continue;
+            };
             if value.len() > 8 && crypto::blob_key_id(&value[8..]) == Ok(target) {
                 progress(done + 1, total);
                 continue;
@@ -456,7 +498,12 @@ impl Vault {
             keyring.retire_old_keys();
             keyring.store(&self.home, &self.master.read().expect("master lock"))?;
         }
-        Ok(RotateReport { key_id: target, resealed, total, failed })
+        Ok(RotateReport {
+            key_id: target,
+            resealed,
+            total,
+            failed,
+        })
     }
 
     /// Re-wrap the keyring under a new master key. `new_key_file`: take the key from there;
@@ -464,9 +511,8 @@ impl Vault {
     pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
         let mut master = self.master.write().expect("master lock");
         let new_key = match new_key_file {
-            Some(path) => keys::read_key_file(path)?.ok_or_else(|| {
-                Error::usage(format!("{} does not exist", path.display()))
-            })?,
+            Some(path) => keys::read_key_file(path)?
+                .ok_or_else(|| Error::usage(format!("{} does not exist", path.display())))?,
             None => {
                 if master.source == KeySource::Env {
                     return Err(Error::usage(
@@ -486,17 +532,28 @@ impl Vault {
                 // file is replaced only after; `finish_pending_rekey` completes a crash between.
                 let pending = keys::pending_key_path(&self.home);
                 keys::write_key_file(&pending, &new_key, true)?;
-                let new_master = MasterKey { key: new_key, source: KeySource::File(path.clone()) };
+                let new_master = MasterKey {
+                    key: new_key,
+                    source: KeySource::File(path.clone()),
+                };
                 keyring.store(&self.home, &new_master)?;
                 std::fs::rename(&pending, path)
                     .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
                 (new_master, path.display().to_string())
             }
             KeySource::Env => {
-                let new_master = MasterKey { key: new_key, source: KeySource::Env };
+                let new_master = MasterKey {
+                    key: new_key,
+                    source: KeySource::Env,
+                };
                 keyring.store(&self.home, &new_master)?;
-                let from = new_key_file.map(|p| p.display().to_string()).unwrap_or_default();
-                (new_master, format!("{from} (set KEYWARD_MASTER_KEY to its contents)"))
+                let from = new_key_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                (
+                    new_master,
+                    format!("{from} (set KEYWARD_MASTER_KEY to its contents)"),
+                )
             }
         };
         drop(keyring);

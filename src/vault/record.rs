@@ -23,12 +23,17 @@ impl ConnKey {
         check_name("user", user)?;
         check_name("provider", provider)?;
         check_name("account", account)?;
-        Ok(ConnKey { user: user.into(), provider: provider.into(), account: account.into() })
+        Ok(ConnKey {
+            user: user.into(),
+            provider: provider.into(),
+            account: account.into(),
+        })
     }
 
     /// The sled key: parts joined by NUL, which `check_name` keeps out of every part.
     pub fn storage_key(&self) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.user.len() + self.provider.len() + self.account.len() + 2);
+        let mut key =
+            Vec::with_capacity(self.user.len() + self.provider.len() + self.account.len() + 2);
         key.extend_from_slice(self.user.as_bytes());
         key.push(0);
         key.extend_from_slice(self.provider.as_bytes());
@@ -44,7 +49,11 @@ impl ConnKey {
         if parts.next().is_some() {
             return None;
         }
-        Some(ConnKey { user: user.into(), provider: provider.into(), account: account.into() })
+        Some(ConnKey {
+            user: user.into(),
+            provider: provider.into(),
+            account: account.into(),
+        })
     }
 
     /// The prefix of every storage key of `user`.
@@ -76,7 +85,9 @@ impl std::fmt::Display for ConnKey {
 fn check_name(what: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -92,7 +103,9 @@ fn check_name(what: &str, value: &str) -> Result<()> {
 pub enum ConnectionStatus {
     Active,
     /// The provider refused the refresh token for good; the user must connect again.
-    NeedsReconnect { reason: String },
+    NeedsReconnect {
+        reason: String,
+    },
 }
 
 impl ConnectionStatus {

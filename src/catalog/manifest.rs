@@ -1,0 +1,384 @@
+//! The manifest format: what a provider and its tools look like in `tools/*.toml`.
+//!
+//! These types are the single source of truth for the format. `tools/manifest.schema.json` is
+//! generated from them (so editors can check manifests), and `tools/README.md` explains them
+//! with examples. Adding a tool for another REST API is a manifest, not code, so everything a
+//! tool needs — parameters, request template, projection — has to be expressible here.
+//!
+//! Deserialized values are checked and compiled once by [`crate::catalog::Catalog::load`]; the
+//! compiled forms (anchored regexes, parsed templates and field paths) are cached inside the
+//! specs so the call path never parses or compiles anything.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use super::compiled::{CompiledProvider, CompiledTool};
+
+/// One provider manifest: a `[provider]` table and its `[[tools]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub provider: ProviderSpec,
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+}
+
+/// The provider: its OAuth endpoints, where its API lives and how it speaks.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Short lowercase name used in commands, config sections and tool filters, e.g. `github`.
+    pub name: String,
+    /// Human-readable name, e.g. `GitHub`.
+    pub title: String,
+    /// OAuth authorization endpoint (the browser is sent here).
+    pub authorize_url: String,
+    /// OAuth token endpoint (code exchange and refresh).
+    pub token_url: String,
+    /// Where a grant or token is revoked; may contain `{client_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<String>,
+    /// How `revoke_url` is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_style: Option<RevokeStyle>,
+    /// OAuth device authorization endpoint (RFC 8628), when the provider has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_url: Option<String>,
+    /// Base URL that every tool path is appended to, e.g. `https://api.github.com`. Must be
+    /// https (plain http only for loopback hosts) and its host must be in `allowed_hosts`.
+    pub api_base: String,
+    /// The only hosts a token of this provider is ever sent to.
+    pub allowed_hosts: Vec<String>,
+    /// How scopes are joined in an authorization request (`" "` or `","`).
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    /// Scope → the scopes it includes, e.g. GitHub `repo` → [`public_repo`, …]. Applied
+    /// transitively when checking whether a grant covers a tool.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scope_implications: BTreeMap<String, Vec<String>>,
+    /// How the API reports errors.
+    #[serde(default)]
+    pub error_convention: ErrorConvention,
+    /// Headers sent with every API request (never the Authorization header).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Refresh an access token this many seconds before it expires.
+    #[serde(default = "default_refresh_margin_secs")]
+    pub refresh_margin_secs: u64,
+    /// Where the access token goes in an API request.
+    #[serde(default)]
+    pub token_in: TokenPlacement,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) compiled: OnceLock<CompiledProvider>,
+}
+
+fn default_scope_separator() -> String {
+    " ".to_string()
+}
+
+fn default_refresh_margin_secs() -> u64 {
+    300
+}
+
+/// How a provider revokes a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeStyle {
+    /// GitHub: `DELETE revoke_url` (with `{client_id}` filled in), HTTP basic auth with the
+    /// client credentials, JSON body `{"access_token": "…"}`; revokes the whole grant.
+    GithubGrant,
+    /// Slack: `auth.revoke` called with the token itself as bearer.
+    Slack,
+    /// RFC 7009: `POST revoke_url` with the form `token=…`.
+    Rfc7009,
+}
+
+/// How the API signals failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorConvention {
+    /// The HTTP status code says it.
+    #[default]
+    Http,
+    /// Slack: HTTP 200 with `{"ok": false, "error": "…"}`.
+    SlackOk,
+}
+
+/// Where the access token is placed in an API request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPlacement {
+    /// `Authorization: Bearer <token>`.
+    #[default]
+    AuthorizationBearer,
+}
+
+/// One tool as the model sees it, and how it maps onto one API request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// Unique across all providers; letters, digits, `_` and `-`, at most 64 characters.
+    pub name: String,
+    /// Short human-readable title.
+    pub title: String,
+    /// For the model: when to use the tool and what it returns. One or two sentences.
+    pub description: String,
+    /// Group name used by tool filters (`provider:toolset`), e.g. `issues`.
+    pub toolset: String,
+    /// The tool only reads.
+    pub read_only: bool,
+    /// The tool may delete or overwrite data.
+    #[serde(default)]
+    pub destructive: bool,
+    /// Calling the tool twice with the same arguments has no additional effect. Defaults to
+    /// `read_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    /// The minimal OAuth scopes the call needs.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The arguments, in the order they are documented to the model.
+    #[serde(default)]
+    pub params: Vec<ParamSpec>,
+    pub request: RequestSpec,
+    pub response: ResponseSpec,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) compiled: OnceLock<Result<CompiledTool, String>>,
+}
+
+impl ToolSpec {
+    /// Whether repeating the call is harmless (explicit `idempotent`, else `read_only`).
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent.unwrap_or(self.read_only)
+    }
+
+    /// The declared parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// The checked, compiled form; built on first use (the catalog forces it at load time).
+    pub(crate) fn compiled(&self) -> Result<&CompiledTool, &str> {
+        self.compiled
+            .get_or_init(|| CompiledTool::compile(self))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// One argument of a tool.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParamType,
+    /// For the model: what the value means, with an example where it helps.
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+    /// The only accepted values (for `string_array`: of each item).
+    #[serde(rename = "enum", default, skip_serializing_if = "Option::is_none")]
+    pub enum_values: Option<Vec<String>>,
+    /// A regular expression the whole value (each item of a `string_array`) must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Smallest accepted integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    /// Largest accepted integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+    /// Longest accepted string, in characters (for `string_array`: of each item).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Value used (and sent) when the argument is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Path parameters only: allow `#` in the value, sent percent-encoded as `%23` inside the
+    /// one segment. Needed for ids such as Google's `en.usa#holiday@group.v.calendar.google.com`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_hash: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// The type of an argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    String,
+    Integer,
+    Boolean,
+    /// An array of strings; joined with `,` when sent as a query parameter.
+    StringArray,
+    /// A file path: may contain `/`, never a `.` or `..` segment.
+    Path,
+}
+
+/// The HTTP request a tool call becomes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    pub method: HttpMethod,
+    /// Appended to the provider's `api_base`; `{param}` placeholders are whole segments.
+    pub path: String,
+    /// Query parameters in order: name → template (`"{param}"` or a literal).
+    #[serde(default, skip_serializing_if = "OrderedTable::is_empty")]
+    #[schemars(with = "BTreeMap<String, Value>")]
+    pub query: OrderedTable,
+    /// Body template (see tools/README.md for `{param}`, `$each` and `$item`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default)]
+    pub body_format: BodyFormat,
+    /// Extra headers for this tool (added to the provider's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Patch,
+    Put,
+    Delete,
+}
+
+impl HttpMethod {
+    pub fn as_http(self) -> http::Method {
+        match self {
+            HttpMethod::Get => http::Method::GET,
+            HttpMethod::Post => http::Method::POST,
+            HttpMethod::Patch => http::Method::PATCH,
+            HttpMethod::Put => http::Method::PUT,
+            HttpMethod::Delete => http::Method::DELETE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded`; arrays are joined with `,`.
+    Form,
+}
+
+/// How much of the response the model gets back.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    #[serde(default)]
+    pub kind: ResponseKind,
+    /// For a list: JSON pointer to the array (`""` = the body itself, `"/items"`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub items_at: String,
+    /// Fields to keep, from the object or from each item: `path` or `name = path`, where a
+    /// path is dotted (`user.login`), maps over arrays with `[]` (`labels[].name`) and may
+    /// list fallbacks with `|` (`start.dateTime | start.date`). Empty keeps everything.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// For a list: fields kept from the response root next to the items (`total_count`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_fields: Vec<String>,
+    /// Output field holding base64 text to decode (GitHub file `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_base64: Option<String>,
+    /// Longest decoded text returned, in bytes; longer text is cut and marked `truncated`.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// Result returned when the API answers with an empty body (e.g. 204 No Content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_result: Option<Value>,
+    #[serde(default)]
+    pub pagination: Pagination,
+}
+
+fn default_max_text_bytes() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseKind {
+    /// One object (an array body is still projected item by item, e.g. a directory listing).
+    #[default]
+    Object,
+    /// An array found at `items_at`; the result is `{"count", "items", …}`.
+    List,
+}
+
+/// Where the next page is announced; surfaced to the model as `next_page`, `next_cursor` or
+/// `next_page_token`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pagination {
+    #[default]
+    None,
+    /// GitHub: `Link: <…?page=3>; rel="next"` → `"next_page": 3`.
+    LinkHeader,
+    /// Slack: `response_metadata.next_cursor` → `"next_cursor"` (omitted when empty).
+    SlackCursor,
+    /// Google: `nextPageToken` → `"next_page_token"`.
+    PageToken,
+}
+
+/// A TOML table that remembers the order its keys were written in, so query strings come out
+/// in the order the manifest author chose. Order is recovered from the key spans the TOML
+/// deserializer reports, which is why this only deserializes from TOML.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderedTable(pub Vec<(String, Value)>);
+
+impl OrderedTable {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl Serialize for OrderedTable {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderedTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TableVisitor;
+
+        impl<'de> Visitor<'de> for TableVisitor {
+            type Value = OrderedTable;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedTable, A::Error> {
+                let mut entries: Vec<(usize, String, Value)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<toml::Spanned<String>, Value>()? {
+                    entries.push((key.span().start, key.into_inner(), value));
+                }
+                entries.sort_by_key(|(start, _, _)| *start);
+                Ok(OrderedTable(entries.into_iter().map(|(_, k, v)| (k, v)).collect()))
+            }
+        }
+
+        deserializer.deserialize_map(TableVisitor)
+    }
+}
