@@ -1,3 +1,3 @@
-//! The executor (being written).
+//! The executor (being assembled; see /tmp/exec_mod_full.rs).
 pub mod project;
 pub mod render;

@@ -58,6 +58,9 @@ pub struct Vault {
     audit: sled::Tree,
     users: sled::Tree,
     audit_seq: AtomicU64,
+    /// Every put or remove of a connection, for servers that tell their clients the tool list
+    /// changed.
+    changes: tokio::sync::broadcast::Sender<ConnKey>,
     /// What `open` had to create, for the one-line notice the CLI prints.
     pub created: Vec<String>,
 }
@@ -182,6 +185,7 @@ impl Vault {
             audit,
             db,
             audit_seq: AtomicU64::new(next_seq),
+            changes: tokio::sync::broadcast::channel(64).0,
             created,
         })
     }
@@ -300,6 +304,7 @@ impl Vault {
     pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
         let version = self.put_unflushed(key, expected, record)?;
         self.flush()?;
+        let _ = self.changes.send(key.clone());
         Ok(version)
     }
 
@@ -339,6 +344,7 @@ impl Vault {
         let existed = self.connections.remove(&storage_key)?.is_some();
         self.usage.remove(&storage_key)?;
         self.flush()?;
+        let _ = self.changes.send(key.clone());
         Ok(existed)
     }
 
@@ -376,6 +382,40 @@ impl Vault {
             });
         }
         Ok(rows)
+    }
+
+    /// Connections added, changed or removed in this process from now on.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
+        self.changes.subscribe()
+    }
+
+    /// The providers `user` has a connection with (records are not opened).
+    pub fn providers_of(&self, user: &str) -> Result<Vec<String>> {
+        let mut providers: Vec<String> = Vec::new();
+        for item in self.connections.scan_prefix(ConnKey::user_prefix(user)) {
+            let (k, _) = item?;
+            if let Some(key) = ConnKey::from_storage_key(&k) {
+                if !providers.contains(&key.provider) {
+                    providers.push(key.provider);
+                }
+            }
+        }
+        Ok(providers)
+    }
+
+    /// The accounts `user` has connected for `provider`.
+    pub fn accounts_of(&self, user: &str, provider: &str) -> Result<Vec<String>> {
+        let mut prefix = ConnKey::user_prefix(user);
+        prefix.extend_from_slice(provider.as_bytes());
+        prefix.push(0);
+        let mut accounts = Vec::new();
+        for item in self.connections.scan_prefix(prefix) {
+            let (k, _) = item?;
+            if let Some(key) = ConnKey::from_storage_key(&k) {
+                accounts.push(key.account);
+            }
+        }
+        Ok(accounts)
     }
 
     /// Keys of every stored connection, without opening them.

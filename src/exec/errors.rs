@@ -1,0 +1,244 @@
+//! Tool errors, and turning provider answers into them.
+//!
+//! A tool error is what the model (and the person behind it) reads when a call fails, so each
+//! one carries the provider's own message and status, and a hint that names the fix — usually
+//! the exact `keyward` command. None carries a token: messages are built from status lines,
+//! provider error fields and our own text, and the executor redacts known secrets on top.
+
+use serde_json::Value;
+
+use super::client::UpstreamResponse;
+use crate::catalog::{ErrorConvention, ProviderSpec, ToolSpec};
+use crate::vault::ConnKey;
+
+/// A failed call, as the client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolError {
+    pub message: String,
+    pub hint: Option<String>,
+    /// True when the same call may succeed later (rate limits, timeouts, 5xx).
+    pub retryable: bool,
+    /// The provider's HTTP status, when there was one.
+    pub status: Option<u16>,
+}
+
+impl ToolError {
+    pub fn new(message: impl Into<String>) -> ToolError {
+        ToolError { message: message.into(), hint: None, retryable: false, status: None }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> ToolError {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn retryable(mut self) -> ToolError {
+        self.retryable = true;
+        self
+    }
+    pub fn status(mut self, status: u16) -> ToolError {
+        self.status = Some(status);
+        self
+    }
+
+    /// The structured form of the error (`structuredContent` of an error result).
+    pub fn to_json(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("error".into(), self.message.clone().into());
+        if let Some(hint) = &self.hint {
+            obj.insert("hint".into(), hint.clone().into());
+        }
+        if let Some(status) = self.status {
+            obj.insert("status".into(), status.into());
+        }
+        obj.insert("retryable".into(), self.retryable.into());
+        Value::Object(obj)
+    }
+}
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " — {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn connect_command(key: &ConnKey) -> String {
+    format!("keyward connect {}{}", key.provider, key.cli_flags())
+}
+
+pub fn no_connection(key: &ConnKey) -> ToolError {
+    ToolError::new(format!(
+        "user {} has no {} connection (account {})",
+        key.user, key.provider, key.account
+    ))
+    .hint(format!(
+        "run `{}` (or `keyward import {}{}` with a token response on stdin)",
+        connect_command(key),
+        key.provider,
+        key.cli_flags()
+    ))
+}
+
+pub fn needs_reconnect(key: &ConnKey, reason: &str) -> ToolError {
+    ToolError::new(format!(
+        "the {} connection {} needs reconnecting ({reason})",
+        key.provider, key
+    ))
+    .hint(format!("connection needs reconnecting: run `{}`", connect_command(key)))
+}
+
+pub fn missing_scopes(key: &ConnKey, tool: &ToolSpec, missing: &[String], granted: &[String]) -> ToolError {
+    let mut wanted: Vec<String> = granted.to_vec();
+    for m in missing {
+        if !wanted.contains(m) {
+            wanted.push(m.clone());
+        }
+    }
+    ToolError::new(format!(
+        "{} needs the {} scope(s) {}, which the {} connection was not granted (it has: {})",
+        tool.name,
+        key.provider,
+        missing.join(", "),
+        key,
+        if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+    ))
+    .hint(format!("run `{} --scopes {}` to grant them", connect_command(key), wanted.join(",")))
+}
+
+/// True when the provider says the token itself was not accepted.
+pub fn is_unauthorized(provider: &ProviderSpec, response: &UpstreamResponse) -> bool {
+    if response.status == http::StatusCode::UNAUTHORIZED {
+        return true;
+    }
+    if provider.error_convention == ErrorConvention::SlackOk {
+        if let Some(code) = slack_error(&response.body) {
+            return matches!(code.as_str(), "invalid_auth" | "token_expired" | "not_authed" | "token_revoked");
+        }
+    }
+    false
+}
+
+fn slack_error(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("ok") == Some(&Value::Bool(false)) {
+        Some(value.get("error").and_then(Value::as_str).unwrap_or("unknown_error").to_string())
+    } else {
+        None
+    }
+}
+
+/// Check a response and return its body as JSON, or the tool error it amounts to.
+pub fn check(provider: &ProviderSpec, tool: &ToolSpec, key: &ConnKey, response: &UpstreamResponse) -> Result<Value, ToolError> {
+    let status = response.status;
+    let body: Option<Value> = if response.body.is_empty() { None } else { serde_json::from_slice(&response.body).ok() };
+    let title = &provider.title;
+
+    if status.is_redirection() {
+        let to = response.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
+        let host = url::Url::parse(to).ok().and_then(|u| u.host_str().map(String::from)).unwrap_or_else(|| to.to_string());
+        return Err(ToolError::new(format!(
+            "{title} redirected the request to {host}; keyward does not follow redirects to another host with your token"
+        ))
+        .status(status.as_u16()));
+    }
+
+    if status.is_client_error() || status.is_server_error() {
+        let message = body.as_ref().and_then(provider_message).unwrap_or_else(|| {
+            status.canonical_reason().unwrap_or("error").to_string()
+        });
+        let code = status.as_u16();
+        let mut err = ToolError::new(format!("{title} answered {code}: {message}")).status(code);
+        err = match code {
+            401 => err.hint(format!(
+                "the provider no longer accepts this connection's token: run `{}`",
+                connect_command(key)
+            )),
+            403 => {
+                let accepted = header(response, "x-accepted-oauth-scopes");
+                let has = header(response, "x-oauth-scopes");
+                match accepted {
+                    Some(accepted) if !accepted.is_empty() => err.hint(format!(
+                        "this needs the scope(s) `{accepted}` and the connection has `{}`: run `{} --scopes {}`",
+                        has.unwrap_or_default(),
+                        connect_command(key),
+                        accepted.replace(' ', "")
+                    )),
+                    _ => err.hint("the connection is not allowed to do this (permissions on the resource, or a missing scope)"),
+                }
+            }
+            404 if provider.name == "github" => err.hint(
+                "not found, or the connection cannot see it (private repositories need the `repo` scope, and organisations may restrict OAuth apps); check the owner, repo and number",
+            ),
+            404 => err.hint("not found, or the connection cannot see it; check the identifiers"),
+            410 => err.hint("it has already been deleted"),
+            422 | 400 => err.hint(format!("the provider rejected the arguments; check them against {}'s input schema", tool.name)),
+            _ if status.is_server_error() => err.hint("the provider had a problem; retry in a moment").retryable(),
+            _ => err,
+        };
+        return Err(err);
+    }
+
+    if provider.error_convention == ErrorConvention::SlackOk {
+        if let Some(code) = body.as_ref().and_then(|b| {
+            (b.get("ok") == Some(&Value::Bool(false))).then(|| b.get("error").and_then(Value::as_str).unwrap_or("unknown_error").to_string())
+        }) {
+            let b = body.as_ref().expect("checked above");
+            let err = ToolError::new(format!("Slack answered {code}")).status(status.as_u16());
+            return Err(match code.as_str() {
+                "missing_scope" => {
+                    let needed = b.get("needed").and_then(Value::as_str).unwrap_or("?");
+                    err.hint(format!(
+                        "the connection lacks the scope `{needed}` (it has `{}`): run `{} --scopes {needed}`",
+                        b.get("provided").and_then(Value::as_str).unwrap_or(""),
+                        connect_command(key)
+                    ))
+                }
+                "channel_not_found" => err.hint("no such channel, or the connection is not a member of it; use slack_list_channels to find channel ids"),
+                "not_in_channel" => err.hint("the user is not in that channel; join it in Slack first"),
+                "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive" => {
+                    err.hint(format!("Slack no longer accepts this connection's token: run `{}`", connect_command(key)))
+                }
+                "ratelimited" => err.hint("Slack is rate limiting this connection; retry in a minute").retryable(),
+                _ => err.hint("see Slack's documentation of this error code for the method"),
+            });
+        }
+    }
+
+    Ok(body.unwrap_or_else(|| serde_json::json!({ "ok": true, "status": status.as_u16() })))
+}
+
+fn header(response: &UpstreamResponse, name: &str) -> Option<String> {
+    response.headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+}
+
+/// The human message a provider put in its error body: GitHub `message` (+ `errors`), Google
+/// `error.message`, OAuth-style `error_description` / `error`.
+fn provider_message(body: &Value) -> Option<String> {
+    if let Some(msg) = body.get("message").and_then(Value::as_str) {
+        let details: Vec<String> = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errs| {
+                errs.iter()
+                    .filter_map(|e| e.get("message").and_then(Value::as_str).or_else(|| e.get("code").and_then(Value::as_str)).map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(if details.is_empty() { msg.to_string() } else { format!("{msg} ({})", details.join("; ")) });
+    }
+    if let Some(err) = body.get("error") {
+        if let Some(msg) = err.get("message").and_then(Value::as_str) {
+            return Some(msg.to_string());
+        }
+        if let Some(code) = err.as_str() {
+            let desc = body.get("error_description").and_then(Value::as_str);
+            return Some(match desc {
+                Some(d) => format!("{code}: {d}"),
+                None => code.to_string(),
+            });
+        }
+    }
+    None
+}
