@@ -3,10 +3,13 @@
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use keyward::config::Home;
+use keyward::catalog::Catalog;
+use keyward::config::{Config, Home};
 use keyward::error::{Error, Result};
+use keyward::exec::{CallContext, CallOutcome, Executor};
 use keyward::oauth::token_response;
 use keyward::vault::{AuditEntry, ConnKey, OpenMode, Vault, DEFAULT_ACCOUNT, DEFAULT_USER};
 
@@ -79,6 +82,27 @@ enum Command {
         #[arg(long, value_name = "F")]
         new_key_file: Option<PathBuf>,
     },
+    /// List every tool: provider, toolset, read-only or destructive, scopes
+    Tools {
+        #[arg(long)]
+        json: bool,
+        /// Only this provider's tools
+        #[arg(long, value_name = "P")]
+        provider: Option<String>,
+    },
+    /// Run one tool call and print the result JSON
+    Call {
+        /// The tool's name, e.g. github_list_pull_requests
+        tool: String,
+        /// The arguments, a JSON object
+        #[arg(long, default_value = "{}", value_name = "JSON")]
+        args: String,
+        #[arg(long, default_value = DEFAULT_USER)]
+        user: String,
+        /// The provider account (default: `default`, or the only one)
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,6 +136,8 @@ fn run(cli: Cli) -> Result<()> {
         } => audit(&home, json, limit, follow),
         Command::RotateKey => rotate_key(&home),
         Command::Rekey { new_key_file } => rekey(&home, new_key_file),
+        Command::Tools { json, provider } => tools(&home, json, provider.as_deref()),
+        Command::Call { tool, args, user, account } => call(&home, &tool, &args, &user, account),
     }
 }
 
@@ -128,12 +154,16 @@ fn open_for_write(home: &Home) -> Result<Vault> {
     Ok(vault)
 }
 
-fn known_providers() -> Vec<String> {
-    vec!["github".into(), "slack".into(), "google".into()]
+/// The catalog as this home's config shapes it (extra manifest folders, endpoint overrides).
+fn load_catalog(home: &Home) -> Result<(Config, Catalog)> {
+    let config = Config::load(home)?;
+    let catalog = Catalog::load(&config.tools_dirs, &config.providers)?;
+    Ok((config, catalog))
 }
 
-fn check_provider(provider: &str) -> Result<()> {
-    let known = known_providers();
+fn check_provider(home: &Home, provider: &str) -> Result<()> {
+    let (_, catalog) = load_catalog(home)?;
+    let known: Vec<String> = catalog.providers().map(|p| p.name.clone()).collect();
     if known.iter().any(|p| p == provider) {
         Ok(())
     } else {
@@ -170,7 +200,7 @@ fn init(home: &Home) -> Result<()> {
 }
 
 fn import(home: &Home, provider: &str, who: &Who) -> Result<()> {
-    check_provider(provider)?;
+    check_provider(home, provider)?;
     let key = ConnKey::new(&who.user, provider, &who.account)?;
     if std::io::stdin().is_terminal() {
         eprintln!("keyward: paste the token response JSON, then press Ctrl-D");
@@ -320,7 +350,7 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
 }
 
 fn disconnect(home: &Home, provider: &str, who: &Who) -> Result<()> {
-    check_provider(provider)?;
+    check_provider(home, provider)?;
     let key = ConnKey::new(&who.user, provider, &who.account)?;
     let Some(vault) = open_existing(home)? else {
         return Err(Error::NotFound(format!(
@@ -414,4 +444,68 @@ fn rekey(home: &Home, new_key_file: Option<PathBuf>) -> Result<()> {
     vault.flush()?;
     println!("master key replaced (id {old_id} → {}); the new key is in {location}. Back it up now: the old key no longer opens the vault.", vault.master_key_id());
     Ok(())
+}
+
+fn tools(home: &Home, json: bool, provider: Option<&str>) -> Result<()> {
+    let (_, catalog) = load_catalog(home)?;
+    if let Some(p) = provider {
+        if catalog.provider(p).is_none() {
+            let known: Vec<String> = catalog.providers().map(|p| p.name.clone()).collect();
+            return Err(Error::usage(format!("unknown provider {p:?}: use one of {}", known.join(", "))));
+        }
+    }
+    let rows: Vec<_> = catalog.tools().filter(|(p, _)| provider.is_none_or(|want| p.name == want)).collect();
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(p, t)| {
+                serde_json::json!({
+                    "name": t.name, "provider": p.name, "toolset": t.toolset, "title": t.title,
+                    "read_only": t.read_only, "destructive": t.destructive, "scopes": t.scopes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
+        return Ok(());
+    }
+    println!("{:<28} {:<8} {:<14} {:<11} SCOPES", "TOOL", "PROVIDER", "TOOLSET", "KIND");
+    for (p, t) in rows {
+        let kind = if t.read_only { "read-only" } else if t.destructive { "destructive" } else { "write" };
+        let scopes = if t.scopes.is_empty() { "(none)".to_string() } else { t.scopes.join(" ") };
+        println!("{:<28} {:<8} {:<14} {:<11} {}", t.name, p.name, t.toolset, kind, scopes);
+    }
+    Ok(())
+}
+
+fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>) -> Result<()> {
+    let args: serde_json::Value = serde_json::from_str(args)
+        .map_err(|e| Error::usage(format!("--args is not valid JSON ({e}); pass an object, e.g. --args '{{\"owner\":\"octocat\"}}'")))?;
+    let serde_json::Value::Object(args) = args else {
+        return Err(Error::usage("--args must be a JSON object, e.g. --args '{}'"));
+    };
+    let (config, catalog) = load_catalog(home)?;
+    let vault = Vault::open(home, OpenMode::Existing).map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "user {user} has no connections yet: run `keyward connect PROVIDER` or `keyward import PROVIDER` first"
+        )),
+        other => other,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let executor = Executor::new(Arc::new(catalog), Arc::new(vault), &config)?;
+    let ctx = CallContext { user: user.to_string(), account, session: None };
+    let outcome = runtime.block_on(executor.call(&ctx, tool, args));
+    executor.vault().flush()?;
+    match outcome {
+        CallOutcome::Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+            Ok(())
+        }
+        CallOutcome::Err(e) => {
+            println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("JSON"));
+            Err(Error::other(e.to_string()))
+        }
+    }
 }

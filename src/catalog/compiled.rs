@@ -32,9 +32,10 @@ impl ProviderSpec {
             Some(_) => parse_endpoint(&self.api_base).map(Cow::Owned),
             None => {
                 let base = parse_endpoint(&self.api_base)?;
-                let compiled = self
-                    .compiled
-                    .get_or_init(|| CompiledProvider { source: self.api_base.clone(), base });
+                let compiled = self.compiled.get_or_init(|| CompiledProvider {
+                    source: self.api_base.clone(),
+                    base,
+                });
                 Ok(Cow::Borrowed(&compiled.base))
             }
         }
@@ -127,17 +128,25 @@ impl CompiledTool {
                         tool.request.method.as_http()
                     ));
                 }
-                let context = match tool.request.body_format {
-                    BodyFormat::Json => Context::Body,
-                    BodyFormat::Form => Context::Form,
-                };
-                if !value.is_object() {
+                let Value::Object(fields) = value else {
                     return Err("`body` must be a table".into());
-                }
-                Some(
-                    compile_template(value, &tool.params, &mut used, context)
-                        .map_err(|e| format!("body: {e}"))?,
-                )
+                };
+                let template = match tool.request.body_format {
+                    BodyFormat::Json => {
+                        compile_template(value, &tool.params, &mut used, Context::Body)
+                    }
+                    // A form is one flat table: its values follow the query rules.
+                    BodyFormat::Form => fields
+                        .iter()
+                        .map(|(key, field)| {
+                            compile_template(field, &tool.params, &mut used, Context::Form)
+                                .map(|template| (key.clone(), template))
+                                .map_err(|e| format!("`{key}`: {e}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Template::Object),
+                };
+                Some(template.map_err(|e| format!("body: {e}"))?)
             }
         };
 
@@ -152,12 +161,20 @@ impl CompiledTool {
         }
 
         let projection = compile_projection(tool)?;
-        Ok(CompiledTool { patterns, path, query, body, projection })
+        Ok(CompiledTool {
+            patterns,
+            path,
+            query,
+            body,
+            projection,
+        })
     }
 }
 
 fn check_tool_name(name: &str) -> Result<(), String> {
-    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if name.is_empty() || name.len() > MAX_TOOL_NAME || !valid_chars {
         return Err(format!(
             "tool name `{name}` must be 1 to {MAX_TOOL_NAME} letters, digits, `_` or `-`"
@@ -168,8 +185,13 @@ fn check_tool_name(name: &str) -> Result<(), String> {
 
 /// Header names a manifest may not set: the executor owns credentials and framing.
 pub(crate) fn check_header_name(name: &str) -> Result<(), String> {
-    const RESERVED: [&str; 5] =
-        ["authorization", "cookie", "proxy-authorization", "host", "content-length"];
+    const RESERVED: [&str; 5] = [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "host",
+        "content-length",
+    ];
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         return Err(format!("`{name}` is not a valid header name"));
     }
@@ -190,25 +212,36 @@ fn compile_params(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
     for (index, param) in params.iter().enumerate() {
         let name = &param.name;
         if !is_identifier(name) {
-            return Err(format!("parameter name `{name}` must be letters, digits and `_`"));
+            return Err(format!(
+                "parameter name `{name}` must be letters, digits and `_`"
+            ));
         }
         if params[..index].iter().any(|p| p.name == *name) {
             return Err(format!("parameter `{name}` is declared twice"));
         }
-        let textual = matches!(param.kind, ParamType::String | ParamType::StringArray | ParamType::Path);
+        let textual = matches!(
+            param.kind,
+            ParamType::String | ParamType::StringArray | ParamType::Path
+        );
         if !textual
-            && (param.enum_values.is_some() || param.pattern.is_some() || param.max_length.is_some())
+            && (param.enum_values.is_some()
+                || param.pattern.is_some()
+                || param.max_length.is_some())
         {
             return Err(format!(
                 "parameter `{name}`: `enum`, `pattern` and `max_length` apply to text parameters only"
             ));
         }
         if param.kind != ParamType::Integer && (param.min.is_some() || param.max.is_some()) {
-            return Err(format!("parameter `{name}`: `min` and `max` apply to integers only"));
+            return Err(format!(
+                "parameter `{name}`: `min` and `max` apply to integers only"
+            ));
         }
         if let (Some(min), Some(max)) = (param.min, param.max) {
             if min > max {
-                return Err(format!("parameter `{name}`: `min` {min} is above `max` {max}"));
+                return Err(format!(
+                    "parameter `{name}`: `min` {min} is above `max` {max}"
+                ));
             }
         }
         if matches!(&param.enum_values, Some(values) if values.is_empty()) {
@@ -269,7 +302,10 @@ fn embeds_placeholder(text: &str) -> bool {
 fn param_index(params: &[ParamSpec], name: &str) -> Result<usize, String> {
     params.iter().position(|p| p.name == name).ok_or_else(|| {
         let declared: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-        format!("`{{{name}}}` is not a declared parameter (declared: {})", declared.join(", "))
+        format!(
+            "`{{{name}}}` is not a declared parameter (declared: {})",
+            declared.join(", ")
+        )
     })
 }
 
@@ -303,7 +339,9 @@ fn compile_path(tool: &ToolSpec, used: &mut [bool]) -> Result<Vec<PathPart>, Str
                 ));
             }
             if matches!(param.kind, ParamType::StringArray | ParamType::Boolean) {
-                return Err(format!("path parameter `{name}` must be a string, integer or path"));
+                return Err(format!(
+                    "path parameter `{name}` must be a string, integer or path"
+                ));
             }
             used[index] = true;
             parts.push(PathPart::Param(index));
@@ -319,10 +357,16 @@ fn compile_path(tool: &ToolSpec, used: &mut [bool]) -> Result<Vec<PathPart>, Str
     for (index, param) in tool.params.iter().enumerate() {
         let in_path = parts.contains(&PathPart::Param(index));
         if param.allow_hash && !in_path {
-            return Err(format!("`allow_hash` applies to path parameters only (`{}`)", param.name));
+            return Err(format!(
+                "`allow_hash` applies to path parameters only (`{}`)",
+                param.name
+            ));
         }
         if param.allow_hash && param.kind != ParamType::String {
-            return Err(format!("`allow_hash` applies to string parameters only (`{}`)", param.name));
+            return Err(format!(
+                "`allow_hash` applies to string parameters only (`{}`)",
+                param.name
+            ));
         }
     }
     Ok(parts)
@@ -374,21 +418,30 @@ fn compile_template(
             }
             let (Some(Value::String(each)), Some(item)) = (map.get("$each"), map.get("$item"))
             else {
-                return Err("`$each` names a string_array parameter and `$item` is its template".into());
+                return Err(
+                    "`$each` names a string_array parameter and `$item` is its template".into(),
+                );
             };
             let param = param_index(params, each)?;
             if params[param].kind != ParamType::StringArray {
-                return Err(format!("`$each` needs a string_array parameter; `{each}` is not one"));
+                return Err(format!(
+                    "`$each` needs a string_array parameter; `{each}` is not one"
+                ));
             }
             used[param] = true;
             let item = compile_template(item, params, used, Context::Item)?;
-            Ok(Template::Each { param, item: Box::new(item) })
+            Ok(Template::Each {
+                param,
+                item: Box::new(item),
+            })
         }
         Value::Object(map) => {
             let mut fields = Vec::with_capacity(map.len());
             for (key, value) in map {
                 if key.starts_with('$') {
-                    return Err(format!("unknown template key `{key}` (known: `$each`, `$item`)"));
+                    return Err(format!(
+                        "unknown template key `{key}` (known: `$each`, `$item`)"
+                    ));
                 }
                 let template = compile_template(value, params, used, context)
                     .map_err(|e| format!("`{key}`: {e}"))?;
@@ -419,10 +472,16 @@ fn compile_projection(tool: &ToolSpec) -> Result<Projection, String> {
     let root_fields = parse_fields(&response.root_fields)?;
     if let Some(decoded) = &response.decode_base64 {
         if !fields.is_empty() && !fields.iter().any(|f| f.output == *decoded) {
-            return Err(format!("`decode_base64` names `{decoded}`, which `fields` does not keep"));
+            return Err(format!(
+                "`decode_base64` names `{decoded}`, which `fields` does not keep"
+            ));
         }
     }
-    Ok(Projection { items_at, fields, root_fields })
+    Ok(Projection {
+        items_at,
+        fields,
+        root_fields,
+    })
 }
 
 fn parse_fields(fields: &[String]) -> Result<Vec<FieldRule>, String> {
@@ -446,7 +505,11 @@ pub(crate) fn parse_field(text: &str) -> Result<FieldRule, String> {
     let alternatives: Vec<&str> = paths.split('|').map(str::trim).collect();
     let output = match output {
         Some(name) if is_identifier(name) => name.to_string(),
-        Some(name) => return Err(format!("output name `{name}` must be letters, digits and `_`")),
+        Some(name) => {
+            return Err(format!(
+                "output name `{name}` must be letters, digits and `_`"
+            ))
+        }
         None if alternatives.len() > 1 => {
             return Err("fallbacks need an output name: `name = a | b`".into())
         }
@@ -456,7 +519,10 @@ pub(crate) fn parse_field(text: &str) -> Result<FieldRule, String> {
         .into_iter()
         .map(parse_path)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(FieldRule { output, alternatives })
+    Ok(FieldRule {
+        output,
+        alternatives,
+    })
 }
 
 fn parse_path(path: &str) -> Result<Vec<Step>, String> {
@@ -467,11 +533,18 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
                 None => (part, false),
             };
             let valid = !key.is_empty()
-                && key.chars().all(|c| !c.is_whitespace() && !matches!(c, '[' | ']' | '|' | '='));
+                && key
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !matches!(c, '[' | ']' | '|' | '='));
             if !valid {
-                return Err(format!("`{path}` is not a path like `user.login` or `labels[].name`"));
+                return Err(format!(
+                    "`{path}` is not a path like `user.login` or `labels[].name`"
+                ));
             }
-            Ok(Step { key: key.to_string(), each })
+            Ok(Step {
+                key: key.to_string(),
+                each,
+            })
         })
         .collect()
 }
@@ -479,7 +552,11 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
 impl ParamSpec {
     /// Check one argument value and return it in canonical form (integers as `i64`).
     /// The error describes what was expected and what came instead.
-    pub(crate) fn check_value(&self, pattern: Option<&Regex>, value: &Value) -> Result<Value, String> {
+    pub(crate) fn check_value(
+        &self,
+        pattern: Option<&Regex>,
+        value: &Value,
+    ) -> Result<Value, String> {
         let mismatch = || format!("expected {}, got {}", self.expected(), describe(value));
         match self.kind {
             ParamType::String | ParamType::Path => match value {
@@ -528,7 +605,11 @@ impl ParamSpec {
 
     /// Check one string (a string value or one item of a string array).
     pub(crate) fn check_item(&self, pattern: Option<&Regex>, text: &str) -> Result<(), String> {
-        let what = if self.kind == ParamType::StringArray { "each item to be " } else { "" };
+        let what = if self.kind == ParamType::StringArray {
+            "each item to be "
+        } else {
+            ""
+        };
         if let Some(values) = &self.enum_values {
             if !values.iter().any(|v| v == text) {
                 return Err(format!(
@@ -572,21 +653,30 @@ impl ParamSpec {
                 (None, None) => "an integer".to_string(),
             },
         };
+        let each = if self.kind == ParamType::StringArray {
+            "each "
+        } else {
+            ""
+        };
         if let Some(values) = &self.enum_values {
-            text.push_str(&format!(", one of {}", quote_list(values)));
+            text.push_str(&format!(", {each}one of {}", quote_list(values)));
         }
         if let Some(pattern) = &self.pattern {
-            text.push_str(&format!(", matching `{pattern}`"));
+            text.push_str(&format!(", {each}matching `{pattern}`"));
         }
         if let Some(max) = self.max_length {
-            text.push_str(&format!(", at most {max} characters"));
+            text.push_str(&format!(", {each}at most {max} characters"));
         }
         text
     }
 }
 
 fn quote_list(values: &[String]) -> String {
-    values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
+    values
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A short description of a JSON value for error messages (long strings are cut).

@@ -30,11 +30,14 @@ impl ToolFilter {
         if self.toolsets.is_empty() && self.tools.is_empty() {
             return true;
         }
-        self.tools.iter().any(|name| *name == tool.name)
-            || self.toolsets.iter().any(|entry| match entry.split_once(':') {
-                Some((p, set)) => p == provider.name && set == tool.toolset,
-                None => *entry == provider.name,
-            })
+        self.tools.contains(&tool.name)
+            || self
+                .toolsets
+                .iter()
+                .any(|entry| match entry.split_once(':') {
+                    Some((p, set)) => p == provider.name && set == tool.toolset,
+                    None => *entry == provider.name,
+                })
     }
 
     /// Fail on names the catalog does not know, listing the valid ones.
@@ -72,7 +75,11 @@ impl ToolFilter {
 }
 
 fn backticked(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -81,7 +88,11 @@ mod tests {
 
     fn selected(filter: &ToolFilter) -> Vec<String> {
         let catalog = Catalog::embedded();
-        catalog.tools().filter(|(p, t)| filter.allows(p, t)).map(|(_, t)| t.name.clone()).collect()
+        catalog
+            .tools()
+            .filter(|(p, t)| filter.allows(p, t))
+            .map(|(_, t)| t.name.clone())
+            .collect()
     }
 
     #[test]
@@ -93,11 +104,20 @@ mod tests {
 
     #[test]
     fn provider_toolset_tool_and_read_only_narrow_the_selection() {
-        let slack_chat = ToolFilter { toolsets: vec!["slack:chat".into()], ..Default::default() };
+        let slack_chat = ToolFilter {
+            toolsets: vec!["slack:chat".into()],
+            ..Default::default()
+        };
         assert_eq!(selected(&slack_chat), vec!["slack_post_message"]);
 
-        let github = selected(&ToolFilter { toolsets: vec!["github".into()], ..Default::default() });
-        assert!(github.iter().all(|name| name.starts_with("github_")), "{github:?}");
+        let github = selected(&ToolFilter {
+            toolsets: vec!["github".into()],
+            ..Default::default()
+        });
+        assert!(
+            github.iter().all(|name| name.starts_with("github_")),
+            "{github:?}"
+        );
         assert!(github.contains(&"github_create_issue".to_string()));
 
         let mixed = ToolFilter {
@@ -105,7 +125,10 @@ mod tests {
             tools: vec!["github_get_me".into()],
             read_only: false,
         };
-        assert_eq!(selected(&mixed), vec!["github_get_me", "calendar_find_free_busy"]);
+        assert_eq!(
+            selected(&mixed),
+            vec!["github_get_me", "calendar_find_free_busy"]
+        );
 
         let read_only = selected(&ToolFilter {
             toolsets: vec!["github".into()],
@@ -116,7 +139,10 @@ mod tests {
         assert!(!read_only.contains(&"github_create_issue".to_string()));
         assert!(!read_only.contains(&"github_add_issue_comment".to_string()));
 
-        let everything_read_only = selected(&ToolFilter { read_only: true, ..Default::default() });
+        let everything_read_only = selected(&ToolFilter {
+            read_only: true,
+            ..Default::default()
+        });
         assert!(!everything_read_only.contains(&"calendar_delete_event".to_string()));
         assert!(everything_read_only.contains(&"calendar_find_free_busy".to_string()));
     }
@@ -124,15 +150,24 @@ mod tests {
     #[test]
     fn unknown_names_are_errors_listing_valid_ones() {
         let catalog = Catalog::embedded();
-        let typo = ToolFilter { toolsets: vec!["gihub".into()], ..Default::default() };
+        let typo = ToolFilter {
+            toolsets: vec!["gihub".into()],
+            ..Default::default()
+        };
         let message = typo.validate(&catalog).unwrap_err().to_string();
         assert!(message.contains("`gihub`"), "{message}");
         assert!(message.contains("github, github:issues"), "{message}");
         assert!(message.contains("slack:chat"), "{message}");
 
-        let typo = ToolFilter { tools: vec!["github_get_mee".into()], ..Default::default() };
+        let typo = ToolFilter {
+            tools: vec!["github_get_mee".into()],
+            ..Default::default()
+        };
         let message = typo.validate(&catalog).unwrap_err().to_string();
-        assert!(message.contains("`github_get_mee`") && message.contains("github_get_me,"), "{message}");
+        assert!(
+            message.contains("`github_get_mee`") && message.contains("github_get_me,"),
+            "{message}"
+        );
 
         let fine = ToolFilter {
             toolsets: vec!["slack".into(), "github:pull_requests".into()],

@@ -28,7 +28,11 @@ pub fn host_allowed(allowed: &[String], url: &Url) -> bool {
             Host::Domain(name) => name.eq_ignore_ascii_case(entry),
             Host::Ipv4(ip) => entry.parse::<Ipv4Addr>() == Ok(ip),
             Host::Ipv6(ip) => {
-                entry.trim_start_matches('[').trim_end_matches(']').parse::<Ipv6Addr>() == Ok(ip)
+                entry
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<Ipv6Addr>()
+                    == Ok(ip)
             }
         }
     })
@@ -78,11 +82,18 @@ mod tests {
 
     #[test]
     fn allowed_hosts_match_names_and_addresses() {
-        let allowed = vec!["api.github.com".to_string(), "[::1]".to_string(), "127.0.0.1".into()];
+        let allowed = vec![
+            "api.github.com".to_string(),
+            "[::1]".to_string(),
+            "127.0.0.1".into(),
+        ];
         assert!(host_allowed(&allowed, &url("https://API.GitHub.com/x")));
         assert!(host_allowed(&allowed, &url("http://[::1]:4000/")));
         assert!(host_allowed(&allowed, &url("http://127.0.0.1:4000/")));
-        assert!(!host_allowed(&allowed, &url("https://api.github.com.evil.test/")));
+        assert!(!host_allowed(
+            &allowed,
+            &url("https://api.github.com.evil.test/")
+        ));
         assert!(!host_allowed(&allowed, &url("https://github.com/")));
     }
 
@@ -93,7 +104,9 @@ mod tests {
         assert!(parse_endpoint("http://localhost/x").is_ok());
         let refused = parse_endpoint("http://api.github.com").unwrap_err();
         assert!(refused.contains("plain http"), "{refused}");
-        assert!(parse_endpoint("ftp://example.com").unwrap_err().contains("scheme"));
+        assert!(parse_endpoint("ftp://example.com")
+            .unwrap_err()
+            .contains("scheme"));
         assert!(parse_endpoint("https://user:pw@example.com").is_err());
         assert!(parse_endpoint("not a url").is_err());
     }

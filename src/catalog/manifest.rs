@@ -375,7 +375,9 @@ impl<'de> Deserialize<'de> for OrderedTable {
                     entries.push((key.span().start, key.into_inner(), value));
                 }
                 entries.sort_by_key(|(start, _, _)| *start);
-                Ok(OrderedTable(entries.into_iter().map(|(_, k, v)| (k, v)).collect()))
+                Ok(OrderedTable(
+                    entries.into_iter().map(|(_, k, v)| (k, v)).collect(),
+                ))
             }
         }
 

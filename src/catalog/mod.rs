@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
 
-pub(crate) use compiled::{describe, FieldRule, PathPart, Step, Template};
+pub(crate) use compiled::{FieldRule, PathPart, Step, Template};
 pub use filter::ToolFilter;
 pub use manifest::{
     BodyFormat, ErrorConvention, HttpMethod, Manifest, OrderedTable, Pagination, ParamSpec,
@@ -35,7 +35,10 @@ pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, pa
 const EMBEDDED: [(&str, &str); 3] = [
     ("tools/github.toml", include_str!("../../tools/github.toml")),
     ("tools/slack.toml", include_str!("../../tools/slack.toml")),
-    ("tools/google-calendar.toml", include_str!("../../tools/google-calendar.toml")),
+    (
+        "tools/google-calendar.toml",
+        include_str!("../../tools/google-calendar.toml"),
+    ),
 ];
 
 /// All providers and tools, checked and compiled.
@@ -159,12 +162,17 @@ impl Catalog {
 
     /// Every tool with its provider, providers in catalog order, tools in manifest order.
     pub fn tools(&self) -> impl Iterator<Item = (&ProviderSpec, &ToolSpec)> {
-        self.manifests.iter().flat_map(|m| m.tools.iter().map(move |t| (&m.provider, t)))
+        self.manifests
+            .iter()
+            .flat_map(|m| m.tools.iter().map(move |t| (&m.provider, t)))
     }
 
     /// The tools of one provider.
     pub fn provider_tools<'a>(&'a self, provider: &'a str) -> impl Iterator<Item = &'a ToolSpec> {
-        self.manifests.iter().filter(move |m| m.provider.name == provider).flat_map(|m| &m.tools)
+        self.manifests
+            .iter()
+            .filter(move |m| m.provider.name == provider)
+            .flat_map(|m| &m.tools)
     }
 
     /// Valid tool filter entries: each provider name followed by its `provider:toolset` names.
@@ -174,7 +182,11 @@ impl Catalog {
             names.push(manifest.provider.name.clone());
             let toolsets: BTreeSet<&str> =
                 manifest.tools.iter().map(|t| t.toolset.as_str()).collect();
-            names.extend(toolsets.iter().map(|set| format!("{}:{set}", manifest.provider.name)));
+            names.extend(
+                toolsets
+                    .iter()
+                    .map(|set| format!("{}:{set}", manifest.provider.name)),
+            );
         }
         names
     }
@@ -197,7 +209,10 @@ impl Catalog {
 fn embedded_sources() -> Vec<Source> {
     EMBEDDED
         .iter()
-        .map(|(file, text)| Source { file: file.to_string(), text: text.to_string() })
+        .map(|(file, text)| Source {
+            file: file.to_string(),
+            text: text.to_string(),
+        })
         .collect()
 }
 
@@ -206,8 +221,8 @@ fn read_manifest_dir(dir: &Path) -> Result<Vec<Source>> {
         .map_err(|e| Error::io(format!("reading the tools folder {}", dir.display()), e))?;
     let mut paths = Vec::new();
     for entry in entries {
-        let entry =
-            entry.map_err(|e| Error::io(format!("reading the tools folder {}", dir.display()), e))?;
+        let entry = entry
+            .map_err(|e| Error::io(format!("reading the tools folder {}", dir.display()), e))?;
         let path = entry.path();
         if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
             paths.push(path);
@@ -219,21 +234,31 @@ fn read_manifest_dir(dir: &Path) -> Result<Vec<Source>> {
         .map(|path| {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            Ok(Source { file: path.display().to_string(), text })
+            Ok(Source {
+                file: path.display().to_string(),
+                text,
+            })
         })
         .collect()
 }
 
 fn parse_manifest(source: &Source) -> Result<Manifest> {
     toml::from_str::<Manifest>(&source.text).map_err(|e| {
-        let line = e.span().map(|span| line_at(&source.text, span.start)).unwrap_or(1);
+        let line = e
+            .span()
+            .map(|span| line_at(&source.text, span.start))
+            .unwrap_or(1);
         Error::config(format!("{}:{line}: {}", source.file, e.message().trim()))
     })
 }
 
 /// 1-based line number of a byte offset.
 fn line_at(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line where `key = …` is first written, or 1.
@@ -260,7 +285,11 @@ fn line_of_tool(text: &str, tool: &str) -> usize {
 
 fn check_manifest(source: &Source, manifest: &Manifest) -> Result<()> {
     let at = |key: &str, reason: String| {
-        Error::config(format!("{}:{}: {reason}", source.file, line_of_key(&source.text, key)))
+        Error::config(format!(
+            "{}:{}: {reason}",
+            source.file,
+            line_of_key(&source.text, key)
+        ))
     };
     check_provider(&manifest.provider).map_err(|(key, reason)| at(key, reason))?;
     for tool in &manifest.tools {
@@ -280,25 +309,39 @@ fn check_manifest(source: &Source, manifest: &Manifest) -> Result<()> {
 fn check_provider(provider: &ProviderSpec) -> std::result::Result<(), (&'static str, String)> {
     let name = &provider.name;
     let valid_name = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !valid_name {
-        return Err(("name", format!("provider name `{name}` must be lowercase letters, digits, `-` or `_`")));
+        return Err((
+            "name",
+            format!("provider name `{name}` must be lowercase letters, digits, `-` or `_`"),
+        ));
     }
     for (key, url) in [
         ("authorize_url", Some(&provider.authorize_url)),
         ("token_url", Some(&provider.token_url)),
         ("revoke_url", provider.revoke_url.as_ref()),
-        ("device_authorization_url", provider.device_authorization_url.as_ref()),
+        (
+            "device_authorization_url",
+            provider.device_authorization_url.as_ref(),
+        ),
     ] {
         if let Some(url) = url {
             hosts::parse_endpoint(url).map_err(|reason| (key, format!("`{key}`: {reason}")))?;
         }
     }
     if provider.revoke_url.is_some() != provider.revoke_style.is_some() {
-        return Err(("revoke_url", "`revoke_url` and `revoke_style` go together".into()));
+        return Err((
+            "revoke_url",
+            "`revoke_url` and `revoke_style` go together".into(),
+        ));
     }
     if provider.allowed_hosts.is_empty() {
-        return Err(("allowed_hosts", "`allowed_hosts` is empty; no request could be sent".into()));
+        return Err((
+            "allowed_hosts",
+            "`allowed_hosts` is empty; no request could be sent".into(),
+        ));
     }
     check_api_base(&provider.api_base, &provider.allowed_hosts).map_err(|r| ("api_base", r))?;
     if provider.scope_separator.is_empty() {
@@ -318,7 +361,9 @@ fn check_provider(provider: &ProviderSpec) -> std::result::Result<(), (&'static 
 fn check_api_base(api_base: &str, allowed_hosts: &[String]) -> std::result::Result<(), String> {
     let url = hosts::parse_endpoint(api_base).map_err(|r| format!("`api_base`: {r}"))?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`api_base` `{api_base}` must not have a query or fragment"));
+        return Err(format!(
+            "`api_base` `{api_base}` must not have a query or fragment"
+        ));
     }
     if !hosts::host_allowed(allowed_hosts, &url) {
         return Err(format!(
@@ -331,18 +376,29 @@ fn check_api_base(api_base: &str, allowed_hosts: &[String]) -> std::result::Resu
     Ok(())
 }
 
-fn apply_override(provider: &mut ProviderSpec, config: &ProviderConfig) -> std::result::Result<(), String> {
+fn apply_override(
+    provider: &mut ProviderSpec,
+    config: &ProviderConfig,
+) -> std::result::Result<(), String> {
     if let Some(api_base) = &config.api_base {
         let url = hosts::parse_endpoint(api_base).map_err(|r| format!("api_base: {r}"))?;
         let host = url.host_str().unwrap_or_default().to_string();
-        if !provider.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+        if !provider
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host))
+        {
             provider.allowed_hosts.push(host);
         }
         check_api_base(api_base, &provider.allowed_hosts)?;
         provider.api_base = api_base.clone();
     }
     for (key, value, target) in [
-        ("authorize_url", &config.authorize_url, &mut provider.authorize_url),
+        (
+            "authorize_url",
+            &config.authorize_url,
+            &mut provider.authorize_url,
+        ),
         ("token_url", &config.token_url, &mut provider.token_url),
     ] {
         if let Some(value) = value {
@@ -352,7 +408,11 @@ fn apply_override(provider: &mut ProviderSpec, config: &ProviderConfig) -> std::
     }
     for (key, value, target) in [
         ("revoke_url", &config.revoke_url, &mut provider.revoke_url),
-        ("device_authorization_url", &config.device_authorization_url, &mut provider.device_authorization_url),
+        (
+            "device_authorization_url",
+            &config.device_authorization_url,
+            &mut provider.device_authorization_url,
+        ),
     ] {
         if let Some(value) = value {
             hosts::parse_endpoint(value).map_err(|r| format!("{key}: {r}"))?;

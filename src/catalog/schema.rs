@@ -15,8 +15,12 @@ pub fn tool_input_schema(tool: &ToolSpec) -> Value {
     for param in &tool.params {
         properties.insert(param.name.clone(), param_schema(param));
     }
-    let required: Vec<&str> =
-        tool.params.iter().filter(|p| p.required).map(|p| p.name.as_str()).collect();
+    let required: Vec<&str> = tool
+        .params
+        .iter()
+        .filter(|p| p.required)
+        .map(|p| p.name.as_str())
+        .collect();
     let mut schema = Map::new();
     schema.insert("type".into(), json!("object"));
     schema.insert("properties".into(), Value::Object(properties));
@@ -103,8 +107,14 @@ mod tests {
         assert_eq!(schema["required"], json!(["owner", "repo"]));
         let properties = schema["properties"].as_object().unwrap();
         let names: Vec<&str> = properties.keys().map(String::as_str).collect();
-        assert_eq!(names, ["owner", "repo", "state", "labels", "per_page", "page"]);
-        assert_eq!(properties["state"]["enum"], json!(["open", "closed", "all"]));
+        assert_eq!(
+            names,
+            ["owner", "repo", "state", "labels", "per_page", "page"]
+        );
+        assert_eq!(
+            properties["state"]["enum"],
+            json!(["open", "closed", "all"])
+        );
         assert_eq!(properties["per_page"]["type"], "integer");
         assert_eq!(properties["per_page"]["minimum"], 1);
         assert_eq!(properties["per_page"]["maximum"], 100);
@@ -116,7 +126,10 @@ mod tests {
         let (_, events) = catalog.tool("calendar_list_events").unwrap();
         let schema = tool_input_schema(events);
         assert_eq!(schema["properties"]["calendar_id"]["default"], "primary");
-        assert!(schema.get("required").is_none(), "nothing is required: {schema}");
+        assert!(
+            schema.get("required").is_none(),
+            "nothing is required: {schema}"
+        );
     }
 
     #[test]
@@ -134,8 +147,14 @@ mod tests {
             })
             .collect();
         let bytes = serde_json::to_vec(&listing).unwrap().len();
-        println!("tools/list definitions: {} tools, {bytes} bytes", listing.len());
-        assert!(bytes <= 32 * 1024, "tool definitions take {bytes} bytes; the budget is 32 KiB");
+        println!(
+            "tools/list definitions: {} tools, {bytes} bytes",
+            listing.len()
+        );
+        assert!(
+            bytes <= 32 * 1024,
+            "tool definitions take {bytes} bytes; the budget is 32 KiB"
+        );
     }
 
     /// Editors validate manifests against the committed schema, so it must match the types.

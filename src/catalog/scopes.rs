@@ -42,12 +42,20 @@ pub fn expand_scopes<'a>(provider: &'a ProviderSpec, granted: &'a [String]) -> B
 }
 
 /// The required scopes that the granted ones do not cover, in the order they were required.
-pub fn missing_scopes(provider: &ProviderSpec, granted: &[String], required: &[String]) -> Vec<String> {
+pub fn missing_scopes(
+    provider: &ProviderSpec,
+    granted: &[String],
+    required: &[String],
+) -> Vec<String> {
     if required.is_empty() {
         return Vec::new();
     }
     let covered = expand_scopes(provider, granted);
-    required.iter().filter(|scope| !covered.contains(scope.as_str())).cloned().collect()
+    required
+        .iter()
+        .filter(|scope| !covered.contains(scope.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The smallest list that covers `scopes`: duplicates and scopes implied by another one in the
@@ -92,16 +100,30 @@ mod tests {
             missing_scopes(github, &strings(&["public_repo"]), &strings(&["repo"])),
             strings(&["repo"])
         );
-        assert_eq!(missing_scopes(github, &[], &strings(&["repo", "user:email"])), strings(&["repo", "user:email"]));
+        assert_eq!(
+            missing_scopes(github, &[], &strings(&["repo", "user:email"])),
+            strings(&["repo", "user:email"])
+        );
         assert!(missing_scopes(github, &[], &[]).is_empty());
 
         // calendar ⊇ calendar.readonly ⊇ calendar.events.readonly: two hops.
         let google = catalog.provider("google").unwrap();
         let events_readonly = format!("{CAL}.events.readonly");
-        assert!(missing_scopes(google, &strings(&[CAL]), &[events_readonly.clone()]).is_empty());
-        assert!(missing_scopes(google, &[format!("{CAL}.readonly")], &[events_readonly]).is_empty());
+        assert!(missing_scopes(
+            google,
+            &strings(&[CAL]),
+            std::slice::from_ref(&events_readonly)
+        )
+        .is_empty());
+        assert!(
+            missing_scopes(google, &[format!("{CAL}.readonly")], &[events_readonly]).is_empty()
+        );
         assert_eq!(
-            missing_scopes(google, &[format!("{CAL}.readonly")], &[format!("{CAL}.events")]),
+            missing_scopes(
+                google,
+                &[format!("{CAL}.readonly")],
+                &[format!("{CAL}.events")]
+            ),
             vec![format!("{CAL}.events")]
         );
     }
@@ -109,17 +131,27 @@ mod tests {
     #[test]
     fn implication_cycles_terminate() {
         let mut provider = Catalog::embedded().provider("github").unwrap().clone();
-        provider.scope_implications.insert("a".into(), strings(&["b"]));
-        provider.scope_implications.insert("b".into(), strings(&["a", "c"]));
+        provider
+            .scope_implications
+            .insert("a".into(), strings(&["b"]));
+        provider
+            .scope_implications
+            .insert("b".into(), strings(&["a", "c"]));
         assert!(missing_scopes(&provider, &strings(&["a"]), &strings(&["c"])).is_empty());
-        assert_eq!(missing_scopes(&provider, &strings(&["a"]), &strings(&["d"])), strings(&["d"]));
+        assert_eq!(
+            missing_scopes(&provider, &strings(&["a"]), &strings(&["d"])),
+            strings(&["d"])
+        );
     }
 
     #[test]
     fn parsing_accepts_commas_and_spaces() {
         let catalog = Catalog::embedded();
         let github = catalog.provider("github").unwrap();
-        assert_eq!(parse_scopes(github, "repo, read:user,repo"), strings(&["repo", "read:user"]));
+        assert_eq!(
+            parse_scopes(github, "repo, read:user,repo"),
+            strings(&["repo", "read:user"])
+        );
         assert_eq!(parse_scopes(github, "  "), Vec::<String>::new());
         let slack = catalog.provider("slack").unwrap();
         assert_eq!(
@@ -135,7 +167,10 @@ mod tests {
         let catalog = Catalog::embedded();
         let github = catalog.provider("github").unwrap();
         assert_eq!(
-            minimize_scopes(github, &strings(&["public_repo", "repo", "read:user", "repo"])),
+            minimize_scopes(
+                github,
+                &strings(&["public_repo", "repo", "read:user", "repo"])
+            ),
             strings(&["repo", "read:user"])
         );
     }

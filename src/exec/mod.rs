@@ -1,3 +1,224 @@
-//! The executor (being assembled; see /tmp/exec_mod_full.rs).
+//! The executor: one validated tool call in, one compact result out.
+//!
+//! The data path of a call, in the order this module runs it:
+//! 1. find the tool in the catalog and validate the arguments ([`render::validate_args`]) —
+//!    a bad argument is an error result and no request is made;
+//! 2. pick the connection (user, provider, account) and check that its granted scopes cover
+//!    the tool's ([`crate::catalog::scopes`]);
+//! 3. take the access token from the vault just in time ([`crate::oauth::refresh`] refreshes
+//!    it first when it is near expiry);
+//! 4. render the request ([`render::render`]: path segments encoded, host pinned) and send it
+//!    ([`client`]: timeouts, size cap, retries, no cross-host redirects);
+//! 5. map provider errors to tool errors with a hint ([`errors`]);
+//! 6. project the response to the declared fields ([`project::project`]) and redact every
+//!    secret the vault holds for the user ([`redact`]);
+//! 7. append an audit record.
+
+pub mod client;
+pub mod errors;
 pub mod project;
+pub mod redact;
 pub mod render;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::catalog::{ProviderSpec, ToolSpec};
+use crate::catalog::{missing_scopes, Catalog};
+use crate::config::{Config, ExecutorConfig};
+use crate::error::Result;
+use crate::oauth::refresh::Refresher;
+use crate::secret::SecretString;
+use crate::vault::{AuditEntry, ConnKey, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
+
+pub use errors::ToolError;
+
+/// Who is calling, on whose behalf.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The keyward user whose connections the call may use.
+    pub user: String,
+    /// The provider account to use; `None` picks `default`, or the only one there is.
+    pub account: Option<String>,
+    /// The MCP session id, for the audit log.
+    pub session: Option<String>,
+}
+
+impl CallContext {
+    pub fn new(user: impl Into<String>) -> CallContext {
+        CallContext { user: user.into(), account: None, session: None }
+    }
+}
+
+/// What a call produced.
+#[derive(Debug)]
+pub enum CallOutcome {
+    Ok(Value),
+    Err(ToolError),
+}
+
+impl CallOutcome {
+    pub fn is_error(&self) -> bool {
+        matches!(self, CallOutcome::Err(_))
+    }
+}
+
+/// Runs tool calls. Cheap to share behind an `Arc`.
+pub struct Executor {
+    catalog: Arc<Catalog>,
+    vault: Arc<Vault>,
+    client: client::Upstream,
+    refresher: Refresher,
+    limits: ExecutorConfig,
+}
+
+impl Executor {
+    pub fn new(catalog: Arc<Catalog>, vault: Arc<Vault>, config: &Config) -> Result<Executor> {
+        let client = client::Upstream::new(&config.executor)?;
+        let refresher = Refresher::new(catalog.clone(), vault.clone(), config, client.http().clone());
+        Ok(Executor { catalog, vault, client, refresher, limits: config.executor.clone() })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    pub fn refresher(&self) -> &Refresher {
+        &self.refresher
+    }
+
+    /// Providers the user has a connection with.
+    pub fn connected_providers(&self, user: &str) -> Vec<String> {
+        self.vault.providers_of(user).unwrap_or_default()
+    }
+
+    /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
+    /// says what happened and what to do.
+    pub async fn call(&self, ctx: &CallContext, tool_name: &str, args: Map<String, Value>) -> CallOutcome {
+        let started = Instant::now();
+        let Some((provider, tool)) = self.catalog.tool(tool_name) else {
+            return CallOutcome::Err(ToolError::new(format!("there is no tool named {tool_name:?}"))
+                .hint("`keyward tools` lists the tools (or ask the client for tools/list)"));
+        };
+        let mut audit = AuditEntry::new(&ctx.user, "tool-call", "ok");
+        audit.tool = Some(tool.name.clone());
+        audit.session = ctx.session.clone();
+        audit.provider = Some(provider.name.clone());
+        audit.scopes = Some(tool.scopes.clone());
+        let outcome = self.run(ctx, provider, tool, args, &mut audit).await;
+        audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(e) = &outcome {
+            audit.outcome = format!("error: {}", e.message);
+        }
+        self.vault.audit(&audit);
+        match outcome {
+            Ok(v) => CallOutcome::Ok(v),
+            Err(e) => CallOutcome::Err(e),
+        }
+    }
+
+    async fn run(
+        &self,
+        ctx: &CallContext,
+        provider: &ProviderSpec,
+        tool: &ToolSpec,
+        args: Map<String, Value>,
+        audit: &mut AuditEntry,
+    ) -> Result<Value, ToolError> {
+        let valid = render::validate_args(tool, &args)
+            .map_err(|e| ToolError::new(format!("invalid arguments for {}: {e}", tool.name)))?;
+        let key = self.pick_connection(ctx, provider)?;
+        audit.account = Some(key.account.clone());
+        let conn = self
+            .vault
+            .get(&key)
+            .map_err(|e| ToolError::new(e.to_string()))?
+            .ok_or_else(|| errors::no_connection(&key))?;
+        if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
+            return Err(errors::needs_reconnect(&key, reason));
+        }
+        // An import without a `scope` field tells us nothing; the provider will enforce it.
+        if !conn.record.scopes.is_empty() {
+            let missing = missing_scopes(provider, &conn.record.scopes, &tool.scopes);
+            if !missing.is_empty() {
+                return Err(errors::missing_scopes(&key, tool, &missing, &conn.record.scopes));
+            }
+        }
+        let request = render::render(provider, tool, &valid)
+            .map_err(|e| ToolError::new(format!("{} cannot run with these arguments: {e}", tool.name)))?;
+        audit.method = Some(request.method.to_string());
+        audit.host = request.url.host_str().map(String::from);
+        audit.path = Some(request.url.path().to_string());
+
+        let deadline = Instant::now() + Duration::from_millis(self.limits.call_budget_ms);
+        let (mut token, mut version) = self.refresher.fresh_token(&key, conn, deadline).await?;
+        let mut refreshed_after_401 = false;
+        let response = loop {
+            let response = self.client.send(&request, &token, deadline).await?;
+            audit.status = Some(response.status.as_u16());
+            // A 401 on a token we believed valid (providers that omit `expires_in` never tell
+            // us it expired): one forced refresh, one retry.
+            if errors::is_unauthorized(provider, &response) && !refreshed_after_401 {
+                refreshed_after_401 = true;
+                match self.refresher.force_refresh(&key, version, deadline).await? {
+                    Some((t, v)) => {
+                        token = t;
+                        version = v;
+                        continue;
+                    }
+                    None => break response,
+                }
+            }
+            break response;
+        };
+        self.vault.touch(&key);
+        let body = errors::check(provider, tool, &key, &response)?;
+        let projected = project::project(tool, &response.headers, body);
+        let secrets = self.user_secrets(&ctx.user, &token);
+        Ok(redact::redact(projected, &secrets))
+    }
+
+    /// The connection a call uses: the account asked for, else `default`, else the only one.
+    fn pick_connection(&self, ctx: &CallContext, provider: &ProviderSpec) -> Result<ConnKey, ToolError> {
+        let account = match &ctx.account {
+            Some(account) => account.clone(),
+            None => {
+                let accounts = self.vault.accounts_of(&ctx.user, &provider.name).unwrap_or_default();
+                if accounts.iter().any(|a| a == DEFAULT_ACCOUNT) || accounts.is_empty() {
+                    DEFAULT_ACCOUNT.to_string()
+                } else if accounts.len() == 1 {
+                    accounts[0].clone()
+                } else {
+                    return Err(ToolError::new(format!(
+                        "user {} has several {} accounts ({}) and none was chosen",
+                        ctx.user,
+                        provider.name,
+                        accounts.join(", ")
+                    ))
+                    .hint("start the server with `--account NAME` (or pass --account to `keyward call`)"));
+                }
+            }
+        };
+        ConnKey::new(&ctx.user, &provider.name, &account).map_err(|e| ToolError::new(e.to_string()))
+    }
+
+    /// Every token the vault holds for `user`, so that an upstream echoing one cannot leak it.
+    fn user_secrets(&self, user: &str, current: &SecretString) -> Vec<SecretString> {
+        let mut secrets = vec![current.clone()];
+        if let Ok(rows) = self.vault.list(Some(user)) {
+            for (conn, _) in rows.into_iter().flatten() {
+                secrets.push(conn.record.access_token.clone());
+                if let Some(r) = conn.record.refresh_token.clone() {
+                    secrets.push(r);
+                }
+            }
+        }
+        secrets
+    }
+}
