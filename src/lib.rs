@@ -7,4 +7,5 @@ pub mod error;
 pub mod exec;
 pub mod oauth;
 pub mod secret;
+pub mod server;
 pub mod vault;

@@ -103,6 +103,13 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Serve MCP: over stdio (for Claude Desktop, IDEs), or over HTTP with --http
+    Serve(ServeArgs),
+    /// Manage the users of the HTTP server and their API keys
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +145,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rekey { new_key_file } => rekey(&home, new_key_file),
         Command::Tools { json, provider } => tools(&home, json, provider.as_deref()),
         Command::Call { tool, args, user, account } => call(&home, &tool, &args, &user, account),
+        Command::Serve(args) => serve(&home, args),
+        Command::Users { command } => users(&home, command),
     }
 }
 
@@ -506,6 +515,119 @@ fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>
         CallOutcome::Err(e) => {
             println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("JSON"));
             Err(Error::other(e.to_string()))
+        }
+    }
+}
+
+// ---- serve and users ----------------------------------------------------------------------
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The keyward user whose connections a stdio session uses [default: default]
+    #[arg(long)]
+    user: Option<String>,
+    /// Serve Streamable HTTP (/mcp) and legacy SSE (/sse) instead of stdio
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = keyward::server::http::DEFAULT_ADDR)]
+    http: Option<String>,
+    /// Offer only these providers or provider:toolset groups (e.g. github,slack:chat)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    toolsets: Option<Vec<String>>,
+    /// Offer only these tools (comma-separated names)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    tools: Option<Vec<String>>,
+    /// Offer read-only tools only
+    #[arg(long)]
+    read_only: bool,
+    /// List every tool, not only those of connected providers
+    #[arg(long)]
+    all_tools: bool,
+    /// The provider account calls use when a user has several
+    #[arg(long)]
+    account: Option<String>,
+    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG wins
+    #[arg(long, value_name = "L")]
+    log_level: Option<String>,
+    /// HTTP: answer single replies with application/json instead of an SSE stream
+    #[arg(long)]
+    json_response: bool,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user and print its new API key (shown only once)
+    Add { name: String },
+    /// List the users (never their keys)
+    List,
+    /// Remove a user: its API key stops working at once
+    Remove { name: String },
+}
+
+fn serve(home: &Home, args: ServeArgs) -> Result<()> {
+    keyward::server::run(
+        home,
+        keyward::server::ServeOptions {
+            user: args.user,
+            http: args.http,
+            toolsets: args.toolsets,
+            tools: args.tools,
+            read_only: args.read_only,
+            all_tools: args.all_tools,
+            account: args.account,
+            log_level: args.log_level,
+            json_response: args.json_response,
+        },
+    )
+}
+
+fn users(home: &Home, command: UsersCommand) -> Result<()> {
+    use keyward::vault::users;
+    match command {
+        UsersCommand::Add { name } => {
+            users::check_user_name(&name)?;
+            let vault = open_for_write(home)?;
+            let key = users::add(&vault, &name)?;
+            vault.audit(&AuditEntry::new(&name, "user-add", "ok"));
+            vault.flush()?;
+            eprintln!(
+                "created user {name}; its API key is below and is shown only this once. HTTP \
+                 clients send it as `Authorization: Bearer <key>`; the connections they use are \
+                 {name}'s (`keyward import PROVIDER --user {name}`)."
+            );
+            println!("{}", key.expose());
+            Ok(())
+        }
+        UsersCommand::List => {
+            let Some(vault) = open_existing(home)? else {
+                println!("no users: add one with `keyward users add NAME`");
+                return Ok(());
+            };
+            let list = users::list(&vault)?;
+            if list.is_empty() {
+                println!("no users: add one with `keyward users add NAME`");
+            } else {
+                println!("{:<24} CREATED", "USER");
+                for user in list {
+                    println!("{:<24} {}", user.name, user.created);
+                }
+            }
+            Ok(())
+        }
+        UsersCommand::Remove { name } => {
+            let not_found = || {
+                Error::NotFound(format!(
+                    "there is no user {name}: `keyward users list` lists them"
+                ))
+            };
+            let Some(vault) = open_existing(home)? else {
+                return Err(not_found());
+            };
+            if !users::remove(&vault, &name)? {
+                return Err(not_found());
+            }
+            vault.audit(&AuditEntry::new(&name, "user-remove", "ok"));
+            vault.flush()?;
+            println!("removed user {name}; its API key no longer works");
+            Ok(())
         }
     }
 }

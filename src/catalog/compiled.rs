@@ -156,8 +156,11 @@ impl CompiledTool {
                 unused.0.name
             ));
         }
-        for (name, _) in tool.request.headers.iter() {
+        for (name, value) in &tool.request.headers {
             check_header_name(name)?;
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(format!("header `{name}` has an invalid value"));
+            }
         }
 
         let projection = compile_projection(tool)?;

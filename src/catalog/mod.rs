@@ -8,11 +8,11 @@
 //! declare is refused with its file, line and reason, never discovered during a call.
 
 mod compiled;
-mod filter;
+pub mod filter;
 pub mod hosts;
-mod manifest;
-mod schema;
-mod scopes;
+pub mod manifest;
+pub mod schema;
+pub mod scopes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

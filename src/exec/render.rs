@@ -961,22 +961,3 @@ mod tests {
         ));
     }
 }
-#[cfg(test)]
-mod timing_tmp {
-    #[test]
-    fn timing_tmp() {
-        use crate::catalog::Catalog;
-        let catalog = Catalog::embedded();
-        let (p, t) = catalog.tool("github_list_issues").unwrap();
-        let args = serde_json::json!({"owner":"octo-org","repo":"hello-world","state":"open","labels":["bug","ui"],"per_page":10});
-        let map = args.as_object().unwrap();
-        let n = 100_000;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            let v = super::validate_args(t, map).unwrap();
-            let r = super::render(p, t, &v).unwrap();
-            std::hint::black_box(r);
-        }
-        println!("validate+render: {:?} per call", start.elapsed() / n);
-    }
-}

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod crypto;
 pub mod keys;
 pub mod record;
+pub mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;

@@ -1,0 +1,359 @@
+//! Who may talk to the HTTP server (invariant 9 of DESIGN.md).
+//!
+//! Every request except `GET /healthz` passes three checks, in this order:
+//! 1. `Host` must name this server: a loopback name, the bound address, or an entry of
+//!    `[server] allowed_hosts` — else 403. This defeats DNS rebinding, where a web page makes
+//!    the browser send requests to 127.0.0.1 under the attacker's host name.
+//! 2. `Origin`, when present (browsers), must be a loopback origin or an entry of
+//!    `[server] allowed_origins` — else 403.
+//! 3. `Authorization: Bearer kw_…` must be a current API key — else 401 with
+//!    `WWW-Authenticate: Bearer`. The key is checked against the vault on every request, so a
+//!    removed user is locked out at once; it is then taken off the request, and what the MCP
+//!    layer sees is only the [`AuthUser`] it belongs to.
+//!
+//! MCP sessions are bound to the user that created them ([`SessionOwners`]): a request that
+//! carries another user's session id is answered 404, exactly like an unknown session, so it
+//! learns nothing about it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use crate::config::ServerConfig;
+use crate::vault::{users, Vault};
+
+/// The user an HTTP request authenticated as. Inserted into the request's extensions by the
+/// auth middleware; the handler reads it from there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub name: String,
+    /// SHA-256 of the key used, so long-lived sessions can be re-checked against the vault.
+    pub key_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for AuthUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUser").field("name", &self.name).finish()
+    }
+}
+
+impl AuthUser {
+    /// True while the key this user came in with is still theirs.
+    pub fn still_valid(&self, vault: &Vault) -> bool {
+        users::lookup_hash(vault, &self.key_hash).as_deref() == Some(self.name.as_str())
+    }
+}
+
+/// One allowed `Host`: a name or address, and optionally the one port it is allowed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostRule {
+    host: String,
+    port: Option<u16>,
+}
+
+/// Split `host[:port]` (IPv6 literals in brackets) into a lower-case host and a port.
+fn split_host_port(value: &str) -> Option<(String, Option<u16>)> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_ascii_lowercase(), port));
+    }
+    match value.rsplit_once(':') {
+        // A bare IPv6 address (no brackets) has several colons: take it whole.
+        Some((host, port)) if !host.contains(':') => {
+            Some((host.to_ascii_lowercase(), Some(port.parse().ok()?)))
+        }
+        _ => Some((value.to_ascii_lowercase(), None)),
+    }
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// The Host and Origin policy of one server.
+#[derive(Debug, Clone)]
+pub struct Access {
+    hosts: Vec<HostRule>,
+    origins: Vec<String>,
+}
+
+impl Access {
+    /// Loopback names, the bound address, and the config's extra hosts and origins.
+    pub fn new(bound: SocketAddr, config: &ServerConfig) -> Access {
+        let mut hosts: Vec<HostRule> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|h| HostRule {
+                host: h.to_string(),
+                port: None,
+            })
+            .collect();
+        if !bound.ip().is_unspecified() {
+            hosts.push(HostRule {
+                host: bound.ip().to_string(),
+                port: None,
+            });
+        }
+        for entry in &config.allowed_hosts {
+            if let Some((host, port)) = split_host_port(entry) {
+                hosts.push(HostRule { host, port });
+            }
+        }
+        let origins = config
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        Access { hosts, origins }
+    }
+
+    /// `Ok` when the `Host` header names this server.
+    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let value = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let Some((host, port)) = value.and_then(split_host_port) else {
+            return Err(forbidden("the Host header is missing or malformed"));
+        };
+        let allowed = self
+            .hosts
+            .iter()
+            .any(|rule| rule.host == host && rule.port.is_none_or(|p| Some(p) == port));
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(&format!(
+                "Host {host} is not allowed: add it to `allowed_hosts` in the [server] section of \
+                 keyward's config.toml"
+            )))
+        }
+    }
+
+    /// `Ok` when there is no `Origin` or it is a loopback or configured origin.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(value) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let Ok(origin) = value.to_str() else {
+            return Err(forbidden("the Origin header is malformed"));
+        };
+        let normalized = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        if self.origins.iter().any(|o| *o == normalized) {
+            return Ok(());
+        }
+        let loopback = url::Url::parse(&normalized).ok().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url
+                    .host_str()
+                    .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                    .is_some_and(is_loopback_name)
+        });
+        if loopback {
+            Ok(())
+        } else {
+            Err(forbidden(&format!(
+                "Origin {origin} is not allowed: add it to `allowed_origins` in the [server] section \
+                 of keyward's config.toml"
+            )))
+        }
+    }
+}
+
+fn forbidden(reason: &str) -> Response {
+    tracing::warn!("403: {reason}");
+    (StatusCode::FORBIDDEN, format!("403 Forbidden: {reason}\n")).into_response()
+}
+
+/// The 401 answer. `invalid`: a key was sent but is not a current one.
+pub fn unauthorized(invalid: bool) -> Response {
+    let (challenge, text) = if invalid {
+        (
+            r#"Bearer realm="keyward", error="invalid_token""#,
+            "401 Unauthorized: the API key is not valid (it may have been removed); ask for a new \
+             one (`keyward users add NAME`)\n",
+        )
+    } else {
+        (
+            r#"Bearer realm="keyward""#,
+            "401 Unauthorized: send `Authorization: Bearer <API key>`; create a key with \
+             `keyward users add NAME`\n",
+        )
+    };
+    let mut response = (StatusCode::UNAUTHORIZED, text).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+/// Check the bearer key of a request against the vault.
+pub fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<AuthUser, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(false));
+    };
+    let value = value.to_str().map_err(|_| unauthorized(true))?;
+    let Some((scheme, key)) = value.trim().split_once(' ') else {
+        return Err(unauthorized(true));
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized(false));
+    }
+    let key_hash = users::key_hash(key.trim());
+    match users::lookup_hash(vault, &key_hash) {
+        Some(name) => Ok(AuthUser { name, key_hash }),
+        None => Err(unauthorized(true)),
+    }
+}
+
+/// Which user opened which session (Streamable HTTP and legacy SSE alike).
+#[derive(Debug, Default)]
+pub struct SessionOwners {
+    owners: Mutex<HashMap<String, AuthUser>>,
+}
+
+/// What a session id on a request turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Opened by this user.
+    Own,
+    /// Opened by somebody else.
+    Foreign,
+    /// Not known here (never existed, or closed).
+    Unknown,
+}
+
+impl SessionOwners {
+    pub fn insert(&self, session: String, owner: AuthUser) {
+        self.owners
+            .lock()
+            .expect("session owners")
+            .insert(session, owner);
+    }
+
+    pub fn remove(&self, session: &str) {
+        self.owners.lock().expect("session owners").remove(session);
+    }
+
+    pub fn check(&self, session: &str, user: &AuthUser) -> Ownership {
+        match self.owners.lock().expect("session owners").get(session) {
+            Some(owner) if owner.name == user.name => Ownership::Own,
+            Some(_) => Ownership::Foreign,
+            None => Ownership::Unknown,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, AuthUser)> {
+        self.owners
+            .lock()
+            .expect("session owners")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.owners.lock().expect("session owners").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The 404 for an unknown or foreign session.
+pub fn session_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "404 Not Found: no such session; start a new one (initialize)\n",
+    )
+        .into_response()
+}
+
+/// Shared handle.
+pub type Owners = Arc<SessionOwners>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            split_host_port("127.0.0.1:8787"),
+            Some(("127.0.0.1".into(), Some(8787)))
+        );
+        assert_eq!(
+            split_host_port("[::1]:80"),
+            Some(("::1".into(), Some(80)))
+        );
+        assert_eq!(
+            split_host_port("LocalHost"),
+            Some(("localhost".into(), None))
+        );
+        assert_eq!(split_host_port("evil.com:x"), None);
+        assert_eq!(split_host_port(""), None);
+    }
+
+    #[test]
+    fn hosts_and_origins() {
+        let config = ServerConfig {
+            allowed_hosts: vec!["mcp.example.com:8443".into()],
+            allowed_origins: vec!["https://app.example.com".into()],
+            ..Default::default()
+        };
+        let access = Access::new("127.0.0.1:8787".parse().unwrap(), &config);
+        assert!(access.check_host(&headers(&[("host", "127.0.0.1:8787")])).is_ok());
+        assert!(access.check_host(&headers(&[("host", "localhost:8787")])).is_ok());
+        assert!(access.check_host(&headers(&[("host", "[::1]:8787")])).is_ok());
+        assert!(access
+            .check_host(&headers(&[("host", "mcp.example.com:8443")]))
+            .is_ok());
+        assert!(access
+            .check_host(&headers(&[("host", "mcp.example.com:9999")]))
+            .is_err());
+        assert!(access.check_host(&headers(&[("host", "evil.com")])).is_err());
+        assert!(access.check_host(&headers(&[])).is_err());
+
+        assert!(access.check_origin(&headers(&[])).is_ok());
+        assert!(access
+            .check_origin(&headers(&[("origin", "http://localhost:6274")]))
+            .is_ok());
+        assert!(access
+            .check_origin(&headers(&[("origin", "http://[::1]:3000")]))
+            .is_ok());
+        assert!(access
+            .check_origin(&headers(&[("origin", "https://app.example.com")]))
+            .is_ok());
+        assert!(access
+            .check_origin(&headers(&[("origin", "https://evil.com")]))
+            .is_err());
+        assert!(access
+            .check_origin(&headers(&[("origin", "null")]))
+            .is_err());
+        assert!(access
+            .check_origin(&headers(&[("origin", "http://localhost.evil.com")]))
+            .is_err());
+    }
+}

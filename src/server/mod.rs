@@ -1,0 +1,285 @@
+//! The MCP server: how LLM clients reach keyward.
+//!
+//! - [`handler`] — the rmcp `ServerHandler`: `tools/list` from the catalog (narrowed by the
+//!   server's [`ToolFilter`] and, unless `all_tools`, by the providers the user has connected),
+//!   `tools/call` through the [`Executor`], and `notifications/tools/list_changed` when the
+//!   user's connections change.
+//! - [`stdio`] — `keyward serve`: one client, one user, the protocol on stdin/stdout.
+//! - [`http`] — `keyward serve --http`: Streamable HTTP at `/mcp`, the legacy HTTP+SSE
+//!   transport at `/sse` + `/messages` ([`sse`]), and `/healthz`, behind [`auth`]: a bearer API
+//!   key per request (users and keys live in [`crate::vault::users`]), Host/Origin checks, and
+//!   sessions bound to the user that opened them.
+//!
+//! Who the user is never comes from the client's JSON: over stdio it is `--user`, over HTTP it
+//! is the owner of the API key on the request. Everything a tool call may reach is derived from
+//! that user, so one user's session cannot name another user's connection.
+
+pub mod auth;
+pub mod handler;
+pub mod http;
+mod sse;
+pub mod stdio;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, ToolFilter};
+use crate::config::{Config, Home};
+use crate::error::Result;
+use crate::exec::Executor;
+use crate::vault::{OpenMode, Vault};
+
+pub use handler::KeywardServer;
+
+/// Which tools a server offers and how it calls them, from `[server]` in config.toml and the
+/// flags of `keyward serve` (flags win).
+#[derive(Debug, Clone, Default)]
+pub struct Offer {
+    pub filter: ToolFilter,
+    /// List every tool the filter allows, connected or not.
+    pub all_tools: bool,
+    /// The provider account calls use unless the request names one (`_meta`
+    /// `keyward/account`); `None`: `default`, or the only one there is.
+    pub account: Option<String>,
+}
+
+impl Offer {
+    /// The config's `[server]` section with the command line's choices on top: tool and
+    /// toolset lists given on the command line replace the config's; the switches add up.
+    pub fn from_config(
+        config: &Config,
+        toolsets: Option<Vec<String>>,
+        tools: Option<Vec<String>>,
+        read_only: bool,
+        all_tools: bool,
+        account: Option<String>,
+    ) -> Offer {
+        let server = &config.server;
+        Offer {
+            filter: ToolFilter {
+                toolsets: toolsets.unwrap_or_else(|| server.toolsets.clone()),
+                tools: tools.unwrap_or_else(|| server.tools.clone()),
+                read_only: read_only || server.read_only,
+            },
+            all_tools: all_tools || server.all_tools,
+            account,
+        }
+    }
+}
+
+/// What every session of one server process shares.
+pub struct ServerState {
+    executor: Arc<Executor>,
+    offer: Offer,
+    /// The tools the filter allows, in catalog order, with their MCP definitions built once.
+    offered: Vec<tools::Offered>,
+    by_name: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("offer", &self.offer)
+            .field("tools", &self.offered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerState {
+    /// Check the filter against the catalog and build the tool definitions.
+    pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
+        offer.filter.validate(executor.catalog())?;
+        let offered: Vec<tools::Offered> = executor
+            .catalog()
+            .tools()
+            .filter(|(provider, tool)| offer.filter.allows(provider, tool))
+            .map(|(provider, tool)| tools::Offered {
+                provider: provider.name.clone(),
+                tool: tools::definition(provider, tool),
+            })
+            .collect();
+        let by_name = offered
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.tool.name.to_string(), i))
+            .collect();
+        Ok(Arc::new(ServerState {
+            executor,
+            offer,
+            offered,
+            by_name,
+        }))
+    }
+
+    /// Load the catalog, open (or create) the vault in `home` and build the executor.
+    pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+        let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
+        let vault = Vault::open(home, OpenMode::Create)?;
+        if !vault.created.is_empty() {
+            tracing::warn!(
+                "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
+                vault.created.join(", "),
+                home.key_file().display()
+            );
+        }
+        let executor = Executor::new(catalog, Arc::new(vault), config)?;
+        ServerState::new(Arc::new(executor), offer)
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.executor
+    }
+
+    pub fn offer(&self) -> &Offer {
+        &self.offer
+    }
+
+    /// A tool the server offers (allowed by the filter), by name.
+    pub fn offered(&self, name: &str) -> Option<&tools::Offered> {
+        self.by_name.get(name).map(|&i| &self.offered[i])
+    }
+
+    /// The providers whose tools `user` sees: `None` means all (`all_tools`).
+    pub fn visible_providers(&self, user: &str) -> Option<Vec<String>> {
+        if self.offer.all_tools {
+            None
+        } else {
+            Some(self.executor.connected_providers(user))
+        }
+    }
+
+    /// The tools `user` sees in `tools/list`.
+    pub fn tools_for(&self, user: &str) -> Vec<rmcp::model::Tool> {
+        let visible = self.visible_providers(user);
+        self.offered
+            .iter()
+            .filter(|o| visible.as_ref().is_none_or(|v| v.contains(&o.provider)))
+            .map(|o| o.tool.clone())
+            .collect()
+    }
+
+    /// Flush the vault (audit lines are appended without a flush of their own).
+    pub async fn flush(&self) {
+        if let Err(e) = self.executor.vault().flush_async().await {
+            tracing::error!("could not flush the vault: {e}");
+        }
+    }
+}
+
+/// A short random id (hex), for sessions keyward names itself.
+pub(crate) fn random_id(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Set up logging to stderr: `RUST_LOG` wins, else `--log-level` (default `info`). stdout is
+/// left to the protocol.
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level.unwrap_or("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(true)
+        .try_init();
+}
+
+/// reqwest is built without a TLS crypto provider; install ring's once per process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Everything `keyward serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The stdio user (`--user`); over HTTP the user comes from each request's API key.
+    pub user: Option<String>,
+    /// Serve HTTP on this address instead of stdio.
+    pub http: Option<String>,
+    pub toolsets: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    pub read_only: bool,
+    pub all_tools: bool,
+    pub account: Option<String>,
+    pub log_level: Option<String>,
+    pub json_response: bool,
+}
+
+/// Run `keyward serve` to completion: set up logging and TLS, load the config, open the vault
+/// and serve stdio or HTTP until the client leaves or a signal arrives.
+pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
+    use crate::error::Error;
+    install_crypto_provider();
+    init_logging(options.log_level.as_deref());
+    let config = Config::load(home)?;
+    let http_addr = match &options.http {
+        Some(addr) => {
+            if options.user.is_some() {
+                return Err(Error::usage(
+                    "--user applies to stdio only: over HTTP each request's API key names its user \
+                     (`keyward users add NAME`)",
+                ));
+            }
+            Some(resolve_addr(addr)?)
+        }
+        None => None,
+    };
+    let user = options
+        .user
+        .clone()
+        .unwrap_or_else(|| crate::vault::DEFAULT_USER.to_string());
+    crate::vault::users::check_user_name(&user)?;
+    let offer = Offer::from_config(
+        &config,
+        options.toolsets.clone(),
+        options.tools.clone(),
+        options.read_only,
+        options.all_tools,
+        options.account.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let result = runtime.block_on(async {
+        let state = ServerState::open(home, &config, offer)?;
+        match http_addr {
+            Some(addr) => {
+                let http_options = http::HttpOptions {
+                    addr,
+                    json_response: options.json_response,
+                };
+                http::serve(state, &config.server, http_options).await
+            }
+            None => stdio::serve(state, &user).await,
+        }
+    });
+    // The stdin reader is a blocking thread that only returns on input: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+fn resolve_addr(addr: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let with_port = if addr.parse::<std::net::SocketAddr>().is_ok() || addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:8787")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            crate::error::Error::usage(format!(
+                "cannot listen on {addr:?}: give an address such as 127.0.0.1:8787"
+            ))
+        })
+}

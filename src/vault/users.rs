@@ -1,0 +1,263 @@
+//! Users and their API keys, for the HTTP server.
+//!
+//! A remote MCP client proves who it is with `Authorization: Bearer kw_…`. The key is made once
+//! by `keyward users add NAME`, printed once, and never stored: the `users` tree keeps only its
+//! SHA-256. A key is 32 bytes from the operating system's CSPRNG, so a plain hash is enough (there
+//! is nothing to brute-force that a slow hash would protect).
+//!
+//! Layout of the `users` tree:
+//! - `h/` ‖ SHA-256(key) → user name (the lookup by key);
+//! - `u/` ‖ user name → JSON `{"key_sha256": hex, "created": RFC 3339}` (names are unique;
+//!   `list` and `remove` go through here).
+//!
+//! Both entries are written and removed in one transaction. A key counts only when both agree,
+//! compared in constant time, so a half-written or tampered tree never authenticates anyone.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::Vault;
+use crate::error::{Error, Result};
+use crate::secret::SecretString;
+
+/// Every API key starts with this, so it is recognisable in a config file or a leak scanner.
+pub const KEY_PREFIX: &str = "kw_";
+
+const BY_HASH: &[u8] = b"h/";
+const BY_NAME: &[u8] = b"u/";
+
+/// What `list` shows about a user (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub created: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserRecord {
+    key_sha256: String,
+    created: String,
+}
+
+/// SHA-256 of an API key; the only form of the key that is ever stored.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_of(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + rest.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// Constant-time equality of two byte strings of public length.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// User names follow the rules of connection names: they appear in sled keys, audit lines and
+/// commands printed back to the user.
+pub fn check_user_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid user name {name:?}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -"
+        )))
+    }
+}
+
+fn new_key() -> SecretString {
+    use rand::RngCore;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
+    SecretString::new(format!("{KEY_PREFIX}{encoded}"))
+}
+
+/// Add a user and return its new API key (the only time the key exists outside the client).
+/// Fails when the name is taken.
+pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
+    check_user_name(name)?;
+    let key = new_key();
+    let hash = key_hash(key.expose());
+    let record = UserRecord {
+        key_sha256: hex(&hash),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let record = serde_json::to_vec(&record).expect("a user record serializes");
+    let by_name = key_of(BY_NAME, name.as_bytes());
+    let by_hash = key_of(BY_HASH, &hash);
+    let tree = vault.users_tree();
+    let result = tree.transaction(|tx| {
+        if tx.get(&by_name)?.is_some() {
+            return Err(ConflictableTransactionError::Abort(()));
+        }
+        tx.insert(by_name.as_slice(), record.as_slice())?;
+        tx.insert(by_hash.as_slice(), name.as_bytes())?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TransactionError::Abort(())) => {
+            return Err(Error::usage(format!(
+                "there is already a user named {name}: pick another name, or `keyward users remove \
+                 {name}` first to replace its key"
+            )))
+        }
+        Err(TransactionError::Storage(e)) => return Err(e.into()),
+    }
+    vault.flush()?;
+    Ok(key)
+}
+
+/// Every user, by name.
+pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
+    let mut users = Vec::new();
+    for item in vault.users_tree().scan_prefix(BY_NAME) {
+        let (k, v) = item?;
+        let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
+        let created = serde_json::from_slice::<UserRecord>(&v)
+            .map(|r| r.created)
+            .unwrap_or_default();
+        users.push(UserInfo { name, created });
+    }
+    Ok(users)
+}
+
+/// Remove a user; its key stops working for the very next request. `Ok(false)` when there was
+/// no such user.
+pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
+    let by_name = key_of(BY_NAME, name.as_bytes());
+    let tree = vault.users_tree();
+    let result = tree.transaction(|tx| {
+        let Some(value) = tx.remove(by_name.as_slice())? else {
+            return Ok(false);
+        };
+        if let Ok(record) = serde_json::from_slice::<UserRecord>(&value) {
+            if let Some(hash) = unhex(&record.key_sha256) {
+                tx.remove(key_of(BY_HASH, &hash))?;
+            }
+        }
+        Ok(true)
+    });
+    let removed = match result {
+        Ok(removed) => removed,
+        Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+        Err(TransactionError::Storage(e)) => return Err(e.into()),
+    };
+    // A by-hash entry without its by-name twin (a crash between two older writes) must not
+    // keep a key alive either.
+    for item in tree.scan_prefix(BY_HASH) {
+        let (k, v) = item?;
+        if v.as_ref() == name.as_bytes() {
+            tree.remove(k)?;
+        }
+    }
+    vault.flush()?;
+    Ok(removed)
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The user an API key belongs to, if it is a current key.
+pub fn lookup(vault: &Vault, key: &str) -> Option<String> {
+    lookup_hash(vault, &key_hash(key))
+}
+
+/// Like [`lookup`], from the key's hash (servers keep the hash of a session's key, not the key).
+pub fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
+    let tree = vault.users_tree();
+    let name = tree.get(key_of(BY_HASH, hash)).ok()??;
+    let record = tree.get(key_of(BY_NAME, &name)).ok()??;
+    let record: UserRecord = serde_json::from_slice(&record).ok()?;
+    let stored = unhex(&record.key_sha256)?;
+    if !ct_eq(&stored, hash) {
+        return None;
+    }
+    String::from_utf8(name.to_vec()).ok()
+}
+
+/// True when at least one user exists.
+pub fn any(vault: &Vault) -> Result<bool> {
+    Ok(vault.users_tree().scan_prefix(BY_NAME).next().transpose()?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Home;
+    use crate::vault::OpenMode;
+
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home {
+            dir: dir.path().join("home"),
+        };
+        let vault = Vault::open(&home, OpenMode::Create).unwrap();
+        (dir, vault)
+    }
+
+    #[test]
+    fn add_lookup_list_remove() {
+        let (_dir, vault) = vault();
+        assert!(!any(&vault).unwrap());
+        let alice = add(&vault, "alice").unwrap();
+        let bob = add(&vault, "bob").unwrap();
+        assert!(alice.expose().starts_with("kw_"));
+        assert_eq!(alice.expose().len(), 3 + 43);
+        assert_ne!(alice.expose(), bob.expose());
+        assert_eq!(lookup(&vault, alice.expose()).as_deref(), Some("alice"));
+        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
+        assert_eq!(lookup(&vault, "kw_nope"), None);
+        assert_eq!(lookup(&vault, ""), None);
+        let names: Vec<String> = list(&vault).unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["alice", "bob"]);
+
+        let again = add(&vault, "alice").unwrap_err().to_string();
+        assert!(again.contains("already a user named alice"), "{again}");
+        assert!(add(&vault, "no spaces").is_err());
+
+        assert!(remove(&vault, "alice").unwrap());
+        assert!(!remove(&vault, "alice").unwrap());
+        assert_eq!(lookup(&vault, alice.expose()), None);
+        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
+        assert!(any(&vault).unwrap());
+    }
+
+    #[test]
+    fn only_the_hash_is_stored() {
+        let (_dir, vault) = vault();
+        let key = add(&vault, "carol").unwrap();
+        for item in vault.users_tree().iter() {
+            let (k, v) = item.unwrap();
+            let secret = key.expose().as_bytes();
+            assert!(!k.windows(secret.len()).any(|w| w == secret));
+            assert!(!v.windows(secret.len()).any(|w| w == secret));
+        }
+    }
+}
