@@ -39,6 +39,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The database is held by another local process (sled's lock); reach it through that
+    /// process instead.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Other(String),
 }

@@ -153,10 +153,10 @@ fn run(cli: Cli) -> Result<()> {
 /// Open for writing, creating what is missing with a one-line notice.
 fn open_for_write(home: &Home) -> Result<Vault> {
     let vault = Vault::open(home, OpenMode::Create)?;
-    if !vault.created.is_empty() {
+    if !vault.created().is_empty() {
         eprintln!(
             "keyward: created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
-            vault.created.join(", "),
+            vault.created().join(", "),
             home.key_file().display()
         );
     }
@@ -185,10 +185,10 @@ fn check_provider(home: &Home, provider: &str) -> Result<()> {
 
 fn init(home: &Home) -> Result<()> {
     let vault = Vault::open(home, OpenMode::Create)?;
-    if vault.created.is_empty() {
+    if vault.created().is_empty() {
         println!("keyward is already set up in {}", home.dir.display());
     } else {
-        println!("created {}", vault.created.join(", "));
+        println!("created {}", vault.created().join(", "));
     }
     println!("home:   {}", home.dir.display());
     println!("vault:  {}", home.vault_dir().display());

@@ -12,7 +12,7 @@ use crate::catalog::{ErrorConvention, ProviderSpec, ToolSpec};
 use crate::vault::ConnKey;
 
 /// A failed call, as the client sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ToolError {
     pub message: String,
     pub hint: Option<String>,

@@ -14,7 +14,7 @@
 //! retried within the call's budget and never mark anything broken.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,8 +47,6 @@ pub struct Refresher {
     vault: Arc<Vault>,
     http: reqwest::Client,
     clients: HashMap<String, ClientInfo>,
-    /// One async mutex per connection: holding it is the right to refresh that connection.
-    in_flight: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 enum RefreshFailure {
@@ -80,12 +78,7 @@ impl Refresher {
                 },
             );
         }
-        Refresher { vault, http, clients, in_flight: Mutex::new(HashMap::new()) }
-    }
-
-    fn lock_for(&self, key: &ConnKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.in_flight.lock().expect("refresh lock table");
-        map.entry(key.clone()).or_default().clone()
+        Refresher { vault, http, clients }
     }
 
     fn margin(&self, provider: &str) -> i64 {
@@ -112,7 +105,24 @@ impl Refresher {
     }
 
     async fn refresh(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
-        let lock = self.lock_for(key);
+        // Only the process that owns the vault refreshes (single-flight across processes);
+        // any other process asks it to.
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let vault = self.vault.clone();
+        let remote_key = key.clone();
+        let remote = tokio::task::spawn_blocking(move || vault.remote_refresh(&remote_key, seen_version, force, budget))
+            .await
+            .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
+        match remote {
+            Some(answer) => answer,
+            None => self.refresh_here(key, seen_version, force, deadline).await,
+        }
+    }
+
+    /// Refresh in this process, which owns the vault. Waits for any refresh of the same
+    /// connection already running here, then re-checks before calling the token endpoint.
+    pub async fn refresh_here(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
+        let lock = self.vault.refresh_lock(key);
         let _turn = lock.lock().await;
         // Whoever held the lock before us may have refreshed already.
         let conn = self.read(key)?;

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Extensions, Implementation,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData, Extensions, Implementation,
     InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
     ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
@@ -35,6 +35,7 @@ use super::auth::AuthUser;
 use super::tools::{self, META_ACCOUNT};
 use super::ServerState;
 use crate::exec::CallContext;
+use crate::vault::AuditEntry;
 
 /// The newest protocol revision keyward speaks. It has sessions, which keyward needs: they bind
 /// an HTTP client to its user, carry `tools/list_changed`, and group calls in the audit log.
@@ -244,12 +245,39 @@ impl ServerHandler for KeywardServer {
         tokio::select! {
             outcome = executor.call(&ctx, name, args) => Ok(tools::result(outcome).into()),
             // Dropping the call aborts the upstream request; rmcp sends no response for a
-            // request the client cancelled.
-            _ = context.ct.cancelled() => Err(ErrorData::new(
-                ErrorCode::INTERNAL_ERROR,
-                "the request was cancelled",
+            // request the client cancelled. The executor had no chance to audit it: do it here.
+            _ = context.ct.cancelled() => {
+                let mut entry = AuditEntry::new(&ctx.user, "tool-call", "error: cancelled by the client");
+                entry.tool = Some(name.to_string());
+                entry.session = ctx.session.clone();
+                entry.provider = self.state.offered(name).map(|o| o.provider.clone());
+                entry.account = ctx.account.clone();
+                executor.vault().audit(&entry);
+                Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the request was cancelled", None))
+            }
+        }
+    }
+
+    /// rmcp hands a request whose params do not parse (e.g. `tools/call` with `"arguments":
+    /// 5`) to this method under its own name: answer those with *invalid params*, not with
+    /// *method not found*.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        const KNOWN: [&str; 5] = ["initialize", "ping", "tools/list", "tools/call", "notifications/cancelled"];
+        if KNOWN.contains(&request.method.as_str()) {
+            Err(ErrorData::invalid_params(
+                format!("malformed params for {}", request.method),
                 None,
-            )),
+            ))
+        } else {
+            Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {}", request.method),
+                None,
+            ))
         }
     }
 }

@@ -116,10 +116,10 @@ impl ServerState {
     pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
         let vault = Vault::open(home, OpenMode::Create)?;
-        if !vault.created.is_empty() {
+        if !vault.created().is_empty() {
             tracing::warn!(
                 "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
-                vault.created.join(", "),
+                vault.created().join(", "),
                 home.key_file().display()
             );
         }

@@ -105,10 +105,6 @@ impl SseSessions {
             self.remove(&id);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.sessions.lock().expect("sse sessions").len()
-    }
 }
 
 /// `GET /sse`: start a session for the authenticated user and stream its messages.

@@ -381,3 +381,19 @@ pub fn finish_pending_rekey(home: &Home) -> Result<()> {
     }
     Ok(())
 }
+
+/// Check the master key against `keyring.json` without opening the database, and return its
+/// id. Used by processes that reach the vault through its owner: a wrong key must fail there
+/// exactly as it fails in the owner.
+pub fn verify_master_key(home: &Home) -> Result<String> {
+    let master = MasterKey::load(home)?.ok_or_else(|| {
+        Error::MasterKey(format!(
+            "the vault in {} exists but there is no master key: set KEYWARD_MASTER_KEY or restore \
+             {} from your backup",
+            home.dir.display(),
+            home.key_file().display()
+        ))
+    })?;
+    Keyring::load(home, &master)?;
+    Ok(master.id())
+}

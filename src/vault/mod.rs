@@ -2,403 +2,267 @@
 //!
 //! Layout of the home folder:
 //! - `keyring.json` — the data keys, sealed under the master key ([`keys`]);
-//! - `vault/` — the sled database with the trees
+//! - `vault/` — the sled database ([`store`]) with the trees
 //!   `connections` (user␀provider␀account → version ‖ sealed record),
 //!   `versions` (same key → the latest version ever written, kept after a disconnect so a
 //!   reconnect never reuses a version number), `usage` (same key → last use, unsealed),
-//!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version).
+//!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version);
+//! - `keyward.sock` — the socket through which other local keyward processes reach the
+//!   process that has the database open ([`share`]).
 //!
-//! Writes of a record go through one sled transaction over `connections` and `versions` with a
-//! compare-and-swap on the version, then a flush, so a write that was reported done survives a
-//! crash. A read checks the record's version against `versions`: an older blob put back in place
-//! authenticates under its own (older) version and is caught there as a rollback.
+//! [`Vault`] is the handle everything else uses. It hides *where* the database is: in this
+//! process (we hold sled's lock and serve the others on the socket), or in another keyward
+//! process (we relay every operation to it). Which one is decided at open and again whenever
+//! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
+//! "could not acquire lock" (invariant 10).
 
 pub mod audit;
 pub mod crypto;
 pub mod keys;
 pub mod record;
+pub mod share;
+pub mod store;
 pub mod users;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
-
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use audit::AuditEntry;
-use keys::{KeySource, Keyring, MasterKey};
-pub use record::{
-    ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
-};
+pub use record::{ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER};
+pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
 use crate::error::{Error, Result};
-use crate::secret::SecretKey;
+use share::{RemoteClient, Request};
+use store::Store;
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// How long a process keeps trying to reach (or become) the owner before giving up.
+const TAKEOVER_DEADLINE: Duration = Duration::from_secs(3);
 
-/// How to open a vault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// Fail when there is no vault yet.
-    Existing,
-    /// Create the home folder, key file, keyring and database when missing.
-    Create,
+/// A handle on the vault. Cheap to clone; every method takes `&self`.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
 }
 
-/// An open vault. Cheap to share behind an `Arc`; every method takes `&self`.
-pub struct Vault {
+pub(crate) struct Inner {
     home: Home,
-    master: RwLock<MasterKey>,
-    keyring: RwLock<Keyring>,
-    db: sled::Db,
-    connections: sled::Tree,
-    versions: sled::Tree,
-    usage: sled::Tree,
-    audit: sled::Tree,
-    users: sled::Tree,
-    audit_seq: AtomicU64,
-    /// Every put or remove of a connection, for servers that tell their clients the tool list
-    /// changed.
+    backend: RwLock<Backend>,
+    /// Serializes takeovers so that one thread recovers and the others reuse its result.
+    recovering: Mutex<()>,
+    /// Connection changes, from this process and (relayed) from every other one.
     changes: tokio::sync::broadcast::Sender<ConnKey>,
-    /// What `open` had to create, for the one-line notice the CLI prints.
-    pub created: Vec<String>,
+    /// Set once somebody subscribed to changes: a non-owner then keeps a relay open.
+    want_changes: std::sync::atomic::AtomicBool,
+    /// One async mutex per connection: holding it is the right to refresh that connection in
+    /// this process. Only the owner refreshes, so this is single-flight across processes too.
+    refresh_locks: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
+    master_key_id: String,
+    created: Vec<String>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<Store>),
+    Remote(Arc<RemoteClient>),
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("home", &self.home.dir)
+            .field("home", &self.inner.home.dir)
+            .field("owner", &self.is_owner())
             .finish_non_exhaustive()
     }
 }
 
-/// One row of `list`: a connection, or the reason its record did not open.
-pub type Listed = std::result::Result<(Connection, Option<i64>), Error>;
-
 impl Vault {
-    /// Open the vault in `home`. The master key is checked against the keyring before the
-    /// database is touched, so a wrong key changes no file.
+    /// Open the vault in `home`: directly when no other keyward process has it, else through
+    /// the process that does. The master key is checked against the keyring first either way,
+    /// so a wrong key is the same clear error everywhere and changes no file.
     pub fn open(home: &Home, mode: OpenMode) -> Result<Vault> {
-        let mut created = Vec::new();
-        let keyring_path = Keyring::path(home);
-        let exists = keyring_path.exists() || home.vault_dir().exists();
-        if !exists && mode == OpenMode::Existing {
-            return Err(Error::NotFound(format!(
-                "there is no keyward vault in {}: run `keyward init` (or import a token with \
-                 `keyward import PROVIDER`)",
-                home.dir.display()
-            )));
-        }
-        if mode == OpenMode::Create && !home.dir.exists() {
-            home.create()?;
-            created.push(format!("home folder {}", home.dir.display()));
-        }
-
-        keys::finish_pending_rekey(home)?;
-        let master = match MasterKey::load(home)? {
-            Some(master) => master,
-            None if !exists => {
-                created.push(format!("master key {}", home.key_file().display()));
-                MasterKey::create_file(home)?
+        let changes = tokio::sync::broadcast::channel(256).0;
+        let (backend, master_key_id, created) = match Store::open(home, mode, changes.clone()) {
+            Ok(store) => {
+                let id = store.master_key_id();
+                let created = store.created.clone();
+                (Backend::Local(Arc::new(store)), id, created)
             }
-            None => {
-                return Err(Error::MasterKey(format!(
-                    "the vault in {} exists but there is no master key: set KEYWARD_MASTER_KEY or \
-                     restore {} from your backup",
-                    home.dir.display(),
-                    home.key_file().display()
-                )))
+            Err(Error::Busy(_)) => {
+                let id = keys::verify_master_key(home)?;
+                (Backend::Remote(Arc::new(connect_remote(home)?)), id, Vec::new())
             }
+            Err(e) => return Err(e),
         };
-        let keyring = match Keyring::load(home, &master)? {
-            Some(keyring) => keyring,
-            None if !home.vault_dir().exists() => {
-                let keyring = Keyring::generate();
-                keyring.store(home, &master)?;
-                created.push(format!("keyring {}", keyring_path.display()));
-                keyring
-            }
-            None => {
-                return Err(Error::vault(format!(
-                    "{} is missing, so the records in {} cannot be opened: restore it from your \
-                     backup",
-                    keyring_path.display(),
-                    home.vault_dir().display()
-                )))
-            }
+        let vault = Vault {
+            inner: Arc::new(Inner {
+                home: home.clone(),
+                backend: RwLock::new(backend),
+                recovering: Mutex::new(()),
+                changes,
+                want_changes: Default::default(),
+                refresh_locks: Mutex::new(HashMap::new()),
+                master_key_id,
+                created,
+            }),
         };
-
-        if !home.vault_dir().exists() {
-            created.push(format!("database {}", home.vault_dir().display()));
+        if let Backend::Local(store) = vault.backend() {
+            share::serve(&vault, store)?;
         }
-        let db = sled::Config::new()
-            .path(home.vault_dir())
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::vault(format!(
-                    "another keyward process has the vault in {} open; stop it or let it finish, \
-                     then retry",
-                    home.dir.display()
-                ))
-                }
-                other => Error::vault(format!("opening {}: {other}", home.vault_dir().display())),
-            })?;
-        // sled creates its folder with the process umask; the tokens in it are sealed, but the
-        // folder stays as private as the home folder around it.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(home.vault_dir(), std::fs::Permissions::from_mode(0o700));
-        let meta = db.open_tree("meta")?;
-        match meta.get("format")? {
-            None => {
-                meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
-                db.flush()?;
-            }
-            Some(v) => {
-                let found = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8]));
-                if found != FORMAT_VERSION {
-                    return Err(Error::vault(format!(
-                        "the vault in {} has format {found}, this keyward reads format \
-                         {FORMAT_VERSION}: upgrade keyward",
-                        home.dir.display()
-                    )));
-                }
-            }
-        }
-        let audit = db.open_tree("audit")?;
-        let next_seq = match audit.last()? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
-            None => 1,
-        };
-        Ok(Vault {
-            home: home.clone(),
-            master: RwLock::new(master),
-            keyring: RwLock::new(keyring),
-            connections: db.open_tree("connections")?,
-            versions: db.open_tree("versions")?,
-            usage: db.open_tree("usage")?,
-            users: db.open_tree("users")?,
-            audit,
-            db,
-            audit_seq: AtomicU64::new(next_seq),
-            changes: tokio::sync::broadcast::channel(64).0,
-            created,
-        })
+        Ok(vault)
     }
 
     pub fn home(&self) -> &Home {
-        &self.home
+        &self.inner.home
     }
 
-    /// The `users` tree, for the module that manages API keys.
-    pub fn users_tree(&self) -> &sled::Tree {
-        &self.users
+    /// What `open` had to create, for the one-line notice the CLI prints.
+    pub fn created(&self) -> &[String] {
+        &self.inner.created
     }
 
-    fn record_context(key: &ConnKey, version: u64) -> [Vec<u8>; 5] {
-        [
-            b"connection".to_vec(),
-            key.user.as_bytes().to_vec(),
-            key.provider.as_bytes().to_vec(),
-            key.account.as_bytes().to_vec(),
-            version.to_be_bytes().to_vec(),
-        ]
+    /// True when this process has the database open (and serves the others).
+    pub fn is_owner(&self) -> bool {
+        matches!(self.backend(), Backend::Local(_))
     }
 
-    fn seal_record(&self, key: &ConnKey, version: u64, record: &TokenRecord) -> Vec<u8> {
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(record).expect("records serialize"));
-        let ctx = Self::record_context(key, version);
-        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
-        let keyring = self.keyring.read().expect("keyring lock");
-        let blob = crypto::seal(keyring.current_key(), keyring.current, &ctx, &json);
-        let mut value = Vec::with_capacity(8 + blob.len());
-        value.extend_from_slice(&version.to_be_bytes());
-        value.extend_from_slice(&blob);
-        value
+    fn backend(&self) -> Backend {
+        self.inner.backend.read().expect("backend lock").clone()
     }
 
-    fn open_value(&self, key: &ConnKey, value: &[u8]) -> Result<Connection> {
-        let corrupt = |reason: String| Error::RecordCorrupt {
-            record: key.to_string(),
-            provider: key.provider.clone(),
-            user: key.user.clone(),
-            account: key.account.clone(),
-            reason,
-        };
-        if value.len() < 8 {
-            return Err(corrupt("truncated".into()));
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Vault {
+        Vault { inner }
+    }
+
+    /// Run `local` against our own store, or send `request` to the owner. When the owner is
+    /// gone, take over (or find the new owner) and try once more.
+    fn run<T: serde::de::DeserializeOwned>(
+        &self,
+        local: impl Fn(&Store) -> Result<T>,
+        request: impl Fn() -> Request,
+    ) -> Result<T> {
+        for attempt in 0..2 {
+            match self.backend() {
+                Backend::Local(store) => return local(&store),
+                Backend::Remote(client) => match client.call::<T>(&request()) {
+                    Ok(answer) => return answer,
+                    Err(e) if attempt == 0 => {
+                        tracing::debug!("lost the vault owner ({e}); taking over or reconnecting");
+                        self.recover(&client)?;
+                    }
+                    Err(e) => {
+                        return Err(Error::vault(format!(
+                            "the keyward process that owns the vault went away during this call \
+                             ({e}); retry"
+                        )))
+                    }
+                },
+            }
         }
-        let version = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-        let ctx = Self::record_context(key, version);
-        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
-        let keyring = self.keyring.read().expect("keyring lock");
-        let plain = crypto::open(&value[8..], &ctx, |id| keyring.key(id))
-            .map_err(|e| corrupt(e.to_string()))?;
-        drop(keyring);
-        let record: TokenRecord = serde_json::from_slice(&plain)
-            .map_err(|e| corrupt(format!("unreadable contents: {e}")))?;
-        Ok(Connection {
-            key: key.clone(),
-            version,
-            record,
-        })
+        unreachable!("the second attempt returns")
     }
 
-    fn latest_version(&self, storage_key: &[u8]) -> Result<u64> {
-        Ok(self
-            .versions
-            .get(storage_key)?
-            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-            .unwrap_or(0))
+    /// After the owner went away: become the owner if its lock is free, else connect to the new
+    /// owner. `lost` is the client that failed; another thread may have recovered already.
+    fn recover(&self, lost: &Arc<RemoteClient>) -> Result<()> {
+        let _one_at_a_time = self.inner.recovering.lock().expect("recover lock");
+        if let Backend::Remote(current) = self.backend() {
+            if !Arc::ptr_eq(&current, lost) {
+                return Ok(());
+            }
+        } else {
+            return Ok(());
+        }
+        let home = &self.inner.home;
+        let deadline = Instant::now() + TAKEOVER_DEADLINE;
+        loop {
+            match Store::open(home, OpenMode::Existing, self.inner.changes.clone()) {
+                Ok(store) => {
+                    let store = Arc::new(store);
+                    *self.inner.backend.write().expect("backend lock") = Backend::Local(store.clone());
+                    tracing::info!("this process now owns the vault");
+                    return share::serve(self, store);
+                }
+                Err(Error::Busy(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if let Ok(client) = RemoteClient::connect(home) {
+                let client = Arc::new(client);
+                *self.inner.backend.write().expect("backend lock") = Backend::Remote(client);
+                if self.inner.want_changes.load(std::sync::atomic::Ordering::SeqCst) {
+                    share::relay_changes(self);
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::vault(format!(
+                    "no keyward process answers on {} and the vault stays locked; retry, or stop \
+                     the keyward process that is hung",
+                    share::socket_path(home).display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+
+    // ---- connections -----------------------------------------------------------------
 
     /// Read and open one connection. `Ok(None)` when there is none.
     pub fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
-        let storage_key = key.storage_key();
-        // Fast path: two plain reads. They can interleave with a concurrent write, so a version
-        // mismatch is settled by a transactional (consistent) read before calling it a rollback.
-        let Some(value) = self.connections.get(&storage_key)? else {
-            return Ok(None);
-        };
-        let conn = self.open_value(key, &value)?;
-        if conn.version == self.latest_version(&storage_key)? {
-            return Ok(Some(conn));
-        }
-        let snapshot = (&self.connections, &self.versions).transaction(|(conns, versions)| {
-            Ok::<_, ConflictableTransactionError<()>>((
-                conns.get(&storage_key)?,
-                versions.get(&storage_key)?,
-            ))
-        });
-        let (value, latest) = match snapshot {
-            Ok(pair) => pair,
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-            Err(TransactionError::Abort(())) => unreachable!("the read transaction never aborts"),
-        };
-        let Some(value) = value else { return Ok(None) };
-        let conn = self.open_value(key, &value)?;
-        let latest = latest
-            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-            .unwrap_or(0);
-        if conn.version == latest {
-            return Ok(Some(conn));
-        }
-        Err(Error::RecordCorrupt {
-            record: key.to_string(),
-            provider: key.provider.clone(),
-            user: key.user.clone(),
-            account: key.account.clone(),
-            reason: format!(
-                "it is version {} but version {latest} was written last: an older copy was put back",
-                conn.version
-            ),
-        })
+        self.run(|s| s.get(key), || Request::Get { key: key.clone() })
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
-    /// including no record). Returns the new version. The write is flushed before returning.
+    /// including no record). Returns the new version. Flushed to disk before returning.
     pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
-        let version = self.put_unflushed(key, expected, record)?;
-        self.flush()?;
-        let _ = self.changes.send(key.clone());
-        Ok(version)
+        self.run(
+            |s| s.put(key, expected, record),
+            || Request::Put { key: key.clone(), expected, record: record.clone() },
+        )
     }
 
-    fn put_unflushed(
-        &self,
-        key: &ConnKey,
-        expected: Option<u64>,
-        record: &TokenRecord,
-    ) -> Result<u64> {
-        let storage_key = key.storage_key();
-        let result = (&self.connections, &self.versions).transaction(|(conns, versions)| {
-            let latest = versions
-                .get(&storage_key)?
-                .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                .unwrap_or(0);
-            if let Some(expected) = expected {
-                let present = conns.get(&storage_key)?.is_some();
-                if !present || latest != expected {
-                    return Err(ConflictableTransactionError::Abort(()));
-                }
-            }
-            let next = latest + 1;
-            conns.insert(storage_key.as_slice(), self.seal_record(key, next, record))?;
-            versions.insert(storage_key.as_slice(), &next.to_be_bytes())?;
-            Ok(next)
-        });
-        match result {
-            Ok(version) => Ok(version),
-            Err(TransactionError::Abort(())) => Err(Error::Conflict(key.to_string())),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
-    }
-
-    /// Remove a connection. Its version counter stays, so versions never repeat.
+    /// Remove a connection (its version counter stays, so versions never repeat).
     pub fn remove(&self, key: &ConnKey) -> Result<bool> {
-        let storage_key = key.storage_key();
-        let existed = self.connections.remove(&storage_key)?.is_some();
-        self.usage.remove(&storage_key)?;
-        self.flush()?;
-        let _ = self.changes.send(key.clone());
-        Ok(existed)
+        self.run(|s| s.remove(key), || Request::Remove { key: key.clone() })
     }
 
-    /// Note that a connection was just used (unsealed, unflushed: it is a hint for `status`).
+    /// Note that a connection was just used (a hint for `status`; not flushed).
     pub fn touch(&self, key: &ConnKey) {
-        let now = chrono::Utc::now().timestamp();
-        let _ = self.usage.insert(key.storage_key(), &now.to_be_bytes());
+        let _ = self.run(
+            |s| {
+                s.touch(key);
+                Ok(())
+            },
+            || Request::Touch { key: key.clone() },
+        );
     }
 
-    fn last_used(&self, storage_key: &[u8]) -> Option<i64> {
-        self.usage
-            .get(storage_key)
-            .ok()
-            .flatten()
-            .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-    }
-
-    /// Every connection (of `user`, if given), in key order, with its last use. A record that
-    /// does not open is listed as an error naming it; the others are unaffected.
+    /// Every connection (of `user`, if given) with its last use; a record that does not open
+    /// is listed as an error naming it.
     pub fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
-        let iter = match user {
-            Some(user) => self.connections.scan_prefix(ConnKey::user_prefix(user)),
-            None => self.connections.iter(),
-        };
-        let mut rows = Vec::new();
-        for item in iter {
-            let (k, _) = item?;
-            let Some(key) = ConnKey::from_storage_key(&k) else {
-                continue;
-            };
-            rows.push(match self.get(&key) {
-                Ok(Some(conn)) => Ok((conn, self.last_used(&k))),
-                Ok(None) => continue,
-                Err(e) => Err(e),
-            });
-        }
-        Ok(rows)
+        let rows: Vec<share::WireListed> = self.run(
+            |s| Ok(s.list(user)?.into_iter().map(share::WireListed::from).collect()),
+            || Request::List { user: user.map(String::from) },
+        )?;
+        Ok(rows.into_iter().map(share::WireListed::into_listed).collect())
     }
 
-    /// Connections added, changed or removed in this process from now on.
-    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
-        self.changes.subscribe()
+    /// Keys of every stored connection, without opening them.
+    pub fn keys(&self) -> Result<Vec<ConnKey>> {
+        self.run(|s| s.keys(), || Request::Keys)
     }
 
-    /// The providers `user` has a connection with (records are not opened).
+    /// The providers `user` has a connection with.
     pub fn providers_of(&self, user: &str) -> Result<Vec<String>> {
         let mut providers: Vec<String> = Vec::new();
-        for item in self.connections.scan_prefix(ConnKey::user_prefix(user)) {
-            let (k, _) = item?;
-            if let Some(key) = ConnKey::from_storage_key(&k) {
-                if !providers.contains(&key.provider) {
-                    providers.push(key.provider);
-                }
+        for key in self.keys()? {
+            if key.user == user && !providers.contains(&key.provider) {
+                providers.push(key.provider);
             }
         }
         Ok(providers)
@@ -406,243 +270,190 @@ impl Vault {
 
     /// The accounts `user` has connected for `provider`.
     pub fn accounts_of(&self, user: &str, provider: &str) -> Result<Vec<String>> {
-        let mut prefix = ConnKey::user_prefix(user);
-        prefix.extend_from_slice(provider.as_bytes());
-        prefix.push(0);
-        let mut accounts = Vec::new();
-        for item in self.connections.scan_prefix(prefix) {
-            let (k, _) = item?;
-            if let Some(key) = ConnKey::from_storage_key(&k) {
-                accounts.push(key.account);
-            }
-        }
-        Ok(accounts)
+        Ok(self
+            .keys()?
+            .into_iter()
+            .filter(|k| k.user == user && k.provider == provider)
+            .map(|k| k.account)
+            .collect())
     }
 
-    /// Keys of every stored connection, without opening them.
-    pub fn keys(&self) -> Result<Vec<ConnKey>> {
-        let mut keys = Vec::new();
-        for item in self.connections.iter() {
-            let (k, _) = item?;
-            if let Some(key) = ConnKey::from_storage_key(&k) {
-                keys.push(key);
-            }
+    /// Connections added, changed or removed — by this process or any other — from now on.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
+        let rx = self.inner.changes.subscribe();
+        let first = !self.inner.want_changes.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first && !self.is_owner() {
+            share::relay_changes(self);
         }
-        Ok(keys)
+        rx
     }
 
-    /// Flush every pending write (records, audit lines) to disk.
+    pub(crate) fn changes_sender(&self) -> &tokio::sync::broadcast::Sender<ConnKey> {
+        &self.inner.changes
+    }
+
+    /// The lock whose holder may refresh `key` in this process.
+    pub fn refresh_lock(&self, key: &ConnKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.inner.refresh_locks.lock().expect("refresh lock table");
+        map.entry(key.clone()).or_default().clone()
+    }
+
+    /// When another process owns the vault: ask it to refresh `key` (it holds the single-flight
+    /// lock for every process). `None` when this process is the owner and must refresh itself.
+    pub fn remote_refresh(
+        &self,
+        key: &ConnKey,
+        seen_version: u64,
+        force: bool,
+        budget: Duration,
+    ) -> Option<share::RefreshAnswer> {
+        let Backend::Remote(client) = self.backend() else { return None };
+        let request = Request::Refresh {
+            key: key.clone(),
+            seen_version,
+            force,
+            budget_ms: budget.as_millis() as u64,
+        };
+        Some(match client.call::<share::RefreshAnswer>(&request) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(crate::exec::ToolError::new(e.to_string())),
+            Err(e) => {
+                let _ = self.recover(&client);
+                Err(crate::exec::ToolError::new(format!(
+                    "the keyward process that owns the vault went away while refreshing ({e})"
+                ))
+                .hint("retry the call")
+                .retryable())
+            }
+        })
+    }
+
+    // ---- audit, durability, keys -------------------------------------------------------
+
+    /// Append an audit entry (not flushed one by one; see [`audit`]).
+    pub fn audit(&self, entry: &AuditEntry) {
+        let _ = self.run(
+            |s| {
+                s.audit(entry);
+                Ok(())
+            },
+            || Request::Audit { entry: entry.clone() },
+        );
+    }
+
+    /// Audit entries after sequence `after`, oldest first; with `limit`, the newest `limit`.
+    pub fn audit_entries(&self, after: u64, limit: Option<usize>) -> Result<Vec<(u64, AuditEntry)>> {
+        self.run(|s| s.audit_entries(after, limit), || Request::AuditEntries { after, limit })
+    }
+
+    /// Flush every pending write to disk (in the owner).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.run(|s| s.flush(), || Request::Flush)
     }
 
     /// Flush from async code without blocking the runtime's worker.
     pub async fn flush_async(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || vault.flush())
+            .await
+            .map_err(|e| Error::other(format!("flush task failed: {e}")))?
     }
 
-    // ---- audit -------------------------------------------------------------------------
-
-    /// Append an audit entry (not flushed: see [`audit`]).
-    pub fn audit(&self, entry: &AuditEntry) {
-        let seq = self.audit_seq.fetch_add(1, Ordering::Relaxed);
-        if let Ok(json) = serde_json::to_vec(entry) {
-            if let Err(e) = self.audit.insert(seq.to_be_bytes(), json) {
-                tracing::warn!("could not append to the audit log: {e}");
-            }
-        }
-    }
-
-    /// Audit entries after sequence number `after` (0: from the start), oldest first. With a
-    /// `limit`, the newest `limit` of them.
-    pub fn audit_entries(
-        &self,
-        after: u64,
-        limit: Option<usize>,
-    ) -> Result<Vec<(u64, AuditEntry)>> {
-        let start = (after + 1).to_be_bytes();
-        let decode =
-            |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<Option<(u64, AuditEntry)>> {
-                let (k, v) = item?;
-                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-                Ok(serde_json::from_slice(&v).ok().map(|e| (seq, e)))
-            };
-        let mut out = Vec::new();
-        match limit {
-            Some(limit) => {
-                for item in self.audit.range(start..).rev().take(limit) {
-                    out.extend(decode(item)?);
-                }
-                out.reverse();
-            }
-            None => {
-                for item in self.audit.range(start..) {
-                    out.extend(decode(item)?);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    // ---- keys --------------------------------------------------------------------------
-
-    /// The id of the data key that seals new records.
     pub fn current_key_id(&self) -> u32 {
-        self.keyring.read().expect("keyring lock").current
-    }
-
-    /// Add a data key and re-seal every record under it. Safe to interrupt: old keys stay in
-    /// the keyring until every record has moved, and a second run resumes the same rotation.
-    /// `progress(done, total)` is called after each record.
-    pub fn rotate_key(&self, mut progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
-        let target = {
-            let mut keyring = self.keyring.write().expect("keyring lock");
-            if !keyring.rotating {
-                keyring.add_key();
-                keyring.rotating = true;
-                keyring.store(&self.home, &self.master.read().expect("master lock"))?;
-            }
-            keyring.current
-        };
-        let keys = self.keys()?;
-        let total = keys.len();
-        let mut resealed = 0;
-        let mut failed = Vec::new();
-        let pause = test_hook_rotate_pause();
-        for (done, key) in keys.iter().enumerate() {
-            let storage_key = key.storage_key();
-            let Some(value) = self.connections.get(&storage_key)? else {
-                continue;
-            };
-            if value.len() > 8 && crypto::blob_key_id(&value[8..]) == Ok(target) {
-                progress(done + 1, total);
-                continue;
-            }
-            match self.get(key) {
-                Ok(Some(conn)) => {
-                    self.put(key, Some(conn.version), &conn.record)?;
-                    resealed += 1;
-                }
-                Ok(None) => {}
-                Err(e) => failed.push(e.to_string()),
-            }
-            progress(done + 1, total);
-            if let Some(pause) = pause {
-                std::thread::sleep(pause);
-            }
-        }
-        if failed.is_empty() {
-            let mut keyring = self.keyring.write().expect("keyring lock");
-            keyring.rotating = false;
-            keyring.retire_old_keys();
-            keyring.store(&self.home, &self.master.read().expect("master lock"))?;
-        }
-        Ok(RotateReport {
-            key_id: target,
-            resealed,
-            total,
-            failed,
-        })
-    }
-
-    /// Re-wrap the keyring under a new master key. `new_key_file`: take the key from there;
-    /// otherwise generate one into `master.key`. Returns where the new key lives.
-    pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
-        let mut master = self.master.write().expect("master lock");
-        let new_key = match new_key_file {
-            Some(path) => keys::read_key_file(path)?
-                .ok_or_else(|| Error::usage(format!("{} does not exist", path.display())))?,
-            None => {
-                if master.source == KeySource::Env {
-                    return Err(Error::usage(
-                        "the master key comes from KEYWARD_MASTER_KEY, so keyward cannot write the \
-                         new one for you: create it with `head -c 32 /dev/urandom | base64 > \
-                         new.key && chmod 600 new.key`, run `keyward rekey --new-key-file \
-                         new.key`, then put its contents in KEYWARD_MASTER_KEY",
-                    ));
-                }
-                SecretKey::generate()
-            }
-        };
-        let keyring = self.keyring.read().expect("keyring lock");
-        let (new_master, location) = match &master.source {
-            KeySource::File(path) => {
-                // The new key reaches the disk before the keyring depends on it, and the old
-                // file is replaced only after; `finish_pending_rekey` completes a crash between.
-                let pending = keys::pending_key_path(&self.home);
-                keys::write_key_file(&pending, &new_key, true)?;
-                let new_master = MasterKey {
-                    key: new_key,
-                    source: KeySource::File(path.clone()),
-                };
-                keyring.store(&self.home, &new_master)?;
-                std::fs::rename(&pending, path)
-                    .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
-                (new_master, path.display().to_string())
-            }
-            KeySource::Env => {
-                let new_master = MasterKey {
-                    key: new_key,
-                    source: KeySource::Env,
-                };
-                keyring.store(&self.home, &new_master)?;
-                let from = new_key_file
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                (
-                    new_master,
-                    format!("{from} (set KEYWARD_MASTER_KEY to its contents)"),
-                )
-            }
-        };
-        drop(keyring);
-        *master = new_master;
-        Ok(location)
+        self.run(|s| Ok(s.current_key_id()), || Request::CurrentKeyId).unwrap_or(0)
     }
 
     pub fn master_key_id(&self) -> String {
-        self.master.read().expect("master lock").id()
+        match self.backend() {
+            Backend::Local(store) => store.master_key_id(),
+            Backend::Remote(_) => self.inner.master_key_id.clone(),
+        }
     }
 
-    // ---- test support ------------------------------------------------------------------
+    /// Add a data key and re-seal every record under it (see [`store::Store::rotate_key`]).
+    pub fn rotate_key(&self, progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
+        let progress = std::cell::RefCell::new(progress);
+        self.run(
+            |s| s.rotate_key(|d, t| (progress.borrow_mut())(d, t)),
+            || Request::RotateKey,
+        )
+    }
+
+    /// Re-wrap the keyring under a new master key; returns where the new key lives.
+    pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
+        self.run(
+            |s| s.rekey(new_key_file),
+            || Request::Rekey { new_key_file: new_key_file.map(|p| p.to_path_buf()) },
+        )
+    }
+
+    // ---- the users tree (API keys) -------------------------------------------------------
+
+    pub fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.run(|s| s.users_get(key), || Request::UsersGet { key: key.to_vec() })
+    }
+
+    pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.run(
+            |s| s.users_insert(key, value),
+            || Request::UsersInsert { key: key.to_vec(), value: value.to_vec() },
+        )
+    }
+
+    pub fn users_remove(&self, key: &[u8]) -> Result<()> {
+        self.run(|s| s.users_remove(key), || Request::UsersRemove { key: key.to_vec() })
+    }
+
+    pub fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.run(|s| s.users_scan(prefix), || Request::UsersScan { prefix: prefix.to_vec() })
+    }
+
+    // ---- test support --------------------------------------------------------------------
 
     /// The raw stored bytes of a record (tests use this to tamper with the vault).
     #[doc(hidden)]
     pub fn raw_record(&self, key: &ConnKey) -> Result<Option<Vec<u8>>> {
-        Ok(self.connections.get(key.storage_key())?.map(|v| v.to_vec()))
+        match self.backend() {
+            Backend::Local(s) => s.raw_record(key),
+            Backend::Remote(_) => Err(Error::other("raw access needs the owning process")),
+        }
     }
 
     /// Overwrite the raw stored bytes of a record (tests use this to tamper with the vault).
     #[doc(hidden)]
     pub fn raw_put_record(&self, key: &ConnKey, bytes: &[u8]) -> Result<()> {
-        self.connections.insert(key.storage_key(), bytes)?;
-        self.flush()
+        match self.backend() {
+            Backend::Local(s) => s.raw_put_record(key, bytes),
+            Backend::Remote(_) => Err(Error::other("raw access needs the owning process")),
+        }
     }
 }
 
-impl Drop for Vault {
+impl Drop for Inner {
     fn drop(&mut self) {
-        // An orderly shutdown keeps the audit lines that were appended without a flush.
-        let _ = self.db.flush();
+        if let Ok(Backend::Local(_)) = self.backend.read().map(|b| b.clone()) {
+            // Leave no socket behind on an orderly exit; a crashed owner's socket is replaced by
+            // the next owner.
+            let _ = std::fs::remove_file(share::socket_path(&self.home));
+        }
     }
 }
 
-/// What `rotate_key` did.
-#[derive(Debug)]
-pub struct RotateReport {
-    pub key_id: u32,
-    pub resealed: usize,
-    pub total: usize,
-    pub failed: Vec<String>,
-}
-
-/// `KEYWARD_TEST_ROTATE_PAUSE_MS`: sleep after each re-sealed record, so a test can kill a
-/// rotation in the middle. It only slows the command down; it cannot weaken anything.
-fn test_hook_rotate_pause() -> Option<std::time::Duration> {
-    std::env::var("KEYWARD_TEST_ROTATE_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_millis)
+/// Connect to the owner, waiting briefly for one that holds the lock but is still starting.
+fn connect_remote(home: &Home) -> Result<RemoteClient> {
+    let deadline = Instant::now() + TAKEOVER_DEADLINE;
+    loop {
+        match RemoteClient::connect(home) {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::vault(format!(
+                    "another keyward process has the vault open but does not answer on {} ({e}); \
+                     retry, or stop the keyward process that is hung",
+                    share::socket_path(home).display()
+                )))
+            }
+            Err(Error::Vault(msg)) if msg.contains("protocol") => return Err(Error::Vault(msg)),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
 /// Identifies one connection: a user's grant from one provider account.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnKey {
     pub user: String,
     pub provider: String,
@@ -145,7 +145,7 @@ impl TokenRecord {
 }
 
 /// A record together with where it lives and its version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Connection {
     pub key: ConnKey,
     pub version: u64,

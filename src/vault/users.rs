@@ -10,13 +10,13 @@
 //! - `u/` ‖ user name → JSON `{"key_sha256": hex, "created": RFC 3339}` (names are unique;
 //!   `list` and `remove` go through here).
 //!
-//! Both entries are written and removed in one transaction. A key counts only when both agree,
-//! compared in constant time, so a half-written or tampered tree never authenticates anyone.
+//! A key counts only when both entries exist and agree (compared in constant time), so an
+//! interrupted `add` or `remove`, or a tampered tree, never authenticates anyone. Adding writes
+//! the name entry first; removing deletes the key entry first.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::Vault;
 use crate::error::{Error, Result};
@@ -95,6 +95,13 @@ fn new_key() -> SecretString {
 /// Fails when the name is taken.
 pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     check_user_name(name)?;
+    let by_name = key_of(BY_NAME, name.as_bytes());
+    if vault.users_get(&by_name)?.is_some() {
+        return Err(Error::usage(format!(
+            "there is already a user named {name}: pick another name, or `keyward users remove \
+             {name}` first to replace its key"
+        )));
+    }
     let key = new_key();
     let hash = key_hash(key.expose());
     let record = UserRecord {
@@ -102,27 +109,9 @@ pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     let record = serde_json::to_vec(&record).expect("a user record serializes");
-    let by_name = key_of(BY_NAME, name.as_bytes());
-    let by_hash = key_of(BY_HASH, &hash);
-    let tree = vault.users_tree();
-    let result = tree.transaction(|tx| {
-        if tx.get(&by_name)?.is_some() {
-            return Err(ConflictableTransactionError::Abort(()));
-        }
-        tx.insert(by_name.as_slice(), record.as_slice())?;
-        tx.insert(by_hash.as_slice(), name.as_bytes())?;
-        Ok(())
-    });
-    match result {
-        Ok(()) => {}
-        Err(TransactionError::Abort(())) => {
-            return Err(Error::usage(format!(
-                "there is already a user named {name}: pick another name, or `keyward users remove \
-                 {name}` first to replace its key"
-            )))
-        }
-        Err(TransactionError::Storage(e)) => return Err(e.into()),
-    }
+    // By name first: a key is valid only once both entries exist and agree.
+    vault.users_insert(&by_name, &record)?;
+    vault.users_insert(&key_of(BY_HASH, &hash), name.as_bytes())?;
     vault.flush()?;
     Ok(key)
 }
@@ -130,8 +119,7 @@ pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
 /// Every user, by name.
 pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
     let mut users = Vec::new();
-    for item in vault.users_tree().scan_prefix(BY_NAME) {
-        let (k, v) = item?;
+    for (k, v) in vault.users_scan(BY_NAME)? {
         let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
         let created = serde_json::from_slice::<UserRecord>(&v)
             .map(|r| r.created)
@@ -145,33 +133,17 @@ pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
 /// no such user.
 pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let by_name = key_of(BY_NAME, name.as_bytes());
-    let tree = vault.users_tree();
-    let result = tree.transaction(|tx| {
-        let Some(value) = tx.remove(by_name.as_slice())? else {
-            return Ok(false);
-        };
-        if let Ok(record) = serde_json::from_slice::<UserRecord>(&value) {
-            if let Some(hash) = unhex(&record.key_sha256) {
-                tx.remove(key_of(BY_HASH, &hash))?;
-            }
-        }
-        Ok(true)
-    });
-    let removed = match result {
-        Ok(removed) => removed,
-        Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
-        Err(TransactionError::Storage(e)) => return Err(e.into()),
-    };
-    // A by-hash entry without its by-name twin (a crash between two older writes) must not
-    // keep a key alive either.
-    for item in tree.scan_prefix(BY_HASH) {
-        let (k, v) = item?;
-        if v.as_ref() == name.as_bytes() {
-            tree.remove(k)?;
+    let existed = vault.users_get(&by_name)?.is_some();
+    // Every key entry of this user goes first (normally one; more only after an interrupted
+    // add), so the key is dead before the name is released.
+    for (k, v) in vault.users_scan(BY_HASH)? {
+        if v.as_slice() == name.as_bytes() {
+            vault.users_remove(&k)?;
         }
     }
+    vault.users_remove(&by_name)?;
     vault.flush()?;
-    Ok(removed)
+    Ok(existed)
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -191,20 +163,19 @@ pub fn lookup(vault: &Vault, key: &str) -> Option<String> {
 
 /// Like [`lookup`], from the key's hash (servers keep the hash of a session's key, not the key).
 pub fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
-    let tree = vault.users_tree();
-    let name = tree.get(key_of(BY_HASH, hash)).ok()??;
-    let record = tree.get(key_of(BY_NAME, &name)).ok()??;
+    let name = vault.users_get(&key_of(BY_HASH, hash)).ok()??;
+    let record = vault.users_get(&key_of(BY_NAME, &name)).ok()??;
     let record: UserRecord = serde_json::from_slice(&record).ok()?;
     let stored = unhex(&record.key_sha256)?;
     if !ct_eq(&stored, hash) {
         return None;
     }
-    String::from_utf8(name.to_vec()).ok()
+    String::from_utf8(name).ok()
 }
 
 /// True when at least one user exists.
 pub fn any(vault: &Vault) -> Result<bool> {
-    Ok(vault.users_tree().scan_prefix(BY_NAME).next().transpose()?.is_some())
+    Ok(!vault.users_scan(BY_NAME)?.is_empty())
 }
 
 #[cfg(test)]
@@ -253,8 +224,7 @@ mod tests {
     fn only_the_hash_is_stored() {
         let (_dir, vault) = vault();
         let key = add(&vault, "carol").unwrap();
-        for item in vault.users_tree().iter() {
-            let (k, v) = item.unwrap();
+        for (k, v) in vault.users_scan(b"").unwrap() {
             let secret = key.expose().as_bytes();
             assert!(!k.windows(secret.len()).any(|w| w == secret));
             assert!(!v.windows(secret.len()).any(|w| w == secret));

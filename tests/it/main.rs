@@ -1,2 +1,5 @@
 mod cli;
 mod vault;
+mod server;
+mod server_http;
+mod server_support;

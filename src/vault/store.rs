@@ -1,0 +1,653 @@
+//! The vault's storage in this process: the sled database and the keyring, opened directly.
+//! Exactly one process holds it at a time (sled's file lock); see [`super::share`] for how the
+//! others reach it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::audit::AuditEntry;
+use super::crypto;
+use super::keys::{self, KeySource, Keyring, MasterKey};
+use super::record::{ConnKey, Connection, TokenRecord};
+use crate::config::Home;
+use crate::error::{Error, Result};
+use crate::secret::SecretKey;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// How to open a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Fail when there is no vault yet.
+    Existing,
+    /// Create the home folder, key file, keyring and database when missing.
+    Create,
+}
+
+/// An open vault. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    home: Home,
+    master: RwLock<MasterKey>,
+    keyring: RwLock<Keyring>,
+    db: sled::Db,
+    connections: sled::Tree,
+    versions: sled::Tree,
+    usage: sled::Tree,
+    audit: sled::Tree,
+    users: sled::Tree,
+    audit_seq: AtomicU64,
+    /// Every put or remove of a connection, for servers that tell their clients the tool list
+    /// changed.
+    changes: tokio::sync::broadcast::Sender<ConnKey>,
+    /// What `open` had to create, for the one-line notice the CLI prints.
+    pub created: Vec<String>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("home", &self.home.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One row of `list`: a connection, or the reason its record did not open.
+pub type Listed = std::result::Result<(Connection, Option<i64>), Error>;
+
+impl Store {
+    /// Open the vault in `home`. The master key is checked against the keyring before the
+    /// database is touched, so a wrong key changes no file.
+    pub fn open(
+        home: &Home,
+        mode: OpenMode,
+        changes: tokio::sync::broadcast::Sender<ConnKey>,
+    ) -> Result<Store> {
+        let mut created = Vec::new();
+        let keyring_path = Keyring::path(home);
+        let exists = keyring_path.exists() || home.vault_dir().exists();
+        if !exists && mode == OpenMode::Existing {
+            return Err(Error::NotFound(format!(
+                "there is no keyward vault in {}: run `keyward init` (or import a token with \
+                 `keyward import PROVIDER`)",
+                home.dir.display()
+            )));
+        }
+        if mode == OpenMode::Create && !home.dir.exists() {
+            home.create()?;
+            created.push(format!("home folder {}", home.dir.display()));
+        }
+
+        keys::finish_pending_rekey(home)?;
+        let master = match MasterKey::load(home)? {
+            Some(master) => master,
+            None if !exists => {
+                created.push(format!("master key {}", home.key_file().display()));
+                MasterKey::create_file(home)?
+            }
+            None => {
+                return Err(Error::MasterKey(format!(
+                    "the vault in {} exists but there is no master key: set KEYWARD_MASTER_KEY or \
+                     restore {} from your backup",
+                    home.dir.display(),
+                    home.key_file().display()
+                )))
+            }
+        };
+        let keyring = match Keyring::load(home, &master)? {
+            Some(keyring) => keyring,
+            None if !home.vault_dir().exists() => {
+                let keyring = Keyring::generate();
+                keyring.store(home, &master)?;
+                created.push(format!("keyring {}", keyring_path.display()));
+                keyring
+            }
+            None => {
+                return Err(Error::vault(format!(
+                    "{} is missing, so the records in {} cannot be opened: restore it from your \
+                     backup",
+                    keyring_path.display(),
+                    home.vault_dir().display()
+                )))
+            }
+        };
+
+        if !home.vault_dir().exists() {
+            created.push(format!("database {}", home.vault_dir().display()));
+        }
+        let db = sled::Config::new()
+            .path(home.vault_dir())
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    Error::Busy(format!(
+                        "another keyward process has the vault in {} open",
+                        home.dir.display()
+                    ))
+                }
+                other => Error::vault(format!("opening {}: {other}", home.vault_dir().display())),
+            })?;
+        // sled creates its folder with the process umask; the tokens in it are sealed, but the
+        // folder stays as private as the home folder around it.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(home.vault_dir(), std::fs::Permissions::from_mode(0o700));
+        let meta = db.open_tree("meta")?;
+        match meta.get("format")? {
+            None => {
+                meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8]));
+                if found != FORMAT_VERSION {
+                    return Err(Error::vault(format!(
+                        "the vault in {} has format {found}, this keyward reads format \
+                         {FORMAT_VERSION}: upgrade keyward",
+                        home.dir.display()
+                    )));
+                }
+            }
+        }
+        let audit = db.open_tree("audit")?;
+        let next_seq = match audit.last()? {
+            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
+            None => 1,
+        };
+        Ok(Store {
+            home: home.clone(),
+            master: RwLock::new(master),
+            keyring: RwLock::new(keyring),
+            connections: db.open_tree("connections")?,
+            versions: db.open_tree("versions")?,
+            usage: db.open_tree("usage")?,
+            users: db.open_tree("users")?,
+            audit,
+            db,
+            audit_seq: AtomicU64::new(next_seq),
+            changes,
+            created,
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+
+    fn record_context(key: &ConnKey, version: u64) -> [Vec<u8>; 5] {
+        [
+            b"connection".to_vec(),
+            key.user.as_bytes().to_vec(),
+            key.provider.as_bytes().to_vec(),
+            key.account.as_bytes().to_vec(),
+            version.to_be_bytes().to_vec(),
+        ]
+    }
+
+    fn seal_record(&self, key: &ConnKey, version: u64, record: &TokenRecord) -> Vec<u8> {
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(record).expect("records serialize"));
+        let ctx = Self::record_context(key, version);
+        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
+        let keyring = self.keyring.read().expect("keyring lock");
+        let blob = crypto::seal(keyring.current_key(), keyring.current, &ctx, &json);
+        let mut value = Vec::with_capacity(8 + blob.len());
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(&blob);
+        value
+    }
+
+    fn open_value(&self, key: &ConnKey, value: &[u8]) -> Result<Connection> {
+        let corrupt = |reason: String| Error::RecordCorrupt {
+            record: key.to_string(),
+            provider: key.provider.clone(),
+            user: key.user.clone(),
+            account: key.account.clone(),
+            reason,
+        };
+        if value.len() < 8 {
+            return Err(corrupt("truncated".into()));
+        }
+        let version = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+        let ctx = Self::record_context(key, version);
+        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
+        let keyring = self.keyring.read().expect("keyring lock");
+        let plain = crypto::open(&value[8..], &ctx, |id| keyring.key(id))
+            .map_err(|e| corrupt(e.to_string()))?;
+        drop(keyring);
+        let record: TokenRecord = serde_json::from_slice(&plain)
+            .map_err(|e| corrupt(format!("unreadable contents: {e}")))?;
+        Ok(Connection {
+            key: key.clone(),
+            version,
+            record,
+        })
+    }
+
+    fn latest_version(&self, storage_key: &[u8]) -> Result<u64> {
+        Ok(self
+            .versions
+            .get(storage_key)?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0))
+    }
+
+    /// Read and open one connection. `Ok(None)` when there is none.
+    pub fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
+        let storage_key = key.storage_key();
+        // Fast path: two plain reads. They can interleave with a concurrent write, so a version
+        // mismatch is settled by a transactional (consistent) read before calling it a rollback.
+        let Some(value) = self.connections.get(&storage_key)? else {
+            return Ok(None);
+        };
+        let conn = self.open_value(key, &value)?;
+        if conn.version == self.latest_version(&storage_key)? {
+            return Ok(Some(conn));
+        }
+        let snapshot = (&self.connections, &self.versions).transaction(|(conns, versions)| {
+            Ok::<_, ConflictableTransactionError<()>>((
+                conns.get(&storage_key)?,
+                versions.get(&storage_key)?,
+            ))
+        });
+        let (value, latest) = match snapshot {
+            Ok(pair) => pair,
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(())) => unreachable!("the read transaction never aborts"),
+        };
+        let Some(value) = value else { return Ok(None) };
+        let conn = self.open_value(key, &value)?;
+        let latest = latest
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
+        if conn.version == latest {
+            return Ok(Some(conn));
+        }
+        Err(Error::RecordCorrupt {
+            record: key.to_string(),
+            provider: key.provider.clone(),
+            user: key.user.clone(),
+            account: key.account.clone(),
+            reason: format!(
+                "it is version {} but version {latest} was written last: an older copy was put back",
+                conn.version
+            ),
+        })
+    }
+
+    /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
+    /// including no record). Returns the new version. The write is flushed before returning.
+    pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
+        let version = self.put_unflushed(key, expected, record)?;
+        self.flush()?;
+        let _ = self.changes.send(key.clone());
+        Ok(version)
+    }
+
+    fn put_unflushed(
+        &self,
+        key: &ConnKey,
+        expected: Option<u64>,
+        record: &TokenRecord,
+    ) -> Result<u64> {
+        let storage_key = key.storage_key();
+        let result = (&self.connections, &self.versions).transaction(|(conns, versions)| {
+            let latest = versions
+                .get(&storage_key)?
+                .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            if let Some(expected) = expected {
+                let present = conns.get(&storage_key)?.is_some();
+                if !present || latest != expected {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
+            }
+            let next = latest + 1;
+            conns.insert(storage_key.as_slice(), self.seal_record(key, next, record))?;
+            versions.insert(storage_key.as_slice(), &next.to_be_bytes())?;
+            Ok(next)
+        });
+        match result {
+            Ok(version) => Ok(version),
+            Err(TransactionError::Abort(())) => Err(Error::Conflict(key.to_string())),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    /// Remove a connection. Its version counter stays, so versions never repeat.
+    pub fn remove(&self, key: &ConnKey) -> Result<bool> {
+        let storage_key = key.storage_key();
+        let existed = self.connections.remove(&storage_key)?.is_some();
+        self.usage.remove(&storage_key)?;
+        self.flush()?;
+        let _ = self.changes.send(key.clone());
+        Ok(existed)
+    }
+
+    /// Note that a connection was just used (unsealed, unflushed: it is a hint for `status`).
+    pub fn touch(&self, key: &ConnKey) {
+        let now = chrono::Utc::now().timestamp();
+        let _ = self.usage.insert(key.storage_key(), &now.to_be_bytes());
+    }
+
+    fn last_used(&self, storage_key: &[u8]) -> Option<i64> {
+        self.usage
+            .get(storage_key)
+            .ok()
+            .flatten()
+            .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+    }
+
+    /// Every connection (of `user`, if given), in key order, with its last use. A record that
+    /// does not open is listed as an error naming it; the others are unaffected.
+    pub fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        let iter = match user {
+            Some(user) => self.connections.scan_prefix(ConnKey::user_prefix(user)),
+            None => self.connections.iter(),
+        };
+        let mut rows = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            let Some(key) = ConnKey::from_storage_key(&k) else {
+                continue;
+            };
+            rows.push(match self.get(&key) {
+                Ok(Some(conn)) => Ok((conn, self.last_used(&k))),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Connections added, changed or removed in this process from now on.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
+        self.changes.subscribe()
+    }
+
+    /// The providers `user` has a connection with (records are not opened).
+    pub fn providers_of(&self, user: &str) -> Result<Vec<String>> {
+        let mut providers: Vec<String> = Vec::new();
+        for item in self.connections.scan_prefix(ConnKey::user_prefix(user)) {
+            let (k, _) = item?;
+            if let Some(key) = ConnKey::from_storage_key(&k) {
+                if !providers.contains(&key.provider) {
+                    providers.push(key.provider);
+                }
+            }
+        }
+        Ok(providers)
+    }
+
+    /// The accounts `user` has connected for `provider`.
+    pub fn accounts_of(&self, user: &str, provider: &str) -> Result<Vec<String>> {
+        let mut prefix = ConnKey::user_prefix(user);
+        prefix.extend_from_slice(provider.as_bytes());
+        prefix.push(0);
+        let mut accounts = Vec::new();
+        for item in self.connections.scan_prefix(prefix) {
+            let (k, _) = item?;
+            if let Some(key) = ConnKey::from_storage_key(&k) {
+                accounts.push(key.account);
+            }
+        }
+        Ok(accounts)
+    }
+
+    /// Keys of every stored connection, without opening them.
+    pub fn keys(&self) -> Result<Vec<ConnKey>> {
+        let mut keys = Vec::new();
+        for item in self.connections.iter() {
+            let (k, _) = item?;
+            if let Some(key) = ConnKey::from_storage_key(&k) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Flush every pending write (records, audit lines) to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Flush from async code without blocking the runtime's worker.
+    pub async fn flush_async(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    // ---- audit -------------------------------------------------------------------------
+
+    /// Append an audit entry (not flushed: see [`audit`]).
+    pub fn audit(&self, entry: &AuditEntry) {
+        let seq = self.audit_seq.fetch_add(1, Ordering::Relaxed);
+        if let Ok(json) = serde_json::to_vec(entry) {
+            if let Err(e) = self.audit.insert(seq.to_be_bytes(), json) {
+                tracing::warn!("could not append to the audit log: {e}");
+            }
+        }
+    }
+
+    /// Audit entries after sequence number `after` (0: from the start), oldest first. With a
+    /// `limit`, the newest `limit` of them.
+    pub fn audit_entries(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<(u64, AuditEntry)>> {
+        let start = (after + 1).to_be_bytes();
+        let decode =
+            |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<Option<(u64, AuditEntry)>> {
+                let (k, v) = item?;
+                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok(serde_json::from_slice(&v).ok().map(|e| (seq, e)))
+            };
+        let mut out = Vec::new();
+        match limit {
+            Some(limit) => {
+                for item in self.audit.range(start..).rev().take(limit) {
+                    out.extend(decode(item)?);
+                }
+                out.reverse();
+            }
+            None => {
+                for item in self.audit.range(start..) {
+                    out.extend(decode(item)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- keys --------------------------------------------------------------------------
+
+    /// The id of the data key that seals new records.
+    pub fn current_key_id(&self) -> u32 {
+        self.keyring.read().expect("keyring lock").current
+    }
+
+    /// Add a data key and re-seal every record under it. Safe to interrupt: old keys stay in
+    /// the keyring until every record has moved, and a second run resumes the same rotation.
+    /// `progress(done, total)` is called after each record.
+    pub fn rotate_key(&self, mut progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
+        let target = {
+            let mut keyring = self.keyring.write().expect("keyring lock");
+            if !keyring.rotating {
+                keyring.add_key();
+                keyring.rotating = true;
+                keyring.store(&self.home, &self.master.read().expect("master lock"))?;
+            }
+            keyring.current
+        };
+        let keys = self.keys()?;
+        let total = keys.len();
+        let mut resealed = 0;
+        let mut failed = Vec::new();
+        let pause = test_hook_rotate_pause();
+        for (done, key) in keys.iter().enumerate() {
+            let storage_key = key.storage_key();
+            let Some(value) = self.connections.get(&storage_key)? else {
+                continue;
+            };
+            if value.len() > 8 && crypto::blob_key_id(&value[8..]) == Ok(target) {
+                progress(done + 1, total);
+                continue;
+            }
+            match self.get(key) {
+                Ok(Some(conn)) => {
+                    self.put(key, Some(conn.version), &conn.record)?;
+                    resealed += 1;
+                }
+                Ok(None) => {}
+                Err(e) => failed.push(e.to_string()),
+            }
+            progress(done + 1, total);
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
+            }
+        }
+        if failed.is_empty() {
+            let mut keyring = self.keyring.write().expect("keyring lock");
+            keyring.rotating = false;
+            keyring.retire_old_keys();
+            keyring.store(&self.home, &self.master.read().expect("master lock"))?;
+        }
+        Ok(RotateReport {
+            key_id: target,
+            resealed,
+            total,
+            failed,
+        })
+    }
+
+    /// Re-wrap the keyring under a new master key. `new_key_file`: take the key from there;
+    /// otherwise generate one into `master.key`. Returns where the new key lives.
+    pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
+        let mut master = self.master.write().expect("master lock");
+        let new_key = match new_key_file {
+            Some(path) => keys::read_key_file(path)?
+                .ok_or_else(|| Error::usage(format!("{} does not exist", path.display())))?,
+            None => {
+                if master.source == KeySource::Env {
+                    return Err(Error::usage(
+                        "the master key comes from KEYWARD_MASTER_KEY, so keyward cannot write the \
+                         new one for you: create it with `head -c 32 /dev/urandom | base64 > \
+                         new.key && chmod 600 new.key`, run `keyward rekey --new-key-file \
+                         new.key`, then put its contents in KEYWARD_MASTER_KEY",
+                    ));
+                }
+                SecretKey::generate()
+            }
+        };
+        let keyring = self.keyring.read().expect("keyring lock");
+        let (new_master, location) = match &master.source {
+            KeySource::File(path) => {
+                // The new key reaches the disk before the keyring depends on it, and the old
+                // file is replaced only after; `finish_pending_rekey` completes a crash between.
+                let pending = keys::pending_key_path(&self.home);
+                keys::write_key_file(&pending, &new_key, true)?;
+                let new_master = MasterKey {
+                    key: new_key,
+                    source: KeySource::File(path.clone()),
+                };
+                keyring.store(&self.home, &new_master)?;
+                std::fs::rename(&pending, path)
+                    .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+                (new_master, path.display().to_string())
+            }
+            KeySource::Env => {
+                let new_master = MasterKey {
+                    key: new_key,
+                    source: KeySource::Env,
+                };
+                keyring.store(&self.home, &new_master)?;
+                let from = new_key_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                (
+                    new_master,
+                    format!("{from} (set KEYWARD_MASTER_KEY to its contents)"),
+                )
+            }
+        };
+        drop(keyring);
+        *master = new_master;
+        Ok(location)
+    }
+
+    pub fn master_key_id(&self) -> String {
+        self.master.read().expect("master lock").id()
+    }
+
+    // ---- the users tree -----------------------------------------------------------------
+
+    pub fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.users.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.users.insert(key, value)?;
+        self.flush()
+    }
+
+    pub fn users_remove(&self, key: &[u8]) -> Result<()> {
+        self.users.remove(key)?;
+        self.flush()
+    }
+
+    pub fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.users.scan_prefix(prefix) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    // ---- test support ------------------------------------------------------------------
+
+    /// The raw stored bytes of a record (tests use this to tamper with the vault).
+    #[doc(hidden)]
+    pub fn raw_record(&self, key: &ConnKey) -> Result<Option<Vec<u8>>> {
+        Ok(self.connections.get(key.storage_key())?.map(|v| v.to_vec()))
+    }
+
+    /// Overwrite the raw stored bytes of a record (tests use this to tamper with the vault).
+    #[doc(hidden)]
+    pub fn raw_put_record(&self, key: &ConnKey, bytes: &[u8]) -> Result<()> {
+        self.connections.insert(key.storage_key(), bytes)?;
+        self.flush()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // An orderly shutdown keeps the audit lines that were appended without a flush.
+        let _ = self.db.flush();
+    }
+}
+
+/// What `rotate_key` did.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RotateReport {
+    pub key_id: u32,
+    pub resealed: usize,
+    pub total: usize,
+    pub failed: Vec<String>,
+}
+
+/// `KEYWARD_TEST_ROTATE_PAUSE_MS`: sleep after each re-sealed record, so a test can kill a
+/// rotation in the middle. It only slows the command down; it cannot weaken anything.
+fn test_hook_rotate_pause() -> Option<std::time::Duration> {
+    std::env::var("KEYWARD_TEST_ROTATE_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+}

@@ -1,0 +1,449 @@
+//! `keyward serve` over stdio: the real binary, driven by rmcp's client (child process) and by
+//! raw JSON-RPC lines where the test needs to see every byte.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ErrorCode};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use rmcp::ServiceExt;
+use serde_json::{json, Value};
+
+use crate::cli::{bin, Kw};
+use crate::server_support::*;
+
+/// The real binary as an MCP server over stdio, with its stderr collected.
+struct StdioServer {
+    client: Client,
+    handler: TestClient,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("--home").arg(kw.home()).arg("serve").args(args);
+    cmd.env_remove("KEYWARD_MASTER_KEY")
+        .env_remove("KEYWARD_HOME")
+        .env_remove("KEYWARD_TOOLS_DIR")
+        .env("RUST_LOG", "debug");
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyward serve");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut stderr) = stderr {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let handler = TestClient::default();
+    let client = handler.clone().serve(transport).await.expect("initialize");
+    StdioServer {
+        client,
+        handler,
+        stderr: log,
+    }
+}
+
+impl StdioServer {
+    async fn finish(self) -> Vec<u8> {
+        let _ = self.client.cancel().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = self.stderr.lock().unwrap().clone();
+        assert_no_canary("stderr of keyward serve", &log);
+        log
+    }
+}
+
+#[tokio::test]
+async fn stdio_initialize_list_and_call_tools() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let server = serve_stdio(&kw, &[]).await;
+
+    let info = server.client.peer_info().expect("server info");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "keyward");
+    assert_eq!(
+        info.capabilities.tools.as_ref().unwrap().list_changed,
+        Some(true)
+    );
+
+    // Only GitHub is connected, so only GitHub tools are listed.
+    let tools = server.client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"github_get_issue"), "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("github_")), "{names:?}");
+    let get_issue = tools.iter().find(|t| t.name == "github_get_issue").unwrap();
+    let json = serde_json::to_value(get_issue).unwrap();
+    assert_eq!(json["annotations"]["readOnlyHint"], true);
+    assert_eq!(json["annotations"]["openWorldHint"], true);
+    assert_eq!(json["_meta"]["keyward/scopes"], json!(["repo"]));
+    assert_eq!(json["_meta"]["keyward/provider"], "github");
+    assert_eq!(json["inputSchema"]["required"], json!(["owner", "repo", "number"]));
+    let create = tools.iter().find(|t| t.name == "github_create_issue").unwrap();
+    assert_eq!(create.annotations.as_ref().unwrap().read_only_hint, Some(false));
+
+    let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
+    assert_eq!(me["login"], "default-default");
+    let issue = ok_value(
+        &call(
+            &server.client,
+            "github_get_issue",
+            json!({"owner": "octo", "repo": "hello", "number": 7}),
+        )
+        .await,
+    );
+    assert_eq!(issue["title"], "octo/hello#7 seen by default-default");
+    assert_eq!(issue["author"], "default-default");
+    assert!(up
+        .seen()
+        .iter()
+        .any(|s| s.path == "/github/repos/octo/hello/issues/7"));
+    assert!(issue.get("url").is_none(), "projection keeps declared fields");
+
+    // Bad arguments: an error result with a reason, and no upstream request.
+    let before = up.seen().len();
+    let bad = call(
+        &server.client,
+        "github_get_issue",
+        json!({"owner": "octo", "repo": "hello", "number": "seven"}),
+    )
+    .await;
+    assert!(error_text(&bad).contains("number"), "{}", error_text(&bad));
+    assert_eq!(up.seen().len(), before);
+
+    // A tool that does not exist is a JSON-RPC invalid-params error.
+    let unknown = server
+        .client
+        .call_tool(CallToolRequestParams::new("github_delete_everything"))
+        .await
+        .unwrap_err();
+    match unknown {
+        ServiceError::McpError(e) => {
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+            assert!(e.message.contains("unknown tool"), "{}", e.message);
+        }
+        other => panic!("expected an MCP error, got {other:?}"),
+    }
+
+    for result in [me, issue] {
+        assert_no_canary("a tool result", result.to_string().as_bytes());
+    }
+    server.finish().await;
+
+    let audit = audit_json(&kw);
+    let calls: Vec<&Value> = audit.iter().filter(|e| e["event"] == "tool-call").collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for entry in &calls {
+        let session = entry["session"].as_str().expect("a session id in the audit");
+        assert!(session.starts_with("stdio-"), "{session}");
+    }
+    assert_eq!(calls[0]["tool"], "github_get_me");
+    assert_eq!(calls[0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn stdio_filters_decide_what_is_listed_and_callable() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+
+    // --all-tools lists providers that are not connected too.
+    let server = serve_stdio(&kw, &["--all-tools"]).await;
+    let names: Vec<String> = server
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("slack_")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("calendar_")), "{names:?}");
+    // Listed but not connected: callable, and the error says how to connect.
+    let slack = call(
+        &server.client,
+        "slack_post_message",
+        json!({"channel": "C0123ABCD", "text": "hi"}),
+    )
+    .await;
+    assert!(
+        error_text(&slack).contains("keyward connect slack"),
+        "{}",
+        error_text(&slack)
+    );
+    server.finish().await;
+
+    // --toolsets and --read-only narrow the catalog; what is filtered out cannot be called.
+    let server = serve_stdio(&kw, &["--toolsets", "github:issues", "--read-only"]).await;
+    let names: Vec<String> = server
+        .client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(names.contains(&"github_get_issue".to_string()), "{names:?}");
+    assert!(!names.contains(&"github_create_issue".to_string()), "{names:?}");
+    assert!(!names.contains(&"github_get_me".to_string()), "{names:?}");
+    let refused = server
+        .client
+        .call_tool(
+            CallToolRequestParams::new("github_create_issue").with_arguments(args(
+                json!({"owner": "octo", "repo": "hello", "title": "x"}),
+            )),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ServiceError::McpError(e) if e.code == ErrorCode::INVALID_PARAMS),
+        "{refused:?}"
+    );
+    server.finish().await;
+
+    // --tools picks single tools; a misspelled name is refused at start.
+    let server = serve_stdio(&kw, &["--tools", "github_get_me"]).await;
+    let tools = server.client.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 1);
+    server.finish().await;
+    let typo = kw.run(&["serve", "--tools", "github_get_mee"], "");
+    assert_eq!(typo.code(), Some(2), "{}", typo.stderr());
+    assert!(typo.stderr().contains("github_get_mee"), "{}", typo.stderr());
+}
+
+#[tokio::test]
+async fn stdio_cancellation_aborts_the_upstream_request() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let server = serve_stdio(&kw, &[]).await;
+
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("github_get_issue").with_arguments(args(
+            json!({"owner": "octo", "repo": "hello", "number": SLOW_ISSUE}),
+        )),
+    ));
+    let handle = server
+        .client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let state = up.state.clone();
+    assert!(
+        eventually(10, || state.slow_started.load(Ordering::SeqCst) == 1).await,
+        "the upstream request never started"
+    );
+    handle.cancel(Some("the user changed their mind".into())).await.unwrap();
+    let state = up.state.clone();
+    assert!(
+        eventually(5, || state.slow_dropped.load(Ordering::SeqCst) == 1).await,
+        "the upstream request was not aborted"
+    );
+
+    // The session goes on.
+    let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
+    assert_eq!(me["login"], "default-default");
+    server.finish().await;
+
+    let audit = audit_json(&kw);
+    assert!(
+        audit.iter().any(|e| e["tool"] == "github_get_issue"
+            && e["outcome"].as_str().unwrap_or("").contains("cancelled")),
+        "the cancelled call is audited: {audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn stdio_tools_list_changed_reaches_the_client_handler_type() {
+    // The notification path itself is exercised over HTTP (server_http.rs), where a connection
+    // can be added while the server runs in the same process; here we only check the client
+    // saw none while nothing changed.
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let server = serve_stdio(&kw, &[]).await;
+    let _ = call(&server.client, "github_get_me", json!({})).await;
+    assert_eq!(server.handler.list_changed.load(Ordering::SeqCst), 0);
+    server.finish().await;
+}
+
+fn initialize_line(id: u64) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}})
+    .to_string()
+}
+
+fn raw_server(kw: &Kw) -> std::process::Child {
+    let mut cmd: Command = kw.command(&["serve"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keyward serve")
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keyward serve did not exit within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let mut child = raw_server(&kw);
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_task = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
+        buf
+    });
+
+    // Everything in one write: the server must answer all of it, in any order.
+    let mut input = String::new();
+    input.push_str(&initialize_line(0));
+    input.push('\n');
+    input.push_str(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
+    input.push('\n');
+    for id in 1..=200u64 {
+        let line = if id % 2 == 0 {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "github_get_issue",
+                "arguments": {"owner": "octo", "repo": "hello", "number": id}}})
+        } else {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "github_get_me", "arguments": {}}})
+        };
+        input.push_str(&line.to_string());
+        input.push('\n');
+    }
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(input.as_bytes()).unwrap();
+        stdin
+    });
+
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        while lines.len() < 201 {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            lines.push(line.clone());
+        }
+        (lines, stdout)
+    });
+    let (lines, mut stdout) = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 201, "every request is answered");
+    let mut answered = std::collections::BTreeSet::new();
+    for line in &lines {
+        assert_no_canary("stdout", line.as_bytes());
+        let message: Value = serde_json::from_str(line).expect("stdout carries only JSON-RPC");
+        assert_eq!(message["jsonrpc"], "2.0");
+        let id = message["id"].as_u64().expect("a response");
+        answered.insert(id);
+        if id == 0 {
+            continue;
+        }
+        let result = &message["result"];
+        assert_eq!(result["isError"], false, "call {id} failed: {message}");
+        let structured = &result["structuredContent"];
+        if id % 2 == 0 {
+            assert_eq!(
+                structured["title"],
+                format!("octo/hello#{id} seen by default-default")
+            );
+        } else {
+            assert_eq!(structured["login"], "default-default");
+        }
+    }
+    assert_eq!(answered.len(), 201);
+
+    // EOF on stdin: the server exits cleanly, having written nothing else to stdout.
+    drop(writer.join().unwrap());
+    let status = wait_with_timeout(&mut child, 10);
+    assert!(status.success(), "exit status {status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "", "nothing after the last response");
+    let log = stderr_task.join().unwrap();
+    assert_no_canary("stderr", &log);
+
+    let audit = audit_json(&kw);
+    let calls = audit.iter().filter(|e| e["event"] == "tool-call").count();
+    assert_eq!(calls, 200, "every call is audited (the audit is flushed on exit)");
+}
+
+#[tokio::test]
+async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let mut child = raw_server(&kw);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut read = move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).expect("a JSON-RPC line")
+    };
+    writeln!(stdin, "{}", initialize_line(1)).unwrap();
+    assert_eq!(read()["id"], 1);
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "github_get_me", "arguments": 5}})
+    )
+    .unwrap();
+    let answer = read();
+    assert_eq!(answer["id"], 2);
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/frobnicate", "params": {}})
+    )
+    .unwrap();
+    let answer = read();
+    assert_eq!(answer["id"], 3);
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = wait_with_timeout(&mut child, 10);
+    assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
+    drop(stdin);
+}
