@@ -57,12 +57,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a connection
+    /// Revoke a connection at the provider, then remove it from the vault
     Disconnect {
         provider: String,
         #[command(flatten)]
         who: Who,
+        /// Remove keyward's copy even when revoking at the provider fails (the grant then
+        /// stays valid at the provider until you revoke it there)
+        #[arg(long)]
+        force: bool,
     },
+    /// Connect a provider account: sign in with the browser (or --device) and store the grant
+    Connect(ConnectArgs),
     /// Show the audit log, newest last
     Audit {
         #[arg(long)]
@@ -135,7 +141,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init => init(&home),
         Command::Import { provider, who } => import(&home, &provider, &who),
         Command::Status { user, json } => status(&home, user.as_deref(), json),
-        Command::Disconnect { provider, who } => disconnect(&home, &provider, &who),
+        Command::Disconnect { provider, who, force } => disconnect(&home, &provider, &who, force),
+        Command::Connect(args) => connect(&home, args),
         Command::Audit {
             json,
             limit,
@@ -358,7 +365,8 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn disconnect(home: &Home, provider: &str, who: &Who) -> Result<()> {
+fn disconnect(home: &Home, provider: &str, who: &Who, force: bool) -> Result<()> {
+    let (config, catalog) = load_catalog(home)?;
     check_provider(home, provider)?;
     let key = ConnKey::new(&who.user, provider, &who.account)?;
     let Some(vault) = open_existing(home)? else {
@@ -366,14 +374,33 @@ fn disconnect(home: &Home, provider: &str, who: &Who) -> Result<()> {
             "there is no connection {key}: `keyward status` lists them"
         )));
     };
-    if !vault.remove(&key)? {
-        return Err(Error::NotFound(format!(
-            "there is no connection {key}: `keyward status` lists them"
-        )));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let title = catalog.provider(provider).map(|p| p.title.clone()).unwrap_or_else(|| provider.to_string());
+    let done = runtime.block_on(keyward::oauth::revoke::disconnect(
+        Arc::new(vault),
+        Arc::new(catalog),
+        &config,
+        &key,
+        force,
+    ))?;
+    match &done.revocation {
+        Ok(keyward::oauth::revoke::Revoked::Now) => {
+            println!("revoked at {title} and disconnected {key}")
+        }
+        Ok(keyward::oauth::revoke::Revoked::Already(why)) => {
+            println!("disconnected {key} ({why})")
+        }
+        Err(reason) => {
+            eprintln!(
+                "warning: {key} was not revoked at {title} ({reason}); the grant still lives there: revoke it at {}",
+                done.manual_revoke
+            );
+            println!("disconnected {key} locally (--force)");
+        }
     }
-    vault.audit(&AuditEntry::new(&key.user, "disconnect", "ok").connection(provider, &key.account));
-    vault.flush()?;
-    println!("disconnected {key}");
     Ok(())
 }
 
@@ -630,4 +657,100 @@ fn users(home: &Home, command: UsersCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+// ---- connect ------------------------------------------------------------------------------
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// github, slack or google
+    provider: String,
+    #[command(flatten)]
+    who: Who,
+    /// Ask only for the scopes the read-only tools need
+    #[arg(long)]
+    read_only: bool,
+    /// Ask for the scopes of these toolsets only (e.g. issues,pull_requests)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    toolsets: Vec<String>,
+    /// Ask for the scopes of these tools only (comma-separated names)
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    tools: Vec<String>,
+    /// Ask for exactly these scopes (comma-separated) instead of deriving them from tools
+    #[arg(long, value_delimiter = ',', value_name = "LIST", conflicts_with_all = ["read_only", "toolsets", "tools"])]
+    scopes: Vec<String>,
+    /// Do not try to open a browser; the URL is printed to stderr either way
+    #[arg(long)]
+    no_browser: bool,
+    /// Use the device flow (GitHub, Google): enter a short code on any device
+    #[arg(long)]
+    device: bool,
+    /// Give up waiting for the browser or the device approval after SECS seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    timeout: u64,
+}
+
+fn connect(home: &Home, args: ConnectArgs) -> Result<()> {
+    use keyward::oauth::connect::{self, ConnectRequest, Selection};
+    let (config, catalog) = load_catalog(home)?;
+    check_provider(home, &args.provider)?;
+    let key = ConnKey::new(&args.who.user, &args.provider, &args.who.account)?;
+    if args.timeout == 0 {
+        return Err(Error::usage("--timeout must be at least 1 second"));
+    }
+    let request = ConnectRequest {
+        key: key.clone(),
+        selection: Selection {
+            read_only: args.read_only,
+            toolsets: args.toolsets,
+            tools: args.tools,
+            scopes: args.scopes,
+        },
+        device: args.device,
+        open_browser: !args.no_browser,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    // Check the scopes and the vault (master key) before sending anyone to a browser.
+    if let Some(spec) = catalog.provider(&args.provider) {
+        connect::requested_scopes(&catalog, spec, &request.selection)?;
+    }
+    let vault = open_for_write(home)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let notify = |line: &str| eprintln!("{line}");
+    let result = runtime.block_on(async {
+        let authorized = connect::authorize(&config, &catalog, &request, &notify).await?;
+        connect::store(&vault, &catalog, &key, authorized).await
+    });
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            connect::audit_failure(&vault, &key, &e);
+            return Err(e);
+        }
+    };
+    let list = |s: &[String]| if s.is_empty() { "(none)".to_string() } else { s.join(" ") };
+    println!("connected {} (version {})", done.key, done.version);
+    println!("scopes asked:   {}", list(&done.requested));
+    if done.granted.is_empty() {
+        println!("scopes granted: (the provider did not say; it will enforce what was granted)");
+    } else {
+        println!("scopes granted: {}", list(&done.granted));
+    }
+    let now = chrono::Utc::now().timestamp();
+    match (done.expires_at, done.has_refresh_token) {
+        (Some(at), true) => println!("the access token expires in {}; keyward refreshes it automatically", human_duration(at - now)),
+        (Some(at), false) => println!("the access token expires in {} and there is no refresh token: connect again then", human_duration(at - now)),
+        (None, _) => println!("the access token does not expire"),
+    }
+    if !done.missing.is_empty() {
+        eprintln!(
+            "warning: {} did not grant {}; tools that need them will fail until you connect again and approve them",
+            args.provider,
+            done.missing.join(" ")
+        );
+    }
+    Ok(())
 }

@@ -95,6 +95,11 @@ impl OAuthHttp {
         }
     }
 
+    /// The underlying reqwest client.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// The default per-request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout

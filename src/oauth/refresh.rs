@@ -4,34 +4,65 @@
 //! refresh with the old one fails (strict providers then revoke the whole token family and log
 //! the user out). Agents call tools in parallel, so the refresh must be *single-flight*: per
 //! connection one task refreshes while every other caller waits for its result (invariant 5).
-//! The new record is written with compare-and-swap on its version and flushed before anyone
-//! uses the new access token, so a crash can never leave us holding a rotated-away token
-//! without knowing it.
+//! Only the process that owns the vault refreshes — the others ask it to over the vault's
+//! socket ([`crate::vault::share`]) — and there one async mutex per connection
+//! ([`Vault::refresh_lock`]) admits one refresher at a time, so this holds across every task
+//! and every local process; the compare-and-swap on the record's version backs it up. The new record is written and flushed before anyone uses the new access
+//! token, so a crash can never leave us holding a rotated-away token without knowing it: after
+//! a crash between the token endpoint's answer and the write, the stored refresh token is the
+//! spent one, the next refresh is refused, and the connection is marked `needs_reconnect` —
+//! loudly, never a silently dead token.
 //!
-//! Failures are sorted into two kinds (invariant 6): `invalid_grant` and its provider spellings
-//! are permanent — the connection is marked `needs_reconnect` (after re-reading the vault, in
-//! case another refresher won a race) — while timeouts, 5xx and network errors are transient,
-//! retried within the call's budget and never mark anything broken.
+//! Failures are sorted (invariant 6):
+//! - `invalid_grant` and its provider spellings are **permanent**: the vault is re-read first
+//!   (a concurrent writer may have replaced the refresh token we used: a lost race, not a dead
+//!   grant), otherwise the connection is marked `needs_reconnect` with the provider's reason,
+//!   the record is kept, and the call fails naming the `keyward connect` command;
+//! - timeouts, 5xx, 429 and network errors are **transient**: retried with backoff within the
+//!   call's budget, then a retryable error; a proactive refresh that fails this way falls back
+//!   to the current access token while it is still valid;
+//! - any other refusal (a bad request, a misconfigured client) fails the call without marking
+//!   the connection, because it says nothing about the grant.
+//!
+//! Every refresh that reaches the token endpoint is audited, success or failure; never a token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use super::http::OAuthHttp;
+use super::token_endpoint::{self, Answer};
 use super::token_response;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::error::Error;
 use crate::exec::errors::{connect_command, needs_reconnect};
 use crate::exec::ToolError;
 use crate::secret::SecretString;
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, TokenRecord, Vault};
 
 /// Refresh-token error codes that mean "this grant is gone": OAuth's `invalid_grant`
-/// (RFC 6749 §5.2, Google), GitHub's `bad_refresh_token`, Slack's `invalid_refresh_token`.
+/// (RFC 6749 §5.2, Google), GitHub's `bad_refresh_token`, Slack's `invalid_refresh_token` and
+/// `token_revoked`.
 const PERMANENT_CODES: &[&str] = &["invalid_grant", "bad_refresh_token", "invalid_refresh_token", "token_revoked"];
 
+/// Error codes that blame keyward's OAuth client rather than the grant.
+const CLIENT_CODES: &[&str] = &[
+    "invalid_client",
+    "unauthorized_client",
+    "incorrect_client_credentials",
+    "invalid_client_id",
+    "bad_client_secret",
+];
+
 const DEFAULT_MARGIN_SECS: i64 = 300;
+
+/// At most this many token endpoint attempts per refresh (transient failures only).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// A proactive refresh that failed transiently falls back to the current access token only
+/// while it has at least this long to live.
+const FALLBACK_MIN_LIFE_SECS: i64 = 10;
 
 /// OAuth client credentials and the refresh margin of one provider.
 #[derive(Clone, Default)]
@@ -45,17 +76,33 @@ struct ClientInfo {
 /// Refreshes tokens, one refresh per connection at a time.
 pub struct Refresher {
     vault: Arc<Vault>,
-    http: reqwest::Client,
+    http: OAuthHttp,
     clients: HashMap<String, ClientInfo>,
 }
 
-enum RefreshFailure {
+/// Why a refresh did not produce a token.
+enum Failure {
     /// The provider refused the grant for good.
     Permanent(String),
     /// Worth trying again later.
     Transient(String),
+    /// Refused for a reason that says nothing about the grant (bad request, odd answer).
+    Rejected(String),
     /// keyward's own configuration is wrong (client id or secret).
     Config(String),
+}
+
+/// A failed refresh: the error for the caller, and whether the current (still valid) access
+/// token may be used instead.
+struct RefreshError {
+    error: ToolError,
+    grant_alive: bool,
+}
+
+impl From<ToolError> for RefreshError {
+    fn from(error: ToolError) -> Self {
+        RefreshError { error, grant_alive: true }
+    }
 }
 
 impl Refresher {
@@ -63,22 +110,20 @@ impl Refresher {
         let mut clients = HashMap::new();
         for provider in catalog.providers() {
             let overrides = config.provider(&provider.name).cloned().unwrap_or_default();
-            let margin = overrides
-                .refresh_margin_secs
-                .map(|s| s as i64)
-                .or(Some(provider.refresh_margin_secs as i64))
-                .unwrap_or(DEFAULT_MARGIN_SECS);
+            // The catalog already applied a configured `refresh_margin_secs` to the provider.
+            let margin = overrides.refresh_margin_secs.unwrap_or(provider.refresh_margin_secs) as i64;
             clients.insert(
                 provider.name.clone(),
                 ClientInfo {
                     token_url: provider.token_url.clone(),
-                    client_id: overrides.client_id.clone(),
-                    client_secret: overrides.client_secret.clone(),
+                    client_id: overrides.client_id.clone().filter(|id| !id.trim().is_empty()),
+                    client_secret: overrides.client_secret.clone().filter(|s| !s.is_empty()),
                     margin_secs: margin,
                 },
             );
         }
-        Refresher { vault, http, clients }
+        let timeout = Duration::from_millis(config.executor.read_timeout_ms.max(1000));
+        Refresher { vault, http: OAuthHttp::with_client(http, timeout), clients }
     }
 
     fn margin(&self, provider: &str) -> i64 {
@@ -92,19 +137,30 @@ impl Refresher {
         if !conn.record.needs_refresh(now, self.margin(&key.provider)) {
             return Ok((conn.record.access_token.clone(), conn.version));
         }
-        match self.refresh(key, conn.version, false, deadline).await? {
-            Some(pair) => Ok(pair),
-            None => Ok((conn.record.access_token.clone(), conn.version)),
+        match self.refresh(key, conn.version, false, deadline).await {
+            Ok(Some(pair)) => Ok(pair),
+            Ok(None) => Ok((conn.record.access_token.clone(), conn.version)),
+            Err(failure) => {
+                let now = chrono::Utc::now().timestamp();
+                let still_valid = conn.record.expires_in(now).is_some_and(|left| left > FALLBACK_MIN_LIFE_SECS);
+                if failure.grant_alive && still_valid {
+                    // Refreshing ahead of time failed, but the token has not expired: use it.
+                    tracing::warn!(connection = %key, error = %failure.error, "proactive refresh failed; using the current token");
+                    Ok((conn.record.access_token.clone(), conn.version))
+                } else {
+                    Err(failure.error)
+                }
+            }
         }
     }
 
     /// Refresh after the provider rejected the token of record `seen_version` (a 401).
     /// `Ok(None)`: there is no refresh token, so nothing better to offer.
     pub async fn force_refresh(&self, key: &ConnKey, seen_version: u64, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
-        self.refresh(key, seen_version, true, deadline).await
+        self.refresh(key, seen_version, true, deadline).await.map_err(|f| f.error)
     }
 
-    async fn refresh(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
+    async fn refresh(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, RefreshError> {
         // Only the process that owns the vault refreshes (single-flight across processes);
         // any other process asks it to.
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -114,70 +170,110 @@ impl Refresher {
             .await
             .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
         match remote {
-            Some(answer) => answer,
-            None => self.refresh_here(key, seen_version, force, deadline).await,
+            // The owner's answer says whether it was transient only through `retryable`.
+            Some(answer) => answer.map_err(|error| RefreshError { grant_alive: error.retryable, error }),
+            None => self.refresh_local(key, seen_version, force, deadline).await,
         }
     }
 
-    /// Refresh in this process, which owns the vault. Waits for any refresh of the same
-    /// connection already running here, then re-checks before calling the token endpoint.
+    /// Refresh in this process, which owns the vault (the owner runs this for other
+    /// processes' requests too). Waits for any refresh of the same connection already running,
+    /// then re-checks before calling the token endpoint.
     pub async fn refresh_here(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
+        self.refresh_local(key, seen_version, force, deadline).await.map_err(|f| f.error)
+    }
+
+    async fn refresh_local(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, RefreshError> {
         let lock = self.vault.refresh_lock(key);
         let _turn = lock.lock().await;
         // Whoever held the lock before us may have refreshed already.
         let conn = self.read(key)?;
         let now = chrono::Utc::now().timestamp();
         if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
-            return Err(needs_reconnect(key, reason));
+            return Err(RefreshError { error: needs_reconnect(key, reason), grant_alive: false });
         }
         let stale = conn.record.needs_refresh(now, self.margin(&key.provider));
-        if conn.version != seen_version && !stale {
-            return Ok(Some((conn.record.access_token.clone(), conn.version)));
-        }
-        if !force && !stale {
+        if !stale && (conn.version != seen_version || !force) {
             return Ok(Some((conn.record.access_token.clone(), conn.version)));
         }
         let Some(refresh_token) = conn.record.refresh_token.clone() else {
             let expired = conn.record.expires_in(now).is_some_and(|left| left <= 0);
             if expired {
-                return Err(ToolError::new(format!("the {} token of {key} has expired and there is no refresh token", key.provider))
-                    .hint(format!("run `{}`", connect_command(key))));
+                return Err(RefreshError {
+                    error: ToolError::new(format!("the {} token of {key} has expired and there is no refresh token", key.provider))
+                        .hint(format!("run `{}`", connect_command(key))),
+                    grant_alive: false,
+                });
             }
             return Ok(None);
         };
 
-        let result = self.call_token_endpoint(key, &refresh_token, deadline).await;
-        match result {
+        let trigger = if force { "after a 401" } else { "ahead of expiry" };
+        match self.call_token_endpoint(key, &refresh_token, deadline).await {
             Ok(response) => {
-                let merged = merge(&conn.record, response);
-                let version = self.write(key, conn.version, &merged).await?;
-                self.audit(key, "ok");
+                super::test_hooks::pause_at("refresh-response").await;
+                let merged = merge(&conn.record, &response, chrono::Utc::now().timestamp());
+                let version = match self.write(key, conn.version, &merged).await {
+                    Ok(version) => version,
+                    Err(e) => {
+                        self.audit(key, &format!("error: the new token could not be saved ({})", e.message));
+                        if let Some(pair) = self.usable_latest(key, conn.version) {
+                            return Ok(Some(pair));
+                        }
+                        return Err(RefreshError { error: e, grant_alive: false });
+                    }
+                };
+                self.audit(key, &format!("ok ({trigger})"));
+                super::test_hooks::pause_at("refresh-saved").await;
                 Ok(Some((merged.access_token.clone(), version)))
             }
-            Err(RefreshFailure::Permanent(reason)) => {
-                // A concurrent writer (another process's refresh, an import) may have replaced
-                // the refresh token we used: then this was a lost race, not a dead grant.
+            Err(Failure::Permanent(reason)) => {
+                // A concurrent writer (an import, a connect, another process's refresh) may have
+                // replaced the refresh token we used: then this was a lost race, not a dead grant.
                 let latest = self.read(key)?;
                 if latest.version != conn.version && latest.record.status == ConnectionStatus::Active {
+                    self.audit(key, &format!("ok (refused with {reason}, but the record had been replaced meanwhile)"));
                     return Ok(Some((latest.record.access_token.clone(), latest.version)));
                 }
                 let mut broken = conn.record.clone();
                 broken.status = ConnectionStatus::NeedsReconnect { reason: reason.clone() };
-                let _ = self.write(key, conn.version, &broken).await;
+                if let Err(e) = self.write(key, conn.version, &broken).await {
+                    tracing::warn!(connection = %key, error = %e.message, "could not mark the connection needs_reconnect");
+                }
                 self.audit(key, &format!("error: {reason} (connection needs reconnecting)"));
-                Err(needs_reconnect(key, &reason))
+                Err(RefreshError { error: needs_reconnect(key, &reason), grant_alive: false })
             }
-            Err(RefreshFailure::Transient(reason)) => {
+            Err(Failure::Transient(reason)) => {
                 self.audit(key, &format!("error: {reason} (transient)"));
                 Err(ToolError::new(format!("refreshing the {} token failed: {reason}", key.provider))
                     .hint("this is temporary; retry in a moment")
-                    .retryable())
+                    .retryable()
+                    .into())
             }
-            Err(RefreshFailure::Config(reason)) => {
+            Err(Failure::Rejected(reason)) => {
                 self.audit(key, &format!("error: {reason}"));
-                Err(ToolError::new(format!("the {} token needs refreshing, but {reason}", key.provider)))
+                Err(ToolError::new(format!("refreshing the {} token failed: {reason}", key.provider))
+                    .hint(format!("if it keeps failing, run `{}`", connect_command(key)))
+                    .into())
+            }
+            Err(Failure::Config(reason)) => {
+                self.audit(key, &format!("error: {reason}"));
+                Err(ToolError::new(format!("the {} token needs refreshing, but {reason}", key.provider)).into())
             }
         }
+    }
+
+    /// The provider gave us new tokens but they could not be saved. When another writer
+    /// replaced the record meanwhile (the compare-and-swap failed) with a usable token, that
+    /// one is used; otherwise the call fails (and, the stored refresh token being spent now, the
+    /// next refresh marks the connection `needs_reconnect`).
+    fn usable_latest(&self, key: &ConnKey, seen_version: u64) -> Option<(SecretString, u64)> {
+        let latest = self.read(key).ok()?;
+        let now = chrono::Utc::now().timestamp();
+        let usable = latest.version != seen_version
+            && latest.record.status == ConnectionStatus::Active
+            && !latest.record.needs_refresh(now, 0);
+        usable.then(|| (latest.record.access_token.clone(), latest.version))
     }
 
     fn read(&self, key: &ConnKey) -> Result<Connection, ToolError> {
@@ -195,97 +291,71 @@ impl Refresher {
         tokio::task::spawn_blocking(move || vault.put(&key, Some(expected), &record))
             .await
             .map_err(|e| ToolError::new(format!("saving the refreshed token failed: {e}")))?
-            .map_err(|e| ToolError::new(format!("saving the refreshed token failed: {e}")).retryable())
+            .map_err(|e| match e {
+                Error::Conflict(_) => ToolError::new("the connection was changed by another writer while it was being refreshed").retryable(),
+                other => ToolError::new(format!("saving the refreshed token failed: {other}")).retryable(),
+            })
     }
 
     fn audit(&self, key: &ConnKey, outcome: &str) {
         self.vault.audit(&AuditEntry::new(&key.user, "refresh", outcome).connection(&key.provider, &key.account));
     }
 
-    async fn call_token_endpoint(&self, key: &ConnKey, refresh_token: &SecretString, deadline: Instant) -> Result<Value, RefreshFailure> {
+    async fn call_token_endpoint(&self, key: &ConnKey, refresh_token: &SecretString, deadline: Instant) -> Result<serde_json::Value, Failure> {
         let client = self.clients.get(&key.provider).cloned().unwrap_or_default();
         let Some(client_id) = client.client_id.clone() else {
             let upper = key.provider.to_ascii_uppercase();
-            return Err(RefreshFailure::Config(format!(
+            return Err(Failure::Config(format!(
                 "no OAuth client id is configured for {}: set `client_id` under [providers.{}] in config.toml or KEYWARD_{upper}_CLIENT_ID",
                 key.provider, key.provider
             )));
         };
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+            ("client_id", client_id.as_str()),
+        ];
+        if let Some(secret) = &client.client_secret {
+            form.push(("client_secret", secret.expose()));
+        }
         let mut attempt = 0u32;
         loop {
-            let mut form: Vec<(&str, &str)> = vec![
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token.expose()),
-                ("client_id", client_id.as_str()),
-            ];
-            if let Some(secret) = &client.client_secret {
-                form.push(("client_secret", secret.expose()));
-            }
+            attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
-            let send = self.http.post(&client.token_url).header("accept", "application/json").form(&form).send();
-            let outcome = match tokio::time::timeout(left, async {
-                let resp = send.await?;
-                let status = resp.status();
-                let body = resp.bytes().await?;
-                Ok::<_, reqwest::Error>((status, body))
-            })
-            .await
-            {
-                Err(_) => Err(RefreshFailure::Transient("the token endpoint did not answer in time".into())),
-                Ok(Err(e)) => Err(RefreshFailure::Transient(if e.is_timeout() {
-                    "the token endpoint timed out".into()
-                } else {
-                    "the token endpoint could not be reached".into()
-                })),
-                Ok(Ok((status, body))) => classify(status, &body),
-            };
-            match outcome {
-                Err(RefreshFailure::Transient(reason)) => {
-                    attempt += 1;
-                    let wait = Duration::from_millis(200u64 << attempt.min(5));
-                    if attempt >= 3 || Instant::now() + wait >= deadline {
-                        return Err(RefreshFailure::Transient(reason));
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
+            if left.is_zero() {
+                return Err(Failure::Transient("the call's time budget ran out before the token endpoint answered".into()));
             }
+            let answer = token_endpoint::request(&self.http, &client.token_url, &form, left.min(self.http.timeout())).await;
+            let reason = match answer {
+                Answer::Token(value) => return Ok(value),
+                Answer::Error(e) if PERMANENT_CODES.contains(&e.code.as_str()) => return Err(Failure::Permanent(e.reason())),
+                Answer::Error(e) if CLIENT_CODES.contains(&e.code.as_str()) => {
+                    return Err(Failure::Config(format!(
+                        "the provider rejected keyward's OAuth client ({}): check client_id/client_secret under [providers.{}]",
+                        e.reason(),
+                        key.provider
+                    )))
+                }
+                Answer::Error(e) => return Err(Failure::Rejected(format!("the token endpoint answered {}", e.reason()))),
+                Answer::Malformed(reason) => return Err(Failure::Rejected(reason)),
+                Answer::Unavailable(reason) => reason,
+            };
+            // Exponential backoff: 200 ms, 400 ms, … within the budget.
+            let wait = Duration::from_millis(200u64 << attempt.min(5));
+            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+                return Err(Failure::Transient(reason));
+            }
+            tracing::debug!(connection = %key, attempt, %reason, "retrying the token endpoint");
+            tokio::time::sleep(wait).await;
         }
     }
 }
 
-/// Sort a token endpoint answer: a usable response, a permanent refusal, or a passing failure.
-fn classify(status: http::StatusCode, body: &[u8]) -> Result<Value, RefreshFailure> {
-    let json: Option<Value> = serde_json::from_slice(body).ok();
-    let code = json.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str).map(String::from);
-    if let Some(code) = code {
-        let desc = json.as_ref().and_then(|v| v.get("error_description")).and_then(Value::as_str).unwrap_or("");
-        let reason = if desc.is_empty() { code.clone() } else { format!("{code}: {desc}") };
-        if PERMANENT_CODES.contains(&code.as_str()) {
-            return Err(RefreshFailure::Permanent(reason));
-        }
-        if matches!(code.as_str(), "invalid_client" | "unauthorized_client" | "incorrect_client_credentials" | "invalid_client_id") {
-            return Err(RefreshFailure::Config(format!("the provider rejected keyward's OAuth client ({reason}): check client_id/client_secret in config.toml")));
-        }
-        if status.is_server_error() || code == "ratelimited" || code == "temporarily_unavailable" {
-            return Err(RefreshFailure::Transient(reason));
-        }
-        return Err(RefreshFailure::Permanent(reason));
-    }
-    if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-        return Err(RefreshFailure::Transient(format!("the token endpoint answered {status}")));
-    }
-    match json {
-        Some(value) if status.is_success() => Ok(value),
-        _ => Err(RefreshFailure::Transient(format!("the token endpoint answered {status} without a token"))),
-    }
-}
-
-/// The record after a refresh: new access token and expiry; the refresh token replaced when the
-/// provider rotated it and kept when it did not say (Google); scopes kept unless restated.
-fn merge(old: &TokenRecord, response: Value) -> TokenRecord {
-    let now = chrono::Utc::now().timestamp();
-    match token_response::from_value(&response, now) {
+/// The record after a refresh: new access token and expiry; the refresh token replaced when
+/// the provider rotated it and kept when the answer has none (Google); scopes kept unless
+/// restated. The answer was checked to hold an access token.
+fn merge(old: &TokenRecord, response: &serde_json::Value, now: i64) -> TokenRecord {
+    match token_response::from_value(response, now) {
         Ok(mut new) => {
             if new.refresh_token.is_none() {
                 new.refresh_token = old.refresh_token.clone();
@@ -295,7 +365,67 @@ fn merge(old: &TokenRecord, response: Value) -> TokenRecord {
             }
             new
         }
-        // A 2xx body without an access token: keep what we had rather than lose the grant.
-        Err(_) => old.clone(),
+        // `token_endpoint::sort` only lets answers with a non-empty access token through, so
+        // this is a field of the wrong type (`expires_in: "soon"`): keep the new access token
+        // and the old record's other fields rather than lose a rotated grant.
+        Err(_) => {
+            let mut new = old.clone();
+            if let Some(token) = response.get("access_token").and_then(|v| v.as_str()) {
+                new.access_token = SecretString::new(token);
+                new.expires_at = None;
+            }
+            if let Some(token) = response.get("refresh_token").and_then(|v| v.as_str()) {
+                new.refresh_token = Some(SecretString::new(token));
+            }
+            new.obtained_at = now;
+            new.status = ConnectionStatus::Active;
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(refresh: Option<&str>) -> TokenRecord {
+        TokenRecord {
+            access_token: SecretString::new("old-access"),
+            refresh_token: refresh.map(SecretString::new),
+            token_type: "bearer".into(),
+            expires_at: Some(100),
+            scopes: vec!["repo".into()],
+            obtained_at: 0,
+            status: ConnectionStatus::Active,
+        }
+    }
+
+    #[test]
+    fn a_refresh_without_refresh_token_keeps_the_stored_one() {
+        let merged = merge(&record(Some("r1")), &json!({"access_token": "a2", "expires_in": 3600}), 1000);
+        assert_eq!(merged.access_token.expose(), "a2");
+        assert_eq!(merged.refresh_token.unwrap().expose(), "r1");
+        assert_eq!(merged.expires_at, Some(4600));
+        assert_eq!(merged.scopes, vec!["repo"]);
+    }
+
+    #[test]
+    fn a_rotated_refresh_token_replaces_the_stored_one() {
+        let merged = merge(
+            &record(Some("r1")),
+            &json!({"access_token": "a2", "refresh_token": "r2", "expires_in": 60, "scope": "repo,gist"}),
+            0,
+        );
+        assert_eq!(merged.refresh_token.unwrap().expose(), "r2");
+        assert_eq!(merged.scopes, vec!["repo", "gist"]);
+    }
+
+    #[test]
+    fn an_oddly_typed_answer_still_keeps_the_new_tokens() {
+        let merged = merge(&record(Some("r1")), &json!({"access_token": "a2", "refresh_token": "r2", "expires_in": "soon"}), 5);
+        assert_eq!(merged.access_token.expose(), "a2");
+        assert_eq!(merged.refresh_token.unwrap().expose(), "r2");
+        assert_eq!(merged.expires_at, None);
     }
 }

@@ -1,0 +1,125 @@
+//! Interoperability: the official Python MCP SDK drives the real binary over stdio, Streamable
+//! HTTP and the legacy SSE transport (tests/interop/). The SDK is installed into
+//! target/interop-venv on first use. Without python3 the test is skipped, except in CI
+//! (`CI=true`), where it must run.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::cli::{bin, Kw};
+use crate::server_support::*;
+
+fn python_available() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn run_sh() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/run.sh")
+}
+
+/// Run the Python client; panic with its output when it fails.
+async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
+    let mut cmd = Command::new("bash");
+    cmd.arg(run_sh())
+        .args(&args)
+        .env("EXPECT_LOGIN", expect_login)
+        .env_remove("KEYWARD_MASTER_KEY")
+        .env_remove("KEYWARD_HOME")
+        .env_remove("KEYWARD_TOOLS_DIR")
+        .env("RUST_LOG", "debug");
+    for (k, v) in &kw.env {
+        cmd.env(k, v);
+    }
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("run tests/interop/run.sh"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python MCP client failed ({args:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(": ok"), "{stdout}");
+    assert_no_canary("the Python client's output", &output.stdout);
+    assert_no_canary("the Python client's stderr (with keyward's)", &output.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
+    if !python_available() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "python3 is required in CI for the interop test"
+        );
+        eprintln!("skipping the interop test: python3 is not installed");
+        return;
+    }
+    keyward::server::install_crypto_provider();
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default"), ("alice", "default")]);
+
+    python(
+        &kw,
+        vec![
+            "stdio".into(),
+            bin().into(),
+            kw.home().display().to_string(),
+        ],
+        "default-default",
+    )
+    .await;
+
+    let key = kw.ok(&["users", "add", "alice"], "").stdout().trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = kw
+        .command(&["serve", "--http", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up_ok = false;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/healthz")).await {
+            if r.status() == 200 {
+                up_ok = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up_ok, "keyward serve --http did not come up");
+
+    python(
+        &kw,
+        vec!["http".into(), format!("http://{addr}/mcp"), key.clone()],
+        "alice-default",
+    )
+    .await;
+    python(
+        &kw,
+        vec!["sse".into(), format!("http://{addr}/sse"), key.clone()],
+        "alice-default",
+    )
+    .await;
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_no_canary("stderr of keyward serve --http", &output.stderr);
+}
