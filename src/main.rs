@@ -141,7 +141,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init => init(&home),
         Command::Import { provider, who } => import(&home, &provider, &who),
         Command::Status { user, json } => status(&home, user.as_deref(), json),
-        Command::Disconnect { provider, who, force } => disconnect(&home, &provider, &who, force),
+        Command::Disconnect {
+            provider,
+            who,
+            force,
+        } => disconnect(&home, &provider, &who, force),
         Command::Connect(args) => connect(&home, args),
         Command::Audit {
             json,
@@ -378,7 +382,10 @@ fn disconnect(home: &Home, provider: &str, who: &Who, force: bool) -> Result<()>
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
-    let title = catalog.provider(provider).map(|p| p.title.clone()).unwrap_or_else(|| provider.to_string());
+    let title = catalog
+        .provider(provider)
+        .map(|p| p.title.clone())
+        .unwrap_or_else(|| provider.to_string());
     let done = runtime.block_on(keyward::oauth::revoke::disconnect(
         Arc::new(vault),
         Arc::new(catalog),
@@ -731,7 +738,13 @@ fn connect(home: &Home, args: ConnectArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let list = |s: &[String]| if s.is_empty() { "(none)".to_string() } else { s.join(" ") };
+    let list = |s: &[String]| {
+        if s.is_empty() {
+            "(none)".to_string()
+        } else {
+            s.join(" ")
+        }
+    };
     println!("connected {} (version {})", done.key, done.version);
     println!("scopes asked:   {}", list(&done.requested));
     if done.granted.is_empty() {
@@ -741,8 +754,14 @@ fn connect(home: &Home, args: ConnectArgs) -> Result<()> {
     }
     let now = chrono::Utc::now().timestamp();
     match (done.expires_at, done.has_refresh_token) {
-        (Some(at), true) => println!("the access token expires in {}; keyward refreshes it automatically", human_duration(at - now)),
-        (Some(at), false) => println!("the access token expires in {} and there is no refresh token: connect again then", human_duration(at - now)),
+        (Some(at), true) => println!(
+            "the access token expires in {}; keyward refreshes it automatically",
+            human_duration(at - now)
+        ),
+        (Some(at), false) => println!(
+            "the access token expires in {} and there is no refresh token: connect again then",
+            human_duration(at - now)
+        ),
         (None, _) => println!("the access token does not expire"),
     }
     if !done.missing.is_empty() {

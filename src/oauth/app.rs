@@ -90,8 +90,11 @@ impl OAuthApp {
             (_, port) if port != 0 => format!("http://127.0.0.1:{port}/callback"),
             // GitHub and Google accept any port on a registered loopback redirect (RFC 8252 §7.3).
             ("github", _) => "http://127.0.0.1/callback".into(),
-            ("google", _) => "http://127.0.0.1 (nothing to register for a Desktop app client)".into(),
-            _ => "http://127.0.0.1:PORT/callback, with the PORT you also set as `redirect_port`".into(),
+            ("google", _) => {
+                "http://127.0.0.1 (nothing to register for a Desktop app client)".into()
+            }
+            _ => "http://127.0.0.1:PORT/callback, with the PORT you also set as `redirect_port`"
+                .into(),
         }
     }
 }
@@ -101,29 +104,33 @@ pub fn registration_help(app: &OAuthApp, device: bool) -> String {
     let name = &app.provider;
     let upper = name.to_ascii_uppercase().replace('-', "_");
     let redirect = app.redirect_uri_to_register();
-    let how = match name.as_str() {
-        "github" => format!(
+    let how =
+        match name.as_str() {
+            "github" => format!(
             "Register an OAuth app at https://github.com/settings/applications/new (Settings → \
              Developer settings → OAuth Apps → New OAuth App) with the Authorization callback URL \
              {redirect} (GitHub accepts any port on a loopback callback){}, then generate a client \
              secret.",
             if device { " and tick \"Enable Device Flow\"" } else { "" }
         ),
-        "slack" => format!(
-            "Create an app at https://api.slack.com/apps (\"From scratch\"); under OAuth & \
+            "slack" => format!(
+                "Create an app at https://api.slack.com/apps (\"From scratch\"); under OAuth & \
              Permissions add the Redirect URL {redirect} and the User Token Scopes keyward asks \
              for. Slack matches the redirect URL exactly, so fix the port with `redirect_port = \
              PORT` under [providers.slack]. The client id and secret are on the app's Basic \
              Information page."
-        ),
-        "google" => format!(
+            ),
+            "google" => format!(
             "Create an OAuth client at https://console.cloud.google.com/apis/credentials (Create \
              credentials → OAuth client ID) of type {}, and enable the Google Calendar API for \
              the project. Redirect URI: {redirect}.",
             if device { "\"TVs and Limited Input devices\"" } else { "\"Desktop app\"" }
         ),
-        _ => format!("Register an OAuth app with {} whose redirect URI is {redirect}.", app.title),
-    };
+            _ => format!(
+                "Register an OAuth app with {} whose redirect URI is {redirect}.",
+                app.title
+            ),
+        };
     format!(
         "{how} Then put `client_id` and `client_secret` under [providers.{name}] in config.toml \
          in the keyward home folder, or set KEYWARD_{upper}_CLIENT_ID and \
@@ -135,7 +142,9 @@ pub fn registration_help(app: &OAuthApp, device: bool) -> String {
 pub fn manual_revoke_hint(provider: &str, title: &str) -> String {
     match provider {
         "github" => "https://github.com/settings/applications (Authorized OAuth Apps)".into(),
-        "slack" => "your Slack workspace's \"Manage apps\" page (Installed apps → the app → Remove)".into(),
+        "slack" => {
+            "your Slack workspace's \"Manage apps\" page (Installed apps → the app → Remove)".into()
+        }
         "google" => "https://myaccount.google.com/permissions".into(),
         _ => format!("{title}'s list of authorized apps"),
     }
@@ -154,18 +163,32 @@ mod tests {
 
     #[test]
     fn missing_credentials_explain_registration_and_the_redirect_uri() {
-        let e = app("github", "").client(true, false).err().unwrap().to_string();
-        assert!(e.contains("https://github.com/settings/applications/new"), "{e}");
-        assert!(e.contains("http://127.0.0.1/callback"), "{e}");
-        assert!(e.contains("KEYWARD_GITHUB_CLIENT_ID"), "{e}");
-        let e = app("slack", "[providers.slack]\nclient_id = \"x\"\nredirect_port = 8765\n")
+        let e = app("github", "")
             .client(true, false)
             .err()
             .unwrap()
             .to_string();
+        assert!(
+            e.contains("https://github.com/settings/applications/new"),
+            "{e}"
+        );
+        assert!(e.contains("http://127.0.0.1/callback"), "{e}");
+        assert!(e.contains("KEYWARD_GITHUB_CLIENT_ID"), "{e}");
+        let e = app(
+            "slack",
+            "[providers.slack]\nclient_id = \"x\"\nredirect_port = 8765\n",
+        )
+        .client(true, false)
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("no OAuth client secret"), "{e}");
         assert!(e.contains("http://127.0.0.1:8765/callback"), "{e}");
-        let e = app("google", "").client(false, true).err().unwrap().to_string();
+        let e = app("google", "")
+            .client(false, true)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("TVs and Limited Input devices"), "{e}");
     }
 

@@ -13,9 +13,9 @@
 //! 4. **Store.** The record is written with [`Vault::put`] (flushed) and the event audited
 //!    with the granted scopes — never a token. Nothing is stored on any failure.
 //!
-//! The vault is not held open while the user is in the browser: another keyward process (an
-//! MCP server) may need it meanwhile. It is opened once up front, to fail early on a wrong
-//! master key, and again to store the result.
+//! The CLI opens the vault before anyone is sent to a browser, so a wrong master key fails
+//! first; other keyward processes keep working meanwhile, through whichever process owns the
+//! database ([`crate::vault::share`]).
 
 use std::time::Duration;
 
@@ -87,7 +87,11 @@ pub struct Connected {
 pub type Notify<'a> = &'a (dyn Fn(&str) + Sync);
 
 /// The scopes to request for `selection`, minimal and in catalog order.
-pub fn requested_scopes(catalog: &Catalog, spec: &ProviderSpec, selection: &Selection) -> Result<Vec<String>> {
+pub fn requested_scopes(
+    catalog: &Catalog,
+    spec: &ProviderSpec,
+    selection: &Selection,
+) -> Result<Vec<String>> {
     let name = &spec.name;
     if !selection.scopes.is_empty() {
         if selection.read_only || !selection.toolsets.is_empty() || !selection.tools.is_empty() {
@@ -101,17 +105,41 @@ pub fn requested_scopes(catalog: &Catalog, spec: &ProviderSpec, selection: &Sele
     let toolsets: Vec<String> = selection
         .toolsets
         .iter()
-        .map(|t| if t.contains(':') || t == name { t.clone() } else { format!("{name}:{t}") })
+        .map(|t| {
+            if t.contains(':') || t == name {
+                t.clone()
+            } else {
+                format!("{name}:{t}")
+            }
+        })
         .collect();
-    if let Some(other) = toolsets.iter().find(|t| t.split(':').next() != Some(name.as_str())) {
-        return Err(Error::usage(format!("the toolset `{other}` is not one of {name}'s")));
+    if let Some(other) = toolsets
+        .iter()
+        .find(|t| t.split(':').next() != Some(name.as_str()))
+    {
+        return Err(Error::usage(format!(
+            "the toolset `{other}` is not one of {name}'s"
+        )));
     }
-    if let Some(other) = selection.tools.iter().find(|t| catalog.tool(t).is_some_and(|(p, _)| p.name != *name)) {
-        return Err(Error::usage(format!("the tool `{other}` is not one of {name}'s")));
+    if let Some(other) = selection
+        .tools
+        .iter()
+        .find(|t| catalog.tool(t).is_some_and(|(p, _)| p.name != *name))
+    {
+        return Err(Error::usage(format!(
+            "the tool `{other}` is not one of {name}'s"
+        )));
     }
-    let filter = ToolFilter { toolsets, tools: selection.tools.clone(), read_only: selection.read_only };
+    let filter = ToolFilter {
+        toolsets,
+        tools: selection.tools.clone(),
+        read_only: selection.read_only,
+    };
     filter.validate(catalog)?;
-    let selected = catalog.provider_tools(name).filter(|t| filter.allows(spec, t)).count();
+    let selected = catalog
+        .provider_tools(name)
+        .filter(|t| filter.allows(spec, t))
+        .count();
     if selected == 0 {
         return Err(Error::usage(format!(
             "that selection leaves no {name} tool (with --read-only, only read-only tools count); `keyward tools --provider {name}` lists them"
@@ -129,19 +157,38 @@ fn scopes_text(scopes: &[String]) -> String {
 }
 
 /// Obtain a grant: the browser or device flow, up to (not including) storing it.
-pub async fn authorize(config: &Config, catalog: &Catalog, request: &ConnectRequest, notify: Notify<'_>) -> Result<Authorized> {
+pub async fn authorize(
+    config: &Config,
+    catalog: &Catalog,
+    request: &ConnectRequest,
+    notify: Notify<'_>,
+) -> Result<Authorized> {
     let provider = &request.key.provider;
     let spec = catalog.provider(provider).ok_or_else(|| {
         let known: Vec<String> = catalog.providers().map(|p| p.name.clone()).collect();
-        Error::usage(format!("unknown provider {provider:?}: use one of {}", known.join(", ")))
+        Error::usage(format!(
+            "unknown provider {provider:?}: use one of {}",
+            known.join(", ")
+        ))
     })?;
     let requested = requested_scopes(catalog, spec, &request.selection)?;
     let app = OAuthApp::new(spec, config);
-    let http = OAuthHttp::new(Duration::from_millis(config.executor.read_timeout_ms.max(1000)))?;
-    notify(&format!("keyward: asking {} for the scopes: {}", spec.title, scopes_text(&requested)));
+    let http = OAuthHttp::new(Duration::from_millis(
+        config.executor.read_timeout_ms.max(1000),
+    ))?;
+    notify(&format!(
+        "keyward: asking {} for the scopes: {}",
+        spec.title,
+        scopes_text(&requested)
+    ));
     if request.device {
         let record = device::run(&http, &app, &requested, request, notify).await?;
-        return Ok(Authorized { record, requested, flow: "device", reply: None });
+        return Ok(Authorized {
+            record,
+            requested,
+            flow: "device",
+            reply: None,
+        });
     }
     browser_flow(&http, &app, requested, request, notify).await
 }
@@ -167,10 +214,17 @@ async fn browser_flow(
     let loopback = Loopback::bind(app.redirect_port, &app.provider).await?;
     let redirect_uri = loopback.redirect_uri();
     let oauth = BasicClient::new(ClientId::new(client.id.to_string()))
-        .set_auth_uri(AuthUrl::new(app.authorize_url.clone()).map_err(|e| Error::config(format!("authorize_url: {e}")))?)
-        .set_redirect_uri(RedirectUrl::new(redirect_uri.clone()).map_err(|e| Error::other(e.to_string()))?);
+        .set_auth_uri(
+            AuthUrl::new(app.authorize_url.clone())
+                .map_err(|e| Error::config(format!("authorize_url: {e}")))?,
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(redirect_uri.clone()).map_err(|e| Error::other(e.to_string()))?,
+        );
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut auth = oauth.authorize_url(CsrfToken::new_random).set_pkce_challenge(challenge);
+    let mut auth = oauth
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge);
     if !requested.is_empty() {
         auth = if app.provider == "slack" {
             // Slack: `scope` is for the bot token; a user token's scopes go in `user_scope`.
@@ -185,13 +239,20 @@ async fn browser_flow(
         auth = auth.add_extra_param(*name, *value);
     }
     let (url, state) = auth.url();
-    notify(&format!("keyward: open this URL in a browser to connect {} (waiting up to {}s):", app.title, request.timeout.as_secs()));
+    notify(&format!(
+        "keyward: open this URL in a browser to connect {} (waiting up to {}s):",
+        app.title,
+        request.timeout.as_secs()
+    ));
     notify(url.as_str());
     if request.open_browser {
         open_browser(url.as_str());
     }
 
-    let Some((callback, reply, server)) = loopback.wait(state.secret(), &app.title, request.timeout).await? else {
+    let Some((callback, reply, server)) = loopback
+        .wait(state.secret(), &app.title, request.timeout)
+        .await?
+    else {
         return Err(Error::other(format!(
             "no answer from the browser within {}s, so nothing was stored: run `keyward connect {}{}` again (--timeout SECS gives more time; --device avoids the browser redirect)",
             request.timeout.as_secs(),
@@ -213,7 +274,10 @@ async fn browser_flow(
             return Err(Error::other(text));
         }
         Callback::Rejected(why) => {
-            let text = format!("refused the redirect: {why}; nothing was stored. Run `keyward connect {}` again", app.provider);
+            let text = format!(
+                "refused the redirect: {why}; nothing was stored. Run `keyward connect {}` again",
+                app.provider
+            );
             reply.send(false, text.clone());
             server.stop().await;
             return Err(Error::other(text));
@@ -232,7 +296,12 @@ async fn browser_flow(
     }
     let answer = token_endpoint::request(http, &app.token_url, &form, http.timeout()).await;
     match exchange_result(app, answer) {
-        Ok(record) => Ok(Authorized { record, requested, flow: "browser", reply: Some((reply, server)) }),
+        Ok(record) => Ok(Authorized {
+            record,
+            requested,
+            flow: "browser",
+            reply: Some((reply, server)),
+        }),
         Err(e) => {
             reply.send(false, e.to_string());
             server.stop().await;
@@ -270,8 +339,18 @@ pub(crate) fn exchange_result(app: &OAuthApp, answer: Answer) -> Result<TokenRec
 }
 
 /// Store the grant (flushed), audit it and tell the browser tab.
-pub async fn store(vault: &Vault, catalog: &Catalog, key: &ConnKey, authorized: Authorized) -> Result<Connected> {
-    let Authorized { record, requested, flow, reply } = authorized;
+pub async fn store(
+    vault: &Vault,
+    catalog: &Catalog,
+    key: &ConnKey,
+    authorized: Authorized,
+) -> Result<Connected> {
+    let Authorized {
+        record,
+        requested,
+        flow,
+        reply,
+    } = authorized;
     let spec = catalog.provider(&key.provider);
     let granted = record.scopes.clone();
     let missing = match spec {
@@ -279,17 +358,24 @@ pub async fn store(vault: &Vault, catalog: &Catalog, key: &ConnKey, authorized: 
         _ => Vec::new(),
     };
     let result = vault.put(key, None, &record);
-    let mut entry = AuditEntry::new(&key.user, "connect", match &result {
-        Ok(_) => format!("ok ({flow} flow)"),
-        Err(e) => format!("error: storing the grant failed: {e}"),
-    })
+    let mut entry = AuditEntry::new(
+        &key.user,
+        "connect",
+        match &result {
+            Ok(_) => format!("ok ({flow} flow)"),
+            Err(e) => format!("error: storing the grant failed: {e}"),
+        },
+    )
     .connection(&key.provider, &key.account);
     entry.scopes = Some(granted.clone());
     vault.audit(&entry);
     let _ = vault.flush();
     if let Some((reply, server)) = reply {
         match &result {
-            Ok(_) => reply.send(true, format!("The connection {key} is stored in keyward's vault.")),
+            Ok(_) => reply.send(
+                true,
+                format!("The connection {key} is stored in keyward's vault."),
+            ),
             Err(e) => reply.send(false, format!("The grant could not be stored: {e}")),
         }
         server.stop().await;
@@ -308,13 +394,20 @@ pub async fn store(vault: &Vault, catalog: &Catalog, key: &ConnKey, authorized: 
 
 /// Record a failed connect in the audit log (best effort: the vault may be the problem).
 pub fn audit_failure(vault: &Vault, key: &ConnKey, error: &Error) {
-    vault.audit(&AuditEntry::new(&key.user, "connect", format!("error: {error}")).connection(&key.provider, &key.account));
+    vault.audit(
+        &AuditEntry::new(&key.user, "connect", format!("error: {error}"))
+            .connection(&key.provider, &key.account),
+    );
     let _ = vault.flush();
 }
 
 /// Ask the desktop to open `url`; failures are ignored (the URL is printed anyway).
 pub fn open_browser(url: &str) {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
     let spawned = std::process::Command::new(opener)
         .arg(url)
         .stdin(std::process::Stdio::null())
@@ -344,27 +437,75 @@ mod tests {
         let catalog = Catalog::embedded();
         for spec in catalog.providers() {
             let all = scopes(&spec.name, Selection::default()).unwrap();
-            let read = scopes(&spec.name, Selection { read_only: true, ..Default::default() }).unwrap();
+            let read = scopes(
+                &spec.name,
+                Selection {
+                    read_only: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let write_only: Vec<String> = catalog
                 .provider_tools(&spec.name)
                 .filter(|t| !t.read_only)
                 .flat_map(|t| t.scopes.clone())
-                .filter(|s| !catalog.provider_tools(&spec.name).any(|t| t.read_only && t.scopes.contains(s)))
+                .filter(|s| {
+                    !catalog
+                        .provider_tools(&spec.name)
+                        .any(|t| t.read_only && t.scopes.contains(s))
+                })
                 .collect();
             for s in &write_only {
-                assert!(!read.contains(s), "{}: read-only asks for the write scope {s}", spec.name);
+                assert!(
+                    !read.contains(s),
+                    "{}: read-only asks for the write scope {s}",
+                    spec.name
+                );
             }
-            assert!(missing_scopes(spec, &all, &read).is_empty(), "{}: all covers read-only", spec.name);
+            assert!(
+                missing_scopes(spec, &all, &read).is_empty(),
+                "{}: all covers read-only",
+                spec.name
+            );
         }
     }
 
     #[test]
     fn selections_are_checked_against_the_provider() {
-        assert!(scopes("github", Selection { toolsets: vec!["chat".into()], ..Default::default() }).is_err());
-        assert!(scopes("github", Selection { tools: vec!["slack_post_message".into()], ..Default::default() }).is_err());
-        assert!(scopes("github", Selection { scopes: vec!["repo".into()], read_only: true, ..Default::default() }).is_err());
+        assert!(scopes(
+            "github",
+            Selection {
+                toolsets: vec!["chat".into()],
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(scopes(
+            "github",
+            Selection {
+                tools: vec!["slack_post_message".into()],
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(scopes(
+            "github",
+            Selection {
+                scopes: vec!["repo".into()],
+                read_only: true,
+                ..Default::default()
+            }
+        )
+        .is_err());
         assert_eq!(
-            scopes("github", Selection { scopes: vec!["repo,public_repo".into()], ..Default::default() }).unwrap(),
+            scopes(
+                "github",
+                Selection {
+                    scopes: vec!["repo,public_repo".into()],
+                    ..Default::default()
+                }
+            )
+            .unwrap(),
             vec!["repo"]
         );
     }

@@ -12,7 +12,10 @@
 use std::time::{Duration, Instant};
 
 use oauth2::basic::BasicClient;
-use oauth2::{AuthType, ClientId, DeviceAuthorizationUrl, RequestTokenError, Scope, StandardDeviceAuthorizationResponse};
+use oauth2::{
+    AuthType, ClientId, DeviceAuthorizationUrl, RequestTokenError, Scope,
+    StandardDeviceAuthorizationResponse,
+};
 use serde_json::Value;
 
 use super::app::OAuthApp;
@@ -52,7 +55,8 @@ pub async fn run(
     let oauth = BasicClient::new(ClientId::new(client.id.to_string()))
         .set_auth_type(AuthType::RequestBody)
         .set_device_authorization_url(
-            DeviceAuthorizationUrl::new(device_url).map_err(|e| Error::config(format!("device_authorization_url: {e}")))?,
+            DeviceAuthorizationUrl::new(device_url)
+                .map_err(|e| Error::config(format!("device_authorization_url: {e}")))?,
         );
     let mut ask = oauth.exchange_device_code();
     if !requested.is_empty() {
@@ -62,7 +66,10 @@ pub async fn run(
             ask.add_extra_param("scope", requested.join(&app.scope_separator))
         };
     }
-    let details: StandardDeviceAuthorizationResponse = ask.request_async(http).await.map_err(|e| device_code_error(app, e))?;
+    let details: StandardDeviceAuthorizationResponse = ask
+        .request_async(http)
+        .await
+        .map_err(|e| device_code_error(app, e))?;
 
     let expires_in = details.expires_in();
     let mut interval = details.interval().max(Duration::from_secs(1));
@@ -74,7 +81,10 @@ pub async fn run(
         expires_in.as_secs().div_ceil(60)
     ));
     if let Some(complete) = details.verification_uri_complete() {
-        notify(&format!("keyward: or open {} (the code is filled in)", complete.secret()));
+        notify(&format!(
+            "keyward: or open {} (the code is filled in)",
+            complete.secret()
+        ));
     }
     if request.open_browser {
         super::connect::open_browser(&verification);
@@ -83,7 +93,10 @@ pub async fn run(
     let deadline = Instant::now() + request.timeout.min(expires_in);
     let expired = || {
         let what = if request.timeout < expires_in {
-            format!("no approval within {}s (--timeout)", request.timeout.as_secs())
+            format!(
+                "no approval within {}s (--timeout)",
+                request.timeout.as_secs()
+            )
         } else {
             "the code expired before it was approved".to_string()
         };
@@ -158,10 +171,12 @@ fn device_code_error<E: std::error::Error>(
         }
         // GitHub reports errors with 200 and an `error` field, which `oauth2` cannot parse as a
         // device authorization response: read the error out of the body.
-        RequestTokenError::Parse(_, body) => match token_endpoint::sort(http::StatusCode::OK, &body) {
-            Answer::Error(e) => e.reason(),
-            _ => "an answer that is not a device authorization response".into(),
-        },
+        RequestTokenError::Parse(_, body) => {
+            match token_endpoint::sort(http::StatusCode::OK, &body) {
+                Answer::Error(e) => e.reason(),
+                _ => "an answer that is not a device authorization response".into(),
+            }
+        }
         RequestTokenError::Request(e) => format!("no answer ({e})"),
         RequestTokenError::Other(text) => text,
     };
@@ -172,5 +187,8 @@ fn device_code_error<E: std::error::Error>(
     } else {
         String::new()
     };
-    Error::other(format!("{} refused to start the device flow ({reason}){hint}", app.title))
+    Error::other(format!(
+        "{} refused to start the device flow ({reason}){hint}",
+        app.title
+    ))
 }

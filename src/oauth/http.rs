@@ -41,7 +41,9 @@ pub struct OAuthHttp {
 
 impl std::fmt::Debug for OAuthHttp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthHttp").field("timeout", &self.timeout).finish()
+        f.debug_struct("OAuthHttp")
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -70,7 +72,8 @@ impl OAuthHttp {
         request: HttpRequest,
         timeout: Duration,
     ) -> std::result::Result<HttpResponse, HttpError> {
-        let request = reqwest::Request::try_from(request).map_err(|e| HttpError::Other(e.to_string()))?;
+        let request =
+            reqwest::Request::try_from(request).map_err(|e| HttpError::Other(e.to_string()))?;
         let io = async {
             let mut response = self.client.execute(request).await?;
             let mut builder = http::Response::builder().status(response.status());
@@ -84,7 +87,11 @@ impl OAuthHttp {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>(builder.body(body).map_err(|e| HttpError::Other(e.to_string())))
+            Ok::<_, reqwest::Error>(
+                builder
+                    .body(body)
+                    .map_err(|e| HttpError::Other(e.to_string())),
+            )
         };
         match tokio::time::timeout(timeout, io).await {
             Err(_) => Err(HttpError::Timeout),
@@ -140,7 +147,10 @@ pub fn form_request(
         .method(http::Method::POST)
         .uri(url)
         .header(http::header::ACCEPT, "application/json")
-        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
     if let Some((user, password)) = basic_auth {
         builder = builder.header(http::header::AUTHORIZATION, basic(user, password));
     }

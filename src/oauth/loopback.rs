@@ -25,7 +25,10 @@ pub enum Callback {
     /// An authorization code whose `state` matched.
     Code(oauth2::AuthorizationCode),
     /// The provider sent an error instead (`access_denied` when the user declined).
-    Denied { error: String, description: Option<String> },
+    Denied {
+        error: String,
+        description: Option<String>,
+    },
     /// The callback was malformed or its `state` did not match: possibly forged.
     Rejected(String),
 }
@@ -41,7 +44,10 @@ pub struct Page {
 
 impl Reply {
     pub fn send(self, ok: bool, text: impl Into<String>) {
-        let _ = self.0.send(Page { ok, text: text.into() });
+        let _ = self.0.send(Page {
+            ok,
+            text: text.into(),
+        });
     }
 }
 
@@ -102,7 +108,10 @@ impl Loopback {
                 })
                 .await;
         });
-        let server = Server { stop: Some(stop_tx), task };
+        let server = Server {
+            stop: Some(stop_tx),
+            task,
+        };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok((callback, reply))) => Ok(Some((callback, reply, server))),
             Ok(Err(_)) => Err(Error::other("the loopback listener stopped unexpectedly")),
@@ -127,7 +136,10 @@ impl Server {
             let _ = stop.send(());
         }
         let abort = self.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }
@@ -149,22 +161,40 @@ async fn callback(
     let callback = classify(&params, &expected);
     let (reply_tx, reply_rx) = oneshot::channel();
     if tx.send((callback, Reply(reply_tx))).is_err() {
-        return page(StatusCode::GONE, &title, false, "keyward is no longer waiting for this sign-in.");
+        return page(
+            StatusCode::GONE,
+            &title,
+            false,
+            "keyward is no longer waiting for this sign-in.",
+        );
     }
     match tokio::time::timeout(Duration::from_secs(120), reply_rx).await {
         Ok(Ok(Page { ok, text })) => {
-            let status = if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             page(status, &title, ok, &text)
         }
-        _ => page(StatusCode::OK, &title, false, "keyward received the answer; see the terminal for the result."),
+        _ => page(
+            StatusCode::OK,
+            &title,
+            false,
+            "keyward received the answer; see the terminal for the result.",
+        ),
     }
 }
 
 fn classify(params: &HashMap<String, String>, expected: &str) -> Callback {
-    let state_ok = params.get("state").is_some_and(|s| constant_time_eq(s.as_bytes(), expected.as_bytes()));
+    let state_ok = params
+        .get("state")
+        .is_some_and(|s| constant_time_eq(s.as_bytes(), expected.as_bytes()));
     if let Some(error) = params.get("error") {
         if !state_ok {
-            return Callback::Rejected("the redirect carried an error but not the state keyward sent".into());
+            return Callback::Rejected(
+                "the redirect carried an error but not the state keyward sent".into(),
+            );
         }
         return Callback::Denied {
             error: error.clone(),
@@ -223,25 +253,51 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn state_must_match() {
-        assert!(matches!(classify(&params(&[("code", "c"), ("state", "s1")]), "s1"), Callback::Code(_)));
-        assert!(matches!(classify(&params(&[("code", "c"), ("state", "s2")]), "s1"), Callback::Rejected(_)));
-        assert!(matches!(classify(&params(&[("code", "c")]), "s1"), Callback::Rejected(_)));
-        assert!(matches!(classify(&params(&[("state", "s1")]), "s1"), Callback::Rejected(_)));
         assert!(matches!(
-            classify(&params(&[("error", "access_denied"), ("state", "s1")]), "s1"),
+            classify(&params(&[("code", "c"), ("state", "s1")]), "s1"),
+            Callback::Code(_)
+        ));
+        assert!(matches!(
+            classify(&params(&[("code", "c"), ("state", "s2")]), "s1"),
+            Callback::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(&params(&[("code", "c")]), "s1"),
+            Callback::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(&params(&[("state", "s1")]), "s1"),
+            Callback::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(
+                &params(&[("error", "access_denied"), ("state", "s1")]),
+                "s1"
+            ),
             Callback::Denied { .. }
         ));
-        assert!(matches!(classify(&params(&[("error", "access_denied"), ("state", "x")]), "s1"), Callback::Rejected(_)));
+        assert!(matches!(
+            classify(&params(&[("error", "access_denied"), ("state", "x")]), "s1"),
+            Callback::Rejected(_)
+        ));
     }
 
     #[test]
     fn pages_escape_provider_text() {
-        let (_, Html(html)) = page(StatusCode::BAD_REQUEST, "X", false, "<script>alert(1)</script>");
+        let (_, Html(html)) = page(
+            StatusCode::BAD_REQUEST,
+            "X",
+            false,
+            "<script>alert(1)</script>",
+        );
         assert!(!html.contains("<script>"));
         assert!(html.contains("close this tab"));
     }

@@ -44,7 +44,12 @@ use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, TokenRecor
 /// Refresh-token error codes that mean "this grant is gone": OAuth's `invalid_grant`
 /// (RFC 6749 §5.2, Google), GitHub's `bad_refresh_token`, Slack's `invalid_refresh_token` and
 /// `token_revoked`.
-const PERMANENT_CODES: &[&str] = &["invalid_grant", "bad_refresh_token", "invalid_refresh_token", "token_revoked"];
+const PERMANENT_CODES: &[&str] = &[
+    "invalid_grant",
+    "bad_refresh_token",
+    "invalid_refresh_token",
+    "token_revoked",
+];
 
 /// Error codes that blame keyward's OAuth client rather than the grant.
 const CLIENT_CODES: &[&str] = &[
@@ -101,38 +106,63 @@ struct RefreshError {
 
 impl From<ToolError> for RefreshError {
     fn from(error: ToolError) -> Self {
-        RefreshError { error, grant_alive: true }
+        RefreshError {
+            error,
+            grant_alive: true,
+        }
     }
 }
 
 impl Refresher {
-    pub fn new(catalog: Arc<Catalog>, vault: Arc<Vault>, config: &Config, http: reqwest::Client) -> Refresher {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        vault: Arc<Vault>,
+        config: &Config,
+        http: reqwest::Client,
+    ) -> Refresher {
         let mut clients = HashMap::new();
         for provider in catalog.providers() {
             let overrides = config.provider(&provider.name).cloned().unwrap_or_default();
             // The catalog already applied a configured `refresh_margin_secs` to the provider.
-            let margin = overrides.refresh_margin_secs.unwrap_or(provider.refresh_margin_secs) as i64;
+            let margin = overrides
+                .refresh_margin_secs
+                .unwrap_or(provider.refresh_margin_secs) as i64;
             clients.insert(
                 provider.name.clone(),
                 ClientInfo {
                     token_url: provider.token_url.clone(),
-                    client_id: overrides.client_id.clone().filter(|id| !id.trim().is_empty()),
+                    client_id: overrides
+                        .client_id
+                        .clone()
+                        .filter(|id| !id.trim().is_empty()),
                     client_secret: overrides.client_secret.clone().filter(|s| !s.is_empty()),
                     margin_secs: margin,
                 },
             );
         }
         let timeout = Duration::from_millis(config.executor.read_timeout_ms.max(1000));
-        Refresher { vault, http: OAuthHttp::with_client(http, timeout), clients }
+        Refresher {
+            vault,
+            http: OAuthHttp::with_client(http, timeout),
+            clients,
+        }
     }
 
     fn margin(&self, provider: &str) -> i64 {
-        self.clients.get(provider).map(|c| c.margin_secs).unwrap_or(DEFAULT_MARGIN_SECS)
+        self.clients
+            .get(provider)
+            .map(|c| c.margin_secs)
+            .unwrap_or(DEFAULT_MARGIN_SECS)
     }
 
     /// The access token to use now for `conn`: its own, or a fresh one when it is within the
     /// refresh margin of expiry. Returns the token and the record version it came from.
-    pub async fn fresh_token(&self, key: &ConnKey, conn: Connection, deadline: Instant) -> Result<(SecretString, u64), ToolError> {
+    pub async fn fresh_token(
+        &self,
+        key: &ConnKey,
+        conn: Connection,
+        deadline: Instant,
+    ) -> Result<(SecretString, u64), ToolError> {
         let now = chrono::Utc::now().timestamp();
         if !conn.record.needs_refresh(now, self.margin(&key.provider)) {
             return Ok((conn.record.access_token.clone(), conn.version));
@@ -142,7 +172,10 @@ impl Refresher {
             Ok(None) => Ok((conn.record.access_token.clone(), conn.version)),
             Err(failure) => {
                 let now = chrono::Utc::now().timestamp();
-                let still_valid = conn.record.expires_in(now).is_some_and(|left| left > FALLBACK_MIN_LIFE_SECS);
+                let still_valid = conn
+                    .record
+                    .expires_in(now)
+                    .is_some_and(|left| left > FALLBACK_MIN_LIFE_SECS);
                 if failure.grant_alive && still_valid {
                     // Refreshing ahead of time failed, but the token has not expired: use it.
                     tracing::warn!(connection = %key, error = %failure.error, "proactive refresh failed; using the current token");
@@ -156,22 +189,40 @@ impl Refresher {
 
     /// Refresh after the provider rejected the token of record `seen_version` (a 401).
     /// `Ok(None)`: there is no refresh token, so nothing better to offer.
-    pub async fn force_refresh(&self, key: &ConnKey, seen_version: u64, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
-        self.refresh(key, seen_version, true, deadline).await.map_err(|f| f.error)
+    pub async fn force_refresh(
+        &self,
+        key: &ConnKey,
+        seen_version: u64,
+        deadline: Instant,
+    ) -> Result<Option<(SecretString, u64)>, ToolError> {
+        self.refresh(key, seen_version, true, deadline)
+            .await
+            .map_err(|f| f.error)
     }
 
-    async fn refresh(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, RefreshError> {
+    async fn refresh(
+        &self,
+        key: &ConnKey,
+        seen_version: u64,
+        force: bool,
+        deadline: Instant,
+    ) -> Result<Option<(SecretString, u64)>, RefreshError> {
         // Only the process that owns the vault refreshes (single-flight across processes);
         // any other process asks it to.
         let budget = deadline.saturating_duration_since(Instant::now());
         let vault = self.vault.clone();
         let remote_key = key.clone();
-        let remote = tokio::task::spawn_blocking(move || vault.remote_refresh(&remote_key, seen_version, force, budget))
-            .await
-            .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
+        let remote = tokio::task::spawn_blocking(move || {
+            vault.remote_refresh(&remote_key, seen_version, force, budget)
+        })
+        .await
+        .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
         match remote {
             // The owner's answer says whether it was transient only through `retryable`.
-            Some(answer) => answer.map_err(|error| RefreshError { grant_alive: error.retryable, error }),
+            Some(answer) => answer.map_err(|error| RefreshError {
+                grant_alive: error.retryable,
+                error,
+            }),
             None => self.refresh_local(key, seen_version, force, deadline).await,
         }
     }
@@ -179,18 +230,35 @@ impl Refresher {
     /// Refresh in this process, which owns the vault (the owner runs this for other
     /// processes' requests too). Waits for any refresh of the same connection already running,
     /// then re-checks before calling the token endpoint.
-    pub async fn refresh_here(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, ToolError> {
-        self.refresh_local(key, seen_version, force, deadline).await.map_err(|f| f.error)
+    pub async fn refresh_here(
+        &self,
+        key: &ConnKey,
+        seen_version: u64,
+        force: bool,
+        deadline: Instant,
+    ) -> Result<Option<(SecretString, u64)>, ToolError> {
+        self.refresh_local(key, seen_version, force, deadline)
+            .await
+            .map_err(|f| f.error)
     }
 
-    async fn refresh_local(&self, key: &ConnKey, seen_version: u64, force: bool, deadline: Instant) -> Result<Option<(SecretString, u64)>, RefreshError> {
+    async fn refresh_local(
+        &self,
+        key: &ConnKey,
+        seen_version: u64,
+        force: bool,
+        deadline: Instant,
+    ) -> Result<Option<(SecretString, u64)>, RefreshError> {
         let lock = self.vault.refresh_lock(key);
         let _turn = lock.lock().await;
         // Whoever held the lock before us may have refreshed already.
         let conn = self.read(key)?;
         let now = chrono::Utc::now().timestamp();
         if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
-            return Err(RefreshError { error: needs_reconnect(key, reason), grant_alive: false });
+            return Err(RefreshError {
+                error: needs_reconnect(key, reason),
+                grant_alive: false,
+            });
         }
         let stale = conn.record.needs_refresh(now, self.margin(&key.provider));
         if !stale && (conn.version != seen_version || !force) {
@@ -200,27 +268,43 @@ impl Refresher {
             let expired = conn.record.expires_in(now).is_some_and(|left| left <= 0);
             if expired {
                 return Err(RefreshError {
-                    error: ToolError::new(format!("the {} token of {key} has expired and there is no refresh token", key.provider))
-                        .hint(format!("run `{}`", connect_command(key))),
+                    error: ToolError::new(format!(
+                        "the {} token of {key} has expired and there is no refresh token",
+                        key.provider
+                    ))
+                    .hint(format!("run `{}`", connect_command(key))),
                     grant_alive: false,
                 });
             }
             return Ok(None);
         };
 
-        let trigger = if force { "after a 401" } else { "ahead of expiry" };
-        match self.call_token_endpoint(key, &refresh_token, deadline).await {
+        let trigger = if force {
+            "after a 401"
+        } else {
+            "ahead of expiry"
+        };
+        match self
+            .call_token_endpoint(key, &refresh_token, deadline)
+            .await
+        {
             Ok(response) => {
                 super::test_hooks::pause_at("refresh-response").await;
                 let merged = merge(&conn.record, &response, chrono::Utc::now().timestamp());
                 let version = match self.write(key, conn.version, &merged).await {
                     Ok(version) => version,
                     Err(e) => {
-                        self.audit(key, &format!("error: the new token could not be saved ({})", e.message));
+                        self.audit(
+                            key,
+                            &format!("error: the new token could not be saved ({})", e.message),
+                        );
                         if let Some(pair) = self.usable_latest(key, conn.version) {
                             return Ok(Some(pair));
                         }
-                        return Err(RefreshError { error: e, grant_alive: false });
+                        return Err(RefreshError {
+                            error: e,
+                            grant_alive: false,
+                        });
                     }
                 };
                 self.audit(key, &format!("ok ({trigger})"));
@@ -231,34 +315,57 @@ impl Refresher {
                 // A concurrent writer (an import, a connect, another process's refresh) may have
                 // replaced the refresh token we used: then this was a lost race, not a dead grant.
                 let latest = self.read(key)?;
-                if latest.version != conn.version && latest.record.status == ConnectionStatus::Active {
+                if latest.version != conn.version
+                    && latest.record.status == ConnectionStatus::Active
+                {
                     self.audit(key, &format!("ok (refused with {reason}, but the record had been replaced meanwhile)"));
                     return Ok(Some((latest.record.access_token.clone(), latest.version)));
                 }
                 let mut broken = conn.record.clone();
-                broken.status = ConnectionStatus::NeedsReconnect { reason: reason.clone() };
+                broken.status = ConnectionStatus::NeedsReconnect {
+                    reason: reason.clone(),
+                };
                 if let Err(e) = self.write(key, conn.version, &broken).await {
                     tracing::warn!(connection = %key, error = %e.message, "could not mark the connection needs_reconnect");
                 }
-                self.audit(key, &format!("error: {reason} (connection needs reconnecting)"));
-                Err(RefreshError { error: needs_reconnect(key, &reason), grant_alive: false })
+                self.audit(
+                    key,
+                    &format!("error: {reason} (connection needs reconnecting)"),
+                );
+                Err(RefreshError {
+                    error: needs_reconnect(key, &reason),
+                    grant_alive: false,
+                })
             }
             Err(Failure::Transient(reason)) => {
                 self.audit(key, &format!("error: {reason} (transient)"));
-                Err(ToolError::new(format!("refreshing the {} token failed: {reason}", key.provider))
-                    .hint("this is temporary; retry in a moment")
-                    .retryable()
-                    .into())
+                Err(ToolError::new(format!(
+                    "refreshing the {} token failed: {reason}",
+                    key.provider
+                ))
+                .hint("this is temporary; retry in a moment")
+                .retryable()
+                .into())
             }
             Err(Failure::Rejected(reason)) => {
                 self.audit(key, &format!("error: {reason}"));
-                Err(ToolError::new(format!("refreshing the {} token failed: {reason}", key.provider))
-                    .hint(format!("if it keeps failing, run `{}`", connect_command(key)))
-                    .into())
+                Err(ToolError::new(format!(
+                    "refreshing the {} token failed: {reason}",
+                    key.provider
+                ))
+                .hint(format!(
+                    "if it keeps failing, run `{}`",
+                    connect_command(key)
+                ))
+                .into())
             }
             Err(Failure::Config(reason)) => {
                 self.audit(key, &format!("error: {reason}"));
-                Err(ToolError::new(format!("the {} token needs refreshing, but {reason}", key.provider)).into())
+                Err(ToolError::new(format!(
+                    "the {} token needs refreshing, but {reason}",
+                    key.provider
+                ))
+                .into())
             }
         }
     }
@@ -283,7 +390,12 @@ impl Refresher {
             .ok_or_else(|| crate::exec::errors::no_connection(key))
     }
 
-    async fn write(&self, key: &ConnKey, expected: u64, record: &TokenRecord) -> Result<u64, ToolError> {
+    async fn write(
+        &self,
+        key: &ConnKey,
+        expected: u64,
+        record: &TokenRecord,
+    ) -> Result<u64, ToolError> {
         let vault = self.vault.clone();
         let key = key.clone();
         let record = record.clone();
@@ -292,16 +404,27 @@ impl Refresher {
             .await
             .map_err(|e| ToolError::new(format!("saving the refreshed token failed: {e}")))?
             .map_err(|e| match e {
-                Error::Conflict(_) => ToolError::new("the connection was changed by another writer while it was being refreshed").retryable(),
-                other => ToolError::new(format!("saving the refreshed token failed: {other}")).retryable(),
+                Error::Conflict(_) => ToolError::new(
+                    "the connection was changed by another writer while it was being refreshed",
+                )
+                .retryable(),
+                other => ToolError::new(format!("saving the refreshed token failed: {other}"))
+                    .retryable(),
             })
     }
 
     fn audit(&self, key: &ConnKey, outcome: &str) {
-        self.vault.audit(&AuditEntry::new(&key.user, "refresh", outcome).connection(&key.provider, &key.account));
+        self.vault.audit(
+            &AuditEntry::new(&key.user, "refresh", outcome).connection(&key.provider, &key.account),
+        );
     }
 
-    async fn call_token_endpoint(&self, key: &ConnKey, refresh_token: &SecretString, deadline: Instant) -> Result<serde_json::Value, Failure> {
+    async fn call_token_endpoint(
+        &self,
+        key: &ConnKey,
+        refresh_token: &SecretString,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, Failure> {
         let client = self.clients.get(&key.provider).cloned().unwrap_or_default();
         let Some(client_id) = client.client_id.clone() else {
             let upper = key.provider.to_ascii_uppercase();
@@ -323,9 +446,17 @@ impl Refresher {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Failure::Transient("the call's time budget ran out before the token endpoint answered".into()));
+                return Err(Failure::Transient(
+                    "the call's time budget ran out before the token endpoint answered".into(),
+                ));
             }
-            let answer = token_endpoint::request(&self.http, &client.token_url, &form, left.min(self.http.timeout())).await;
+            let answer = token_endpoint::request(
+                &self.http,
+                &client.token_url,
+                &form,
+                left.min(self.http.timeout()),
+            )
+            .await;
             let reason = match answer {
                 Answer::Token(value) => return Ok(value),
                 Answer::Error(e) if PERMANENT_CODES.contains(&e.code.as_str()) => return Err(Failure::Permanent(e.reason())),
@@ -403,7 +534,11 @@ mod tests {
 
     #[test]
     fn a_refresh_without_refresh_token_keeps_the_stored_one() {
-        let merged = merge(&record(Some("r1")), &json!({"access_token": "a2", "expires_in": 3600}), 1000);
+        let merged = merge(
+            &record(Some("r1")),
+            &json!({"access_token": "a2", "expires_in": 3600}),
+            1000,
+        );
         assert_eq!(merged.access_token.expose(), "a2");
         assert_eq!(merged.refresh_token.unwrap().expose(), "r1");
         assert_eq!(merged.expires_at, Some(4600));
@@ -423,7 +558,11 @@ mod tests {
 
     #[test]
     fn an_oddly_typed_answer_still_keeps_the_new_tokens() {
-        let merged = merge(&record(Some("r1")), &json!({"access_token": "a2", "refresh_token": "r2", "expires_in": "soon"}), 5);
+        let merged = merge(
+            &record(Some("r1")),
+            &json!({"access_token": "a2", "refresh_token": "r2", "expires_in": "soon"}),
+            5,
+        );
         assert_eq!(merged.access_token.expose(), "a2");
         assert_eq!(merged.refresh_token.unwrap().expose(), "r2");
         assert_eq!(merged.expires_at, None);

@@ -51,30 +51,50 @@ pub struct Disconnected {
 
 /// Revoke `key`'s grant at the provider, then delete the local record. With `force`, a failed
 /// revocation (or a record that does not open) still deletes the local record.
-pub async fn disconnect(vault: Arc<Vault>, catalog: Arc<Catalog>, config: &Config, key: &ConnKey, force: bool) -> Result<Disconnected> {
+pub async fn disconnect(
+    vault: Arc<Vault>,
+    catalog: Arc<Catalog>,
+    config: &Config,
+    key: &ConnKey,
+    force: bool,
+) -> Result<Disconnected> {
     let spec = catalog
         .provider(&key.provider)
         .ok_or_else(|| Error::usage(format!("unknown provider {:?}", key.provider)))?;
     let app = OAuthApp::new(spec, config);
     let manual = manual_revoke_hint(&app.provider, &app.title);
-    let not_found = || Error::NotFound(format!("there is no connection {key}: `keyward status` lists them"));
+    let not_found = || {
+        Error::NotFound(format!(
+            "there is no connection {key}: `keyward status` lists them"
+        ))
+    };
 
     let conn = match vault.get(key) {
         Ok(Some(conn)) => conn,
         Ok(None) => return Err(not_found()),
         Err(e @ Error::RecordCorrupt { .. }) if force => {
-            let reason = format!("the record does not open, so its token could not be revoked ({e})");
+            let reason =
+                format!("the record does not open, so its token could not be revoked ({e})");
             return delete(&vault, key, Err(reason), manual);
         }
         Err(e) => return Err(e),
     };
 
-    let http = OAuthHttp::new(Duration::from_millis(config.executor.read_timeout_ms.max(1000)))?;
+    let http = OAuthHttp::new(Duration::from_millis(
+        config.executor.read_timeout_ms.max(1000),
+    ))?;
     let mut record = conn.record.clone();
     let style = app.revoke_style;
-    if matches!(style, Some(RevokeStyle::GithubGrant | RevokeStyle::Slack)) && record.refresh_token.is_some() {
+    if matches!(style, Some(RevokeStyle::GithubGrant | RevokeStyle::Slack))
+        && record.refresh_token.is_some()
+    {
         // These revoke with the access token: make sure it is alive.
-        let refresher = Refresher::new(catalog.clone(), vault.clone(), config, http.client().clone());
+        let refresher = Refresher::new(
+            catalog.clone(),
+            vault.clone(),
+            config,
+            http.client().clone(),
+        );
         let deadline = Instant::now() + Duration::from_millis(config.executor.call_budget_ms);
         if let Ok((token, _)) = refresher.fresh_token(key, conn.clone(), deadline).await {
             record.access_token = token;
@@ -110,25 +130,46 @@ pub async fn disconnect(vault: Arc<Vault>, catalog: Arc<Catalog>, config: &Confi
     }
 }
 
-fn delete(vault: &Vault, key: &ConnKey, revocation: std::result::Result<Revoked, String>, manual: String) -> Result<Disconnected> {
+fn delete(
+    vault: &Vault,
+    key: &ConnKey,
+    revocation: std::result::Result<Revoked, String>,
+    manual: String,
+) -> Result<Disconnected> {
     let existed = vault.remove(key)?;
     let outcome = match (&revocation, existed) {
         (_, false) => "error: the record was already gone".to_string(),
         (Ok(_), true) => "ok".to_string(),
         (Err(reason), true) => format!("ok (forced; not revoked at the provider: {reason})"),
     };
-    vault.audit(&AuditEntry::new(&key.user, "disconnect", outcome).connection(&key.provider, &key.account));
+    vault.audit(
+        &AuditEntry::new(&key.user, "disconnect", outcome).connection(&key.provider, &key.account),
+    );
     vault.flush()?;
-    Ok(Disconnected { key: key.clone(), revocation, manual_revoke: manual })
+    Ok(Disconnected {
+        key: key.clone(),
+        revocation,
+        manual_revoke: manual,
+    })
 }
 
 /// Revoke `record`'s grant at the provider. `Err` carries a reason without any secret.
-pub async fn revoke(http: &OAuthHttp, app: &OAuthApp, record: &TokenRecord) -> std::result::Result<Revoked, String> {
+pub async fn revoke(
+    http: &OAuthHttp,
+    app: &OAuthApp,
+    record: &TokenRecord,
+) -> std::result::Result<Revoked, String> {
     let Some(style) = app.revoke_style else {
-        return Err(format!("{}'s manifest declares no way to revoke a grant", app.title));
+        return Err(format!(
+            "{}'s manifest declares no way to revoke a grant",
+            app.title
+        ));
     };
     let Some(url) = app.revoke_url.clone() else {
-        return Err(format!("{}'s manifest declares no revocation endpoint", app.title));
+        return Err(format!(
+            "{}'s manifest declares no revocation endpoint",
+            app.title
+        ));
     };
     let request = match style {
         RevokeStyle::GithubGrant => {
@@ -140,8 +181,11 @@ pub async fn revoke(http: &OAuthHttp, app: &OAuthApp, record: &TokenRecord) -> s
                     app.provider.to_ascii_uppercase()
                 ));
             };
-            let encoded: String = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
-            let body = serde_json::json!({ "access_token": record.access_token.expose() }).to_string();
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            let body =
+                serde_json::json!({ "access_token": record.access_token.expose() }).to_string();
             http::Request::builder()
                 .method(http::Method::DELETE)
                 .uri(url.replace("{client_id}", &encoded))
@@ -154,9 +198,15 @@ pub async fn revoke(http: &OAuthHttp, app: &OAuthApp, record: &TokenRecord) -> s
         RevokeStyle::Slack => http::Request::builder()
             .method(http::Method::POST)
             .uri(url.as_str())
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", record.access_token.expose()))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", record.access_token.expose()),
+            )
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(Vec::new()),
         RevokeStyle::Rfc7009 => {
             let (token, hint) = match &record.refresh_token {
@@ -175,14 +225,23 @@ pub async fn revoke(http: &OAuthHttp, app: &OAuthApp, record: &TokenRecord) -> s
     }
 }
 
-async fn send(http: &OAuthHttp, app: &OAuthApp, request: oauth2::HttpRequest, style: RevokeStyle) -> std::result::Result<Revoked, String> {
+async fn send(
+    http: &OAuthHttp,
+    app: &OAuthApp,
+    request: oauth2::HttpRequest,
+    style: RevokeStyle,
+) -> std::result::Result<Revoked, String> {
     let response = http
         .send(request, http.timeout())
         .await
         .map_err(|e| format!("{} could not be reached ({e})", app.title))?;
     let status = response.status();
     let body: Option<Value> = serde_json::from_slice(response.body()).ok();
-    let error = body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_str).map(String::from);
+    let error = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .and_then(Value::as_str)
+        .map(String::from);
     match style {
         RevokeStyle::GithubGrant => match status.as_u16() {
             204 | 200 => Ok(Revoked::Now),

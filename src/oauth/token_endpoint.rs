@@ -68,15 +68,24 @@ pub enum Answer {
 }
 
 /// POST `form` to `url` and sort the answer. `form` holds secrets; it is never logged.
-pub async fn request(http: &OAuthHttp, url: &str, form: &[(&str, &str)], timeout: Duration) -> Answer {
+pub async fn request(
+    http: &OAuthHttp,
+    url: &str,
+    form: &[(&str, &str)],
+    timeout: Duration,
+) -> Answer {
     let request = match form_request(url, form, None) {
         Ok(r) => r,
         Err(e) => return Answer::Malformed(e.to_string()),
     };
     match http.send(request, timeout).await {
         Ok(response) => sort(response.status(), response.body()),
-        Err(HttpError::Timeout) => Answer::Unavailable("the token endpoint did not answer in time".into()),
-        Err(HttpError::Connect) => Answer::Unavailable("the token endpoint could not be reached".into()),
+        Err(HttpError::Timeout) => {
+            Answer::Unavailable("the token endpoint did not answer in time".into())
+        }
+        Err(HttpError::Connect) => {
+            Answer::Unavailable("the token endpoint could not be reached".into())
+        }
         Err(e) => Answer::Unavailable(format!("the request to the token endpoint failed ({e})")),
     }
 }
@@ -93,21 +102,36 @@ pub fn sort(status: http::StatusCode, body: &[u8]) -> Answer {
         return Answer::Unavailable(format!("the token endpoint answered {status}{detail}"));
     }
     let Some(value) = value else {
-        return Answer::Malformed(format!("the token endpoint answered {status} with a body that is not JSON"));
+        return Answer::Malformed(format!(
+            "the token endpoint answered {status} with a body that is not JSON"
+        ));
     };
     if let Some((code, description)) = error_of(&value) {
         if UNAVAILABLE_CODES.contains(&code.as_str()) {
             return Answer::Unavailable(format!("the token endpoint answered {code}"));
         }
-        return Answer::Error(OAuthError { code, description, status: status.as_u16(), body: value });
+        return Answer::Error(OAuthError {
+            code,
+            description,
+            status: status.as_u16(),
+            body: value,
+        });
     }
     if !status.is_success() {
-        return Answer::Malformed(format!("the token endpoint answered {status} without an error code"));
+        return Answer::Malformed(format!(
+            "the token endpoint answered {status} without an error code"
+        ));
     }
     if value.get("ok") == Some(&Value::Bool(false)) {
-        return Answer::Malformed("the token endpoint answered `ok: false` without an error code".into());
+        return Answer::Malformed(
+            "the token endpoint answered `ok: false` without an error code".into(),
+        );
     }
-    let has_token = |v: &Value| v.get("access_token").and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+    let has_token = |v: &Value| {
+        v.get("access_token")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    };
     let user_token = value.get("authed_user").is_some_and(has_token);
     if !has_token(&value) && !user_token {
         return Answer::Malformed("the token endpoint answered without an access token".into());
@@ -153,33 +177,82 @@ mod tests {
 
     #[test]
     fn the_three_error_shapes_are_oauth_errors() {
-        assert_eq!(code(sort(StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#)), "invalid_grant");
-        assert_eq!(code(sort(StatusCode::OK, br#"{"error":"bad_refresh_token","error_description":"x"}"#)), "bad_refresh_token");
-        assert_eq!(code(sort(StatusCode::OK, br#"{"ok":false,"error":"invalid_refresh_token"}"#)), "invalid_refresh_token");
-        assert_eq!(code(sort(StatusCode::OK, b"error=authorization_pending&error_description=wait")), "authorization_pending");
+        assert_eq!(
+            code(sort(
+                StatusCode::BAD_REQUEST,
+                br#"{"error":"invalid_grant"}"#
+            )),
+            "invalid_grant"
+        );
+        assert_eq!(
+            code(sort(
+                StatusCode::OK,
+                br#"{"error":"bad_refresh_token","error_description":"x"}"#
+            )),
+            "bad_refresh_token"
+        );
+        assert_eq!(
+            code(sort(
+                StatusCode::OK,
+                br#"{"ok":false,"error":"invalid_refresh_token"}"#
+            )),
+            "invalid_refresh_token"
+        );
+        assert_eq!(
+            code(sort(
+                StatusCode::OK,
+                b"error=authorization_pending&error_description=wait"
+            )),
+            "authorization_pending"
+        );
     }
 
     #[test]
     fn outages_are_unavailable_and_never_errors() {
         for (status, body) in [
             (StatusCode::SERVICE_UNAVAILABLE, &b"<html>down</html>"[..]),
-            (StatusCode::INTERNAL_SERVER_ERROR, br#"{"error":"invalid_grant"}"#),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":"invalid_grant"}"#,
+            ),
             (StatusCode::TOO_MANY_REQUESTS, b""),
             (StatusCode::OK, br#"{"ok":false,"error":"ratelimited"}"#),
-            (StatusCode::BAD_REQUEST, br#"{"error":"temporarily_unavailable"}"#),
+            (
+                StatusCode::BAD_REQUEST,
+                br#"{"error":"temporarily_unavailable"}"#,
+            ),
         ] {
-            assert!(matches!(sort(status, body), Answer::Unavailable(_)), "{status} {:?}", String::from_utf8_lossy(body));
+            assert!(
+                matches!(sort(status, body), Answer::Unavailable(_)),
+                "{status} {:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn tokens_top_level_or_under_authed_user() {
-        assert!(matches!(sort(StatusCode::OK, br#"{"access_token":"a","token_type":"bearer"}"#), Answer::Token(_)));
         assert!(matches!(
-            sort(StatusCode::OK, br#"{"ok":true,"authed_user":{"access_token":"xoxp","scope":"a"}}"#),
+            sort(
+                StatusCode::OK,
+                br#"{"access_token":"a","token_type":"bearer"}"#
+            ),
             Answer::Token(_)
         ));
-        assert!(matches!(sort(StatusCode::OK, br#"{"ok":true}"#), Answer::Malformed(_)));
-        assert!(matches!(sort(StatusCode::UNAUTHORIZED, b"<html>no</html>"), Answer::Malformed(_)));
+        assert!(matches!(
+            sort(
+                StatusCode::OK,
+                br#"{"ok":true,"authed_user":{"access_token":"xoxp","scope":"a"}}"#
+            ),
+            Answer::Token(_)
+        ));
+        assert!(matches!(
+            sort(StatusCode::OK, br#"{"ok":true}"#),
+            Answer::Malformed(_)
+        ));
+        assert!(matches!(
+            sort(StatusCode::UNAUTHORIZED, b"<html>no</html>"),
+            Answer::Malformed(_)
+        ));
     }
 }

@@ -36,7 +36,9 @@ pub struct AuthUser {
 
 impl std::fmt::Debug for AuthUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthUser").field("name", &self.name).finish()
+        f.debug_struct("AuthUser")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -124,7 +126,7 @@ impl Access {
     }
 
     /// `Ok` when the `Host` header names this server.
-    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), Response> {
+    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), Rejection> {
         let value = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let Some((host, port)) = value.and_then(split_host_port) else {
             return Err(forbidden("the Host header is missing or malformed"));
@@ -144,7 +146,7 @@ impl Access {
     }
 
     /// `Ok` when there is no `Origin` or it is a loopback or configured origin.
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Rejection> {
         let Some(value) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
@@ -152,7 +154,7 @@ impl Access {
             return Err(forbidden("the Origin header is malformed"));
         };
         let normalized = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        if self.origins.iter().any(|o| *o == normalized) {
+        if self.origins.contains(&normalized) {
             return Ok(());
         }
         let loopback = url::Url::parse(&normalized).ok().is_some_and(|url| {
@@ -173,9 +175,30 @@ impl Access {
     }
 }
 
-fn forbidden(reason: &str) -> Response {
-    tracing::warn!("403: {reason}");
-    (StatusCode::FORBIDDEN, format!("403 Forbidden: {reason}\n")).into_response()
+/// Why a request was turned away; becomes its 401 or 403 response.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Forbidden(String),
+    /// `invalid`: a key was sent but is not a current one.
+    Unauthorized {
+        invalid: bool,
+    },
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::Forbidden(reason) => {
+                tracing::warn!("403: {reason}");
+                (StatusCode::FORBIDDEN, format!("403 Forbidden: {reason}\n")).into_response()
+            }
+            Rejection::Unauthorized { invalid } => unauthorized(invalid),
+        }
+    }
+}
+
+fn forbidden(reason: &str) -> Rejection {
+    Rejection::Forbidden(reason.to_string())
 }
 
 /// The 401 answer. `invalid`: a key was sent but is not a current one.
@@ -194,28 +217,30 @@ pub fn unauthorized(invalid: bool) -> Response {
         )
     };
     let mut response = (StatusCode::UNAUTHORIZED, text).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
 /// Check the bearer key of a request against the vault.
-pub fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<AuthUser, Response> {
+pub fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
+    let rejected = |invalid| Rejection::Unauthorized { invalid };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(unauthorized(false));
+        return Err(rejected(false));
     };
-    let value = value.to_str().map_err(|_| unauthorized(true))?;
+    let value = value.to_str().map_err(|_| rejected(true))?;
     let Some((scheme, key)) = value.trim().split_once(' ') else {
-        return Err(unauthorized(true));
+        return Err(rejected(true));
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized(false));
+        return Err(rejected(false));
     }
     let key_hash = users::key_hash(key.trim());
     match users::lookup_hash(vault, &key_hash) {
         Some(name) => Ok(AuthUser { name, key_hash }),
-        None => Err(unauthorized(true)),
+        None => Err(rejected(true)),
     }
 }
 
@@ -304,10 +329,7 @@ mod tests {
             split_host_port("127.0.0.1:8787"),
             Some(("127.0.0.1".into(), Some(8787)))
         );
-        assert_eq!(
-            split_host_port("[::1]:80"),
-            Some(("::1".into(), Some(80)))
-        );
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), Some(80))));
         assert_eq!(
             split_host_port("LocalHost"),
             Some(("localhost".into(), None))
@@ -324,16 +346,24 @@ mod tests {
             ..Default::default()
         };
         let access = Access::new("127.0.0.1:8787".parse().unwrap(), &config);
-        assert!(access.check_host(&headers(&[("host", "127.0.0.1:8787")])).is_ok());
-        assert!(access.check_host(&headers(&[("host", "localhost:8787")])).is_ok());
-        assert!(access.check_host(&headers(&[("host", "[::1]:8787")])).is_ok());
+        assert!(access
+            .check_host(&headers(&[("host", "127.0.0.1:8787")]))
+            .is_ok());
+        assert!(access
+            .check_host(&headers(&[("host", "localhost:8787")]))
+            .is_ok());
+        assert!(access
+            .check_host(&headers(&[("host", "[::1]:8787")]))
+            .is_ok());
         assert!(access
             .check_host(&headers(&[("host", "mcp.example.com:8443")]))
             .is_ok());
         assert!(access
             .check_host(&headers(&[("host", "mcp.example.com:9999")]))
             .is_err());
-        assert!(access.check_host(&headers(&[("host", "evil.com")])).is_err());
+        assert!(access
+            .check_host(&headers(&[("host", "evil.com")]))
+            .is_err());
         assert!(access.check_host(&headers(&[])).is_err());
 
         assert!(access.check_origin(&headers(&[])).is_ok());

@@ -22,9 +22,9 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData, Extensions, Implementation,
-    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData,
+    Extensions, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::ServerHandler;
@@ -266,7 +266,13 @@ impl ServerHandler for KeywardServer {
         request: CustomRequest,
         _context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, ErrorData> {
-        const KNOWN: [&str; 5] = ["initialize", "ping", "tools/list", "tools/call", "notifications/cancelled"];
+        const KNOWN: [&str; 5] = [
+            "initialize",
+            "ping",
+            "tools/list",
+            "tools/call",
+            "notifications/cancelled",
+        ];
         if KNOWN.contains(&request.method.as_str()) {
             Err(ErrorData::invalid_params(
                 format!("malformed params for {}", request.method),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
@@ -194,15 +194,15 @@ async fn healthz() -> &'static str {
 
 /// Host, Origin, API key and session owner, for every route but `/healthz`.
 async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Response {
-    if let Err(response) = app.access.check_host(request.headers()) {
-        return response;
+    if let Err(rejection) = app.access.check_host(request.headers()) {
+        return rejection.into_response();
     }
-    if let Err(response) = app.access.check_origin(request.headers()) {
-        return response;
+    if let Err(rejection) = app.access.check_origin(request.headers()) {
+        return rejection.into_response();
     }
     let user = match auth::authenticate(app.vault(), request.headers()) {
         Ok(user) => user,
-        Err(response) => return response,
+        Err(rejection) => return rejection.into_response(),
     };
     // Past this point nothing needs the key: keep it out of every layer below.
     request.headers_mut().remove(header::AUTHORIZATION);

@@ -101,7 +101,10 @@ impl SseSessions {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
-            tracing::info!(session = id, "the session's API key was removed: closing it");
+            tracing::info!(
+                session = id,
+                "the session's API key was removed: closing it"
+            );
             self.remove(&id);
         }
     }
@@ -158,7 +161,9 @@ pub async fn open(State(app): State<App>, Extension(user): Extension<AuthUser>) 
     sse_response(messages)
 }
 
-fn sse_response(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+fn sse_response(
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -42,10 +42,14 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     meta.insert(META_SCOPES.into(), json!(spec.scopes));
     meta.insert(META_PROVIDER.into(), json!(provider.name));
     meta.insert(META_TOOLSET.into(), json!(spec.toolset));
-    Tool::new(spec.name.clone(), spec.description.clone(), Arc::new(schema))
-        .with_title(spec.title.clone())
-        .with_annotations(annotations)
-        .with_meta(meta)
+    Tool::new(
+        spec.name.clone(),
+        spec.description.clone(),
+        Arc::new(schema),
+    )
+    .with_title(spec.title.clone())
+    .with_annotations(annotations)
+    .with_meta(meta)
 }
 
 /// A successful call: the projected JSON as `structuredContent` and the same JSON as text (for
@@ -113,7 +117,10 @@ mod tests {
         );
 
         let wrapped = result(CallOutcome::Ok(json!([1, 2])));
-        assert_eq!(wrapped.structured_content.unwrap(), json!({"result": [1, 2]}));
+        assert_eq!(
+            wrapped.structured_content.unwrap(),
+            json!({"result": [1, 2]})
+        );
 
         let err = result(CallOutcome::Err(
             ToolError::new("no connection").hint("run `keyward connect github`"),
@@ -121,6 +128,9 @@ mod tests {
         assert_eq!(err.is_error, Some(true));
         let text = &err.content[0].as_text().unwrap().text;
         assert!(text.contains("no connection") && text.contains("keyward connect github"));
-        assert_eq!(err.structured_content.unwrap()["hint"], "run `keyward connect github`");
+        assert_eq!(
+            err.structured_content.unwrap()["hint"],
+            "run `keyward connect github`"
+        );
     }
 }

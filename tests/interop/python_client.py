@@ -25,14 +25,25 @@ def check(condition, message):
         raise AssertionError(message)
 
 
+def step(text):
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
 async def exercise(read, write, mode):
+    await asyncio.wait_for(run_session(read, write, mode), timeout=60)
+    print(f"python MCP SDK over {mode}: ok")
+
+
+async def run_session(read, write, mode):
     expect_login = os.environ["EXPECT_LOGIN"]
+    step(f"{mode}: initialize")
     async with ClientSession(read, write) as session:
         init = await session.initialize()
         check(init.serverInfo.name == "keyward", f"server name: {init.serverInfo.name}")
         check(init.capabilities.tools is not None, "tools capability")
         check(init.capabilities.tools.listChanged is True, "tools.listChanged")
 
+        step(f"{mode}: tools/list")
         listed = await session.list_tools()
         names = [t.name for t in listed.tools]
         check("github_get_me" in names, f"github_get_me listed: {names}")
@@ -43,6 +54,7 @@ async def exercise(read, write, mode):
         check(issue_tool.meta["keyward/scopes"] == ["repo"], f"_meta: {issue_tool.meta}")
         check(issue_tool.inputSchema["required"] == ["owner", "repo", "number"], "schema")
 
+        step(f"{mode}: tools/call")
         me = await session.call_tool("github_get_me", {})
         check(not me.isError, f"github_get_me failed: {me.content}")
         check(me.structuredContent["login"] == expect_login, f"login: {me.structuredContent}")
@@ -60,6 +72,7 @@ async def exercise(read, write, mode):
         check("repo" in bad.content[0].text, f"the error names the argument: {bad.content}")
 
         # Several calls in flight at once on one session.
+        step(f"{mode}: 20 concurrent calls")
         results = await asyncio.gather(
             *[
                 session.call_tool(
@@ -71,7 +84,6 @@ async def exercise(read, write, mode):
         for n, result in zip(range(1, 21), results):
             check(not result.isError, f"call {n}: {result.content}")
             check(result.structuredContent["number"] == n, f"call {n}: {result.structuredContent}")
-    print(f"python MCP SDK over {mode}: ok")
 
 
 async def main(argv):

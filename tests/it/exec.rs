@@ -60,7 +60,7 @@ fn query_pairs(req: &RecordedRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tool_sends_exactly_what_the_provider_expects() {
     let (fake, kw) = setup().await;
     let gh = |t: &str| format!("Bearer {CANARY_ACCESS}_github{t}");
@@ -73,8 +73,8 @@ async fn every_tool_sends_exactly_what_the_provider_expects() {
         ("github_list_issues", json!({"owner":"octo","repo":"hello","labels":["bug","ui"],"state":"all"}), "GET",
             "/github/repos/octo/hello/issues", vec![("state","all"),("labels","bug,ui")], None),
         ("github_get_issue", json!({"owner":"octo","repo":"hello","number":2}), "GET", "/github/repos/octo/hello/issues/2", vec![], None),
-        ("github_search_issues", json!({"query":"is:open repo:octo/hello","per_page":5}), "GET", "/github/search/issues",
-            vec![("q","is:open repo:octo/hello"),("per_page","5")], None),
+        ("github_search_issues", json!({"query":"is:pr is:open repo:octo/hello","per_page":5}), "GET", "/github/search/issues",
+            vec![("q","is:pr is:open repo:octo/hello"),("per_page","5")], None),
         ("github_create_issue", json!({"owner":"octo","repo":"hello","title":"Bug","body":"It broke","labels":["bug"]}), "POST",
             "/github/repos/octo/hello/issues", vec![], Some(json!({"title":"Bug","body":"It broke","labels":["bug"]}))),
         ("github_add_issue_comment", json!({"owner":"octo","repo":"hello","number":2,"body":"+1"}), "POST",
@@ -100,22 +100,35 @@ async fn every_tool_sends_exactly_what_the_provider_expects() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_and_calendar_tools_send_what_their_apis_expect() {
     let (fake, kw) = setup().await;
+    // A thread to read: the first message of #general that has replies.
+    let history = ok_json(&call(&kw, "slack_read_channel", json!({"channel":"C0GENERAL1","limit":50})));
+    let thread_ts = history.to_string();
+    let thread_ts = history["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|m| m.get("reply_count").is_some_and(|c| c.as_u64() > Some(0))))
+        .and_then(|m| m["ts"].as_str())
+        .unwrap_or_else(|| panic!("no thread in #general: {thread_ts}"))
+        .to_string();
+    // An event to read and delete: the first one of the primary calendar.
+    let events = ok_json(&call(&kw, "calendar_list_events", json!({})));
+    let event_id = events["items"][0]["id"].as_str().expect("an event id").to_string();
+    let get_path = format!("/google/calendar/v3/calendars/primary/events/{event_id}");
     let cases: Vec<(&str, Value, &str, &str, Vec<(&str, &str)>, Option<Value>)> = vec![
-        ("slack_list_channels", json!({"limit":2}), "GET", "/slack/api/conversations.list", vec![("limit","2")], None),
-        ("slack_read_channel", json!({"channel":"C01","limit":3}), "GET", "/slack/api/conversations.history", vec![("channel","C01"),("limit","3")], None),
-        ("slack_read_thread", json!({"channel":"C01","thread_ts":"1700000000.000100"}), "GET", "/slack/api/conversations.replies",
-            vec![("channel","C01"),("ts","1700000000.000100")], None),
-        ("slack_post_message", json!({"channel":"C01","text":"hello"}), "POST", "/slack/api/chat.postMessage", vec![],
-            Some(json!({"channel":"C01","text":"hello"}))),
+        ("slack_list_channels", json!({"limit":2}), "GET", "/slack/api/conversations.list", vec![("exclude_archived","true"),("limit","2")], None),
+        ("slack_read_channel", json!({"channel":"C0GENERAL1","limit":3}), "GET", "/slack/api/conversations.history", vec![("channel","C0GENERAL1"),("limit","3")], None),
+        ("slack_read_thread", json!({"channel":"C0GENERAL1","thread_ts":thread_ts}), "GET", "/slack/api/conversations.replies",
+            vec![("channel","C0GENERAL1"),("limit","50"),("ts",thread_ts.as_str())], None),
+        ("slack_post_message", json!({"channel":"C0GENERAL1","text":"hello"}), "POST", "/slack/api/chat.postMessage", vec![],
+            Some(json!({"channel":"C0GENERAL1","text":"hello"}))),
         ("slack_search_messages", json!({"query":"deploy","count":5}), "GET", "/slack/api/search.messages", vec![("query","deploy"),("count","5")], None),
-        ("slack_get_user", json!({"user":"U01"}), "GET", "/slack/api/users.info", vec![("user","U01")], None),
+        ("slack_get_user", json!({"user":"U0TESTER01"}), "GET", "/slack/api/users.info", vec![("user","U0TESTER01")], None),
         ("calendar_list_calendars", json!({}), "GET", "/google/calendar/v3/users/me/calendarList", vec![], None),
-        ("calendar_get_event", json!({"calendar_id":"team@example.com","event_id":"ev1"}), "GET",
-            "/google/calendar/v3/calendars/team@example.com/events/ev1", vec![], None),
-        ("calendar_delete_event", json!({"calendar_id":"primary","event_id":"ev1"}), "DELETE", "/google/calendar/v3/calendars/primary/events/ev1", vec![], None),
+        ("calendar_get_event", json!({"calendar_id":"primary","event_id":event_id}), "GET",
+            &get_path, vec![], None),
+        ("calendar_delete_event", json!({"calendar_id":"primary","event_id":event_id}), "DELETE", &get_path, vec![], None),
     ];
     for (tool, args, method, path, query, body) in cases {
         fake.clear_requests();
@@ -133,6 +146,11 @@ async fn slack_and_calendar_tools_send_what_their_apis_expect() {
         assert_eq!(req.header("authorization"), Some(format!("Bearer {CANARY_ACCESS}_{provider}").as_str()), "{tool}");
         assert!(result.is_object(), "{tool}: {result}");
     }
+
+    // A calendar id with `@` stays one path segment.
+    fake.clear_requests();
+    let _ = call(&kw, "calendar_get_event", json!({"calendar_id":"team@example.com","event_id":"nope"}));
+    assert_eq!(only_request(&fake).decoded_path(), "/google/calendar/v3/calendars/team@example.com/events/nope");
 
     // calendar_list_events always asks for expanded single events in start order.
     fake.clear_requests();
@@ -158,7 +176,7 @@ async fn slack_and_calendar_tools_send_what_their_apis_expect() {
     assert_eq!(req.body_json().unwrap()["items"], json!([{"id":"primary"},{"id":"team@example.com"}]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_are_compact_and_keep_what_matters() {
     let (fake, kw) = setup().await;
     let result = ok_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello","per_page":10})));
@@ -171,19 +189,30 @@ async fn projections_are_compact_and_keep_what_matters() {
     assert!(pr["author"].is_string(), "author is the login, not the user object: {pr}");
     // The fake has more pages; the Link header becomes a page number.
     assert_eq!(result["next_page"], json!(2), "{result}");
-    let raw = fake.last_response_len().expect("the fake reports its response size");
+    // The same request made directly, to weigh the raw upstream body.
+    keyward::exec::client::install_crypto_provider();
+    let raw = reqwest::Client::new()
+        .get(format!("{}/repos/octo/hello/pulls?per_page=10", fake.github_api_base()))
+        .bearer_auth(format!("{CANARY_ACCESS}_github"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
     let projected = serde_json::to_vec(&result).unwrap().len();
     assert!(projected * 100 <= raw * 15, "projected {projected} bytes is more than 15% of raw {raw}");
 
     // A file comes back as decoded text, a directory as names and types.
     let file = ok_json(&call(&kw, "github_get_file_contents", json!({"owner":"octo","repo":"hello","path":"README.md"})));
-    assert!(file.to_string().contains("Hello"), "decoded text: {file}");
+    assert!(file["content"].as_str().unwrap().starts_with("# hello\n"), "decoded text: {file}");
     let dir = ok_json(&call(&kw, "github_get_file_contents", json!({"owner":"octo","repo":"hello","path":"src"})));
     assert!(dir.to_string().contains("\"type\":\"file\"") || dir.to_string().contains("\"type\": \"file\""), "{dir}");
     let _ = fake;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_attempts_are_refused_before_any_request() {
     let (fake, kw) = setup().await;
     fake.clear_requests();
@@ -198,7 +227,7 @@ async fn injection_attempts_are_refused_before_any_request() {
         ("github_get_file_contents", json!({"owner":"octo","repo":"x","path":"a/%2e%2e/b"})),
         ("github_get_file_contents", json!({"owner":"octo","repo":"x","path":"a?b"})),
         ("calendar_get_event", json!({"calendar_id":"primary/../../users","event_id":"x"})),
-        ("slack_read_channel", json!({"channel":"C01","limit":"ten"})),
+        ("slack_read_channel", json!({"channel":"C0GENERAL1","limit":"ten"})),
         ("github_get_pull_request", json!({"owner":"octo","repo":"x"})),
         ("github_get_pull_request", json!({"owner":"octo","repo":"x","number":1,"extra":true})),
         ("github_list_pull_requests", json!({"owner":"octo","repo":"x","state":"merged"})),
@@ -211,7 +240,7 @@ async fn injection_attempts_are_refused_before_any_request() {
     assert!(api_requests(&fake).is_empty(), "a refused call reached the upstream");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_another_host_never_carries_the_token() {
     let (fake, kw) = setup().await;
     let err = err_json(&call(&kw, "github_get_pull_request", json!({"owner":"octo","repo":"moved","number":1})));
@@ -222,7 +251,7 @@ async fn a_redirect_to_another_host_never_carries_the_token() {
     assert!(fake.steal_requests().is_empty(), "the redirect was followed at all");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_become_tool_errors_with_hints() {
     let (fake, kw) = setup().await;
     let err = err_json(&call(&kw, "github_get_pull_request", json!({"owner":"octo","repo":"private-repo","number":1})));
@@ -243,7 +272,7 @@ async fn provider_errors_become_tool_errors_with_hints() {
     let _ = fake;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
     let (fake, kw) = setup().await;
     fake.fail_api("/pulls", 2, 503, None);
@@ -266,7 +295,7 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
     fake.fail_api("/pulls", 0, 429, None);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_scopes_and_connections_are_named_with_the_fixing_command() {
     let (fake, kw) = setup().await;
     kw.ok(&["import", "github", "--account", "narrow"], &json!({"access_token": "narrow-token-123", "scope": "read:user"}).to_string());
@@ -283,7 +312,7 @@ async fn missing_scopes_and_connections_are_named_with_the_fixing_command() {
     assert!(err["hint"].as_str().unwrap().contains("keyward import github --user nobody"), "{err}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echoed_secret_is_redacted_and_every_call_is_audited() {
     let (fake, kw) = setup().await;
     // Somebody pasted the token into an issue; the upstream echoes it back.
@@ -306,7 +335,7 @@ async fn an_echoed_secret_is_redacted_and_every_call_is_audited() {
     let _ = fake;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_a_clear_error() {
     let (_fake, kw) = setup().await;
     let mut config = std::fs::read_to_string(kw.home().join("config.toml")).unwrap();

@@ -1,3 +1,6 @@
+#[path = "../support/mod.rs"]
+mod support;
+mod fake_upstream;
 mod cli;
 mod vault;
 mod server;
@@ -5,3 +8,7 @@ mod server_http;
 mod server_support;
 mod server_interop;
 mod share;
+mod oauth;
+mod oauth_bench;
+mod oauth_fake_ext;
+mod exec;

@@ -91,9 +91,18 @@ async fn stdio_initialize_list_and_call_tools() {
     assert_eq!(json["annotations"]["openWorldHint"], true);
     assert_eq!(json["_meta"]["keyward/scopes"], json!(["repo"]));
     assert_eq!(json["_meta"]["keyward/provider"], "github");
-    assert_eq!(json["inputSchema"]["required"], json!(["owner", "repo", "number"]));
-    let create = tools.iter().find(|t| t.name == "github_create_issue").unwrap();
-    assert_eq!(create.annotations.as_ref().unwrap().read_only_hint, Some(false));
+    assert_eq!(
+        json["inputSchema"]["required"],
+        json!(["owner", "repo", "number"])
+    );
+    let create = tools
+        .iter()
+        .find(|t| t.name == "github_create_issue")
+        .unwrap();
+    assert_eq!(
+        create.annotations.as_ref().unwrap().read_only_hint,
+        Some(false)
+    );
 
     let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "default-default");
@@ -111,7 +120,10 @@ async fn stdio_initialize_list_and_call_tools() {
         .seen()
         .iter()
         .any(|s| s.path == "/github/repos/octo/hello/issues/7"));
-    assert!(issue.get("url").is_none(), "projection keeps declared fields");
+    assert!(
+        issue.get("url").is_none(),
+        "projection keeps declared fields"
+    );
 
     // Bad arguments: an error result with a reason, and no upstream request.
     let before = up.seen().len();
@@ -147,7 +159,9 @@ async fn stdio_initialize_list_and_call_tools() {
     let calls: Vec<&Value> = audit.iter().filter(|e| e["event"] == "tool-call").collect();
     assert_eq!(calls.len(), 3, "{calls:?}");
     for entry in &calls {
-        let session = entry["session"].as_str().expect("a session id in the audit");
+        let session = entry["session"]
+            .as_str()
+            .expect("a session id in the audit");
         assert!(session.starts_with("stdio-"), "{session}");
     }
     assert_eq!(calls[0]["tool"], "github_get_me");
@@ -170,7 +184,10 @@ async fn stdio_filters_decide_what_is_listed_and_callable() {
         .map(|t| t.name.to_string())
         .collect();
     assert!(names.iter().any(|n| n.starts_with("slack_")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("calendar_")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("calendar_")),
+        "{names:?}"
+    );
     // Listed but not connected: callable, and the error says how to connect.
     let slack = call(
         &server.client,
@@ -196,7 +213,10 @@ async fn stdio_filters_decide_what_is_listed_and_callable() {
         .map(|t| t.name.to_string())
         .collect();
     assert!(names.contains(&"github_get_issue".to_string()), "{names:?}");
-    assert!(!names.contains(&"github_create_issue".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"github_create_issue".to_string()),
+        "{names:?}"
+    );
     assert!(!names.contains(&"github_get_me".to_string()), "{names:?}");
     let refused = server
         .client
@@ -220,7 +240,11 @@ async fn stdio_filters_decide_what_is_listed_and_callable() {
     server.finish().await;
     let typo = kw.run(&["serve", "--tools", "github_get_mee"], "");
     assert_eq!(typo.code(), Some(2), "{}", typo.stderr());
-    assert!(typo.stderr().contains("github_get_mee"), "{}", typo.stderr());
+    assert!(
+        typo.stderr().contains("github_get_mee"),
+        "{}",
+        typo.stderr()
+    );
 }
 
 #[tokio::test]
@@ -244,7 +268,10 @@ async fn stdio_cancellation_aborts_the_upstream_request() {
         eventually(10, || state.slow_started.load(Ordering::SeqCst) == 1).await,
         "the upstream request never started"
     );
-    handle.cancel(Some("the user changed their mind".into())).await.unwrap();
+    handle
+        .cancel(Some("the user changed their mind".into()))
+        .await
+        .unwrap();
     let state = up.state.clone();
     assert!(
         eventually(5, || state.slow_dropped.load(Ordering::SeqCst) == 1).await,
@@ -264,16 +291,51 @@ async fn stdio_cancellation_aborts_the_upstream_request() {
     );
 }
 
-#[tokio::test]
-async fn stdio_tools_list_changed_reaches_the_client_handler_type() {
-    // The notification path itself is exercised over HTTP (server_http.rs), where a connection
-    // can be added while the server runs in the same process; here we only check the client
-    // saw none while nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_client_hears_tools_list_changed_after_a_cli_import() {
     let up = Upstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let server = serve_stdio(&kw, &[]).await;
-    let _ = call(&server.client, "github_get_me", json!({})).await;
-    assert_eq!(server.handler.list_changed.load(Ordering::SeqCst), 0);
+    let before = server.client.list_all_tools().await.unwrap();
+    assert!(!before.iter().any(|t| t.name.starts_with("slack_")));
+
+    // The CLI reaches the vault through the running server (it owns the database).
+    let response = json!({"access_token": "xoxp-not-a-canary", "token_type": "bearer",
+                          "scope": "chat:write"});
+    let kw_import = tokio::task::spawn_blocking({
+        let home = kw.home();
+        move || {
+            let mut cmd = Command::new(bin());
+            cmd.arg("--home").arg(home).args(["import", "slack"]);
+            cmd.env_remove("KEYWARD_MASTER_KEY")
+                .env_remove("KEYWARD_HOME");
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(response.to_string().as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        kw_import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kw_import.stderr)
+    );
+    let heard = server.handler.list_changed.clone();
+    assert!(
+        eventually(5, || heard.load(Ordering::SeqCst) >= 1).await,
+        "no tools/list_changed after the import"
+    );
+    let after = server.client.list_all_tools().await.unwrap();
+    assert!(after.iter().any(|t| t.name == "slack_post_message"));
     server.finish().await;
 }
 
@@ -314,12 +376,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
     let mut child = raw_server(&kw);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let stderr_task = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
-        buf
-    });
+    let stderr_task = drain(child.stderr.take().unwrap());
 
     // Everything in one write: the server must answer all of it, in any order.
     let mut input = String::new();
@@ -397,7 +454,10 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
 
     let audit = audit_json(&kw);
     let calls = audit.iter().filter(|e| e["event"] == "tool-call").count();
-    assert_eq!(calls, 200, "every call is audited (the audit is flushed on exit)");
+    assert_eq!(
+        calls, 200,
+        "every call is audited (the audit is flushed on exit)"
+    );
 }
 
 #[tokio::test]
@@ -407,6 +467,7 @@ async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly()
     let mut child = raw_server(&kw);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     let mut read = move || {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
@@ -444,6 +505,33 @@ async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly()
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     let status = wait_with_timeout(&mut child, 10);
-    assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the server cleanly: {status:?}"
+    );
     drop(stdin);
+    assert_no_canary("stderr", &stderr.join().unwrap());
+}
+
+#[test]
+fn mcp_json_has_working_stdio_and_http_entries() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp.json");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let servers = config["mcpServers"].as_object().expect("mcpServers");
+    let stdio = servers
+        .values()
+        .find(|s| s.get("command").is_some())
+        .expect("a stdio entry");
+    assert_eq!(stdio["command"], "keyward");
+    assert_eq!(stdio["args"], json!(["serve"]));
+    let http = servers
+        .values()
+        .find(|s| s.get("url").is_some())
+        .expect("an HTTP entry");
+    assert_eq!(
+        http["url"],
+        format!("http://{}/mcp", keyward::server::http::DEFAULT_ADDR)
+    );
+    let auth = http["headers"]["Authorization"].as_str().unwrap();
+    assert!(auth.starts_with("Bearer kw_"), "{auth}");
 }

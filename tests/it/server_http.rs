@@ -161,7 +161,9 @@ async fn streamable_http_with_sse_replies() {
     let calls: Vec<&AuditEntry> = audit.iter().filter(|e| e.event == "tool-call").collect();
     assert_eq!(calls.len(), 2);
     assert!(
-        calls.iter().all(|e| e.user == "alice" && e.session.is_some()),
+        calls
+            .iter()
+            .all(|e| e.user == "alice" && e.session.is_some()),
         "calls are audited with the MCP session id: {calls:?}"
     );
     h.stop().await;
@@ -178,7 +180,10 @@ async fn streamable_http_with_json_replies() {
         .unwrap();
     assert_eq!(raw.status(), 200);
     assert_eq!(raw.headers()["content-type"], "application/json");
-    let session = raw.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let session = raw.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: Value = raw.json().await.unwrap();
     assert_eq!(body["id"], 1);
     assert_eq!(body["result"]["serverInfo"]["name"], "keyward");
@@ -281,12 +286,19 @@ async fn legacy_sse_transport_with_a_plain_http_client() {
     assert_eq!(init["result"]["capabilities"]["tools"]["listChanged"], true);
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(
-        post(&h.base, &endpoint, Some(&key), &note).send().await.unwrap().status(),
+        post(&h.base, &endpoint, Some(&key), &note)
+            .send()
+            .await
+            .unwrap()
+            .status(),
         202
     );
 
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-    post(&h.base, &endpoint, Some(&key), &list).send().await.unwrap();
+    post(&h.base, &endpoint, Some(&key), &list)
+        .send()
+        .await
+        .unwrap();
     let listed = events.next_message().await;
     assert_eq!(listed["id"], 2);
     assert!(listed["result"]["tools"]
@@ -297,10 +309,16 @@ async fn legacy_sse_transport_with_a_plain_http_client() {
 
     let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                       "params": {"name": "github_get_me", "arguments": {}}});
-    post(&h.base, &endpoint, Some(&key), &call).send().await.unwrap();
+    post(&h.base, &endpoint, Some(&key), &call)
+        .send()
+        .await
+        .unwrap();
     let answer = events.next_message().await;
     assert_eq!(answer["id"], 3);
-    assert_eq!(answer["result"]["structuredContent"]["login"], "alice-default");
+    assert_eq!(
+        answer["result"]["structuredContent"]["login"],
+        "alice-default"
+    );
 
     // Not JSON: 400 with a JSON-RPC parse error.
     let garbage = reqwest::Client::new()
@@ -322,11 +340,21 @@ async fn requests_without_a_valid_key_get_401_and_healthz_needs_none() {
     let key = h.add_user("alice");
     let client = reqwest::Client::new();
 
-    let health = client.get(format!("{}/healthz", h.base)).send().await.unwrap();
+    let health = client
+        .get(format!("{}/healthz", h.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap().trim(), "ok");
 
-    for (path, method) in [("/mcp", "POST"), ("/mcp", "GET"), ("/sse", "GET"), ("/messages?sessionId=x", "POST")] {
+    for (path, method) in [
+        ("/mcp", "POST"),
+        ("/mcp", "GET"),
+        ("/sse", "GET"),
+        ("/messages?sessionId=x", "POST"),
+        ("/no-such-path", "GET"),
+    ] {
         for bad in [None, Some("kw_not-a-real-key"), Some("")] {
             let mut request = client.request(method.parse().unwrap(), format!("{}{path}", h.base));
             if let Some(bad) = bad {
@@ -347,7 +375,10 @@ async fn requests_without_a_valid_key_get_401_and_healthz_needs_none() {
         .unwrap();
     assert_eq!(basic.status(), 401);
     // The right key passes.
-    let ok = post(&h.base, "/mcp", Some(&key), &init_body()).send().await.unwrap();
+    let ok = post(&h.base, "/mcp", Some(&key), &init_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     h.stop().await;
 }
@@ -410,9 +441,9 @@ async fn one_users_session_never_reaches_another_users_tokens() {
     assert_eq!(me["login"], "alice-default");
 
     // Alice names bob's account: she has no such connection, and bob's token is not used.
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-        CallToolRequestParams::new("github_get_me"),
-    ));
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
+        "github_get_me",
+    )));
     let mut options = PeerRequestOptions::no_options();
     let mut meta = rmcp::model::RequestMetaObject::default();
     meta.insert("keyward/account".into(), json!("work"));
@@ -425,25 +456,37 @@ async fn one_users_session_never_reaches_another_users_tokens() {
         panic!("expected a tool result");
     };
     let text = error_text(&result);
-    assert!(text.contains("user alice has no github connection (account work)"), "{text}");
+    assert!(
+        text.contains("user alice has no github connection (account work)"),
+        "{text}"
+    );
 
     // Bob, naming his account, gets it.
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-        CallToolRequestParams::new("github_get_me"),
-    ));
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new(
+        "github_get_me",
+    )));
     let mut options = PeerRequestOptions::no_options();
     let mut meta = rmcp::model::RequestMetaObject::default();
     meta.insert("keyward/account".into(), json!("work"));
     options.meta = Some(meta);
-    let handle = bob.send_cancellable_request(request, options).await.unwrap();
+    let handle = bob
+        .send_cancellable_request(request, options)
+        .await
+        .unwrap();
     let ServerResult::CallToolResult(result) = handle.await_response().await.unwrap() else {
         panic!("expected a tool result");
     };
     assert_eq!(ok_value(&result)["login"], "bob-work");
 
     // Alice with bob's MCP session id: 404, as for a session that does not exist.
-    let bob_init = post(&h.base, "/mcp", Some(&bob_key), &init_body()).send().await.unwrap();
-    let bob_session = bob_init.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let bob_init = post(&h.base, "/mcp", Some(&bob_key), &init_body())
+        .send()
+        .await
+        .unwrap();
+    let bob_session = bob_init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let list = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"});
     let hijack = post(&h.base, "/mcp", Some(&alice_key), &list)
         .header("mcp-session-id", &bob_session)
@@ -477,13 +520,18 @@ async fn one_users_session_never_reaches_another_users_tokens() {
         .filter(|s| bob_tokens.contains(&s.token))
         .all(|s| s.token == token("bob", "work")));
     assert_eq!(
-        seen.iter().filter(|s| bob_tokens.contains(&s.token)).count(),
+        seen.iter()
+            .filter(|s| bob_tokens.contains(&s.token))
+            .count(),
         1,
         "only bob's own call used a token of bob's"
     );
 
     let audit = h.audit();
-    for entry in audit.iter().filter(|e| e.event == "tool-call" && e.user == "alice") {
+    for entry in audit
+        .iter()
+        .filter(|e| e.event == "tool-call" && e.user == "alice")
+    {
         if entry.account.as_deref() == Some("work") {
             assert!(entry.outcome.starts_with("error"), "{entry:?}");
         }
@@ -504,9 +552,15 @@ async fn a_removed_key_stops_working_at_once() {
     assert!(users::remove(h.vault(), "alice").unwrap());
 
     // The very next request is refused, on every route.
-    let refused = post(&h.base, "/mcp", Some(&key), &init_body()).send().await.unwrap();
+    let refused = post(&h.base, "/mcp", Some(&key), &init_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
-    let refused = post(&h.base, &endpoint, Some(&key), &init_body()).send().await.unwrap();
+    let refused = post(&h.base, &endpoint, Some(&key), &init_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
     let refused = client
         .call_tool(CallToolRequestParams::new("github_get_me"))
@@ -541,7 +595,10 @@ async fn two_hundred_concurrent_calls_over_one_http_session() {
     let results = futures::future::join_all(calls).await;
     assert_eq!(results.len(), 200);
     for (n, value) in results {
-        assert_eq!(value["title"], format!("octo/hello#{n} seen by alice-default"));
+        assert_eq!(
+            value["title"],
+            format!("octo/hello#{n} seen by alice-default")
+        );
         assert_eq!(value["number"], n);
     }
     let audit = h.audit();
@@ -571,13 +628,21 @@ async fn clients_hear_tools_list_changed_when_connections_change() {
     )
     .unwrap();
     h.vault()
-        .put(&ConnKey::new("bob", "slack", "default").unwrap(), None, &record)
+        .put(
+            &ConnKey::new("bob", "slack", "default").unwrap(),
+            None,
+            &record,
+        )
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(handler.list_changed.load(Ordering::SeqCst), 0);
 
     h.vault()
-        .put(&ConnKey::new("alice", "slack", "default").unwrap(), None, &record)
+        .put(
+            &ConnKey::new("alice", "slack", "default").unwrap(),
+            None,
+            &record,
+        )
         .unwrap();
     let seen = handler.list_changed.clone();
     assert!(
@@ -629,6 +694,7 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
     let base = format!("http://{addr}");
     let healthy = {
         let mut ok = false;
@@ -669,9 +735,11 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
     .await
     .unwrap();
     assert!(output.status.success(), "SIGTERM: {:?}", output.status);
-    assert_no_canary("stderr of keyward serve --http", &output.stderr);
+    let log = stderr.join().unwrap();
+    assert!(!log.is_empty());
+    assert_no_canary("stderr of keyward serve --http", &log);
     assert!(
-        !contains_bytes(&output.stderr, key.as_bytes()),
+        !contains_bytes(&log, key.as_bytes()),
         "the API key appears in the log"
     );
     assert!(output.stdout.is_empty());

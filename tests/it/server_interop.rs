@@ -37,9 +37,10 @@ async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
     for (k, v) in &kw.env {
         cmd.env(k, v);
     }
-    let output = tokio::task::spawn_blocking(move || cmd.output().expect("run tests/interop/run.sh"))
-        .await
-        .unwrap();
+    let output =
+        tokio::task::spawn_blocking(move || cmd.output().expect("run tests/interop/run.sh"))
+            .await
+            .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -48,7 +49,10 @@ async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
     );
     assert!(stdout.contains(": ok"), "{stdout}");
     assert_no_canary("the Python client's output", &output.stdout);
-    assert_no_canary("the Python client's stderr (with keyward's)", &output.stderr);
+    assert_no_canary(
+        "the Python client's stderr (with keyward's)",
+        &output.stderr,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,20 +80,25 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
     )
     .await;
 
-    let key = kw.ok(&["users", "add", "alice"], "").stdout().trim().to_string();
+    let key = kw
+        .ok(&["users", "add", "alice"], "")
+        .stdout()
+        .trim()
+        .to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = kw
+    let mut child = kw
         .command(&["serve", "--http", &addr])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
     let mut up_ok = false;
     for _ in 0..200 {
         if let Ok(r) = reqwest::get(format!("http://{addr}/healthz")).await {
@@ -117,9 +126,9 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
 
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    assert_no_canary("stderr of keyward serve --http", &output.stderr);
+    assert!(status.success(), "{status:?}");
+    assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
 }

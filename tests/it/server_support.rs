@@ -209,7 +209,10 @@ pub fn ok_value(result: &CallToolResult) -> Value {
         "the call failed: {:?}",
         result.content
     );
-    let structured = result.structured_content.clone().expect("structured content");
+    let structured = result
+        .structured_content
+        .clone()
+        .expect("structured content");
     let text = &result.content[0].as_text().expect("text content").text;
     assert_eq!(
         serde_json::from_str::<Value>(text).unwrap(),
@@ -256,4 +259,14 @@ pub fn audit_json(kw: &Kw) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Drain a child's stderr on a thread (a full pipe would block the child's logging), and hand
+/// back everything it wrote once it closes.
+pub fn drain(mut stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    })
 }

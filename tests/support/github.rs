@@ -6,6 +6,8 @@
 //! (403 rate limit, `Retry-After: 1`), `ratelimited-429` (429, `Retry-After: 1`), `empty` (no
 //! pull requests, issues or files).
 
+#![allow(clippy::result_large_err)]
+
 use axum::body::Bytes;
 use axum::response::Response;
 use base64::Engine;
@@ -14,8 +16,8 @@ use serde_json::{json, Value};
 use super::github_data::{self as gd, IssueMeta};
 use super::oauth::TokenStatus;
 use super::{
-    bytes_response, json_response, lock, now_unix, set_header, Provider, Req,
-    SharedState, GITHUB_LOGIN,
+    bytes_response, json_response, lock, now_unix, set_header, Provider, Req, SharedState,
+    GITHUB_LOGIN,
 };
 
 const DOCS: &str = "https://docs.github.com/rest";
@@ -56,7 +58,11 @@ fn rate_limited(status: u16) -> Response {
     set_header(&mut resp, "x-ratelimit-limit", "5000");
     set_header(&mut resp, "x-ratelimit-remaining", "0");
     set_header(&mut resp, "x-ratelimit-used", "5000");
-    set_header(&mut resp, "x-ratelimit-reset", &(now_unix() + 1).to_string());
+    set_header(
+        &mut resp,
+        "x-ratelimit-reset",
+        &(now_unix() + 1).to_string(),
+    );
     set_header(&mut resp, "x-ratelimit-resource", "core");
     resp
 }
@@ -130,7 +136,12 @@ pub(crate) fn handle(st: &SharedState, r: &Req, segs: &[String]) -> Response {
 }
 
 /// Headers GitHub puts on every API answer (kept when a handler set its own).
-fn finish(st: &SharedState, mut resp: Response, scopes: Option<&[String]>, accepted: &str) -> Response {
+fn finish(
+    st: &SharedState,
+    mut resp: Response,
+    scopes: Option<&[String]>,
+    accepted: &str,
+) -> Response {
     let n = st.next_seq();
     let limit: u64 = if scopes.is_some() { 5000 } else { 60 };
     let used = n % limit;
@@ -142,7 +153,10 @@ fn finish(st: &SharedState, mut resp: Response, scopes: Option<&[String]>, accep
         ("x-ratelimit-reset", (now_unix() + 3600).to_string()),
         ("x-ratelimit-used", used.to_string()),
         ("x-ratelimit-resource", "core".to_string()),
-        ("x-github-request-id", format!("0A1B:{n:X}:2C3D:4E5F:{n:08X}")),
+        (
+            "x-github-request-id",
+            format!("0A1B:{n:X}:2C3D:4E5F:{n:08X}"),
+        ),
     ];
     for (name, value) in defaults {
         if !resp.headers().contains_key(name) {
@@ -190,7 +204,10 @@ fn repo_route(ctx: &Ctx, owner: &str, repo: &str, rest: &[&str]) -> Response {
             return resp;
         }
         "moved" => {
-            let location = format!("{}/steal{after_prefix}{query_suffix}", ctx.st.steal_base_url());
+            let location = format!(
+                "{}/steal{after_prefix}{query_suffix}",
+                ctx.st.steal_base_url()
+            );
             let mut resp = json_response(
                 302,
                 &json!({ "message": "Moved Permanently", "url": location, "documentation_url": DOCS }),
@@ -199,7 +216,11 @@ fn repo_route(ctx: &Ctx, owner: &str, repo: &str, rest: &[&str]) -> Response {
             return resp;
         }
         "renamed" => {
-            let new_path = after_prefix.replacen(&format!("/{owner}/renamed"), &format!("/{owner}/hello-world"), 1);
+            let new_path = after_prefix.replacen(
+                &format!("/{owner}/renamed"),
+                &format!("/{owner}/hello-world"),
+                1,
+            );
             let location = format!("{}{new_path}{query_suffix}", ctx.api);
             let mut resp = json_response(
                 301,
@@ -283,7 +304,10 @@ fn link_header(ctx: &Ctx, p: &Page) -> Option<String> {
     };
     let mut parts = Vec::new();
     if p.page > 1 {
-        parts.push(format!("{}; rel=\"prev\"", url_for((p.page - 1).min(p.last))));
+        parts.push(format!(
+            "{}; rel=\"prev\"",
+            url_for((p.page - 1).min(p.last))
+        ));
     }
     if p.page < p.last {
         parts.push(format!("{}; rel=\"next\"", url_for(p.page + 1)));
@@ -338,10 +362,11 @@ fn list_pulls(ctx: &Ctx, owner: &str, repo: &str) -> Response {
     let base = ctx.r.query_get("base").filter(|b| !b.is_empty());
     let asc = ctx.r.query_get("direction") == Some("asc");
     let mut numbers: Vec<u64> = (1..=gd::LAST_PR)
-        .filter_map(|n| gd::fixed_issue(owner, repo, n))
-        .filter(|m| state == "all" || m.state == state)
-        .filter(|m| base.is_none_or(|b| m.pull.as_ref().is_some_and(|p| p.base == b)))
-        .map(|m| m.number)
+        .filter(|&n| {
+            gd::pull_brief(repo, n).is_some_and(|(s, b)| {
+                (state == "all" || s == state) && base.is_none_or(|want| b == want)
+            })
+        })
         .collect();
     if !asc {
         numbers.reverse();
@@ -469,7 +494,11 @@ fn list_issues(ctx: &Ctx, owner: &str, repo: &str) -> Response {
 
 fn get_issue(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response {
     let doc = "https://docs.github.com/rest/issues/issues#get-an-issue";
-    match n.parse::<u64>().ok().and_then(|n| find_issue(ctx, owner, repo, n)) {
+    match n
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| find_issue(ctx, owner, repo, n))
+    {
         Some(m) => json_response(200, &issue_value(ctx, owner, repo, &m)),
         None => not_found(doc),
     }
@@ -519,10 +548,18 @@ fn create_issue(ctx: &Ctx, owner: &str, repo: &str) -> Response {
         }
     };
     let Ok(labels) = string_list(body.get("labels")) else {
-        return gh_error(422, "Invalid request.\n\nFor 'properties/labels', it is not an array.", doc);
+        return gh_error(
+            422,
+            "Invalid request.\n\nFor 'properties/labels', it is not an array.",
+            doc,
+        );
     };
     let Ok(mut assignees) = string_list(body.get("assignees")) else {
-        return gh_error(422, "Invalid request.\n\nFor 'properties/assignees', it is not an array.", doc);
+        return gh_error(
+            422,
+            "Invalid request.\n\nFor 'properties/assignees', it is not an array.",
+            doc,
+        );
     };
     if let Some(Value::String(a)) = body.get("assignee") {
         assignees.push(a.clone());
@@ -535,7 +572,11 @@ fn create_issue(ctx: &Ctx, owner: &str, repo: &str) -> Response {
             .created
             .entry((owner.to_string(), repo.to_string()))
             .or_default();
-        let first = if repo == "empty" { 1 } else { gd::LAST_ISSUE + 1 };
+        let first = if repo == "empty" {
+            1
+        } else {
+            gd::LAST_ISSUE + 1
+        };
         let meta = IssueMeta {
             number: first + list.len() as u64,
             title,
@@ -567,13 +608,21 @@ fn add_comment(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response {
     if let Some(resp) = ctx.require_write(doc) {
         return resp;
     }
-    let Some(n) = n.parse::<u64>().ok().filter(|&n| find_issue(ctx, owner, repo, n).is_some()) else {
+    let Some(n) = n
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| find_issue(ctx, owner, repo, n).is_some())
+    else {
         return not_found(doc);
     };
     let Some(Value::Object(body)) = ctx.r.json() else {
         return gh_error(400, "Problems parsing JSON", doc);
     };
-    let Some(text) = body.get("body").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+    let Some(text) = body
+        .get("body")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
         return validation_failed(
             doc,
             json!([{ "resource": "IssueComment", "code": "missing_field", "field": "body" }]),
@@ -653,6 +702,7 @@ fn search_issues(ctx: &Ctx) -> Response {
     let mut labels: Vec<String> = Vec::new();
     let mut author: Option<String> = None;
     let mut assignee: Option<String> = None;
+    let mut merged: Option<bool> = None;
     let mut words: Vec<String> = Vec::new();
     for term in search_terms(q) {
         let lower = term.to_ascii_lowercase();
@@ -661,12 +711,17 @@ fn search_issues(ctx: &Ctx) -> Response {
                 if let Some((o, r)) = term[5..].split_once('/') {
                     repos.push((o.to_string(), r.to_string()));
                 } else {
-                    return validation_failed(doc, json!([{ "message": format!("The listed repository {v} is not valid."), "resource": "Search", "field": "q", "code": "invalid" }]));
+                    return validation_failed(
+                        doc,
+                        json!([{ "message": format!("The listed repository {v} is not valid."), "resource": "Search", "field": "q", "code": "invalid" }]),
+                    );
                 }
             }
             Some(("is" | "type", "issue")) => kind = Some(false),
             Some(("is" | "type", "pr" | "pull-request")) => kind = Some(true),
             Some(("is" | "state", v @ ("open" | "closed"))) => state = Some(v.to_string()),
+            Some(("is", "merged")) => merged = Some(true),
+            Some(("is", "unmerged")) => merged = Some(false),
             Some(("label", _)) => labels.push(lower[6..].to_string()),
             Some(("author", _)) => author = Some(term[7..].to_string()),
             Some(("assignee", _)) => assignee = Some(term[9..].to_string()),
@@ -697,11 +752,14 @@ fn search_issues(ctx: &Ctx) -> Response {
         for m in all_issues(ctx, owner, repo) {
             let text = format!("{} {}", m.title, m.body).to_ascii_lowercase();
             let ok = m.pull.is_some() == want_pr
+                && merged.is_none_or(|want| m.pull.as_ref().is_some_and(|p| p.merged == want))
                 && state.as_deref().is_none_or(|s| m.state == s)
                 && labels
                     .iter()
                     .all(|w| m.labels.iter().any(|l| l.name.to_ascii_lowercase() == *w))
-                && author.as_deref().is_none_or(|a| m.author.eq_ignore_ascii_case(a))
+                && author
+                    .as_deref()
+                    .is_none_or(|a| m.author.eq_ignore_ascii_case(a))
                 && assignee
                     .as_deref()
                     .is_none_or(|a| m.assignees.iter().any(|x| x.eq_ignore_ascii_case(a)))
@@ -711,7 +769,7 @@ fn search_issues(ctx: &Ctx) -> Response {
             }
         }
     }
-    hits.sort_by(|a, b| b.2.updated.cmp(&a.2.updated));
+    hits.sort_by_key(|h| std::cmp::Reverse(h.2.updated));
     let total = hits.len();
     let page = paginate(ctx.r, total.min(1000));
     let items: Vec<Value> = hits[page.start..page.end]
@@ -760,7 +818,11 @@ fn wrap_base64(bytes: &[u8]) -> String {
 
 fn contents(ctx: &Ctx, owner: &str, repo: &str, path: &[&str]) -> Response {
     let doc = "https://docs.github.com/rest/repos/contents#get-repository-content";
-    let git_ref = ctx.r.query_get("ref").filter(|r| !r.is_empty()).unwrap_or("main");
+    let git_ref = ctx
+        .r
+        .query_get("ref")
+        .filter(|r| !r.is_empty())
+        .unwrap_or("main");
     if !known_ref(git_ref) {
         return gh_error(404, &format!("No commit found for the ref {git_ref}"), doc);
     }
@@ -780,7 +842,10 @@ fn contents(ctx: &Ctx, owner: &str, repo: &str, path: &[&str]) -> Response {
         let name = p.rsplit('/').next().unwrap_or(p);
         let sha = fake_git_sha(owner, repo, git_ref, p);
         let kind = if is_dir { "dir" } else { "file" };
-        let html = format!("{web}/{}/{git_ref}/{p}", if is_dir { "tree" } else { "blob" });
+        let html = format!(
+            "{web}/{}/{git_ref}/{p}",
+            if is_dir { "tree" } else { "blob" }
+        );
         let git = format!("{r}/git/{}/{sha}", if is_dir { "trees" } else { "blobs" });
         let url = format!("{r}/contents/{p}{ref_q}");
         json!({
@@ -811,7 +876,11 @@ fn contents(ctx: &Ctx, owner: &str, repo: &str, path: &[&str]) -> Response {
     }
     if let Some((_, bytes)) = files.iter().find(|(p, _)| *p == path) {
         if wants_raw {
-            return bytes_response(200, "application/vnd.github.raw; charset=utf-8", bytes.clone());
+            return bytes_response(
+                200,
+                "application/vnd.github.raw; charset=utf-8",
+                bytes.clone(),
+            );
         }
         let mut v = entry(&path, bytes.len() as u64, false);
         if let Value::Object(obj) = &mut v {
@@ -823,7 +892,11 @@ fn contents(ctx: &Ctx, owner: &str, repo: &str, path: &[&str]) -> Response {
         return json_response(200, &v);
     }
     files.push((gd::LARGE_FILE.0.to_string(), Vec::new()));
-    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
     let mut children: Vec<(String, u64, bool)> = Vec::new();
     for (p, bytes) in &files {
         let Some(rest) = p.strip_prefix(&prefix) else {

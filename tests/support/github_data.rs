@@ -104,7 +104,7 @@ pub(crate) fn label_catalog(name: &str) -> Label {
 
 fn labels_for(n: u64) -> Vec<Label> {
     let mut out = Vec::new();
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         out.push(label_catalog("bug"));
     }
     if n % 4 == 1 {
@@ -113,7 +113,7 @@ fn labels_for(n: u64) -> Vec<Label> {
     if n % 5 == 2 {
         out.push(label_catalog("documentation"));
     }
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         out.push(label_catalog("good first issue"));
     }
     out
@@ -133,6 +133,20 @@ pub(crate) fn user_id(login: &str) -> u64 {
     1000 + fnv(&[login]) % 90_000_000
 }
 
+/// State and base branch of pull request `n`, without building the rest (hot path of benches).
+pub(crate) fn pull_brief(repo: &str, n: u64) -> Option<(&'static str, &'static str)> {
+    if repo == "empty" || n == 0 || n > LAST_PR {
+        return None;
+    }
+    let state = if n > OPEN_PRS { "closed" } else { "open" };
+    let base = if n.is_multiple_of(4) {
+        "develop"
+    } else {
+        "main"
+    };
+    Some((state, base))
+}
+
 /// The fixed issue or pull request `n` of a repository, if it exists.
 pub(crate) fn fixed_issue(owner: &str, repo: &str, n: u64) -> Option<IssueMeta> {
     if repo == "empty" || n == 0 || n > LAST_ISSUE {
@@ -142,13 +156,14 @@ pub(crate) fn fixed_issue(owner: &str, repo: &str, n: u64) -> Option<IssueMeta> 
     let created = EPOCH + (n as i64) * 37 * 3600 + (h % 3600) as i64;
     let updated = created + 5 * 3600 + (h % 7200) as i64;
     let author = PEOPLE[(n as usize) % PEOPLE.len()].to_string();
-    let assignees = if n % 2 == 0 {
+    let assignees = if n.is_multiple_of(2) {
         vec![PEOPLE[(n as usize + 1) % PEOPLE.len()].to_string()]
     } else {
         Vec::new()
     };
     let is_pr = n <= LAST_PR;
     let closed = if is_pr { n > OPEN_PRS } else { n > 40 };
+    let pr_base = pull_brief(repo, n).map(|(_, b)| b).unwrap_or("main");
     let title = if is_pr {
         PR_TITLES[(n as usize - 1) % PR_TITLES.len()].to_string()
     } else {
@@ -158,17 +173,17 @@ pub(crate) fn fixed_issue(owner: &str, repo: &str, n: u64) -> Option<IssueMeta> 
         format!(
             "## Summary\n\n{title}.\n\nThis change touches the `{repo}` crate only. Reviewers: please look at the error handling in particular.\n\n## Testing\n\n- [x] `cargo test`\n- [x] `cargo clippy -- -D warnings`\n- [ ] manual test against a GitHub Enterprise instance\n\nFixes #{}",
             LAST_PR + 1 + (n % 10)
-        )
+        ) + &pr_details(repo, n)
     } else {
         format!(
             "### What happened\n\n{title}.\n\n### Steps to reproduce\n\n1. Install keyward 0.1.{n}\n2. Run `keyward serve`\n3. Call the tool from the agent\n\n### Expected\n\nIt works.\n"
         )
     };
     let pull = is_pr.then(|| PullMeta {
-        base: if n % 4 == 0 { "develop" } else { "main" }.to_string(),
+        base: pr_base.to_string(),
         head: format!("feature/change-{n}"),
         merged: (26..=28).contains(&n),
-        draft: n % 9 == 0,
+        draft: n.is_multiple_of(9),
         reviewers: if n % 3 == 1 {
             vec![PEOPLE[(n as usize + 2) % PEOPLE.len()].to_string()]
         } else {
@@ -180,7 +195,11 @@ pub(crate) fn fixed_issue(owner: &str, repo: &str, n: u64) -> Option<IssueMeta> 
         title,
         body,
         state: if closed { "closed" } else { "open" },
-        state_reason: if closed && !is_pr { Some("completed") } else { None },
+        state_reason: if closed && !is_pr {
+            Some("completed")
+        } else {
+            None
+        },
         author,
         labels: labels_for(n),
         assignees,
@@ -190,6 +209,30 @@ pub(crate) fn fixed_issue(owner: &str, repo: &str, n: u64) -> Option<IssueMeta> 
         closed: closed.then_some(updated),
         pull,
     })
+}
+
+/// The long tail of a pull request description: a per-file change list and a details block,
+/// so a pull request object weighs about what GitHub's does (~20 KB).
+fn pr_details(repo: &str, n: u64) -> String {
+    let mut out = String::from("\n\n## Changes\n\n");
+    for i in 0..24 {
+        out.push_str(&format!(
+            "- `src/{repo}/module_{i:02}.rs`: adjust the handling of edge case {} and add a regression test\n",
+            n * 100 + i
+        ));
+    }
+    out.push_str("\n<details>\n<summary>Benchmark results</summary>\n\n| bench | before | after |\n|---|---|---|\n");
+    for i in 0..16 {
+        out.push_str(&format!(
+            "| parse_{i} | {}.{} µs | {}.{} µs |\n",
+            10 + i,
+            n % 10,
+            8 + i,
+            (n + 3) % 10
+        ));
+    }
+    out.push_str("\n</details>\n");
+    out
 }
 
 pub(crate) fn user(api: &str, login: &str) -> Value {
@@ -259,7 +302,7 @@ pub(crate) fn repository(api: &str, owner: &str, name: &str) -> Value {
     let id = 100_000 + fnv(&[owner, name]) % 800_000_000;
     let full = format!("{owner}/{name}");
     let r = format!("{api}/repos/{full}");
-    json!({
+    let mut v = json!({
         "id": id,
         "node_id": format!("R_kgDO{id}"),
         "name": name,
@@ -269,43 +312,55 @@ pub(crate) fn repository(api: &str, owner: &str, name: &str) -> Value {
         "html_url": format!("https://github.com/{full}"),
         "description": format!("{name}: a repository served by the keyward fake upstream"),
         "fork": false,
-        "url": r,
-        "forks_url": format!("{r}/forks"),
-        "keys_url": format!("{r}/keys{{/key_id}}"),
-        "collaborators_url": format!("{r}/collaborators{{/collaborator}}"),
-        "teams_url": format!("{r}/teams"),
-        "hooks_url": format!("{r}/hooks"),
-        "issue_events_url": format!("{r}/issues/events{{/number}}"),
-        "events_url": format!("{r}/events"),
-        "assignees_url": format!("{r}/assignees{{/user}}"),
-        "branches_url": format!("{r}/branches{{/branch}}"),
-        "tags_url": format!("{r}/tags"),
-        "blobs_url": format!("{r}/git/blobs{{/sha}}"),
-        "git_tags_url": format!("{r}/git/tags{{/sha}}"),
-        "git_refs_url": format!("{r}/git/refs{{/sha}}"),
-        "trees_url": format!("{r}/git/trees{{/sha}}"),
-        "statuses_url": format!("{r}/statuses/{{sha}}"),
-        "languages_url": format!("{r}/languages"),
-        "stargazers_url": format!("{r}/stargazers"),
-        "contributors_url": format!("{r}/contributors"),
-        "subscribers_url": format!("{r}/subscribers"),
-        "subscription_url": format!("{r}/subscription"),
-        "commits_url": format!("{r}/commits{{/sha}}"),
-        "git_commits_url": format!("{r}/git/commits{{/sha}}"),
-        "comments_url": format!("{r}/comments{{/number}}"),
-        "issue_comment_url": format!("{r}/issues/comments{{/number}}"),
-        "contents_url": format!("{r}/contents/{{+path}}"),
-        "compare_url": format!("{r}/compare/{{base}}...{{head}}"),
-        "merges_url": format!("{r}/merges"),
-        "archive_url": format!("{r}/{{archive_format}}{{/ref}}"),
-        "downloads_url": format!("{r}/downloads"),
-        "issues_url": format!("{r}/issues{{/number}}"),
-        "pulls_url": format!("{r}/pulls{{/number}}"),
-        "milestones_url": format!("{r}/milestones{{/number}}"),
-        "notifications_url": format!("{r}/notifications{{?since,all,participating}}"),
-        "labels_url": format!("{r}/labels{{/name}}"),
-        "releases_url": format!("{r}/releases{{/id}}"),
-        "deployments_url": format!("{r}/deployments"),
+        "url": r
+    });
+    const URLS: &[(&str, &str)] = &[
+        ("forks_url", "/forks"),
+        ("keys_url", "/keys{/key_id}"),
+        ("collaborators_url", "/collaborators{/collaborator}"),
+        ("teams_url", "/teams"),
+        ("hooks_url", "/hooks"),
+        ("issue_events_url", "/issues/events{/number}"),
+        ("events_url", "/events"),
+        ("assignees_url", "/assignees{/user}"),
+        ("branches_url", "/branches{/branch}"),
+        ("tags_url", "/tags"),
+        ("blobs_url", "/git/blobs{/sha}"),
+        ("git_tags_url", "/git/tags{/sha}"),
+        ("git_refs_url", "/git/refs{/sha}"),
+        ("trees_url", "/git/trees{/sha}"),
+        ("statuses_url", "/statuses/{sha}"),
+        ("languages_url", "/languages"),
+        ("stargazers_url", "/stargazers"),
+        ("contributors_url", "/contributors"),
+        ("subscribers_url", "/subscribers"),
+        ("subscription_url", "/subscription"),
+        ("commits_url", "/commits{/sha}"),
+        ("git_commits_url", "/git/commits{/sha}"),
+        ("comments_url", "/comments{/number}"),
+        ("issue_comment_url", "/issues/comments{/number}"),
+        ("contents_url", "/contents/{+path}"),
+        ("compare_url", "/compare/{base}...{head}"),
+        ("merges_url", "/merges"),
+        ("archive_url", "/{archive_format}{/ref}"),
+        ("downloads_url", "/downloads"),
+        ("issues_url", "/issues{/number}"),
+        ("pulls_url", "/pulls{/number}"),
+        ("milestones_url", "/milestones{/number}"),
+        (
+            "notifications_url",
+            "/notifications{?since,all,participating}",
+        ),
+        ("labels_url", "/labels{/name}"),
+        ("releases_url", "/releases{/id}"),
+        ("deployments_url", "/deployments"),
+    ];
+    if let Value::Object(m) = &mut v {
+        for (key, suffix) in URLS {
+            m.insert((*key).to_string(), Value::String(format!("{r}{suffix}")));
+        }
+    }
+    let rest = json!({
         "created_at": "2019-05-06T07:08:09Z",
         "updated_at": "2024-12-01T10:00:00Z",
         "pushed_at": "2024-12-02T11:00:00Z",
@@ -345,7 +400,11 @@ pub(crate) fn repository(api: &str, owner: &str, name: &str) -> Value {
         "open_issues": 35,
         "watchers": 1337,
         "default_branch": "main"
-    })
+    });
+    if let (Value::Object(a), Value::Object(b)) = (&mut v, rest) {
+        a.extend(b);
+    }
+    v
 }
 
 fn label_json(api: &str, owner: &str, repo: &str, l: &Label) -> Value {
@@ -403,7 +462,13 @@ fn issue_id(owner: &str, repo: &str, n: u64) -> u64 {
 }
 
 /// An issue object (pull requests carry `pull_request`).
-pub(crate) fn issue_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, extra_comments: u64) -> Value {
+pub(crate) fn issue_json(
+    api: &str,
+    owner: &str,
+    repo: &str,
+    m: &IssueMeta,
+    extra_comments: u64,
+) -> Value {
     let n = m.number;
     let r = format!("{api}/repos/{owner}/{repo}");
     let id = issue_id(owner, repo, n);
@@ -425,7 +490,7 @@ pub(crate) fn issue_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, extr
         "locked": false,
         "assignee": assignees.first().cloned().unwrap_or(Value::Null),
         "assignees": assignees,
-        "milestone": if n % 5 == 0 { milestone_json(api, owner, repo) } else { Value::Null },
+        "milestone": if n.is_multiple_of(5) { milestone_json(api, owner, repo) } else { Value::Null },
         "comments": m.comments + extra_comments,
         "created_at": iso(m.created),
         "updated_at": iso(m.updated),
@@ -442,10 +507,7 @@ pub(crate) fn issue_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, extr
         "state_reason": m.state_reason
     });
     if let (Some(p), Value::Object(obj)) = (&m.pull, &mut v) {
-        obj.insert(
-            "draft".into(),
-            json!(p.draft),
-        );
+        obj.insert("draft".into(), json!(p.draft));
         obj.insert(
             "pull_request".into(),
             json!({
@@ -471,7 +533,14 @@ fn branch_json(api: &str, owner: &str, repo: &str, branch: &str, sha: &str) -> V
 }
 
 /// A pull request object; `full` adds the fields only `GET …/pulls/{n}` has.
-pub(crate) fn pull_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, full: bool, extra_comments: u64) -> Value {
+pub(crate) fn pull_json(
+    api: &str,
+    owner: &str,
+    repo: &str,
+    m: &IssueMeta,
+    full: bool,
+    extra_comments: u64,
+) -> Value {
     let n = m.number;
     let p = m.pull.clone().unwrap_or(PullMeta {
         base: "main".into(),
@@ -511,7 +580,9 @@ pub(crate) fn pull_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, full:
         "requested_reviewers": p.reviewers.iter().map(|u| user(api, u)).collect::<Vec<_>>(),
         "requested_teams": [],
         "labels": m.labels.iter().map(|l| label_json(api, owner, repo, l)).collect::<Vec<_>>(),
-        "milestone": if n % 5 == 0 { milestone_json(api, owner, repo) } else { Value::Null },
+        "milestone": if n.is_multiple_of(5) { milestone_json(api, owner, repo) } else { Value::Null }
+    });
+    let links = json!({
         "draft": p.draft,
         "commits_url": format!("{r}/pulls/{n}/commits"),
         "review_comments_url": format!("{r}/pulls/{n}/comments"),
@@ -534,13 +605,16 @@ pub(crate) fn pull_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, full:
         "auto_merge": null,
         "active_lock_reason": null
     });
+    if let (Value::Object(a), Value::Object(b)) = (&mut v, links) {
+        a.extend(b);
+    }
     if full {
         if let Value::Object(obj) = &mut v {
             let more = json!({
                 "merged": p.merged,
-                "mergeable": if m.state == "open" { Value::Bool(n % 8 != 0) } else { Value::Null },
+                "mergeable": if m.state == "open" { Value::Bool(!n.is_multiple_of(8)) } else { Value::Null },
                 "rebaseable": m.state == "open",
-                "mergeable_state": if m.state != "open" { "unknown" } else if n % 8 == 0 { "dirty" } else { "clean" },
+                "mergeable_state": if m.state != "open" { "unknown" } else if n.is_multiple_of(8) { "dirty" } else { "clean" },
                 "merged_by": if p.merged { user(api, owner) } else { Value::Null },
                 "comments": m.comments + extra_comments,
                 "review_comments": n % 4,
@@ -560,7 +634,9 @@ pub(crate) fn pull_json(api: &str, owner: &str, repo: &str, m: &IssueMeta, full:
 
 /// The files of every repository, by path (directories are implied).
 pub(crate) fn files(owner: &str, repo: &str, git_ref: &str) -> Vec<(String, Vec<u8>)> {
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d];
+    let mut png = vec![
+        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d,
+    ];
     png.extend((0..500u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     vec![
         (

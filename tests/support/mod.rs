@@ -40,6 +40,11 @@ use axum::Router;
 use base64::Engine;
 use serde_json::Value;
 
+#[allow(unused_imports)]
+pub use github_data::{LAST_ISSUE, LAST_PR, OPEN_PRS};
+#[allow(unused_imports)]
+pub use google::{GOOGLE_EVENTS_FROM, GOOGLE_EVENTS_UNTIL, HOLIDAY_CALENDAR, TEAM_CALENDAR};
+#[allow(unused_imports)]
 pub use oauth::IssuedToken;
 
 /// An access token a test imports into keyward; must never show up in any keyward output.
@@ -435,7 +440,10 @@ impl SharedState {
             let name = p.name();
             out.push_str(&format!("[providers.{name}]\n"));
             out.push_str(&format!("api_base = \"{}\"\n", self.api_base(name)));
-            out.push_str(&format!("authorize_url = \"{}\"\n", self.authorize_url(name)));
+            out.push_str(&format!(
+                "authorize_url = \"{}\"\n",
+                self.authorize_url(name)
+            ));
             out.push_str(&format!("token_url = \"{}\"\n", self.token_url(name)));
             out.push_str(&format!("revoke_url = \"{}\"\n", self.revoke_url(name)));
             if let Some(url) = self.device_authorization_url(name) {
@@ -593,7 +601,8 @@ impl Req {
     /// The body as a form, when it is one.
     pub fn form(&self) -> Vec<(String, String)> {
         let ct = self.content_type();
-        if ct.starts_with("application/x-www-form-urlencoded") || (ct.is_empty() && !self.body.is_empty() && self.body[0] != b'{')
+        if ct.starts_with("application/x-www-form-urlencoded")
+            || (ct.is_empty() && !self.body.is_empty() && self.body[0] != b'{')
         {
             url::form_urlencoded::parse(&self.body)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -612,6 +621,24 @@ impl Req {
     pub fn params(&self) -> Vec<(String, String)> {
         let mut all = self.query.clone();
         all.extend(self.form());
+        all
+    }
+
+    /// Query, form and (flat) JSON body parameters, JSON values as text.
+    pub fn params_with_json(&self) -> Vec<(String, String)> {
+        let mut all = self.params();
+        if self.content_type().starts_with("application/json") {
+            if let Some(Value::Object(obj)) = self.json() {
+                for (k, v) in obj {
+                    let text = match v {
+                        Value::String(s) => s,
+                        Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    all.push((k, text));
+                }
+            }
+        }
         all
     }
 
@@ -727,7 +754,11 @@ pub(crate) fn outage_response(status: u16) -> Response {
         .canonical_reason()
         .unwrap_or("Error")
         .to_string();
-    let mut resp = html_response(status, &format!("{status} {reason}"), "Please try again later.");
+    let mut resp = html_response(
+        status,
+        &format!("{status} {reason}"),
+        "Please try again later.",
+    );
     if status == 429 || status == 503 {
         set_header(&mut resp, "retry-after", "1");
     }
@@ -832,18 +863,24 @@ async fn dispatch(State(st): State<Arc<SharedState>>, req: Request) -> Response 
     if let Some(rest) = path.strip_prefix("/google") {
         return route_google(&st, &r, rest).await;
     }
-    bytes_response(404, "text/plain; charset=utf-8", "fake upstream: no such path")
+    bytes_response(
+        404,
+        "text/plain; charset=utf-8",
+        "fake upstream: no such path",
+    )
 }
 
 async fn route_github(st: &SharedState, r: &Req, rest: &str) -> Response {
     match rest {
         "/login/oauth/authorize" => return oauth::authorize(st, Provider::Github, r),
-        "/login/oauth/access_token" => {
-            return oauth::token_endpoint(st, Provider::Github, r).await
-        }
+        "/login/oauth/access_token" => return oauth::token_endpoint(st, Provider::Github, r).await,
         "/login/device/code" => return oauth::device_code(st, Provider::Github, r),
         "/login/device" => {
-            return html_response(200, "Device activation", "Enter the code shown by your device.")
+            return html_response(
+                200,
+                "Device activation",
+                "Enter the code shown by your device.",
+            )
         }
         _ => {}
     }
@@ -880,7 +917,11 @@ async fn route_google(st: &SharedState, r: &Req, rest: &str) -> Response {
         "/token" => return oauth::token_endpoint(st, Provider::Google, r).await,
         "/device/code" => return oauth::device_code(st, Provider::Google, r),
         "/device" => {
-            return html_response(200, "Connect a device", "Enter the code displayed on your device.")
+            return html_response(
+                200,
+                "Connect a device",
+                "Enter the code displayed on your device.",
+            )
         }
         "/revoke" => return oauth::google_revoke(st, r),
         _ => {}

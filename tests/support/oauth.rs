@@ -11,9 +11,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    html_response, json_response, lock, outage_response, param, random_string,
-    redirect_response, set_header, Provider, Req, SharedState, ALNUM, DEVICE_GRANT_TYPE,
-    SLACK_TEAM_ID, SLACK_USER_ID,
+    html_response, json_response, lock, outage_response, param, random_string, redirect_response,
+    set_header, Provider, Req, SharedState, ALNUM, DEVICE_GRANT_TYPE, SLACK_TEAM_ID, SLACK_USER_ID,
 };
 
 /// How long an authorization code may wait before it is exchanged.
@@ -178,8 +177,16 @@ fn split_scopes(s: &str) -> Vec<String> {
 impl ProviderAuth {
     fn new(provider: Provider) -> ProviderAuth {
         let (ttl, rotate, device_ttl) = match provider {
-            Provider::Github => (Duration::from_secs(8 * 3600), true, Duration::from_secs(900)),
-            Provider::Slack => (Duration::from_secs(12 * 3600), true, Duration::from_secs(900)),
+            Provider::Github => (
+                Duration::from_secs(8 * 3600),
+                true,
+                Duration::from_secs(900),
+            ),
+            Provider::Slack => (
+                Duration::from_secs(12 * 3600),
+                true,
+                Duration::from_secs(900),
+            ),
             Provider::Google => (Duration::from_secs(3599), false, Duration::from_secs(1800)),
         };
         ProviderAuth {
@@ -245,13 +252,13 @@ impl ProviderAuth {
                 random_string(b"0123456789", 13),
                 random_string(ALNUM, 24)
             ),
-            Provider::Slack => format!(
-                "xoxe.xoxp-1-{}",
-                random_string(ALNUM, 120)
-            ),
+            Provider::Slack => format!("xoxe.xoxp-1-{}", random_string(ALNUM, 120)),
             Provider::Google => format!(
                 "ya29.a0{}",
-                random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 160)
+                random_string(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                    160
+                )
             ),
         }
     }
@@ -262,7 +269,10 @@ impl ProviderAuth {
             Provider::Slack => format!("xoxe-1-{}", random_string(ALNUM, 140)),
             Provider::Google => format!(
                 "1//0g{}",
-                random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 98)
+                random_string(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                    98
+                )
             ),
         }
     }
@@ -309,7 +319,7 @@ impl ProviderAuth {
         grant_type: &str,
     ) -> IssuedToken {
         let access = self.new_access_token(false);
-        let expires_in = (!self.knobs.omit_expires).then(|| self.knobs.access_ttl.as_secs());
+        let expires_in = (!self.knobs.omit_expires).then_some(self.knobs.access_ttl.as_secs());
         let expires_at = (!self.knobs.omit_expires).then(|| Instant::now() + self.knobs.access_ttl);
         self.access.insert(
             access.clone(),
@@ -411,7 +421,10 @@ impl ProviderAuth {
                 if let Some(e) = t.expires_in {
                     m.insert("expires_in".into(), json!(e));
                 }
-                m.insert("team".into(), json!({ "id": SLACK_TEAM_ID, "name": "Acme" }));
+                m.insert(
+                    "team".into(),
+                    json!({ "id": SLACK_TEAM_ID, "name": "Acme" }),
+                );
                 m.insert("enterprise".into(), Value::Null);
                 m.insert("is_enterprise_install".into(), json!(false));
             }
@@ -430,7 +443,10 @@ impl ProviderAuth {
                 m.insert("ok".into(), json!(true));
                 m.insert("app_id".into(), json!("A0KWFAKE01"));
                 m.insert("authed_user".into(), Value::Object(user));
-                m.insert("team".into(), json!({ "id": SLACK_TEAM_ID, "name": "Acme" }));
+                m.insert(
+                    "team".into(),
+                    json!({ "id": SLACK_TEAM_ID, "name": "Acme" }),
+                );
                 m.insert("enterprise".into(), Value::Null);
                 m.insert("is_enterprise_install".into(), json!(false));
             }
@@ -759,10 +775,18 @@ pub(crate) fn authorize(st: &SharedState, p: Provider, r: &Req) -> Response {
         );
     }
     let Some(redirect) = q("redirect_uri") else {
-        return html_response(400, "Error: invalid_request", "Missing required parameter: redirect_uri");
+        return html_response(
+            400,
+            "Error: invalid_request",
+            "Missing required parameter: redirect_uri",
+        );
     };
     let Ok(mut target) = url::Url::parse(redirect) else {
-        return html_response(400, "Error: invalid_request", "Invalid parameter value for redirect_uri.");
+        return html_response(
+            400,
+            "Error: invalid_request",
+            "Invalid parameter value for redirect_uri.",
+        );
     };
     let loopback = matches!(
         target.host_str(),
@@ -819,7 +843,11 @@ pub(crate) fn authorize(st: &SharedState, p: Provider, r: &Req) -> Response {
         _ => (split_scopes(q("scope").unwrap_or("")), Vec::new()),
     };
     if p == Provider::Google && scopes.is_empty() {
-        return html_response(400, "Error 400: invalid_request", "Missing required parameter: scope");
+        return html_response(
+            400,
+            "Error 400: invalid_request",
+            "Missing required parameter: scope",
+        );
     }
     if p == Provider::Slack && scopes.is_empty() && bot_scopes.is_empty() {
         return redirect_error(target, "invalid_scope", "No scopes were requested.");
@@ -883,7 +911,7 @@ pub(crate) async fn token_endpoint(st: &SharedState, p: Provider, r: &Req) -> Re
     if r.method != axum::http::Method::POST {
         return html_response(405, "405 Method Not Allowed", "Use POST.");
     }
-    let params = r.params();
+    let params = r.params_with_json();
     let (fail, delay) = {
         let mut auth = lock(&st.auth);
         let pa = auth.get(p);
@@ -924,7 +952,7 @@ pub(crate) fn device_code(st: &SharedState, p: Provider, r: &Req) -> Response {
     if r.method != axum::http::Method::POST || p == Provider::Slack {
         return html_response(405, "405 Method Not Allowed", "Use POST.");
     }
-    let params = r.params();
+    let params = r.params_with_json();
     if param(&params, "client_id") != Some(p.client_id()) {
         return render_failure(p, Fail::UnknownClient, form);
     }
@@ -1007,10 +1035,11 @@ pub(crate) fn github_revoke(st: &SharedState, r: &Req, client_id: &str, whole: b
             }),
         );
     }
-    let Some(token) = r
-        .json()
-        .and_then(|v| v.get("access_token").and_then(Value::as_str).map(str::to_string))
-    else {
+    let Some(token) = r.json().and_then(|v| {
+        v.get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }) else {
         return json_response(
             422,
             &json!({
@@ -1037,7 +1066,7 @@ pub(crate) fn github_revoke(st: &SharedState, r: &Req, client_id: &str, whole: b
 
 /// Google (RFC 7009): `POST /revoke` with `token=…`; revokes the whole grant.
 pub(crate) fn google_revoke(st: &SharedState, r: &Req) -> Response {
-    let params = r.params();
+    let params = r.params_with_json();
     let Some(token) = param(&params, "token") else {
         return json_response(
             400,
@@ -1111,7 +1140,9 @@ impl SharedState {
 
     /// Whether `token` is currently accepted by `provider`'s API.
     pub fn token_is_valid(&self, provider: &str, token: &str) -> bool {
-        self.with_auth(provider, |pa| matches!(pa.check(token), TokenStatus::Valid { .. }))
+        self.with_auth(provider, |pa| {
+            matches!(pa.check(token), TokenStatus::Valid { .. })
+        })
     }
 
     /// Whether `token` would currently be accepted as a refresh token.

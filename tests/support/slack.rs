@@ -134,11 +134,18 @@ fn make_channel(
         if threads && i % 10 == 3 {
             let mut thread = Vec::new();
             for k in 0..3 {
-                let reply_ts = ts(secs + 60 * (k as i64 + 1), (ci * 1000 + i) as u64 % 1_000_000 + 1);
+                let reply_ts = ts(
+                    secs + 60 * (k as i64 + 1),
+                    (ci * 1000 + i) as u64 % 1_000_000 + 1,
+                );
                 thread.push(Msg {
                     ts: reply_ts,
                     user: PEOPLE[(i + k + 1) % PEOPLE.len()].to_string(),
-                    text: format!("Reply {} to \"{}\"", k + 1, TEXTS[(ci * 3 + i) % TEXTS.len()]),
+                    text: format!(
+                        "Reply {} to \"{}\"",
+                        k + 1,
+                        TEXTS[(ci * 3 + i) % TEXTS.len()]
+                    ),
                     thread_ts: Some(msg_ts.clone()),
                     reply_count: 0,
                     reply_users: Vec::new(),
@@ -192,7 +199,14 @@ impl SlackData {
         let mut not_member = make_channel(12, "C0NOTMEMB1", "not-joined", Kind::Public, 4, false);
         not_member.is_member = false;
         channels.push(not_member);
-        channels.push(make_channel(13, "G0SECRET01", "secret-plans", Kind::Private, 6, false));
+        channels.push(make_channel(
+            13,
+            "G0SECRET01",
+            "secret-plans",
+            Kind::Private,
+            6,
+            false,
+        ));
         let mut archived = make_channel(14, "C0ARCHIVE1", "old-stuff", Kind::Public, 2, false);
         archived.archived = true;
         channels.push(archived);
@@ -207,31 +221,95 @@ impl SlackData {
             3,
             false,
         ));
-        let u = |id, name, real_name, title, email, tz: &'static str, tz_label, tz_offset| SlackUser {
-            id,
-            name,
-            real_name,
-            title,
-            email,
-            tz,
-            tz_label,
-            tz_offset,
-            is_bot: false,
-            deleted: false,
-            is_admin: false,
-        };
+        let u =
+            |id, name, real_name, title, email, tz: &'static str, tz_label, tz_offset| SlackUser {
+                id,
+                name,
+                real_name,
+                title,
+                email,
+                tz,
+                tz_label,
+                tz_offset,
+                is_bot: false,
+                deleted: false,
+                is_admin: false,
+            };
         let mut users = vec![
-            u(SLACK_USER_ID, "kw-tester", "Keyward Tester", "QA", "tester@example.com", "Europe/Berlin", "Central European Time", 3600),
-            u("U0ALICE001", "alice", "Alice Archer", "Staff Engineer", "alice@example.com", "America/New_York", "Eastern Standard Time", -18000),
-            u("U0BOB00001", "bob", "Bob Builder", "SRE", "bob@example.com", "Europe/London", "Greenwich Mean Time", 0),
-            u("U0CAROL001", "carol", "Carol Chen", "Product Manager", "carol@example.com", "Asia/Tokyo", "Japan Standard Time", 32400),
-            u("W0ENTUSER1", "erin", "Erin Enterprise", "Director", "erin@example.com", "America/Los_Angeles", "Pacific Standard Time", -28800),
+            u(
+                SLACK_USER_ID,
+                "kw-tester",
+                "Keyward Tester",
+                "QA",
+                "tester@example.com",
+                "Europe/Berlin",
+                "Central European Time",
+                3600,
+            ),
+            u(
+                "U0ALICE001",
+                "alice",
+                "Alice Archer",
+                "Staff Engineer",
+                "alice@example.com",
+                "America/New_York",
+                "Eastern Standard Time",
+                -18000,
+            ),
+            u(
+                "U0BOB00001",
+                "bob",
+                "Bob Builder",
+                "SRE",
+                "bob@example.com",
+                "Europe/London",
+                "Greenwich Mean Time",
+                0,
+            ),
+            u(
+                "U0CAROL001",
+                "carol",
+                "Carol Chen",
+                "Product Manager",
+                "carol@example.com",
+                "Asia/Tokyo",
+                "Japan Standard Time",
+                32400,
+            ),
+            u(
+                "W0ENTUSER1",
+                "erin",
+                "Erin Enterprise",
+                "Director",
+                "erin@example.com",
+                "America/Los_Angeles",
+                "Pacific Standard Time",
+                -28800,
+            ),
         ];
         users[0].is_admin = true;
-        let mut bot = u("U0KWBOT001", "deploybot", "Deploy Bot", "", "", "America/Los_Angeles", "Pacific Standard Time", -28800);
+        let mut bot = u(
+            "U0KWBOT001",
+            "deploybot",
+            "Deploy Bot",
+            "",
+            "",
+            "America/Los_Angeles",
+            "Pacific Standard Time",
+            -28800,
+        );
         bot.is_bot = true;
         users.push(bot);
-        let mut gone = u("U0GONE0001", "dave", "Dave Departed", "", "dave@example.com", "Europe/Paris", "Central European Time", 3600);
+        let mut gone = u(
+            "U0GONE0001",
+            "dave",
+            "Dave Departed",
+            "",
+            "dave@example.com",
+            "Europe/Paris",
+            "Central European Time",
+            3600,
+        );
         gone.deleted = true;
         users.push(gone);
         SlackData {
@@ -394,20 +472,7 @@ pub(crate) fn failure(status: u16) -> Response {
 
 /// Query, form and JSON parameters (JSON values as text).
 fn slack_params(r: &Req) -> Vec<(String, String)> {
-    let mut params = r.params();
-    if r.content_type().starts_with("application/json") {
-        if let Some(Value::Object(obj)) = r.json() {
-            for (k, v) in obj {
-                let text = match v {
-                    Value::String(s) => s,
-                    Value::Null => continue,
-                    other => other.to_string(),
-                };
-                params.push((k, text));
-            }
-        }
-    }
-    params
+    r.params_with_json()
 }
 
 struct Call<'a> {
@@ -496,7 +561,11 @@ pub(crate) fn handle(st: &SharedState, r: &Req, method: &str) -> Response {
     let body = result.unwrap_or_else(|e| e);
     let mut resp = json_response(200, &body);
     set_header(&mut resp, "x-oauth-scopes", &call.scopes.join(","));
-    set_header(&mut resp, "x-slack-req-id", &format!("{:032x}", st.next_seq()));
+    set_header(
+        &mut resp,
+        "x-slack-req-id",
+        &format!("{:032x}", st.next_seq()),
+    );
     resp
 }
 
@@ -527,7 +596,13 @@ fn auth_revoke(call: &Call, token: &str) -> Value {
     }
 }
 
-fn page_of<T: Clone>(items: &[T], call: &Call, prefix: &str, default: usize, max: usize) -> Result<(Vec<T>, String), Value> {
+fn page_of<T: Clone>(
+    items: &[T],
+    call: &Call,
+    prefix: &str,
+    default: usize,
+    max: usize,
+) -> Result<(Vec<T>, String), Value> {
     let limit = call.number("limit", default, max);
     let offset = match call.get("cursor") {
         None => 0,
@@ -579,7 +654,9 @@ fn find_channel<'a>(channels: &'a [Channel], key: &str) -> Option<&'a Channel> {
 }
 
 fn conversations_history(call: &Call) -> Result<Value, Value> {
-    let id = call.get("channel").ok_or_else(|| ok_false("channel_not_found"))?;
+    let id = call
+        .get("channel")
+        .ok_or_else(|| ok_false("channel_not_found"))?;
     let data = lock(&call.st.data);
     let channel = find_channel(&data.slack.channels, id)
         .filter(|c| c.id == id)
@@ -625,7 +702,9 @@ fn conversations_history(call: &Call) -> Result<Value, Value> {
 }
 
 fn conversations_replies(call: &Call) -> Result<Value, Value> {
-    let id = call.get("channel").ok_or_else(|| ok_false("channel_not_found"))?;
+    let id = call
+        .get("channel")
+        .ok_or_else(|| ok_false("channel_not_found"))?;
     let ts = call.get("ts").ok_or_else(|| ok_false("thread_not_found"))?;
     let data = lock(&call.st.data);
     let channel = find_channel(&data.slack.channels, id)
@@ -661,7 +740,9 @@ fn conversations_replies(call: &Call) -> Result<Value, Value> {
 
 fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value> {
     call.need(&["chat:write", "chat:write:user", "chat:write:bot"])?;
-    let key = call.get("channel").ok_or_else(|| ok_false("channel_not_found"))?;
+    let key = call
+        .get("channel")
+        .ok_or_else(|| ok_false("channel_not_found"))?;
     let text = call.get("text");
     if text.is_none() && call.get("blocks").is_none() && call.get("attachments").is_none() {
         return Err(ok_false("no_text"));
@@ -671,7 +752,11 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
         return Err(ok_false("msg_too_long"));
     }
     let thread_ts = call.get("thread_ts").map(str::to_string);
-    let user = if call.bot { "U0KWBOT001" } else { SLACK_USER_ID };
+    let user = if call.bot {
+        "U0KWBOT001"
+    } else {
+        SLACK_USER_ID
+    };
     let mut data = lock(&call.st.data);
     let slack = &mut data.slack;
     slack.next_micro += 1;
@@ -706,7 +791,11 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
                 }
                 parent.latest_reply = Some(new_ts.clone());
             }
-            channel.replies.entry(parent_ts.clone()).or_default().push(msg.clone());
+            channel
+                .replies
+                .entry(parent_ts.clone())
+                .or_default()
+                .push(msg.clone());
         }
         None => channel.messages.push(msg.clone()),
     }
@@ -724,7 +813,10 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
     if json_without_charset {
         if let Value::Object(o) = &mut v {
             o.insert("warning".into(), json!("missing_charset"));
-            o.insert("response_metadata".into(), json!({ "warnings": ["missing_charset"] }));
+            o.insert(
+                "response_metadata".into(),
+                json!({ "warnings": ["missing_charset"] }),
+            );
         }
     }
     Ok(v)
@@ -735,7 +827,10 @@ fn search_messages(call: &Call) -> Result<Value, Value> {
         return Err(ok_false("not_allowed_token_type"));
     }
     call.need(&["search:read"])?;
-    let query = call.get("query").ok_or_else(|| ok_false("no_query"))?.to_string();
+    let query = call
+        .get("query")
+        .ok_or_else(|| ok_false("no_query"))?
+        .to_string();
     let count = call.number("count", 20, 100);
     let page = call.number("page", 1, 100);
     let mut in_channel: Option<String> = None;
@@ -744,9 +839,17 @@ fn search_messages(call: &Call) -> Result<Value, Value> {
     for term in query.split_whitespace() {
         let lower = term.to_ascii_lowercase();
         if let Some(c) = lower.strip_prefix("in:") {
-            in_channel = Some(c.trim_start_matches('#').trim_matches(['<', '>']).to_string());
+            in_channel = Some(
+                c.trim_start_matches('#')
+                    .trim_matches(['<', '>'])
+                    .to_string(),
+            );
         } else if let Some(u) = lower.strip_prefix("from:") {
-            from = Some(u.trim_start_matches('@').trim_matches(['<', '>', '@']).to_string());
+            from = Some(
+                u.trim_start_matches('@')
+                    .trim_matches(['<', '>', '@'])
+                    .to_string(),
+            );
         } else {
             words.push(lower.trim_matches('"').to_string());
         }
@@ -810,7 +913,7 @@ fn search_messages(call: &Call) -> Result<Value, Value> {
         }
     }
     drop(data);
-    matches.sort_by(|a, b| ts_key(&b.0).cmp(&ts_key(&a.0)));
+    matches.sort_by_key(|m| std::cmp::Reverse(ts_key(&m.0)));
     let total = matches.len();
     let pages = total.div_ceil(count).max(1);
     let start = ((page - 1) * count).min(total);
