@@ -30,6 +30,13 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::vault::{AuditEntry, ConnKey, TokenRecord, Vault};
 
+/// What a client id may hold unencoded in a URL path segment (RFC 3986 unreserved).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// What the provider said to the revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
@@ -181,9 +188,7 @@ pub async fn revoke(
                     app.provider.to_ascii_uppercase()
                 ));
             };
-            let encoded: String =
-                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-                    .collect();
+            let encoded: String = percent_encoding::utf8_percent_encode(id, SEGMENT).collect();
             let body =
                 serde_json::json!({ "access_token": record.access_token.expose() }).to_string();
             http::Request::builder()

@@ -54,7 +54,6 @@ impl OAuthError {
 }
 
 /// What a token endpoint said.
-#[derive(Debug)]
 pub enum Answer {
     /// A token response, to be parsed with [`super::token_response::from_value`]. Holds
     /// secrets: never print it.
@@ -65,6 +64,18 @@ pub enum Answer {
     Unavailable(String),
     /// An answer that is neither a token nor an OAuth error.
     Malformed(String),
+}
+
+/// `Token` holds secrets: its Debug form names the variant only (invariant 1).
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Token(_) => f.write_str("Token([redacted])"),
+            Answer::Error(e) => f.debug_tuple("Error").field(e).finish(),
+            Answer::Unavailable(r) => f.debug_tuple("Unavailable").field(r).finish(),
+            Answer::Malformed(r) => f.debug_tuple("Malformed").field(r).finish(),
+        }
+    }
 }
 
 /// POST `form` to `url` and sort the answer. `form` holds secrets; it is never logged.
@@ -254,5 +265,7 @@ mod tests {
             sort(StatusCode::UNAUTHORIZED, b"<html>no</html>"),
             Answer::Malformed(_)
         ));
+        let token = sort(StatusCode::OK, br#"{"access_token":"secret-canary"}"#);
+        assert!(!format!("{token:?}").contains("secret-canary"));
     }
 }

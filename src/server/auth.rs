@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -289,14 +289,6 @@ impl SessionOwners {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.owners.lock().expect("session owners").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The 404 for an unknown or foreign session.
@@ -307,9 +299,6 @@ pub fn session_not_found() -> Response {
     )
         .into_response()
 }
-
-/// Shared handle.
-pub type Owners = Arc<SessionOwners>;
 
 #[cfg(test)]
 mod tests {

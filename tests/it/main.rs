@@ -12,3 +12,4 @@ mod oauth;
 mod oauth_bench;
 mod oauth_fake_ext;
 mod exec;
+mod catalog;

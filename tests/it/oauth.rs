@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::{Kw, Run};
+use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
 use crate::oauth_fake_ext::*;
 use keyward::catalog::Catalog;
 use keyward::config::{Config, Home};
@@ -47,8 +47,16 @@ fn import_expired(
     );
 }
 
+/// `keyward call`, checked for leaks: every token the tests import contains a canary.
 fn call(kw: &Kw, tool: &str, args: &str) -> Run {
-    kw.run(&["call", tool, "--args", args], "")
+    let run = kw.run(&["call", tool, "--args", args], "");
+    let mut secrets: Vec<String> = Provider::ALL
+        .iter()
+        .map(|p| p.client_secret().to_string())
+        .collect();
+    secrets.extend([CANARY_ACCESS.to_string(), CANARY_REFRESH.to_string()]);
+    assert_clean(&run, &secrets);
+    run
 }
 
 fn stored_refresh_token(kw: &Kw, provider: &str) -> Option<String> {
@@ -264,6 +272,7 @@ async fn a_state_mismatch_stores_nothing() {
         audit.contains("connect") && audit.contains("error"),
         "the failure is audited: {audit}"
     );
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,6 +426,7 @@ async fn device_flow_honours_slow_down() {
     );
     assert_eq!(stored_access_token(&kw, "github"), token.access_token);
     assert_clean(&out, &fake_secrets(&fake));
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,6 +490,32 @@ async fn google_device_flow_waits_while_pending_and_stops_on_denial() {
         1,
         "nothing stored for the denied account"
     );
+
+    // The code runs out before anyone approves it: expired_token ends the wait.
+    let mut run = Running::spawn(
+        &kw,
+        &[
+            "connect",
+            "google",
+            "--account",
+            "late",
+            "--device",
+            "--no-browser",
+        ],
+        &[],
+    );
+    let code = run.wait_for(Duration::from_secs(30), |line| {
+        line.split("enter the code ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+    });
+    assert!(fake.expire_device(&code));
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr().contains("expired_token"), "{}", out.stderr());
+    assert!(out.stderr().contains("--device` again"), "{}", out.stderr());
+    assert_eq!(status(&kw).len(), 1);
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 // ---- refresh ---------------------------------------------------------------------------------
@@ -502,12 +538,12 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
         &fake,
         &kw,
         "github",
-        "gho_storm_old_access",
-        "ghr_storm_old_refresh",
+        "kwcanary_access_9f8e7d6c5b4a.gho_storm_old_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_storm_old_refresh",
         &["repo", "read:user"],
     );
     // The old access token is dead at the provider too: only a refreshed one works.
-    fake.expire_access_token("gho_storm_old_access");
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_storm_old_access");
     // A slow token endpoint keeps the refresh in flight while every call piles up behind it.
     fake.token_endpoint_delay("github", Duration::from_millis(300));
     let exec = executor(&kw);
@@ -564,8 +600,8 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
         &fake,
         &kw,
         "google",
-        "ya29.old",
-        "1//google-refresh",
+        "kwcanary_access_9f8e7d6c5b4a.ya29.old",
+        "kwcanary_refresh_1a2b3c4d5e6f.1//google-refresh",
         &[scope],
     );
     for round in 1..=2 {
@@ -573,7 +609,7 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
         assert_eq!(run.code(), Some(0), "round {round}: {}", run.stdout());
         assert_eq!(
             stored_refresh_token(&kw, "google").as_deref(),
-            Some("1//google-refresh"),
+            Some("kwcanary_refresh_1a2b3c4d5e6f.1//google-refresh"),
             "round {round}"
         );
         assert_eq!(
@@ -582,7 +618,11 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
             "the new token is used until it nears expiry"
         );
     }
-    assert_ne!(stored_access_token(&kw, "google"), "ya29.old");
+    assert_ne!(
+        stored_access_token(&kw, "google"),
+        "kwcanary_access_9f8e7d6c5b4a.ya29.old"
+    );
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,19 +634,22 @@ async fn a_rotated_refresh_token_survives_a_restart() {
         &fake,
         &kw,
         "github",
-        "gho_rot_access",
-        "ghr_rot_1",
+        "kwcanary_access_9f8e7d6c5b4a.gho_rot_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_rot_1",
         &["repo", "read:user"],
     );
     let run = call(&kw, "github_get_me", "{}");
     assert_eq!(run.code(), Some(0), "{}", run.stdout());
     let r2 = stored_refresh_token(&kw, "github").unwrap();
-    assert_ne!(r2, "ghr_rot_1", "the rotated refresh token was stored");
+    assert_ne!(
+        r2, "kwcanary_refresh_1a2b3c4d5e6f.ghr_rot_1",
+        "the rotated refresh token was stored"
+    );
     assert_eq!(
         Some(r2.clone()),
         fake.issued_tokens("github")[0].refresh_token
     );
-    assert!(!fake.refresh_token_is_valid("github", "ghr_rot_1"));
+    assert!(!fake.refresh_token_is_valid("github", "kwcanary_refresh_1a2b3c4d5e6f.ghr_rot_1"));
     // A new process reads the rotated token from disk and refreshes with it.
     let run = call(&kw, "github_get_me", "{}");
     assert_eq!(run.code(), Some(0), "{}", run.stdout());
@@ -616,6 +659,7 @@ async fn a_rotated_refresh_token_survives_a_restart() {
         "the spent refresh token was never presented again"
     );
     assert_eq!(status_of(&kw, "github").unwrap()["status"], "active");
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,11 +675,11 @@ async fn kill_9_around_the_token_response_never_leaves_a_silently_dead_token() {
         &fake,
         &kw,
         "github",
-        "gho_k9_access",
-        "ghr_k9_1",
+        "kwcanary_access_9f8e7d6c5b4a.gho_k9_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_k9_1",
         &["repo", "read:user"],
     );
-    fake.expire_access_token("gho_k9_access");
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_k9_access");
     let mut run = Running::spawn(
         &kw,
         &["call", "github_get_me"],
@@ -666,8 +710,8 @@ async fn kill_9_around_the_token_response_never_leaves_a_silently_dead_token() {
         &fake,
         &kw,
         "github",
-        "gho_k9b_access",
-        "ghr_k9b_1",
+        "kwcanary_access_9f8e7d6c5b4a.gho_k9b_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_k9b_1",
         &["repo", "read:user"],
     );
     let mut run = Running::spawn(
@@ -689,6 +733,7 @@ async fn kill_9_around_the_token_response_never_leaves_a_silently_dead_token() {
         "no second refresh was needed"
     );
     assert_eq!(status_of(&kw, "github").unwrap()["status"], "active");
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -720,8 +765,8 @@ async fn invalid_grant_marks_the_connection_needs_reconnect_with_the_fixing_comm
             &fake,
             &kw,
             provider,
-            &format!("{provider}-dead-access"),
-            &format!("{provider}-dead-refresh"),
+            &format!("kwcanary_access_9f8e7d6c5b4a.{provider}-dead"),
+            &format!("kwcanary_refresh_1a2b3c4d5e6f.{provider}-dead"),
             &scopes,
         );
         let out = call(&kw, tool, "{}");
@@ -775,11 +820,11 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
         &fake,
         &kw,
         "github",
-        "gho_5xx_access",
-        "ghr_5xx_1",
+        "kwcanary_access_9f8e7d6c5b4a.gho_5xx_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_5xx_1",
         &["repo", "read:user"],
     );
-    fake.expire_access_token("gho_5xx_access");
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_5xx_access");
     // Two 503s, then an answer: one call, three token requests, success.
     fake.fail_token_endpoint("github", 2, 503);
     let out = call(&kw, "github_get_me", "{}");
@@ -794,11 +839,11 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
         &fake,
         &kw,
         "slack",
-        "xoxp-5xx",
-        "xoxe-5xx",
+        "kwcanary_access_9f8e7d6c5b4a.xoxp-5xx",
+        "kwcanary_refresh_1a2b3c4d5e6f.xoxe-5xx",
         &["channels:read"],
     );
-    fake.expire_access_token("xoxp-5xx");
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.xoxp-5xx");
     fake.fail_token_endpoint("slack", 50, 502);
     let out = call(&kw, "slack_list_channels", "{}");
     assert_eq!(out.code(), Some(1));
@@ -817,18 +862,22 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
     let scope = "https://www.googleapis.com/auth/calendar.readonly";
     fake.grant_with_refresh(
         "google",
-        "ya29.valid",
-        "1//g-valid",
+        "kwcanary_access_9f8e7d6c5b4a.ya29.valid",
+        "kwcanary_refresh_1a2b3c4d5e6f.1//g-valid",
         &[scope],
         Some(Duration::from_secs(3600)),
     );
-    let json = serde_json::json!({"access_token": "ya29.valid", "refresh_token": "1//g-valid", "expires_in": 3600, "scope": scope});
+    let json = serde_json::json!({"access_token": "kwcanary_access_9f8e7d6c5b4a.ya29.valid", "refresh_token": "kwcanary_refresh_1a2b3c4d5e6f.1//g-valid", "expires_in": 3600, "scope": scope});
     kw.ok(&["import", "google"], &json.to_string());
     fake.fail_token_endpoint("google", 50, 503);
     let out = call(&kw, "calendar_list_calendars", "{}");
     assert_eq!(out.code(), Some(0), "{}", out.stdout());
-    assert_eq!(stored_access_token(&kw, "google"), "ya29.valid");
+    assert_eq!(
+        stored_access_token(&kw, "google"),
+        "kwcanary_access_9f8e7d6c5b4a.ya29.valid"
+    );
     assert_eq!(status_of(&kw, "google").unwrap()["status"], "active");
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -838,21 +887,24 @@ async fn a_401_on_a_token_believed_valid_refreshes_once_and_retries_once() {
     // No `expires_in`: keyward believes the token valid; the provider has expired it.
     fake.grant_with_refresh(
         "github",
-        "gho_401_access",
-        "ghr_401_1",
+        "kwcanary_access_9f8e7d6c5b4a.gho_401_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_401_1",
         &["repo"],
         Some(Duration::from_secs(3600)),
     );
-    let json = serde_json::json!({"access_token": "gho_401_access", "refresh_token": "ghr_401_1", "scope": "repo"});
+    let json = serde_json::json!({"access_token": "kwcanary_access_9f8e7d6c5b4a.gho_401_access", "refresh_token": "kwcanary_refresh_1a2b3c4d5e6f.ghr_401_1", "scope": "repo"});
     kw.ok(&["import", "github"], &json.to_string());
-    fake.expire_access_token("gho_401_access");
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_401_access");
     fake.clear_requests();
     let out = call(&kw, "github_get_me", "{}");
     assert_eq!(out.code(), Some(0), "{}", out.stdout());
     assert_eq!(fake.refresh_count("github"), 1);
     let api: Vec<_> = fake.requests_to("/github/user");
     assert_eq!(api.len(), 2, "the call and one retry");
-    assert_eq!(api[0].bearer_token(), Some("gho_401_access"));
+    assert_eq!(
+        api[0].bearer_token(),
+        Some("kwcanary_access_9f8e7d6c5b4a.gho_401_access")
+    );
     assert_eq!(
         api[1].bearer_token(),
         Some(fake.issued_tokens("github")[0].access_token.as_str())
@@ -874,6 +926,7 @@ async fn a_401_on_a_token_believed_valid_refreshes_once_and_retries_once() {
         2,
         "the call and one retry"
     );
+    assert_audit_clean(&kw, &fake_secrets(&fake));
 }
 
 // ---- disconnect ------------------------------------------------------------------------------
@@ -884,17 +937,22 @@ async fn disconnect_revokes_at_the_provider_before_deleting() {
     let kw = home_for(&fake, &[]);
     let google_scope = "https://www.googleapis.com/auth/calendar.readonly";
     for (provider, access, refresh, scopes) in [
-        ("github", "gho_rv_access", "ghr_rv_1", vec!["repo"]),
+        (
+            "github",
+            "kwcanary_access_9f8e7d6c5b4a.gho_rv_access",
+            "kwcanary_refresh_1a2b3c4d5e6f.ghr_rv_1",
+            vec!["repo"],
+        ),
         (
             "slack",
-            "xoxp-rv-access",
-            "xoxe-rv-1",
+            "kwcanary_access_9f8e7d6c5b4a.xoxp-rv-access",
+            "kwcanary_refresh_1a2b3c4d5e6f.xoxe-rv-1",
             vec!["channels:read"],
         ),
         (
             "google",
-            "ya29.rv-access",
-            "1//rv-refresh",
+            "kwcanary_access_9f8e7d6c5b4a.ya29.rv-access",
+            "kwcanary_refresh_1a2b3c4d5e6f.1//rv-refresh",
             vec![google_scope],
         ),
     ] {
@@ -943,10 +1001,15 @@ async fn a_failed_revocation_deletes_nothing_unless_forced() {
         "",
     );
     std::fs::write(kw.home().join("config.toml"), config).unwrap();
-    fake.grant("github", "gho_keep_access", &["repo"], None);
+    fake.grant(
+        "github",
+        "kwcanary_access_9f8e7d6c5b4a.gho_keep_access",
+        &["repo"],
+        None,
+    );
     kw.ok(
         &["import", "github"],
-        r#"{"access_token":"gho_keep_access","scope":"repo"}"#,
+        r#"{"access_token":"kwcanary_access_9f8e7d6c5b4a.gho_keep_access","scope":"repo"}"#,
     );
     let out = kw.run(&["disconnect", "github"], "");
     assert_eq!(out.code(), Some(1));
@@ -970,14 +1033,14 @@ async fn a_failed_revocation_deletes_nothing_unless_forced() {
     );
     assert!(status_of(&kw, "github").is_none());
     assert!(
-        fake.token_is_valid("github", "gho_keep_access"),
+        fake.token_is_valid("github", "kwcanary_access_9f8e7d6c5b4a.gho_keep_access"),
         "the grant was not revoked, as the warning says"
     );
 
     // Slack refuses a token it does not know: again nothing is deleted without --force.
     kw.ok(
         &["import", "slack"],
-        r#"{"access_token":"xoxp-unknown-to-slack","scope":"channels:read"}"#,
+        r#"{"access_token":"kwcanary_access_9f8e7d6c5b4a.xoxp-unknown-to-slack","scope":"channels:read"}"#,
     );
     let out = kw.run(&["disconnect", "slack"], "");
     assert_eq!(out.code(), Some(1));

@@ -1,0 +1,87 @@
+//! What MCP clients see of the catalog: a committed snapshot of every tool's name, title,
+//! description, input schema, annotations and scopes, taken from the real server's `tools/list`.
+//! A change to any manifest shows up here as a diff to review. Regenerate with
+//! `KEYWARD_UPDATE_SNAPSHOTS=1 cargo test --test it catalog`.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::cli::Kw;
+
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/tools.json");
+
+/// `tools/list` of `keyward serve --all-tools`, over stdio with plain JSON-RPC lines.
+fn served_tools() -> Value {
+    let kw = Kw::new();
+    let mut child = kw
+        .command(&["serve", "--all-tools"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"snapshot","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    ] {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut tools = None;
+    for _ in 0..10 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        let msg: Value = serde_json::from_str(&line).expect("stdout carries only JSON-RPC");
+        if msg["id"] == 2 {
+            tools = Some(msg["result"]["tools"].clone());
+            break;
+        }
+    }
+    drop(stdin); // EOF: the server exits
+    assert!(child.wait().unwrap().success());
+    tools.expect("a tools/list answer")
+}
+
+#[test]
+fn tool_definitions_match_the_committed_snapshot() {
+    let tools = served_tools();
+    let pretty = serde_json::to_string_pretty(&tools).unwrap() + "\n";
+    if std::env::var_os("KEYWARD_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &pretty).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        committed == pretty,
+        "the tools the server lists differ from {SNAPSHOT}; review the change and regenerate it with \
+         `KEYWARD_UPDATE_SNAPSHOTS=1 cargo test --test it catalog`"
+    );
+}
+
+#[test]
+fn every_tool_is_described_for_the_model_within_the_context_budget() {
+    let tools = served_tools();
+    let list = tools.as_array().unwrap();
+    assert!(list.len() >= 21);
+    for t in list {
+        let name = t["name"].as_str().unwrap();
+        assert!(t["description"].as_str().unwrap().len() >= 40, "{name}: describe when to use it");
+        assert!(t["inputSchema"]["type"] == "object", "{name}");
+        assert!(t["_meta"]["keyward/scopes"].is_array(), "{name}: scopes in _meta");
+        for hint in ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"] {
+            assert!(t["annotations"][hint].is_boolean(), "{name}: {hint}");
+        }
+    }
+    let del = list.iter().find(|t| t["name"] == "calendar_delete_event").unwrap();
+    assert_eq!(del["annotations"]["destructiveHint"], true);
+    assert_eq!(del["annotations"]["readOnlyHint"], false);
+    // The whole tools/list costs at most ~8k tokens of the model's context (bytes / 4).
+    let bytes = serde_json::to_vec(&tools).unwrap().len();
+    assert!(bytes <= 32 * 1024, "tools/list is {bytes} bytes, over the 32 KiB budget");
+}
