@@ -155,7 +155,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::RotateKey => rotate_key(&home),
         Command::Rekey { new_key_file } => rekey(&home, new_key_file),
         Command::Tools { json, provider } => tools(&home, json, provider.as_deref()),
-        Command::Call { tool, args, user, account } => call(&home, &tool, &args, &user, account),
+        Command::Call {
+            tool,
+            args,
+            user,
+            account,
+        } => call(&home, &tool, &args, &user, account),
         Command::Serve(args) => serve(&home, args),
         Command::Users { command } => users(&home, command),
     }
@@ -494,10 +499,16 @@ fn tools(home: &Home, json: bool, provider: Option<&str>) -> Result<()> {
     if let Some(p) = provider {
         if catalog.provider(p).is_none() {
             let known: Vec<String> = catalog.providers().map(|p| p.name.clone()).collect();
-            return Err(Error::usage(format!("unknown provider {p:?}: use one of {}", known.join(", "))));
+            return Err(Error::usage(format!(
+                "unknown provider {p:?}: use one of {}",
+                known.join(", ")
+            )));
         }
     }
-    let rows: Vec<_> = catalog.tools().filter(|(p, _)| provider.is_none_or(|want| p.name == want)).collect();
+    let rows: Vec<_> = catalog
+        .tools()
+        .filter(|(p, _)| provider.is_none_or(|want| p.name == want))
+        .collect();
     if json {
         let items: Vec<serde_json::Value> = rows
             .iter()
@@ -511,11 +522,27 @@ fn tools(home: &Home, json: bool, provider: Option<&str>) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
         return Ok(());
     }
-    println!("{:<28} {:<8} {:<14} {:<11} SCOPES", "TOOL", "PROVIDER", "TOOLSET", "KIND");
+    println!(
+        "{:<28} {:<8} {:<14} {:<11} SCOPES",
+        "TOOL", "PROVIDER", "TOOLSET", "KIND"
+    );
     for (p, t) in rows {
-        let kind = if t.read_only { "read-only" } else if t.destructive { "destructive" } else { "write" };
-        let scopes = if t.scopes.is_empty() { "(none)".to_string() } else { t.scopes.join(" ") };
-        println!("{:<28} {:<8} {:<14} {:<11} {}", t.name, p.name, t.toolset, kind, scopes);
+        let kind = if t.read_only {
+            "read-only"
+        } else if t.destructive {
+            "destructive"
+        } else {
+            "write"
+        };
+        let scopes = if t.scopes.is_empty() {
+            "(none)".to_string()
+        } else {
+            t.scopes.join(" ")
+        };
+        println!(
+            "{:<28} {:<8} {:<14} {:<11} {}",
+            t.name, p.name, t.toolset, kind, scopes
+        );
     }
     Ok(())
 }
@@ -524,7 +551,9 @@ fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>
     let args: serde_json::Value = serde_json::from_str(args)
         .map_err(|e| Error::usage(format!("--args is not valid JSON ({e}); pass an object, e.g. --args '{{\"owner\":\"octocat\"}}'")))?;
     let serde_json::Value::Object(args) = args else {
-        return Err(Error::usage("--args must be a JSON object, e.g. --args '{}'"));
+        return Err(Error::usage(
+            "--args must be a JSON object, e.g. --args '{}'",
+        ));
     };
     let (config, catalog) = load_catalog(home)?;
     let vault = Vault::open(home, OpenMode::Existing).map_err(|e| match e {
@@ -538,7 +567,11 @@ fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     let executor = Executor::new(Arc::new(catalog), Arc::new(vault), &config)?;
-    let ctx = CallContext { user: user.to_string(), account, session: None };
+    let ctx = CallContext {
+        user: user.to_string(),
+        account,
+        session: None,
+    };
     let outcome = runtime.block_on(executor.call(&ctx, tool, args));
     executor.vault().flush()?;
     match outcome {
@@ -547,7 +580,10 @@ fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>
             Ok(())
         }
         CallOutcome::Err(e) => {
-            println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("JSON"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&e.to_json()).expect("JSON")
+            );
             Err(Error::other(e.to_string()))
         }
     }

@@ -62,7 +62,10 @@ impl Upstream {
             .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::other(format!("building the HTTP client: {e}")))?;
-        Ok(Upstream { http, limits: limits.clone() })
+        Ok(Upstream {
+            http,
+            limits: limits.clone(),
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -101,7 +104,9 @@ impl Upstream {
         deadline: Instant,
         host: &str,
     ) -> Result<UpstreamResponse, ToolError> {
-        let mut builder = self.http.request(request.method.clone(), request.url.clone());
+        let mut builder = self
+            .http
+            .request(request.method.clone(), request.url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -123,7 +128,11 @@ impl Upstream {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>(Ok(UpstreamResponse { status, headers, body }))
+            Ok::<_, reqwest::Error>(Ok(UpstreamResponse {
+                status,
+                headers,
+                body,
+            }))
         };
         match tokio::time::timeout(left, io).await {
             Err(_) => Err(ToolError::new(format!("{host} did not answer within the call's time budget"))
@@ -153,7 +162,9 @@ fn retry_delay(response: &UpstreamResponse, attempt: u32) -> Option<Duration> {
     if let Some(secs) = header_str(&response.headers, "retry-after").and_then(parse_retry_after) {
         return Some(Duration::from_secs(secs));
     }
-    if let Some(reset) = header_str(&response.headers, "x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()) {
+    if let Some(reset) =
+        header_str(&response.headers, "x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok())
+    {
         let wait = reset - chrono::Utc::now().timestamp();
         return Some(Duration::from_secs(wait.max(1) as u64));
     }
@@ -177,15 +188,23 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn retry_exhausted(response: &UpstreamResponse, host: &str, wait: Duration) -> ToolError {
     let secs = wait.as_secs().max(1);
     if response.status.is_server_error() {
-        ToolError::new(format!("{host} answered {} and kept failing", response.status))
-            .status(response.status.as_u16())
-            .hint(format!("the provider is having trouble; retry in about {secs} seconds"))
-            .retryable()
+        ToolError::new(format!(
+            "{host} answered {} and kept failing",
+            response.status
+        ))
+        .status(response.status.as_u16())
+        .hint(format!(
+            "the provider is having trouble; retry in about {secs} seconds"
+        ))
+        .retryable()
     } else {
-        ToolError::new(format!("{host} is rate limiting this connection ({})", response.status))
-            .status(response.status.as_u16())
-            .hint(format!("retry after {secs} seconds"))
-            .retryable()
+        ToolError::new(format!(
+            "{host} is rate limiting this connection ({})",
+            response.status
+        ))
+        .status(response.status.as_u16())
+        .hint(format!("retry after {secs} seconds"))
+        .retryable()
     }
 }
 
@@ -221,12 +240,30 @@ mod tests {
             for (k, v) in headers {
                 map.insert(*k, v.parse().unwrap());
             }
-            UpstreamResponse { status: StatusCode::from_u16(status).unwrap(), headers: map, body: vec![] }
+            UpstreamResponse {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: map,
+                body: vec![],
+            }
         };
-        assert_eq!(retry_delay(&resp(429, &[("retry-after", "2")]), 0), Some(Duration::from_secs(2)));
-        assert_eq!(retry_delay(&resp(503, &[]), 1), Some(Duration::from_millis(400)));
-        assert!(retry_delay(&resp(403, &[("x-ratelimit-remaining", "0"), ("retry-after", "1")]), 0).is_some());
-        assert_eq!(retry_delay(&resp(403, &[]), 0), None, "a plain 403 is a permission error");
+        assert_eq!(
+            retry_delay(&resp(429, &[("retry-after", "2")]), 0),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_delay(&resp(503, &[]), 1),
+            Some(Duration::from_millis(400))
+        );
+        assert!(retry_delay(
+            &resp(403, &[("x-ratelimit-remaining", "0"), ("retry-after", "1")]),
+            0
+        )
+        .is_some());
+        assert_eq!(
+            retry_delay(&resp(403, &[]), 0),
+            None,
+            "a plain 403 is a permission error"
+        );
         assert_eq!(retry_delay(&resp(404, &[]), 0), None);
         assert_eq!(retry_delay(&resp(200, &[]), 0), None);
     }

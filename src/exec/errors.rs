@@ -24,7 +24,12 @@ pub struct ToolError {
 
 impl ToolError {
     pub fn new(message: impl Into<String>) -> ToolError {
-        ToolError { message: message.into(), hint: None, retryable: false, status: None }
+        ToolError {
+            message: message.into(),
+            hint: None,
+            retryable: false,
+            status: None,
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> ToolError {
         self.hint = Some(hint.into());
@@ -86,10 +91,18 @@ pub fn needs_reconnect(key: &ConnKey, reason: &str) -> ToolError {
         "the {} connection {} needs reconnecting ({reason})",
         key.provider, key
     ))
-    .hint(format!("connection needs reconnecting: run `{}`", connect_command(key)))
+    .hint(format!(
+        "connection needs reconnecting: run `{}`",
+        connect_command(key)
+    ))
 }
 
-pub fn missing_scopes(key: &ConnKey, tool: &ToolSpec, missing: &[String], granted: &[String]) -> ToolError {
+pub fn missing_scopes(
+    key: &ConnKey,
+    tool: &ToolSpec,
+    missing: &[String],
+    granted: &[String],
+) -> ToolError {
     let mut wanted: Vec<String> = granted.to_vec();
     for m in missing {
         if !wanted.contains(m) {
@@ -102,9 +115,17 @@ pub fn missing_scopes(key: &ConnKey, tool: &ToolSpec, missing: &[String], grante
         key.provider,
         missing.join(", "),
         key,
-        if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+        if granted.is_empty() {
+            "none".to_string()
+        } else {
+            granted.join(", ")
+        }
     ))
-    .hint(format!("run `{} --scopes {}` to grant them", connect_command(key), wanted.join(",")))
+    .hint(format!(
+        "run `{} --scopes {}` to grant them",
+        connect_command(key),
+        wanted.join(",")
+    ))
 }
 
 /// True when the provider says the token itself was not accepted.
@@ -114,7 +135,10 @@ pub fn is_unauthorized(provider: &ProviderSpec, response: &UpstreamResponse) -> 
     }
     if provider.error_convention == ErrorConvention::SlackOk {
         if let Some(code) = slack_error(&response.body) {
-            return matches!(code.as_str(), "invalid_auth" | "token_expired" | "not_authed" | "token_revoked");
+            return matches!(
+                code.as_str(),
+                "invalid_auth" | "token_expired" | "not_authed" | "token_revoked"
+            );
         }
     }
     false
@@ -123,21 +147,43 @@ pub fn is_unauthorized(provider: &ProviderSpec, response: &UpstreamResponse) -> 
 fn slack_error(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     if value.get("ok") == Some(&Value::Bool(false)) {
-        Some(value.get("error").and_then(Value::as_str).unwrap_or("unknown_error").to_string())
+        Some(
+            value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown_error")
+                .to_string(),
+        )
     } else {
         None
     }
 }
 
 /// Check a response and return its body as JSON, or the tool error it amounts to.
-pub fn check(provider: &ProviderSpec, tool: &ToolSpec, key: &ConnKey, response: &UpstreamResponse) -> Result<Value, ToolError> {
+pub fn check(
+    provider: &ProviderSpec,
+    tool: &ToolSpec,
+    key: &ConnKey,
+    response: &UpstreamResponse,
+) -> Result<Value, ToolError> {
     let status = response.status;
-    let body: Option<Value> = if response.body.is_empty() { None } else { serde_json::from_slice(&response.body).ok() };
+    let body: Option<Value> = if response.body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&response.body).ok()
+    };
     let title = &provider.title;
 
     if status.is_redirection() {
-        let to = response.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
-        let host = url::Url::parse(to).ok().and_then(|u| u.host_str().map(String::from)).unwrap_or_else(|| to.to_string());
+        let to = response
+            .headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        let host = url::Url::parse(to)
+            .ok()
+            .and_then(|u| u.host_str().map(String::from))
+            .unwrap_or_else(|| to.to_string());
         return Err(ToolError::new(format!(
             "{title} redirected the request to {host}; keyward does not follow redirects to another host with your token"
         ))
@@ -145,9 +191,10 @@ pub fn check(provider: &ProviderSpec, tool: &ToolSpec, key: &ConnKey, response: 
     }
 
     if status.is_client_error() || status.is_server_error() {
-        let message = body.as_ref().and_then(provider_message).unwrap_or_else(|| {
-            status.canonical_reason().unwrap_or("error").to_string()
-        });
+        let message = body
+            .as_ref()
+            .and_then(provider_message)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
         let code = status.as_u16();
         let mut err = ToolError::new(format!("{title} answered {code}: {message}")).status(code);
         err = match code {
@@ -182,7 +229,12 @@ pub fn check(provider: &ProviderSpec, tool: &ToolSpec, key: &ConnKey, response: 
 
     if provider.error_convention == ErrorConvention::SlackOk {
         if let Some(code) = body.as_ref().and_then(|b| {
-            (b.get("ok") == Some(&Value::Bool(false))).then(|| b.get("error").and_then(Value::as_str).unwrap_or("unknown_error").to_string())
+            (b.get("ok") == Some(&Value::Bool(false))).then(|| {
+                b.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown_error")
+                    .to_string()
+            })
         }) {
             let b = body.as_ref().expect("checked above");
             let err = ToolError::new(format!("Slack answered {code}")).status(status.as_u16());
@@ -210,7 +262,11 @@ pub fn check(provider: &ProviderSpec, tool: &ToolSpec, key: &ConnKey, response: 
 }
 
 fn header(response: &UpstreamResponse, name: &str) -> Option<String> {
-    response.headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string())
+    response
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
 }
 
 /// The human message a provider put in its error body: GitHub `message` (+ `errors`), Google
@@ -222,11 +278,20 @@ fn provider_message(body: &Value) -> Option<String> {
             .and_then(Value::as_array)
             .map(|errs| {
                 errs.iter()
-                    .filter_map(|e| e.get("message").and_then(Value::as_str).or_else(|| e.get("code").and_then(Value::as_str)).map(String::from))
+                    .filter_map(|e| {
+                        e.get("message")
+                            .and_then(Value::as_str)
+                            .or_else(|| e.get("code").and_then(Value::as_str))
+                            .map(String::from)
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        return Some(if details.is_empty() { msg.to_string() } else { format!("{msg} ({})", details.join("; ")) });
+        return Some(if details.is_empty() {
+            msg.to_string()
+        } else {
+            format!("{msg} ({})", details.join("; "))
+        });
     }
     if let Some(err) = body.get("error") {
         if let Some(msg) = err.get("message").and_then(Value::as_str) {

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{ProviderSpec, ToolSpec};
 use crate::catalog::{missing_scopes, Catalog};
+use crate::catalog::{ProviderSpec, ToolSpec};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::Result;
 use crate::oauth::refresh::Refresher;
@@ -48,7 +48,11 @@ pub struct CallContext {
 
 impl CallContext {
     pub fn new(user: impl Into<String>) -> CallContext {
-        CallContext { user: user.into(), account: None, session: None }
+        CallContext {
+            user: user.into(),
+            account: None,
+            session: None,
+        }
     }
 }
 
@@ -77,8 +81,19 @@ pub struct Executor {
 impl Executor {
     pub fn new(catalog: Arc<Catalog>, vault: Arc<Vault>, config: &Config) -> Result<Executor> {
         let client = client::Upstream::new(&config.executor)?;
-        let refresher = Refresher::new(catalog.clone(), vault.clone(), config, client.http().clone());
-        Ok(Executor { catalog, vault, client, refresher, limits: config.executor.clone() })
+        let refresher = Refresher::new(
+            catalog.clone(),
+            vault.clone(),
+            config,
+            client.http().clone(),
+        );
+        Ok(Executor {
+            catalog,
+            vault,
+            client,
+            refresher,
+            limits: config.executor.clone(),
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -100,11 +115,18 @@ impl Executor {
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
     /// says what happened and what to do.
-    pub async fn call(&self, ctx: &CallContext, tool_name: &str, args: Map<String, Value>) -> CallOutcome {
+    pub async fn call(
+        &self,
+        ctx: &CallContext,
+        tool_name: &str,
+        args: Map<String, Value>,
+    ) -> CallOutcome {
         let started = Instant::now();
         let Some((provider, tool)) = self.catalog.tool(tool_name) else {
-            return CallOutcome::Err(ToolError::new(format!("there is no tool named {tool_name:?}"))
-                .hint("`keyward tools` lists the tools (or ask the client for tools/list)"));
+            return CallOutcome::Err(
+                ToolError::new(format!("there is no tool named {tool_name:?}"))
+                    .hint("`keyward tools` lists the tools (or ask the client for tools/list)"),
+            );
         };
         let mut audit = AuditEntry::new(&ctx.user, "tool-call", "ok");
         audit.tool = Some(tool.name.clone());
@@ -147,11 +169,20 @@ impl Executor {
         if !conn.record.scopes.is_empty() {
             let missing = missing_scopes(provider, &conn.record.scopes, &tool.scopes);
             if !missing.is_empty() {
-                return Err(errors::missing_scopes(&key, tool, &missing, &conn.record.scopes));
+                return Err(errors::missing_scopes(
+                    &key,
+                    tool,
+                    &missing,
+                    &conn.record.scopes,
+                ));
             }
         }
-        let request = render::render(provider, tool, &valid)
-            .map_err(|e| ToolError::new(format!("{} cannot run with these arguments: {e}", tool.name)))?;
+        let request = render::render(provider, tool, &valid).map_err(|e| {
+            ToolError::new(format!(
+                "{} cannot run with these arguments: {e}",
+                tool.name
+            ))
+        })?;
         audit.method = Some(request.method.to_string());
         audit.host = request.url.host_str().map(String::from);
         audit.path = Some(request.url.path().to_string());
@@ -166,7 +197,11 @@ impl Executor {
             // us it expired): one forced refresh, one retry.
             if errors::is_unauthorized(provider, &response) && !refreshed_after_401 {
                 refreshed_after_401 = true;
-                match self.refresher.force_refresh(&key, version, deadline).await? {
+                match self
+                    .refresher
+                    .force_refresh(&key, version, deadline)
+                    .await?
+                {
                     Some((t, v)) => {
                         token = t;
                         version = v;
@@ -185,11 +220,18 @@ impl Executor {
     }
 
     /// The connection a call uses: the account asked for, else `default`, else the only one.
-    fn pick_connection(&self, ctx: &CallContext, provider: &ProviderSpec) -> Result<ConnKey, ToolError> {
+    fn pick_connection(
+        &self,
+        ctx: &CallContext,
+        provider: &ProviderSpec,
+    ) -> Result<ConnKey, ToolError> {
         let account = match &ctx.account {
             Some(account) => account.clone(),
             None => {
-                let accounts = self.vault.accounts_of(&ctx.user, &provider.name).unwrap_or_default();
+                let accounts = self
+                    .vault
+                    .accounts_of(&ctx.user, &provider.name)
+                    .unwrap_or_default();
                 if accounts.iter().any(|a| a == DEFAULT_ACCOUNT) || accounts.is_empty() {
                     DEFAULT_ACCOUNT.to_string()
                 } else if accounts.len() == 1 {

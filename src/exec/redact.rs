@@ -9,7 +9,11 @@ use crate::secret::SecretString;
 
 /// Replace every occurrence of every secret in every string (and object key) of `value`.
 pub fn redact(value: Value, secrets: &[SecretString]) -> Value {
-    let secrets: Vec<&str> = secrets.iter().map(|s| s.expose()).filter(|s| s.len() >= 8).collect();
+    let secrets: Vec<&str> = secrets
+        .iter()
+        .map(|s| s.expose())
+        .filter(|s| s.len() >= 8)
+        .collect();
     if secrets.is_empty() {
         return value;
     }
@@ -31,7 +35,11 @@ fn walk(value: Value, secrets: &[&str]) -> Value {
     match value {
         Value::String(s) => Value::String(scrub(s, secrets)),
         Value::Array(items) => Value::Array(items.into_iter().map(|v| walk(v, secrets)).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (scrub(k, secrets), walk(v, secrets))).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (scrub(k, secrets), walk(v, secrets)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -51,7 +59,10 @@ mod tests {
 
     #[test]
     fn secrets_are_replaced_everywhere() {
-        let secrets = [SecretString::new("kwcanary_access_123"), SecretString::new("short")];
+        let secrets = [
+            SecretString::new("kwcanary_access_123"),
+            SecretString::new("short"),
+        ];
         let v = serde_json::json!({
             "title": "token is kwcanary_access_123!",
             "nested": [{"kwcanary_access_123": "x"}, 5, null],
@@ -61,6 +72,9 @@ mod tests {
         assert!(!out.contains("kwcanary_access_123"), "{out}");
         assert!(out.contains("token is [redacted]!"), "{out}");
         assert!(out.contains("short stays"), "{out}");
-        assert_eq!(redact_str("a kwcanary_access_123 b", &secrets), "a [redacted] b");
+        assert_eq!(
+            redact_str("a kwcanary_access_123 b", &secrets),
+            "a [redacted] b"
+        );
     }
 }

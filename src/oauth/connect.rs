@@ -358,18 +358,14 @@ pub async fn store(
         _ => Vec::new(),
     };
     let result = vault.put(key, None, &record);
-    let mut entry = AuditEntry::new(
-        &key.user,
-        "connect",
-        match &result {
-            Ok(_) => format!("ok ({flow} flow)"),
-            Err(e) => format!("error: storing the grant failed: {e}"),
-        },
-    )
-    .connection(&key.provider, &key.account);
-    entry.scopes = Some(granted.clone());
-    vault.audit(&entry);
-    let _ = vault.flush();
+    // A failure is audited by the caller ([`audit_failure`]), like every other failed connect.
+    if result.is_ok() {
+        let mut entry = AuditEntry::new(&key.user, "connect", format!("ok ({flow} flow)"))
+            .connection(&key.provider, &key.account);
+        entry.scopes = Some(granted.clone());
+        vault.audit(&entry);
+        let _ = vault.flush();
+    }
     if let Some((reply, server)) = reply {
         match &result {
             Ok(_) => reply.send(

@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub use audit::AuditEntry;
-pub use record::{ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER};
+pub use record::{
+    ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
+};
 pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
@@ -91,7 +93,11 @@ impl Vault {
             }
             Err(Error::Busy(_)) => {
                 let id = keys::verify_master_key(home)?;
-                (Backend::Remote(Arc::new(connect_remote(home)?)), id, Vec::new())
+                (
+                    Backend::Remote(Arc::new(connect_remote(home)?)),
+                    id,
+                    Vec::new(),
+                )
             }
             Err(e) => return Err(e),
         };
@@ -184,7 +190,8 @@ impl Vault {
             match Store::open(home, OpenMode::Existing, self.inner.changes.clone()) {
                 Ok(store) => {
                     let store = Arc::new(store);
-                    *self.inner.backend.write().expect("backend lock") = Backend::Local(store.clone());
+                    *self.inner.backend.write().expect("backend lock") =
+                        Backend::Local(store.clone());
                     tracing::info!("this process now owns the vault");
                     return share::serve(self, store);
                 }
@@ -194,7 +201,11 @@ impl Vault {
             if let Ok(client) = RemoteClient::connect(home) {
                 let client = Arc::new(client);
                 *self.inner.backend.write().expect("backend lock") = Backend::Remote(client);
-                if self.inner.want_changes.load(std::sync::atomic::Ordering::SeqCst) {
+                if self
+                    .inner
+                    .want_changes
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
                     share::relay_changes(self);
                 }
                 return Ok(());
@@ -222,7 +233,11 @@ impl Vault {
     pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
         self.run(
             |s| s.put(key, expected, record),
-            || Request::Put { key: key.clone(), expected, record: record.clone() },
+            || Request::Put {
+                key: key.clone(),
+                expected,
+                record: record.clone(),
+            },
         )
     }
 
@@ -246,10 +261,20 @@ impl Vault {
     /// is listed as an error naming it.
     pub fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
         let rows: Vec<share::WireListed> = self.run(
-            |s| Ok(s.list(user)?.into_iter().map(share::WireListed::from).collect()),
-            || Request::List { user: user.map(String::from) },
+            |s| {
+                Ok(s.list(user)?
+                    .into_iter()
+                    .map(share::WireListed::from)
+                    .collect())
+            },
+            || Request::List {
+                user: user.map(String::from),
+            },
         )?;
-        Ok(rows.into_iter().map(share::WireListed::into_listed).collect())
+        Ok(rows
+            .into_iter()
+            .map(share::WireListed::into_listed)
+            .collect())
     }
 
     /// Keys of every stored connection, without opening them.
@@ -281,7 +306,10 @@ impl Vault {
     /// Connections added, changed or removed — by this process or any other — from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
         let rx = self.inner.changes.subscribe();
-        let first = !self.inner.want_changes.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let first = !self
+            .inner
+            .want_changes
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
         if first && !self.is_owner() {
             share::relay_changes(self);
         }
@@ -307,7 +335,9 @@ impl Vault {
         force: bool,
         budget: Duration,
     ) -> Option<share::RefreshAnswer> {
-        let Backend::Remote(client) = self.backend() else { return None };
+        let Backend::Remote(client) = self.backend() else {
+            return None;
+        };
         let request = Request::Refresh {
             key: key.clone(),
             seen_version,
@@ -337,13 +367,22 @@ impl Vault {
                 s.audit(entry);
                 Ok(())
             },
-            || Request::Audit { entry: entry.clone() },
+            || Request::Audit {
+                entry: entry.clone(),
+            },
         );
     }
 
     /// Audit entries after sequence `after`, oldest first; with `limit`, the newest `limit`.
-    pub fn audit_entries(&self, after: u64, limit: Option<usize>) -> Result<Vec<(u64, AuditEntry)>> {
-        self.run(|s| s.audit_entries(after, limit), || Request::AuditEntries { after, limit })
+    pub fn audit_entries(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<(u64, AuditEntry)>> {
+        self.run(
+            |s| s.audit_entries(after, limit),
+            || Request::AuditEntries { after, limit },
+        )
     }
 
     /// Flush every pending write to disk (in the owner).
@@ -360,7 +399,8 @@ impl Vault {
     }
 
     pub fn current_key_id(&self) -> u32 {
-        self.run(|s| Ok(s.current_key_id()), || Request::CurrentKeyId).unwrap_or(0)
+        self.run(|s| Ok(s.current_key_id()), || Request::CurrentKeyId)
+            .unwrap_or(0)
     }
 
     pub fn master_key_id(&self) -> String {
@@ -383,29 +423,45 @@ impl Vault {
     pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
         self.run(
             |s| s.rekey(new_key_file),
-            || Request::Rekey { new_key_file: new_key_file.map(|p| p.to_path_buf()) },
+            || Request::Rekey {
+                new_key_file: new_key_file.map(|p| p.to_path_buf()),
+            },
         )
     }
 
     // ---- the users tree (API keys) -------------------------------------------------------
 
     pub fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run(|s| s.users_get(key), || Request::UsersGet { key: key.to_vec() })
+        self.run(
+            |s| s.users_get(key),
+            || Request::UsersGet { key: key.to_vec() },
+        )
     }
 
     pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.run(
             |s| s.users_insert(key, value),
-            || Request::UsersInsert { key: key.to_vec(), value: value.to_vec() },
+            || Request::UsersInsert {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
         )
     }
 
     pub fn users_remove(&self, key: &[u8]) -> Result<()> {
-        self.run(|s| s.users_remove(key), || Request::UsersRemove { key: key.to_vec() })
+        self.run(
+            |s| s.users_remove(key),
+            || Request::UsersRemove { key: key.to_vec() },
+        )
     }
 
     pub fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.run(|s| s.users_scan(prefix), || Request::UsersScan { prefix: prefix.to_vec() })
+        self.run(
+            |s| s.users_scan(prefix),
+            || Request::UsersScan {
+                prefix: prefix.to_vec(),
+            },
+        )
     }
 
     // ---- test support --------------------------------------------------------------------

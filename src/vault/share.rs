@@ -51,24 +51,60 @@ pub fn socket_path(home: &Home) -> PathBuf {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Hello { protocol: u32, pid: u32 },
-    Get { key: ConnKey },
-    Put { key: ConnKey, expected: Option<u64>, record: TokenRecord },
-    Remove { key: ConnKey },
-    Touch { key: ConnKey },
-    List { user: Option<String> },
+    Hello {
+        protocol: u32,
+        pid: u32,
+    },
+    Get {
+        key: ConnKey,
+    },
+    Put {
+        key: ConnKey,
+        expected: Option<u64>,
+        record: TokenRecord,
+    },
+    Remove {
+        key: ConnKey,
+    },
+    Touch {
+        key: ConnKey,
+    },
+    List {
+        user: Option<String>,
+    },
     Keys,
-    Audit { entry: AuditEntry },
-    AuditEntries { after: u64, limit: Option<usize> },
+    Audit {
+        entry: AuditEntry,
+    },
+    AuditEntries {
+        after: u64,
+        limit: Option<usize>,
+    },
     Flush,
     CurrentKeyId,
     RotateKey,
-    Rekey { new_key_file: Option<PathBuf> },
-    UsersGet { key: Vec<u8> },
-    UsersInsert { key: Vec<u8>, value: Vec<u8> },
-    UsersRemove { key: Vec<u8> },
-    UsersScan { prefix: Vec<u8> },
-    Refresh { key: ConnKey, seen_version: u64, force: bool, budget_ms: u64 },
+    Rekey {
+        new_key_file: Option<PathBuf>,
+    },
+    UsersGet {
+        key: Vec<u8>,
+    },
+    UsersInsert {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    UsersRemove {
+        key: Vec<u8>,
+    },
+    UsersScan {
+        prefix: Vec<u8>,
+    },
+    Refresh {
+        key: ConnKey,
+        seen_version: u64,
+        force: bool,
+        budget_ms: u64,
+    },
     /// Turn this connection into a stream of changed connection keys.
     Subscribe,
 }
@@ -79,7 +115,18 @@ pub struct WireError {
     kind: String,
     message: String,
     #[serde(default)]
-    record: Option<(String, String, String, String, String)>,
+    // Boxed: the error travels inside every `Result` the relay returns; keep that small.
+    record: Option<Box<WireRecordRef>>,
+}
+
+/// Which record failed to open, for [`Error::RecordCorrupt`] across the socket.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireRecordRef {
+    record: String,
+    provider: String,
+    user: String,
+    account: String,
+    reason: String,
 }
 
 impl From<&Error> for WireError {
@@ -90,27 +137,62 @@ impl From<&Error> for WireError {
             Error::MasterKey(_) => ("master_key", None),
             Error::Conflict(_) => ("conflict", None),
             Error::NotFound(_) => ("not_found", None),
-            Error::RecordCorrupt { record, provider, user, account, reason } => (
+            Error::RecordCorrupt {
+                record,
+                provider,
+                user,
+                account,
+                reason,
+            } => (
                 "record",
-                Some((record.clone(), provider.clone(), user.clone(), account.clone(), reason.clone())),
+                Some(Box::new(WireRecordRef {
+                    record: record.clone(),
+                    provider: provider.clone(),
+                    user: user.clone(),
+                    account: account.clone(),
+                    reason: reason.clone(),
+                })),
             ),
             _ => ("other", None),
         };
         let message = match e {
-            Error::Usage(m) | Error::MasterKey(m) | Error::Conflict(m) | Error::NotFound(m) | Error::Vault(m) | Error::Other(m) | Error::Busy(m) => m.clone(),
+            Error::Usage(m)
+            | Error::MasterKey(m)
+            | Error::Conflict(m)
+            | Error::NotFound(m)
+            | Error::Vault(m)
+            | Error::Other(m)
+            | Error::Busy(m) => m.clone(),
             Error::Config(m) => m.clone(),
             other => other.to_string(),
         };
-        WireError { kind: kind.into(), message, record }
+        WireError {
+            kind: kind.into(),
+            message,
+            record,
+        }
     }
 }
 
 impl From<WireError> for Error {
     fn from(w: WireError) -> Error {
-        match (w.kind.as_str(), w.record) {
-            ("record", Some((record, provider, user, account, reason))) => {
-                Error::RecordCorrupt { record, provider, user, account, reason }
-            }
+        match (w.kind.as_str(), w.record.map(|r| *r)) {
+            (
+                "record",
+                Some(WireRecordRef {
+                    record,
+                    provider,
+                    user,
+                    account,
+                    reason,
+                }),
+            ) => Error::RecordCorrupt {
+                record,
+                provider,
+                user,
+                account,
+                reason,
+            },
             ("usage", _) => Error::Usage(w.message),
             ("config", _) => Error::Config(w.message),
             ("master_key", _) => Error::MasterKey(w.message),
@@ -163,7 +245,9 @@ fn read_frame<T: DeserializeOwned>(stream: &mut UnixStream) -> std::io::Result<T
     stream.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes is too large")));
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes is too large"
+        )));
     }
     let mut buf = zeroize::Zeroizing::new(vec![0u8; len]);
     stream.read_exact(&mut buf)?;
@@ -178,7 +262,8 @@ pub(crate) fn serve(vault: &Vault, _store: Arc<Store>) -> Result<()> {
     let path = socket_path(vault.home());
     // We hold sled's lock, so any socket file here belongs to an owner that is gone.
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(|e| Error::io(format!("listening on {}", path.display()), e))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| Error::io(format!("listening on {}", path.display()), e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("setting mode 0600 on {}", path.display()), e))?;
     let weak = vault.downgrade();
@@ -204,24 +289,30 @@ pub(crate) fn serve(vault: &Vault, _store: Arc<Store>) -> Result<()> {
 
 /// The uid a peer runs as, from the kernel (`SO_PEERCRED`), not from anything it says.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    rustix::net::sockopt::socket_peercred(stream).ok().map(|cred| cred.uid.as_raw())
+    rustix::net::sockopt::socket_peercred(stream)
+        .ok()
+        .map(|cred| cred.uid.as_raw())
 }
 
 fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
     let me = rustix::process::getuid().as_raw();
     if peer_uid(&stream) != Some(me) {
         tracing::warn!("refused a vault connection from another user");
-        let _ = write_frame(&mut stream, &Err::<(), _>(WireError {
-            kind: "other".into(),
-            message: "this keyward vault belongs to another user".into(),
-            record: None,
-        }));
+        let _ = write_frame(
+            &mut stream,
+            &Err::<(), _>(WireError {
+                kind: "other".into(),
+                message: "this keyward vault belongs to another user".into(),
+                record: None,
+            }),
+        );
         return;
     }
     // The first frame must be a hello with our protocol version.
     match read_frame::<Request>(&mut stream) {
         Ok(Request::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
-            let hello = serde_json::json!({ "protocol": PROTOCOL_VERSION, "pid": std::process::id() });
+            let hello =
+                serde_json::json!({ "protocol": PROTOCOL_VERSION, "pid": std::process::id() });
             if write_frame(&mut stream, &Ok::<_, WireError>(hello)).is_err() {
                 return;
             }
@@ -246,7 +337,9 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
         };
         let Some(inner) = weak.upgrade() else { return };
         let vault = Vault::from_inner(inner);
-        let super::Backend::Local(store) = vault.backend() else { return };
+        let super::Backend::Local(store) = vault.backend() else {
+            return;
+        };
         if let Request::Subscribe = request {
             let rx = vault.changes_sender().subscribe();
             drop((vault, store));
@@ -277,22 +370,38 @@ fn stream_changes(mut rx: tokio::sync::broadcast::Receiver<ConnKey>, mut stream:
 
 fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, WireError> {
     match result {
-        Ok(v) => serde_json::to_value(v).map_err(|e| WireError { kind: "other".into(), message: e.to_string(), record: None }),
+        Ok(v) => serde_json::to_value(v).map_err(|e| WireError {
+            kind: "other".into(),
+            message: e.to_string(),
+            record: None,
+        }),
         Err(e) => Err(WireError::from(&e)),
     }
 }
 
-fn execute(vault: &Vault, store: &Store, request: Request) -> std::result::Result<Value, WireError> {
+fn execute(
+    vault: &Vault,
+    store: &Store,
+    request: Request,
+) -> std::result::Result<Value, WireError> {
     match request {
         Request::Hello { .. } | Request::Subscribe => to_answer(Ok(())),
         Request::Get { key } => to_answer(store.get(&key)),
-        Request::Put { key, expected, record } => to_answer(store.put(&key, expected, &record)),
+        Request::Put {
+            key,
+            expected,
+            record,
+        } => to_answer(store.put(&key, expected, &record)),
         Request::Remove { key } => to_answer(store.remove(&key)),
         Request::Touch { key } => {
             store.touch(&key);
             to_answer(Ok(()))
         }
-        Request::List { user } => to_answer(store.list(user.as_deref()).map(|rows| rows.into_iter().map(WireListed::from).collect::<Vec<_>>())),
+        Request::List { user } => to_answer(
+            store
+                .list(user.as_deref())
+                .map(|rows| rows.into_iter().map(WireListed::from).collect::<Vec<_>>()),
+        ),
         Request::Keys => to_answer(store.keys()),
         Request::Audit { entry } => {
             store.audit(&entry);
@@ -307,8 +416,19 @@ fn execute(vault: &Vault, store: &Store, request: Request) -> std::result::Resul
         Request::UsersInsert { key, value } => to_answer(store.users_insert(&key, &value)),
         Request::UsersRemove { key } => to_answer(store.users_remove(&key)),
         Request::UsersScan { prefix } => to_answer(store.users_scan(&prefix)),
-        Request::Refresh { key, seen_version, force, budget_ms } => {
-            let answer: RefreshAnswer = owner_refresh(vault, &key, seen_version, force, Duration::from_millis(budget_ms));
+        Request::Refresh {
+            key,
+            seen_version,
+            force,
+            budget_ms,
+        } => {
+            let answer: RefreshAnswer = owner_refresh(
+                vault,
+                &key,
+                seen_version,
+                force,
+                Duration::from_millis(budget_ms),
+            );
             to_answer(Ok(answer))
         }
     }
@@ -316,14 +436,27 @@ fn execute(vault: &Vault, store: &Store, request: Request) -> std::result::Resul
 
 /// The owner's refresher for other processes' requests: built on first use from the home's
 /// config and catalog, with a small runtime of its own (peer threads are plain threads).
-fn owner_refresh(vault: &Vault, key: &ConnKey, seen_version: u64, force: bool, budget: Duration) -> RefreshAnswer {
-    static OWNER: OnceLock<std::result::Result<(tokio::runtime::Runtime, crate::oauth::refresh::Refresher), String>> = OnceLock::new();
+fn owner_refresh(
+    vault: &Vault,
+    key: &ConnKey,
+    seen_version: u64,
+    force: bool,
+    budget: Duration,
+) -> RefreshAnswer {
+    static OWNER: OnceLock<
+        std::result::Result<(tokio::runtime::Runtime, crate::oauth::refresh::Refresher), String>,
+    > = OnceLock::new();
     let owner = OWNER.get_or_init(|| {
         let build = || -> Result<_> {
             let config = crate::config::Config::load(vault.home())?;
             let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
             let upstream = crate::exec::client::Upstream::new(&config.executor)?;
-            let refresher = crate::oauth::refresh::Refresher::new(Arc::new(catalog), Arc::new(vault.clone()), &config, upstream.http().clone());
+            let refresher = crate::oauth::refresh::Refresher::new(
+                Arc::new(catalog),
+                Arc::new(vault.clone()),
+                &config,
+                upstream.http().clone(),
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("keyward-refresh")
@@ -339,7 +472,9 @@ fn owner_refresh(vault: &Vault, key: &ConnKey, seen_version: u64, force: bool, b
             let deadline = std::time::Instant::now() + budget;
             runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
         }
-        Err(e) => Err(ToolError::new(format!("the vault owner cannot refresh tokens: {e}"))),
+        Err(e) => Err(ToolError::new(format!(
+            "the vault owner cannot refresh tokens: {e}"
+        ))),
     }
 }
 
@@ -356,19 +491,30 @@ impl RemoteClient {
     /// protocol version.
     pub fn connect(home: &Home) -> Result<RemoteClient> {
         let path = socket_path(home);
-        let client = RemoteClient { path, idle: Mutex::new(Vec::new()) };
+        let client = RemoteClient {
+            path,
+            idle: Mutex::new(Vec::new()),
+        };
         let stream = client.open_stream()?;
         client.idle.lock().expect("pool").push(stream);
         Ok(client)
     }
 
     fn open_stream(&self) -> Result<UnixStream> {
-        let mut stream = UnixStream::connect(&self.path).map_err(|e| Error::io(format!("connecting to {}", self.path.display()), e))?;
+        let mut stream = UnixStream::connect(&self.path)
+            .map_err(|e| Error::io(format!("connecting to {}", self.path.display()), e))?;
         // Bounded waits: a hung or mismatched owner is an error, not a hang.
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        write_frame(&mut stream, &Request::Hello { protocol: PROTOCOL_VERSION, pid: std::process::id() })
-            .map_err(|e| Error::io("greeting the vault owner", e))?;
-        let hello: std::result::Result<Value, WireError> = read_frame(&mut stream).map_err(|e| Error::io("greeting the vault owner", e))?;
+        write_frame(
+            &mut stream,
+            &Request::Hello {
+                protocol: PROTOCOL_VERSION,
+                pid: std::process::id(),
+            },
+        )
+        .map_err(|e| Error::io("greeting the vault owner", e))?;
+        let hello: std::result::Result<Value, WireError> =
+            read_frame(&mut stream).map_err(|e| Error::io("greeting the vault owner", e))?;
         if let Err(e) = hello {
             return Err(Error::Vault(e.message));
         }
@@ -383,13 +529,16 @@ impl RemoteClient {
         let stream = self.idle.lock().expect("pool").pop();
         let mut stream = match stream {
             Some(s) => s,
-            None => self.open_stream().map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => self
+                .open_stream()
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
         };
         write_frame(&mut stream, request)?;
         let answer: std::result::Result<Value, WireError> = read_frame(&mut stream)?;
         self.idle.lock().expect("pool").push(stream);
         Ok(match answer {
-            Ok(value) => serde_json::from_value(value).map_err(|e| Error::other(format!("unexpected answer from the vault owner: {e}"))),
+            Ok(value) => serde_json::from_value(value)
+                .map_err(|e| Error::other(format!("unexpected answer from the vault owner: {e}"))),
             Err(e) => Err(e.into()),
         })
     }
@@ -397,7 +546,8 @@ impl RemoteClient {
     fn subscribe(&self) -> Result<UnixStream> {
         let mut stream = self.open_stream()?;
         let _ = stream.set_read_timeout(None);
-        write_frame(&mut stream, &Request::Subscribe).map_err(|e| Error::io("subscribing to vault changes", e))?;
+        write_frame(&mut stream, &Request::Subscribe)
+            .map_err(|e| Error::io("subscribing to vault changes", e))?;
         Ok(stream)
     }
 }
@@ -406,35 +556,41 @@ impl RemoteClient {
 /// the owner goes away, recover (take over or reconnect) and, if still a non-owner, resubscribe.
 pub(crate) fn relay_changes(vault: &Vault) {
     let weak = vault.downgrade();
-    let _ = std::thread::Builder::new().name("keyward-changes".into()).spawn(move || loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let vault = Vault::from_inner(inner);
-        let super::Backend::Remote(client) = vault.backend() else { return };
-        let Ok(mut stream) = client.subscribe() else {
-            if vault.recover(&client).is_err() {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            continue;
-        };
-        let sender = vault.changes_sender().clone();
-        drop(vault);
-        while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
-            let _ = sender.send(key);
-        }
-        // The owner is gone: the next loop recovers through a fresh handle.
-        let Some(inner) = weak.upgrade() else { return };
-        let vault = Vault::from_inner(inner);
-        let super::Backend::Remote(client) = vault.backend() else { return };
-        let _ = vault.recover(&client);
-        if vault.is_owner() {
-            // Now the owner: local writes reach the channel directly. Tell subscribers that
-            // the world may have changed while nobody owned it.
-            if let Ok(keys) = vault.keys() {
-                for key in keys {
-                    let _ = vault.changes_sender().send(key);
+    let _ = std::thread::Builder::new()
+        .name("keyward-changes".into())
+        .spawn(move || loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let vault = Vault::from_inner(inner);
+            let super::Backend::Remote(client) = vault.backend() else {
+                return;
+            };
+            let Ok(mut stream) = client.subscribe() else {
+                if vault.recover(&client).is_err() {
+                    std::thread::sleep(Duration::from_millis(200));
                 }
+                continue;
+            };
+            let sender = vault.changes_sender().clone();
+            drop(vault);
+            while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
+                let _ = sender.send(key);
             }
-            return;
-        }
-    });
+            // The owner is gone: the next loop recovers through a fresh handle.
+            let Some(inner) = weak.upgrade() else { return };
+            let vault = Vault::from_inner(inner);
+            let super::Backend::Remote(client) = vault.backend() else {
+                return;
+            };
+            let _ = vault.recover(&client);
+            if vault.is_owner() {
+                // Now the owner: local writes reach the channel directly. Tell subscribers that
+                // the world may have changed while nobody owned it.
+                if let Ok(keys) = vault.keys() {
+                    for key in keys {
+                        let _ = vault.changes_sender().send(key);
+                    }
+                }
+                return;
+            }
+        });
 }

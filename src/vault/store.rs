@@ -179,7 +179,6 @@ impl Store {
         &self.home
     }
 
-
     fn record_context(key: &ConnKey, version: u64) -> [Vec<u8>; 5] {
         [
             b"connection".to_vec(),

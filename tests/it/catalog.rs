@@ -71,17 +71,34 @@ fn every_tool_is_described_for_the_model_within_the_context_budget() {
     assert!(list.len() >= 21);
     for t in list {
         let name = t["name"].as_str().unwrap();
-        assert!(t["description"].as_str().unwrap().len() >= 40, "{name}: describe when to use it");
+        assert!(
+            t["description"].as_str().unwrap().len() >= 40,
+            "{name}: describe when to use it"
+        );
         assert!(t["inputSchema"]["type"] == "object", "{name}");
-        assert!(t["_meta"]["keyward/scopes"].is_array(), "{name}: scopes in _meta");
-        for hint in ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"] {
+        assert!(
+            t["_meta"]["keyward/scopes"].is_array(),
+            "{name}: scopes in _meta"
+        );
+        for hint in [
+            "readOnlyHint",
+            "destructiveHint",
+            "idempotentHint",
+            "openWorldHint",
+        ] {
             assert!(t["annotations"][hint].is_boolean(), "{name}: {hint}");
         }
     }
-    let del = list.iter().find(|t| t["name"] == "calendar_delete_event").unwrap();
+    let del = list
+        .iter()
+        .find(|t| t["name"] == "calendar_delete_event")
+        .unwrap();
     assert_eq!(del["annotations"]["destructiveHint"], true);
     assert_eq!(del["annotations"]["readOnlyHint"], false);
     // The whole tools/list costs at most ~8k tokens of the model's context (bytes / 4).
     let bytes = serde_json::to_vec(&tools).unwrap().len();
-    assert!(bytes <= 32 * 1024, "tools/list is {bytes} bytes, over the 32 KiB budget");
+    assert!(
+        bytes <= 32 * 1024,
+        "tools/list is {bytes} bytes, over the 32 KiB budget"
+    );
 }

@@ -18,7 +18,11 @@ pub(crate) async fn setup() -> (FakeUpstream, Kw) {
     let kw = Kw::new();
     std::fs::create_dir_all(kw.home()).unwrap();
     std::fs::write(kw.home().join("config.toml"), fake.config_toml()).unwrap();
-    for (provider, scopes) in [("github", GITHUB_SCOPES), ("slack", SLACK_SCOPES), ("google", GOOGLE_SCOPES)] {
+    for (provider, scopes) in [
+        ("github", GITHUB_SCOPES),
+        ("slack", SLACK_SCOPES),
+        ("google", GOOGLE_SCOPES),
+    ] {
         let token = format!("{CANARY_ACCESS}_{provider}");
         let scope_list: Vec<&str> = scopes.split([' ', ',']).collect();
         fake.grant(provider, &token, &scope_list, None);
@@ -36,7 +40,13 @@ fn call(kw: &Kw, tool: &str, args: Value) -> Run {
 }
 
 fn ok_json(run: &Run) -> Value {
-    assert_eq!(run.code(), Some(0), "call failed: {}\n{}", run.stdout(), run.stderr());
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "call failed: {}\n{}",
+        run.stdout(),
+        run.stderr()
+    );
     serde_json::from_str(&run.stdout()).expect("the result is JSON")
 }
 
@@ -47,55 +57,151 @@ fn err_json(run: &Run) -> Value {
 
 /// The API requests the fake received (token endpoints excluded).
 fn api_requests(fake: &FakeUpstream) -> Vec<RecordedRequest> {
-    fake.requests().into_iter().filter(|r| !r.path.contains("token") && !r.path.contains("oauth")).collect()
+    fake.requests()
+        .into_iter()
+        .filter(|r| !r.path.contains("token") && !r.path.contains("oauth"))
+        .collect()
 }
 
 fn only_request(fake: &FakeUpstream) -> RecordedRequest {
     let mut reqs = api_requests(fake);
-    assert_eq!(reqs.len(), 1, "expected exactly one upstream request: {:?}", reqs.iter().map(|r| &r.path).collect::<Vec<_>>());
+    assert_eq!(
+        reqs.len(),
+        1,
+        "expected exactly one upstream request: {:?}",
+        reqs.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
     reqs.remove(0)
 }
 
 fn query_pairs(req: &RecordedRequest) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
+
+/// (tool, arguments, method, path, query, JSON body) of one expected upstream request.
+type Case<'a> = (
+    &'a str,
+    Value,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<Value>,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tool_sends_exactly_what_the_provider_expects() {
     let (fake, kw) = setup().await;
     let gh = |t: &str| format!("Bearer {CANARY_ACCESS}_github{t}");
     // (tool, args, method, path, query, body, expected keys in the result)
-    let cases: Vec<(&str, Value, &str, &str, Vec<(&str, &str)>, Option<Value>)> = vec![
-        ("github_get_me", json!({}), "GET", "/github/user", vec![], None),
-        ("github_list_pull_requests", json!({"owner":"octo","repo":"hello","state":"open","per_page":10}), "GET",
-            "/github/repos/octo/hello/pulls", vec![("state","open"),("per_page","10")], None),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"hello","number":3}), "GET", "/github/repos/octo/hello/pulls/3", vec![], None),
-        ("github_list_issues", json!({"owner":"octo","repo":"hello","labels":["bug","ui"],"state":"all"}), "GET",
-            "/github/repos/octo/hello/issues", vec![("state","all"),("labels","bug,ui")], None),
-        ("github_get_issue", json!({"owner":"octo","repo":"hello","number":2}), "GET", "/github/repos/octo/hello/issues/2", vec![], None),
-        ("github_search_issues", json!({"query":"is:pr is:open repo:octo/hello","per_page":5}), "GET", "/github/search/issues",
-            vec![("q","is:pr is:open repo:octo/hello"),("per_page","5")], None),
-        ("github_create_issue", json!({"owner":"octo","repo":"hello","title":"Bug","body":"It broke","labels":["bug"]}), "POST",
-            "/github/repos/octo/hello/issues", vec![], Some(json!({"title":"Bug","body":"It broke","labels":["bug"]}))),
-        ("github_add_issue_comment", json!({"owner":"octo","repo":"hello","number":2,"body":"+1"}), "POST",
-            "/github/repos/octo/hello/issues/2/comments", vec![], Some(json!({"body":"+1"}))),
-        ("github_get_file_contents", json!({"owner":"octo","repo":"hello","path":"src/main.rs","ref":"main"}), "GET",
-            "/github/repos/octo/hello/contents/src/main.rs", vec![("ref","main")], None),
+    let cases: Vec<Case> = vec![
+        (
+            "github_get_me",
+            json!({}),
+            "GET",
+            "/github/user",
+            vec![],
+            None,
+        ),
+        (
+            "github_list_pull_requests",
+            json!({"owner":"octo","repo":"hello","state":"open","per_page":10}),
+            "GET",
+            "/github/repos/octo/hello/pulls",
+            vec![("state", "open"), ("per_page", "10")],
+            None,
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"hello","number":3}),
+            "GET",
+            "/github/repos/octo/hello/pulls/3",
+            vec![],
+            None,
+        ),
+        (
+            "github_list_issues",
+            json!({"owner":"octo","repo":"hello","labels":["bug","ui"],"state":"all"}),
+            "GET",
+            "/github/repos/octo/hello/issues",
+            vec![("state", "all"), ("labels", "bug,ui")],
+            None,
+        ),
+        (
+            "github_get_issue",
+            json!({"owner":"octo","repo":"hello","number":2}),
+            "GET",
+            "/github/repos/octo/hello/issues/2",
+            vec![],
+            None,
+        ),
+        (
+            "github_search_issues",
+            json!({"query":"is:pr is:open repo:octo/hello","per_page":5}),
+            "GET",
+            "/github/search/issues",
+            vec![("q", "is:pr is:open repo:octo/hello"), ("per_page", "5")],
+            None,
+        ),
+        (
+            "github_create_issue",
+            json!({"owner":"octo","repo":"hello","title":"Bug","body":"It broke","labels":["bug"]}),
+            "POST",
+            "/github/repos/octo/hello/issues",
+            vec![],
+            Some(json!({"title":"Bug","body":"It broke","labels":["bug"]})),
+        ),
+        (
+            "github_add_issue_comment",
+            json!({"owner":"octo","repo":"hello","number":2,"body":"+1"}),
+            "POST",
+            "/github/repos/octo/hello/issues/2/comments",
+            vec![],
+            Some(json!({"body":"+1"})),
+        ),
+        (
+            "github_get_file_contents",
+            json!({"owner":"octo","repo":"hello","path":"src/main.rs","ref":"main"}),
+            "GET",
+            "/github/repos/octo/hello/contents/src/main.rs",
+            vec![("ref", "main")],
+            None,
+        ),
     ];
     for (tool, args, method, path, query, body) in cases {
         fake.clear_requests();
         let result = ok_json(&call(&kw, tool, args.clone()));
         let req = only_request(&fake);
-        assert_eq!((req.method.as_str(), req.path.as_str()), (method, path), "{tool}");
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            (method, path),
+            "{tool}"
+        );
         let mut got = query_pairs(&req);
         got.sort();
-        let mut want: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut want: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         want.sort();
         assert_eq!(got, want, "{tool} query");
         assert_eq!(req.body_json(), body, "{tool} body");
-        assert_eq!(req.header("authorization"), Some(gh("").as_str()), "{tool} token");
-        assert_eq!(req.header("x-github-api-version"), Some("2022-11-28"), "{tool}");
-        assert_eq!(req.header("accept"), Some("application/vnd.github+json"), "{tool}");
+        assert_eq!(
+            req.header("authorization"),
+            Some(gh("").as_str()),
+            "{tool} token"
+        );
+        assert_eq!(
+            req.header("x-github-api-version"),
+            Some("2022-11-28"),
+            "{tool}"
+        );
+        assert_eq!(
+            req.header("accept"),
+            Some("application/vnd.github+json"),
+            "{tool}"
+        );
         assert!(result.is_object(), "{tool}: {result}");
     }
 }
@@ -104,95 +210,240 @@ async fn every_tool_sends_exactly_what_the_provider_expects() {
 async fn slack_and_calendar_tools_send_what_their_apis_expect() {
     let (fake, kw) = setup().await;
     // A thread to read: the first message of #general that has replies.
-    let history = ok_json(&call(&kw, "slack_read_channel", json!({"channel":"C0GENERAL1","limit":50})));
+    let history = ok_json(&call(
+        &kw,
+        "slack_read_channel",
+        json!({"channel":"C0GENERAL1","limit":50}),
+    ));
     let thread_ts = history.to_string();
     let thread_ts = history["items"]
         .as_array()
-        .and_then(|items| items.iter().find(|m| m.get("reply_count").is_some_and(|c| c.as_u64() > Some(0))))
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|m| m.get("reply_count").is_some_and(|c| c.as_u64() > Some(0)))
+        })
         .and_then(|m| m["ts"].as_str())
         .unwrap_or_else(|| panic!("no thread in #general: {thread_ts}"))
         .to_string();
     // An event to read and delete: the first one of the primary calendar.
     let events = ok_json(&call(&kw, "calendar_list_events", json!({})));
-    let event_id = events["items"][0]["id"].as_str().expect("an event id").to_string();
+    let event_id = events["items"][0]["id"]
+        .as_str()
+        .expect("an event id")
+        .to_string();
     let get_path = format!("/google/calendar/v3/calendars/primary/events/{event_id}");
-    let cases: Vec<(&str, Value, &str, &str, Vec<(&str, &str)>, Option<Value>)> = vec![
-        ("slack_list_channels", json!({"limit":2}), "GET", "/slack/api/conversations.list", vec![("exclude_archived","true"),("limit","2")], None),
-        ("slack_read_channel", json!({"channel":"C0GENERAL1","limit":3}), "GET", "/slack/api/conversations.history", vec![("channel","C0GENERAL1"),("limit","3")], None),
-        ("slack_read_thread", json!({"channel":"C0GENERAL1","thread_ts":thread_ts}), "GET", "/slack/api/conversations.replies",
-            vec![("channel","C0GENERAL1"),("limit","50"),("ts",thread_ts.as_str())], None),
-        ("slack_post_message", json!({"channel":"C0GENERAL1","text":"hello"}), "POST", "/slack/api/chat.postMessage", vec![],
-            Some(json!({"channel":"C0GENERAL1","text":"hello"}))),
-        ("slack_search_messages", json!({"query":"deploy","count":5}), "GET", "/slack/api/search.messages", vec![("query","deploy"),("count","5")], None),
-        ("slack_get_user", json!({"user":"U0TESTER01"}), "GET", "/slack/api/users.info", vec![("user","U0TESTER01")], None),
-        ("calendar_list_calendars", json!({}), "GET", "/google/calendar/v3/users/me/calendarList", vec![], None),
-        ("calendar_get_event", json!({"calendar_id":"primary","event_id":event_id}), "GET",
-            &get_path, vec![], None),
-        ("calendar_delete_event", json!({"calendar_id":"primary","event_id":event_id}), "DELETE", &get_path, vec![], None),
+    let cases: Vec<Case> = vec![
+        (
+            "slack_list_channels",
+            json!({"limit":2}),
+            "GET",
+            "/slack/api/conversations.list",
+            vec![("exclude_archived", "true"), ("limit", "2")],
+            None,
+        ),
+        (
+            "slack_read_channel",
+            json!({"channel":"C0GENERAL1","limit":3}),
+            "GET",
+            "/slack/api/conversations.history",
+            vec![("channel", "C0GENERAL1"), ("limit", "3")],
+            None,
+        ),
+        (
+            "slack_read_thread",
+            json!({"channel":"C0GENERAL1","thread_ts":thread_ts}),
+            "GET",
+            "/slack/api/conversations.replies",
+            vec![
+                ("channel", "C0GENERAL1"),
+                ("limit", "50"),
+                ("ts", thread_ts.as_str()),
+            ],
+            None,
+        ),
+        (
+            "slack_post_message",
+            json!({"channel":"C0GENERAL1","text":"hello"}),
+            "POST",
+            "/slack/api/chat.postMessage",
+            vec![],
+            Some(json!({"channel":"C0GENERAL1","text":"hello"})),
+        ),
+        (
+            "slack_search_messages",
+            json!({"query":"deploy","count":5}),
+            "GET",
+            "/slack/api/search.messages",
+            vec![("query", "deploy"), ("count", "5")],
+            None,
+        ),
+        (
+            "slack_get_user",
+            json!({"user":"U0TESTER01"}),
+            "GET",
+            "/slack/api/users.info",
+            vec![("user", "U0TESTER01")],
+            None,
+        ),
+        (
+            "calendar_list_calendars",
+            json!({}),
+            "GET",
+            "/google/calendar/v3/users/me/calendarList",
+            vec![],
+            None,
+        ),
+        (
+            "calendar_get_event",
+            json!({"calendar_id":"primary","event_id":event_id}),
+            "GET",
+            &get_path,
+            vec![],
+            None,
+        ),
+        (
+            "calendar_delete_event",
+            json!({"calendar_id":"primary","event_id":event_id}),
+            "DELETE",
+            &get_path,
+            vec![],
+            None,
+        ),
     ];
     for (tool, args, method, path, query, body) in cases {
         fake.clear_requests();
         let run = call(&kw, tool, args.clone());
         let result = ok_json(&run);
         let req = only_request(&fake);
-        assert_eq!((req.method.as_str(), req.path.as_str()), (method, path), "{tool}");
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            (method, path),
+            "{tool}"
+        );
         let mut got = query_pairs(&req);
         got.sort();
-        let mut want: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut want: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         want.sort();
         assert_eq!(got, want, "{tool} query");
         assert_eq!(req.body_json(), body, "{tool} body");
-        let provider = if tool.starts_with("slack") { "slack" } else { "google" };
-        assert_eq!(req.header("authorization"), Some(format!("Bearer {CANARY_ACCESS}_{provider}").as_str()), "{tool}");
+        let provider = if tool.starts_with("slack") {
+            "slack"
+        } else {
+            "google"
+        };
+        assert_eq!(
+            req.header("authorization"),
+            Some(format!("Bearer {CANARY_ACCESS}_{provider}").as_str()),
+            "{tool}"
+        );
         assert!(result.is_object(), "{tool}: {result}");
     }
 
     // A calendar id with `@` stays one path segment.
     fake.clear_requests();
-    let _ = call(&kw, "calendar_get_event", json!({"calendar_id":"team@example.com","event_id":"nope"}));
-    assert_eq!(only_request(&fake).decoded_path(), "/google/calendar/v3/calendars/team@example.com/events/nope");
+    let _ = call(
+        &kw,
+        "calendar_get_event",
+        json!({"calendar_id":"team@example.com","event_id":"nope"}),
+    );
+    assert_eq!(
+        only_request(&fake).decoded_path(),
+        "/google/calendar/v3/calendars/team@example.com/events/nope"
+    );
 
     // calendar_list_events always asks for expanded single events in start order.
     fake.clear_requests();
-    ok_json(&call(&kw, "calendar_list_events", json!({"time_min":"2026-01-01T00:00:00Z","max_results":5})));
+    ok_json(&call(
+        &kw,
+        "calendar_list_events",
+        json!({"time_min":"2026-01-01T00:00:00Z","max_results":5}),
+    ));
     let req = only_request(&fake);
     assert_eq!(req.path, "/google/calendar/v3/calendars/primary/events");
     let q = query_pairs(&req);
-    for pair in [("singleEvents", "true"), ("orderBy", "startTime"), ("timeMin", "2026-01-01T00:00:00Z"), ("maxResults", "5")] {
-        assert!(q.contains(&(pair.0.to_string(), pair.1.to_string())), "{pair:?} missing from {q:?}");
+    for pair in [
+        ("singleEvents", "true"),
+        ("orderBy", "startTime"),
+        ("timeMin", "2026-01-01T00:00:00Z"),
+        ("maxResults", "5"),
+    ] {
+        assert!(
+            q.contains(&(pair.0.to_string(), pair.1.to_string())),
+            "{pair:?} missing from {q:?}"
+        );
     }
 
     fake.clear_requests();
-    ok_json(&call(&kw, "calendar_create_event", json!({"summary":"Standup","start":"2026-01-05T09:00:00Z","end":"2026-01-05T09:15:00Z","attendees":["a@example.com"]})));
+    ok_json(&call(
+        &kw,
+        "calendar_create_event",
+        json!({"summary":"Standup","start":"2026-01-05T09:00:00Z","end":"2026-01-05T09:15:00Z","attendees":["a@example.com"]}),
+    ));
     let body = only_request(&fake).body_json().unwrap();
     assert_eq!(body["summary"], "Standup");
     assert_eq!(body["start"]["dateTime"], "2026-01-05T09:00:00Z");
     assert_eq!(body["attendees"], json!([{"email":"a@example.com"}]));
 
     fake.clear_requests();
-    ok_json(&call(&kw, "calendar_find_free_busy", json!({"time_min":"2026-01-05T00:00:00Z","time_max":"2026-01-06T00:00:00Z","calendars":["primary","team@example.com"]})));
+    ok_json(&call(
+        &kw,
+        "calendar_find_free_busy",
+        json!({"time_min":"2026-01-05T00:00:00Z","time_max":"2026-01-06T00:00:00Z","calendars":["primary","team@example.com"]}),
+    ));
     let req = only_request(&fake);
-    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/google/calendar/v3/freeBusy"));
-    assert_eq!(req.body_json().unwrap()["items"], json!([{"id":"primary"},{"id":"team@example.com"}]));
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/google/calendar/v3/freeBusy")
+    );
+    assert_eq!(
+        req.body_json().unwrap()["items"],
+        json!([{"id":"primary"},{"id":"team@example.com"}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_are_compact_and_keep_what_matters() {
     let (fake, kw) = setup().await;
-    let result = ok_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello","per_page":10})));
+    let result = ok_json(&call(
+        &kw,
+        "github_list_pull_requests",
+        json!({"owner":"octo","repo":"hello","per_page":10}),
+    ));
     let items = result["items"].as_array().expect("a list result has items");
     assert_eq!(items.len(), 10);
     let pr = &items[0];
-    for field in ["number", "title", "state", "author", "draft", "head", "base", "labels", "created_at", "updated_at", "html_url"] {
+    for field in [
+        "number",
+        "title",
+        "state",
+        "author",
+        "draft",
+        "head",
+        "base",
+        "labels",
+        "created_at",
+        "updated_at",
+        "html_url",
+    ] {
         assert!(pr.get(field).is_some(), "{field} missing from {pr}");
     }
-    assert!(pr["author"].is_string(), "author is the login, not the user object: {pr}");
+    assert!(
+        pr["author"].is_string(),
+        "author is the login, not the user object: {pr}"
+    );
     // The fake has more pages; the Link header becomes a page number.
     assert_eq!(result["next_page"], json!(2), "{result}");
     // The same request made directly, to weigh the raw upstream body.
     keyward::exec::client::install_crypto_provider();
     let raw = reqwest::Client::new()
-        .get(format!("{}/repos/octo/hello/pulls?per_page=10", fake.github_api_base()))
+        .get(format!(
+            "{}/repos/octo/hello/pulls?per_page=10",
+            fake.github_api_base()
+        ))
         .bearer_auth(format!("{CANARY_ACCESS}_github"))
         .send()
         .await
@@ -202,13 +453,31 @@ async fn projections_are_compact_and_keep_what_matters() {
         .unwrap()
         .len();
     let projected = serde_json::to_vec(&result).unwrap().len();
-    assert!(projected * 100 <= raw * 15, "projected {projected} bytes is more than 15% of raw {raw}");
+    assert!(
+        projected * 100 <= raw * 15,
+        "projected {projected} bytes is more than 15% of raw {raw}"
+    );
 
     // A file comes back as decoded text, a directory as names and types.
-    let file = ok_json(&call(&kw, "github_get_file_contents", json!({"owner":"octo","repo":"hello","path":"README.md"})));
-    assert!(file["content"].as_str().unwrap().starts_with("# hello\n"), "decoded text: {file}");
-    let dir = ok_json(&call(&kw, "github_get_file_contents", json!({"owner":"octo","repo":"hello","path":"src"})));
-    assert!(dir.to_string().contains("\"type\":\"file\"") || dir.to_string().contains("\"type\": \"file\""), "{dir}");
+    let file = ok_json(&call(
+        &kw,
+        "github_get_file_contents",
+        json!({"owner":"octo","repo":"hello","path":"README.md"}),
+    ));
+    assert!(
+        file["content"].as_str().unwrap().starts_with("# hello\n"),
+        "decoded text: {file}"
+    );
+    let dir = ok_json(&call(
+        &kw,
+        "github_get_file_contents",
+        json!({"owner":"octo","repo":"hello","path":"src"}),
+    ));
+    assert!(
+        dir.to_string().contains("\"type\":\"file\"")
+            || dir.to_string().contains("\"type\": \"file\""),
+        "{dir}"
+    );
     let _ = fake;
 }
 
@@ -217,58 +486,153 @@ async fn injection_attempts_are_refused_before_any_request() {
     let (fake, kw) = setup().await;
     fake.clear_requests();
     let bad: Vec<(&str, Value)> = vec![
-        ("github_get_pull_request", json!({"owner":"../../user","repo":"x","number":1})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"a%2Fb","number":1})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"x?y=1","number":1})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"x#frag","number":1})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"x\ny","number":1})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"..","number":1})),
-        ("github_get_file_contents", json!({"owner":"octo","repo":"x","path":"../../../user"})),
-        ("github_get_file_contents", json!({"owner":"octo","repo":"x","path":"a/%2e%2e/b"})),
-        ("github_get_file_contents", json!({"owner":"octo","repo":"x","path":"a?b"})),
-        ("calendar_get_event", json!({"calendar_id":"primary/../../users","event_id":"x"})),
-        ("slack_read_channel", json!({"channel":"C0GENERAL1","limit":"ten"})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"x"})),
-        ("github_get_pull_request", json!({"owner":"octo","repo":"x","number":1,"extra":true})),
-        ("github_list_pull_requests", json!({"owner":"octo","repo":"x","state":"merged"})),
-        ("github_list_pull_requests", json!({"owner":"octo","repo":"x","per_page":1000})),
+        (
+            "github_get_pull_request",
+            json!({"owner":"../../user","repo":"x","number":1}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"a%2Fb","number":1}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"x?y=1","number":1}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"x#frag","number":1}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"x\ny","number":1}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"..","number":1}),
+        ),
+        (
+            "github_get_file_contents",
+            json!({"owner":"octo","repo":"x","path":"../../../user"}),
+        ),
+        (
+            "github_get_file_contents",
+            json!({"owner":"octo","repo":"x","path":"a/%2e%2e/b"}),
+        ),
+        (
+            "github_get_file_contents",
+            json!({"owner":"octo","repo":"x","path":"a?b"}),
+        ),
+        (
+            "calendar_get_event",
+            json!({"calendar_id":"primary/../../users","event_id":"x"}),
+        ),
+        (
+            "slack_read_channel",
+            json!({"channel":"C0GENERAL1","limit":"ten"}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"x"}),
+        ),
+        (
+            "github_get_pull_request",
+            json!({"owner":"octo","repo":"x","number":1,"extra":true}),
+        ),
+        (
+            "github_list_pull_requests",
+            json!({"owner":"octo","repo":"x","state":"merged"}),
+        ),
+        (
+            "github_list_pull_requests",
+            json!({"owner":"octo","repo":"x","per_page":1000}),
+        ),
     ];
     for (tool, args) in bad {
         let err = err_json(&call(&kw, tool, args.clone()));
-        assert!(err["error"].as_str().unwrap().contains("argument"), "{tool} {args}: {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains("argument"),
+            "{tool} {args}: {err}"
+        );
     }
-    assert!(api_requests(&fake).is_empty(), "a refused call reached the upstream");
+    assert!(
+        api_requests(&fake).is_empty(),
+        "a refused call reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_another_host_never_carries_the_token() {
     let (fake, kw) = setup().await;
-    let err = err_json(&call(&kw, "github_get_pull_request", json!({"owner":"octo","repo":"moved","number":1})));
-    assert!(err["error"].as_str().unwrap().contains("redirected"), "{err}");
+    let err = err_json(&call(
+        &kw,
+        "github_get_pull_request",
+        json!({"owner":"octo","repo":"moved","number":1}),
+    ));
+    assert!(
+        err["error"].as_str().unwrap().contains("redirected"),
+        "{err}"
+    );
     for req in fake.steal_requests() {
-        assert_eq!(req.header("authorization"), None, "the token followed a redirect to another host");
+        assert_eq!(
+            req.header("authorization"),
+            None,
+            "the token followed a redirect to another host"
+        );
     }
-    assert!(fake.steal_requests().is_empty(), "the redirect was followed at all");
+    assert!(
+        fake.steal_requests().is_empty(),
+        "the redirect was followed at all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_become_tool_errors_with_hints() {
     let (fake, kw) = setup().await;
-    let err = err_json(&call(&kw, "github_get_pull_request", json!({"owner":"octo","repo":"private-repo","number":1})));
+    let err = err_json(&call(
+        &kw,
+        "github_get_pull_request",
+        json!({"owner":"octo","repo":"private-repo","number":1}),
+    ));
     assert_eq!(err["status"], 404);
-    assert!(err["hint"].as_str().unwrap().contains("not found, or the connection cannot see it"), "{err}");
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("not found, or the connection cannot see it"),
+        "{err}"
+    );
 
-    let err = err_json(&call(&kw, "github_list_issues", json!({"owner":"octo","repo":"needs-scope"})));
+    let err = err_json(&call(
+        &kw,
+        "github_list_issues",
+        json!({"owner":"octo","repo":"needs-scope"}),
+    ));
     assert_eq!(err["status"], 403);
     assert!(err["hint"].as_str().unwrap().contains("`repo`"), "{err}");
-    assert!(err["hint"].as_str().unwrap().contains("keyward connect github --scopes"), "{err}");
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("keyward connect github --scopes"),
+        "{err}"
+    );
 
     let err = err_json(&call(&kw, "slack_read_channel", json!({"channel":"CNOPE"})));
-    assert!(err["error"].as_str().unwrap().contains("channel_not_found"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("channel_not_found"),
+        "{err}"
+    );
 
-    let err = err_json(&call(&kw, "calendar_get_event", json!({"calendar_id":"primary","event_id":"missing"})));
+    let err = err_json(&call(
+        &kw,
+        "calendar_get_event",
+        json!({"calendar_id":"primary","event_id":"missing"}),
+    ));
     assert_eq!(err["status"], 404);
-    assert!(err["error"].as_str().unwrap().contains("Not Found"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("Not Found"),
+        "{err}"
+    );
     let _ = fake;
 }
 
@@ -277,39 +641,88 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
     let (fake, kw) = setup().await;
     fake.fail_api("/pulls", 2, 503, None);
     fake.clear_requests();
-    ok_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello"})));
+    ok_json(&call(
+        &kw,
+        "github_list_pull_requests",
+        json!({"owner":"octo","repo":"hello"}),
+    ));
     assert_eq!(api_requests(&fake).len(), 3, "two 503s then a success");
 
     fake.fail_api("/pulls", 1, 429, Some(1));
     fake.clear_requests();
     let started = std::time::Instant::now();
-    ok_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello"})));
+    ok_json(&call(
+        &kw,
+        "github_list_pull_requests",
+        json!({"owner":"octo","repo":"hello"}),
+    ));
     assert_eq!(api_requests(&fake).len(), 2);
-    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "Retry-After: 1 was honoured");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "Retry-After: 1 was honoured"
+    );
 
     // Out of retries: a retryable error that says when to try again.
     fake.fail_api("/pulls", 100, 429, Some(1));
-    let err = err_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello"})));
+    let err = err_json(&call(
+        &kw,
+        "github_list_pull_requests",
+        json!({"owner":"octo","repo":"hello"}),
+    ));
     assert_eq!(err["retryable"], true);
-    assert!(err["hint"].as_str().unwrap().contains("retry after"), "{err}");
+    assert!(
+        err["hint"].as_str().unwrap().contains("retry after"),
+        "{err}"
+    );
     fake.fail_api("/pulls", 0, 429, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_scopes_and_connections_are_named_with_the_fixing_command() {
     let (fake, kw) = setup().await;
-    kw.ok(&["import", "github", "--account", "narrow"], &json!({"access_token": "narrow-token-123", "scope": "read:user"}).to_string());
+    kw.ok(
+        &["import", "github", "--account", "narrow"],
+        &json!({"access_token": "narrow-token-123", "scope": "read:user"}).to_string(),
+    );
     fake.clear_requests();
-    let run = kw.run(&["call", "github_list_issues", "--account", "narrow", "--args", r#"{"owner":"o","repo":"r"}"#], "");
+    let run = kw.run(
+        &[
+            "call",
+            "github_list_issues",
+            "--account",
+            "narrow",
+            "--args",
+            r#"{"owner":"o","repo":"r"}"#,
+        ],
+        "",
+    );
     let err = err_json(&run);
     assert!(err["error"].as_str().unwrap().contains("repo"), "{err}");
-    assert!(err["hint"].as_str().unwrap().contains("keyward connect github --account narrow --scopes"), "{err}");
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("keyward connect github --account narrow --scopes"),
+        "{err}"
+    );
     assert!(api_requests(&fake).is_empty());
 
     let run = kw.run(&["call", "github_get_me", "--user", "nobody"], "");
     let err = err_json(&run);
-    assert!(err["hint"].as_str().unwrap().contains("keyward connect github --user nobody"), "{err}");
-    assert!(err["hint"].as_str().unwrap().contains("keyward import github --user nobody"), "{err}");
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("keyward connect github --user nobody"),
+        "{err}"
+    );
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("keyward import github --user nobody"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,9 +730,20 @@ async fn an_echoed_secret_is_redacted_and_every_call_is_audited() {
     let (fake, kw) = setup().await;
     // Somebody pasted the token into an issue; the upstream echoes it back.
     let body = format!("my token is {CANARY_ACCESS}_github oops");
-    let run = kw.run(&["call", "github_create_issue", "--args", &json!({"owner":"o","repo":"r","title": body.clone()}).to_string()], "");
+    let run = kw.run(
+        &[
+            "call",
+            "github_create_issue",
+            "--args",
+            &json!({"owner":"o","repo":"r","title": body.clone()}).to_string(),
+        ],
+        "",
+    );
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
-    assert!(!run.stdout().contains(CANARY_ACCESS), "an echoed token reached the caller");
+    assert!(
+        !run.stdout().contains(CANARY_ACCESS),
+        "an echoed token reached the caller"
+    );
     assert!(run.stdout().contains("[redacted]"), "{}", run.stdout());
 
     let audit = kw.ok(&["audit", "--json"], "");
@@ -341,9 +765,19 @@ async fn oversized_bodies_are_refused_with_a_clear_error() {
     let mut config = std::fs::read_to_string(kw.home().join("config.toml")).unwrap();
     config.push_str("\n[executor]\nmax_body_bytes = 2000\n");
     std::fs::write(kw.home().join("config.toml"), config).unwrap();
-    let err = err_json(&call(&kw, "github_list_pull_requests", json!({"owner":"octo","repo":"hello"})));
-    assert!(err["error"].as_str().unwrap().contains("larger than"), "{err}");
-    assert!(err["hint"].as_str().unwrap().contains("max_body_bytes"), "{err}");
+    let err = err_json(&call(
+        &kw,
+        "github_list_pull_requests",
+        json!({"owner":"octo","repo":"hello"}),
+    ));
+    assert!(
+        err["error"].as_str().unwrap().contains("larger than"),
+        "{err}"
+    );
+    assert!(
+        err["hint"].as_str().unwrap().contains("max_body_bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -351,19 +785,36 @@ fn a_bad_extra_manifest_fails_with_file_line_and_reason() {
     let mut kw = Kw::new();
     let dir = kw.dir.path().join("tools");
     std::fs::create_dir_all(&dir).unwrap();
-    let github = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/github.toml")).unwrap();
+    let github =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/github.toml")).unwrap();
     // Point the API base somewhere its allowed hosts do not cover.
-    std::fs::write(dir.join("github.toml"), github.replace("api_base = \"https://api.github.com\"", "api_base = \"https://evil.example.com\"")).unwrap();
-    kw.env.push(("KEYWARD_TOOLS_DIR".into(), dir.display().to_string()));
+    std::fs::write(
+        dir.join("github.toml"),
+        github.replace(
+            "api_base = \"https://api.github.com\"",
+            "api_base = \"https://evil.example.com\"",
+        ),
+    )
+    .unwrap();
+    kw.env
+        .push(("KEYWARD_TOOLS_DIR".into(), dir.display().to_string()));
     let run = kw.run(&["tools"], "");
     assert_eq!(run.code(), Some(1));
     assert!(run.stderr().contains("github.toml"), "{}", run.stderr());
-    assert!(run.stderr().contains("evil.example.com"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("evil.example.com"),
+        "{}",
+        run.stderr()
+    );
 
     std::fs::write(dir.join("github.toml"), "[provider]\nname = 3\n").unwrap();
     let run = kw.run(&["tools"], "");
     assert_eq!(run.code(), Some(1));
-    assert!(run.stderr().contains("github.toml:2"), "file and line: {}", run.stderr());
+    assert!(
+        run.stderr().contains("github.toml:2"),
+        "file and line: {}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -372,10 +823,22 @@ fn tools_lists_every_tool_with_scopes() {
     let run = kw.ok(&["tools", "--json"], "");
     let tools: Vec<Value> = serde_json::from_str(&run.stdout()).unwrap();
     assert!(tools.len() >= 21);
-    let del = tools.iter().find(|t| t["name"] == "calendar_delete_event").unwrap();
+    let del = tools
+        .iter()
+        .find(|t| t["name"] == "calendar_delete_event")
+        .unwrap();
     assert_eq!(del["destructive"], true);
-    assert_eq!(del["scopes"], json!(["https://www.googleapis.com/auth/calendar.events"]));
+    assert_eq!(
+        del["scopes"],
+        json!(["https://www.googleapis.com/auth/calendar.events"])
+    );
     let slack = kw.ok(&["tools", "--provider", "slack"], "").stdout();
-    assert!(slack.contains("slack_post_message") && !slack.contains("github_get_me"), "{slack}");
-    assert_eq!(kw.run(&["tools", "--provider", "gitlab"], "").code(), Some(2));
+    assert!(
+        slack.contains("slack_post_message") && !slack.contains("github_get_me"),
+        "{slack}"
+    );
+    assert_eq!(
+        kw.run(&["tools", "--provider", "gitlab"], "").code(),
+        Some(2)
+    );
 }

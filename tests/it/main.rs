@@ -1,15 +1,15 @@
-#[path = "../support/mod.rs"]
-mod support;
-mod fake_upstream;
+mod catalog;
 mod cli;
-mod vault;
-mod server;
-mod server_http;
-mod server_support;
-mod server_interop;
-mod share;
+mod exec;
+mod fake_upstream;
 mod oauth;
 mod oauth_bench;
 mod oauth_fake_ext;
-mod exec;
-mod catalog;
+mod server;
+mod server_http;
+mod server_interop;
+mod server_support;
+mod share;
+#[path = "../support/mod.rs"]
+mod support;
+mod vault;

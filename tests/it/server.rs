@@ -385,7 +385,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
     input.push_str(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
     input.push('\n');
     for id in 1..=200u64 {
-        let line = if id % 2 == 0 {
+        let line = if id.is_multiple_of(2) {
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
                 "name": "github_get_issue",
                 "arguments": {"owner": "octo", "repo": "hello", "number": id}}})
@@ -431,7 +431,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
         let result = &message["result"];
         assert_eq!(result["isError"], false, "call {id} failed: {message}");
         let structured = &result["structuredContent"];
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             assert_eq!(
                 structured["title"],
                 format!("octo/hello#{id} seen by default-default")

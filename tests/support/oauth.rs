@@ -1083,7 +1083,7 @@ pub(crate) fn google_revoke(st: &SharedState, r: &Req) -> Response {
     }
 }
 
-/// Slack `auth.revoke` (called with the token itself); `None` when the token is not valid.
+/// Slack `auth.revoke` (called with the token itself); `false` when the token is not valid.
 pub(crate) fn slack_revoke(st: &SharedState, token: &str, test: bool) -> bool {
     let mut auth = lock(&st.auth);
     let pa = auth.get(Provider::Slack);
