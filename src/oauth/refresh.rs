@@ -209,6 +209,22 @@ impl Refresher {
     ) -> Result<Option<(SecretString, u64)>, RefreshError> {
         // Only the process that owns the vault refreshes (single-flight across processes);
         // any other process asks it to.
+        if self.vault.is_owner() {
+            return self.refresh_local(key, seen_version, force, deadline).await;
+        }
+        // A non-owner queues its own callers first, so that one request per process (not one
+        // per waiting call) reaches the owner; whoever waited re-reads the record it produced.
+        let lock = self.vault.refresh_lock(key);
+        let _turn = lock.lock().await;
+        let conn = self.read(key)?;
+        if conn.version != seen_version {
+            let now = chrono::Utc::now().timestamp();
+            let usable = matches!(conn.record.status, ConnectionStatus::Active)
+                && !conn.record.needs_refresh(now, self.margin(&key.provider));
+            if usable {
+                return Ok(Some((conn.record.access_token.clone(), conn.version)));
+            }
+        }
         let budget = deadline.saturating_duration_since(Instant::now());
         let vault = self.vault.clone();
         let remote_key = key.clone();

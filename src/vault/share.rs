@@ -553,7 +553,9 @@ impl RemoteClient {
 }
 
 /// In a non-owner: forward the owner's change notifications into this process's channel. When
-/// the owner goes away, recover (take over or reconnect) and, if still a non-owner, resubscribe.
+/// the owner goes away, recover (take over or reconnect). A recovery that reconnects to a new
+/// owner starts a fresh relay itself (see [`Vault::recover`]), so this thread then ends: there is
+/// never more than one relay per process.
 pub(crate) fn relay_changes(vault: &Vault) {
     let weak = vault.downgrade();
     let _ = std::thread::Builder::new()
@@ -564,33 +566,32 @@ pub(crate) fn relay_changes(vault: &Vault) {
             let super::Backend::Remote(client) = vault.backend() else {
                 return;
             };
-            let Ok(mut stream) = client.subscribe() else {
-                if vault.recover(&client).is_err() {
-                    std::thread::sleep(Duration::from_millis(200));
+            if let Ok(mut stream) = client.subscribe() {
+                let sender = vault.changes_sender().clone();
+                // Do not keep the vault alive while waiting: the process may be done with it.
+                drop(vault);
+                while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
+                    let _ = sender.send(key);
                 }
-                continue;
-            };
-            let sender = vault.changes_sender().clone();
-            drop(vault);
-            while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
-                let _ = sender.send(key);
+            } else {
+                drop(vault);
             }
-            // The owner is gone: the next loop recovers through a fresh handle.
+            // The owner is gone.
             let Some(inner) = weak.upgrade() else { return };
             let vault = Vault::from_inner(inner);
-            let super::Backend::Remote(client) = vault.backend() else {
-                return;
-            };
-            let _ = vault.recover(&client);
-            if vault.is_owner() {
-                // Now the owner: local writes reach the channel directly. Tell subscribers that
-                // the world may have changed while nobody owned it.
-                if let Ok(keys) = vault.keys() {
-                    for key in keys {
-                        let _ = vault.changes_sender().send(key);
+            match vault.recover(&client) {
+                Ok(()) if vault.is_owner() => {
+                    // Now the owner: local writes reach the channel directly. Tell subscribers
+                    // that the world may have changed while nobody owned it.
+                    if let Ok(keys) = vault.keys() {
+                        for key in keys {
+                            let _ = vault.changes_sender().send(key);
+                        }
                     }
+                    return;
                 }
-                return;
+                Ok(()) => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         });
 }

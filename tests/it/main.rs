@@ -2,6 +2,7 @@ mod catalog;
 mod cli;
 mod exec;
 mod fake_upstream;
+mod multiprocess;
 mod oauth;
 mod oauth_bench;
 mod oauth_fake_ext;

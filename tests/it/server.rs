@@ -4,68 +4,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ErrorCode};
 use rmcp::service::{PeerRequestOptions, ServiceError};
-use rmcp::transport::TokioChildProcess;
-use rmcp::ServiceExt;
 use serde_json::{json, Value};
 
 use crate::cli::{bin, Kw};
 use crate::server_support::*;
-
-/// The real binary as an MCP server over stdio, with its stderr collected.
-struct StdioServer {
-    client: Client,
-    handler: TestClient,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.arg("--home").arg(kw.home()).arg("serve").args(args);
-    cmd.env_remove("KEYWARD_MASTER_KEY")
-        .env_remove("KEYWARD_HOME")
-        .env_remove("KEYWARD_TOOLS_DIR")
-        .env("RUST_LOG", "debug");
-    let (transport, stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn keyward serve");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    if let Some(mut stderr) = stderr {
-        let log = log.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                log.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-    }
-    let handler = TestClient::default();
-    let client = handler.clone().serve(transport).await.expect("initialize");
-    StdioServer {
-        client,
-        handler,
-        stderr: log,
-    }
-}
-
-impl StdioServer {
-    async fn finish(self) -> Vec<u8> {
-        let _ = self.client.cancel().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let log = self.stderr.lock().unwrap().clone();
-        assert_no_canary("stderr of keyward serve", &log);
-        log
-    }
-}
 
 #[tokio::test]
 async fn stdio_initialize_list_and_call_tools() {

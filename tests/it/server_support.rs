@@ -15,7 +15,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::ClientHandler;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{json, Value};
 
 use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
@@ -270,4 +271,59 @@ pub fn drain(mut stderr: std::process::ChildStderr) -> std::thread::JoinHandle<V
         let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
         buf
     })
+}
+
+/// The real binary as an MCP server over stdio, with its stderr collected.
+pub struct StdioServer {
+    pub client: Client,
+    pub handler: TestClient,
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+    /// The process id, to `kill -9` it.
+    pub pid: u32,
+}
+
+pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
+    let mut cmd = tokio::process::Command::new(crate::cli::bin());
+    cmd.arg("--home").arg(kw.home()).arg("serve").args(args);
+    cmd.env_remove("KEYWARD_MASTER_KEY")
+        .env_remove("KEYWARD_HOME")
+        .env_remove("KEYWARD_TOOLS_DIR")
+        .env("RUST_LOG", "debug");
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keyward serve");
+    let pid = transport.id().expect("the child's pid");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut stderr) = stderr {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let handler = TestClient::default();
+    let client = handler.clone().serve(transport).await.expect("initialize");
+    StdioServer {
+        client,
+        handler,
+        stderr: log,
+        pid,
+    }
+}
+
+impl StdioServer {
+    pub async fn finish(self) -> Vec<u8> {
+        let _ = self.client.cancel().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = self.stderr.lock().unwrap().clone();
+        assert_no_canary("stderr of keyward serve", &log);
+        log
+    }
 }

@@ -1,0 +1,268 @@
+//! One vault, many processes (invariant 10 of DESIGN.md): real `keyward serve` processes over
+//! stdio and the real CLI, all on one home folder, against the fake upstream of `tests/support`.
+//! The first server owns the database; the others relay over `keyward.sock` and take over when
+//! it dies.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
+use crate::oauth_fake_ext::{expired_token_json, home_for, FakeUpstream};
+use crate::server_support::{args, call, error_text, eventually, ok_value, serve_stdio, Client};
+use crate::support::GITHUB_LOGIN;
+
+fn access_token(tag: &str) -> String {
+    format!("{CANARY_ACCESS}.gho_{tag}")
+}
+
+fn refresh_token(tag: &str) -> String {
+    format!("{CANARY_REFRESH}.ghr_{tag}")
+}
+
+/// A home wired to `fake` with a GitHub connection the fake accepts for the next hour.
+fn home_with_github(fake: &FakeUpstream) -> Kw {
+    let kw = home_for(fake, &[]);
+    let (access, refresh) = (access_token("mp"), refresh_token("mp"));
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(Duration::from_secs(3600)),
+    );
+    kw.import("github", "default", &access, &refresh);
+    kw
+}
+
+fn is_owner_socket_live(kw: &Kw) -> bool {
+    std::os::unix::net::UnixStream::connect(kw.home().join("keyward.sock")).is_ok()
+}
+
+async fn get_me(client: &Client) -> CallToolResult {
+    call(client, "github_get_me", json!({})).await
+}
+
+fn status_json(kw: &Kw) -> Vec<Value> {
+    let run = kw.ok(&["status", "--json"], "");
+    run.assert_clean(&[CANARY_ACCESS, CANARY_REFRESH]);
+    serde_json::from_str(&run.stdout()).unwrap()
+}
+
+fn kill9(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill -9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_and_the_cli_share_one_vault() {
+    let fake = FakeUpstream::start().await;
+    let kw = home_with_github(&fake);
+    let first = serve_stdio(&kw, &[]).await;
+    let second = serve_stdio(&kw, &[]).await;
+    assert!(is_owner_socket_live(&kw), "the first server owns the vault");
+
+    for server in [&first, &second] {
+        let me = ok_value(&get_me(&server.client).await);
+        assert_eq!(me["login"], GITHUB_LOGIN, "{me}");
+    }
+
+    // The CLI works while both run (it relays through the owner): import, status, disconnect.
+    let slack = json!({"access_token": "xoxp-multiprocess-test", "token_type": "bearer",
+                       "scope": "chat:write,channels:read"});
+    kw.ok(&["import", "slack"], &slack.to_string());
+    for (name, server) in [("first", &first), ("second", &second)] {
+        let heard = server.handler.list_changed.clone();
+        assert!(
+            eventually(5, || heard.load(Ordering::SeqCst) >= 1).await,
+            "the {name} server's client heard no tools/list_changed after the CLI import"
+        );
+        let tools = server.client.list_all_tools().await.unwrap();
+        assert!(
+            tools.iter().any(|t| t.name == "slack_post_message"),
+            "the {name} server does not list Slack tools after the import"
+        );
+    }
+    let rows = status_json(&kw);
+    let providers: Vec<&str> = rows
+        .iter()
+        .map(|r| r["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(providers, ["github", "slack"], "{rows:?}");
+
+    let heard_before = second.handler.list_changed.load(Ordering::SeqCst);
+    kw.ok(&["disconnect", "slack", "--force"], "");
+    let heard = second.handler.list_changed.clone();
+    assert!(
+        eventually(5, || heard.load(Ordering::SeqCst) > heard_before).await,
+        "no tools/list_changed after the CLI disconnect"
+    );
+    let tools = second.client.list_all_tools().await.unwrap();
+    assert!(!tools.iter().any(|t| t.name.starts_with("slack_")));
+    assert_eq!(status_json(&kw).len(), 1);
+
+    // Both servers still answer, and every call is in the one audit log.
+    for server in [&first, &second] {
+        ok_value(&get_me(&server.client).await);
+    }
+    let audit = crate::server_support::audit_json(&kw);
+    let calls = audit
+        .iter()
+        .filter(|e| e["tool"] == "github_get_me" && e["outcome"] == "ok")
+        .count();
+    assert_eq!(calls, 4, "{audit:?}");
+    first.finish().await;
+    second.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_storm_split_across_two_servers_refreshes_once() {
+    let fake = FakeUpstream::start().await;
+    fake.set_recording(false);
+    let kw = home_for(&fake, &[]);
+    let (access, refresh) = (access_token("storm"), refresh_token("storm"));
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(Duration::from_secs(3600)),
+    );
+    kw.ok(
+        &["import", "github"],
+        &expired_token_json(&access, &refresh, "repo,read:user"),
+    );
+    // Only a refreshed token works, and the refresh stays in flight while the calls pile up.
+    fake.expire_access_token(&access);
+    fake.token_endpoint_delay("github", Duration::from_millis(300));
+
+    let owner = serve_stdio(&kw, &[]).await;
+    let relay = serve_stdio(&kw, &[]).await;
+    let mut calls = JoinSet::new();
+    for i in 0..1000 {
+        let peer = if i % 2 == 0 {
+            owner.client.peer().clone()
+        } else {
+            relay.client.peer().clone()
+        };
+        calls.spawn(async move {
+            peer.call_tool(
+                CallToolRequestParams::new("github_get_me").with_arguments(args(json!({}))),
+            )
+            .await
+        });
+    }
+    let mut ok = 0;
+    while let Some(result) = calls.join_next().await {
+        let result = result.unwrap().expect("tools/call answers");
+        assert_eq!(ok_value(&result)["login"], GITHUB_LOGIN);
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+    assert_eq!(
+        fake.refresh_count("github"),
+        1,
+        "exactly one refresh across both processes"
+    );
+    assert!(
+        !fake.family_revoked("github"),
+        "the single-use refresh token was never presented twice"
+    );
+    let row = &status_json(&kw)[0];
+    assert_eq!(row["status"], "active", "{row}");
+    assert_eq!(row["version"], 2, "one refresh, one write: {row}");
+    owner.finish().await;
+    relay.finish().await;
+}
+
+/// Callers hammering the relay server while the owner is killed.
+const CALLERS: usize = 4;
+const CALLS_AFTER_KILL: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
+    let fake = FakeUpstream::start().await;
+    fake.set_recording(false);
+    let kw = home_with_github(&fake);
+    let owner = serve_stdio(&kw, &[]).await;
+    let survivor = serve_stdio(&kw, &[]).await;
+    let version_before = status_json(&kw)[0]["version"].clone();
+
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = JoinSet::new();
+    for _ in 0..CALLERS {
+        let peer = survivor.client.peer().clone();
+        let killed = killed.clone();
+        load.spawn(async move {
+            let (mut ok, mut errors, mut after_kill) = (0usize, Vec::new(), 0usize);
+            while after_kill < CALLS_AFTER_KILL {
+                let was_killed = killed.load(Ordering::SeqCst);
+                let result = peer
+                    .call_tool(
+                        CallToolRequestParams::new("github_get_me").with_arguments(args(json!({}))),
+                    )
+                    .await
+                    .expect("a protocol answer, even across the takeover");
+                if result.is_error == Some(true) {
+                    errors.push(error_text(&result));
+                } else {
+                    assert_eq!(ok_value(&result)["login"], GITHUB_LOGIN);
+                    ok += 1;
+                }
+                if was_killed {
+                    after_kill += 1;
+                }
+            }
+            (ok, errors)
+        });
+    }
+    // Let the load run through the owner for a moment, then kill it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill9(owner.pid);
+    killed.store(true, Ordering::SeqCst);
+
+    let mut total_ok = 0;
+    let mut all_errors = Vec::new();
+    while let Some(done) = load.join_next().await {
+        let (ok, errors) = done.unwrap();
+        total_ok += ok;
+        all_errors.extend(errors);
+    }
+    // At most one (retryable) failure per call that was in flight when the owner died.
+    assert!(
+        all_errors.len() <= CALLERS,
+        "{} failures: {all_errors:?}",
+        all_errors.len()
+    );
+    for e in &all_errors {
+        assert!(e.contains("retry"), "not a retryable error: {e}");
+    }
+    assert!(total_ok >= CALLERS * CALLS_AFTER_KILL - all_errors.len());
+
+    // The survivor took over: it owns the vault now, and the CLI goes through it.
+    assert!(is_owner_socket_live(&kw));
+    let rows = status_json(&kw);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "active");
+    assert_eq!(rows[0]["version"], version_before, "the record is intact");
+    let _ = owner.finish().await;
+
+    // Kill the new owner too: its socket file stays behind, stale. Neither the CLI nor the next
+    // server is blocked by it.
+    let survivor_pid = survivor.pid;
+    kill9(survivor_pid);
+    let _ = survivor.finish().await;
+    assert!(
+        kw.home().join("keyward.sock").exists(),
+        "a killed owner leaves its socket file"
+    );
+    assert!(!is_owner_socket_live(&kw));
+    assert_eq!(status_json(&kw).len(), 1);
+    let next = serve_stdio(&kw, &[]).await;
+    ok_value(&get_me(&next.client).await);
+    assert!(is_owner_socket_live(&kw), "the next server owns the vault");
+    next.finish().await;
+}
