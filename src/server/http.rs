@@ -8,7 +8,7 @@
 //! - `GET /sse` + `POST /messages?sessionId=…` — the legacy HTTP+SSE transport ([`super::sse`]);
 //! - `GET /healthz` — `ok`, without authentication and without details.
 //!
-//! Every other request goes through [`guard`]: Host and Origin checks (403), the bearer API key
+//! Every other request goes through `guard`: Host and Origin checks (403), the bearer API key
 //! (401), and the session's owner (404 for another user's session); see [`super::auth`].
 //! A background task closes, within half a second, every session whose API key was removed.
 

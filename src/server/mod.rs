@@ -17,7 +17,7 @@
 pub mod auth;
 pub mod handler;
 pub mod http;
-mod sse;
+pub mod sse;
 pub mod stdio;
 pub mod tools;
 

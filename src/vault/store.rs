@@ -424,7 +424,7 @@ impl Store {
 
     // ---- audit -------------------------------------------------------------------------
 
-    /// Append an audit entry (not flushed: see [`audit`]).
+    /// Append an audit entry (not flushed: see [`super::audit`]).
     pub fn audit(&self, entry: &AuditEntry) {
         let seq = self.audit_seq.fetch_add(1, Ordering::Relaxed);
         if let Ok(json) = serde_json::to_vec(entry) {
