@@ -261,7 +261,17 @@ pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
             None => stdio::serve(state, &user).await,
         }
     });
-    // The stdin reader is a blocking thread that only returns on input: do not wait for it.
+    // Shutdown is bounded: the audit log was flushed when serving ended, and a task stuck in a
+    // blocking call (the stdin reader only returns on input; a storage call on a home folder
+    // deleted under us never returns) must not keep the process alive after its client left.
+    let code = if result.is_ok() { 0 } else { 1 };
+    let _ = std::thread::Builder::new()
+        .name("keyward-exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            eprintln!("keyward: shutdown did not finish within 3 s; exiting anyway");
+            std::process::exit(code);
+        });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
 }
