@@ -28,10 +28,10 @@ use serde_json::{Map, Value};
 use crate::catalog::{missing_scopes, Catalog};
 use crate::catalog::{ProviderSpec, ToolSpec};
 use crate::config::{Config, ExecutorConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::oauth::refresh::Refresher;
 use crate::secret::SecretString;
-use crate::vault::{AuditEntry, ConnKey, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
+use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
 
 pub use errors::ToolError;
 
@@ -155,13 +155,12 @@ impl Executor {
     ) -> Result<Value, ToolError> {
         let valid = render::validate_args(tool, &args)
             .map_err(|e| ToolError::new(format!("invalid arguments for {}: {e}", tool.name)))?;
-        let key = self.pick_connection(ctx, provider)?;
+        // One read of the user's connections serves the whole call: the one it uses, and every
+        // secret the vault holds for the user (redacted from the result). Through a relay this
+        // is one round trip to the vault's owner instead of three.
+        let (conn, secrets) = self.user_connection(ctx, provider)?;
+        let key = conn.key.clone();
         audit.account = Some(key.account.clone());
-        let conn = self
-            .vault
-            .get(&key)
-            .map_err(|e| ToolError::new(e.to_string()))?
-            .ok_or_else(|| errors::no_connection(&key))?;
         if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
             return Err(errors::needs_reconnect(&key, reason));
         }
@@ -215,52 +214,75 @@ impl Executor {
         self.vault.touch(&key);
         let body = errors::check(provider, tool, &key, &response)?;
         let projected = project::project(tool, &response.headers, body);
-        let secrets = self.user_secrets(&ctx.user, &token);
+        let mut secrets = secrets;
+        secrets.push(token);
         Ok(redact::redact(projected, &secrets))
     }
 
-    /// The connection a call uses: the account asked for, else `default`, else the only one.
-    fn pick_connection(
+    /// The connection a call uses — the account asked for, else `default`, else the only one —
+    /// and every token the vault holds for the user, so that an upstream echoing one (even of
+    /// another connection) cannot leak it.
+    fn user_connection(
         &self,
         ctx: &CallContext,
         provider: &ProviderSpec,
-    ) -> Result<ConnKey, ToolError> {
-        let account = match &ctx.account {
-            Some(account) => account.clone(),
-            None => {
-                let accounts = self
-                    .vault
-                    .accounts_of(&ctx.user, &provider.name)
-                    .unwrap_or_default();
-                if accounts.iter().any(|a| a == DEFAULT_ACCOUNT) || accounts.is_empty() {
-                    DEFAULT_ACCOUNT.to_string()
-                } else if accounts.len() == 1 {
-                    accounts[0].clone()
-                } else {
-                    return Err(ToolError::new(format!(
-                        "user {} has several {} accounts ({}) and none was chosen",
-                        ctx.user,
-                        provider.name,
-                        accounts.join(", ")
-                    ))
-                    .hint("start the server with `--account NAME` (or pass --account to `keyward call`)"));
+    ) -> Result<(Connection, Vec<SecretString>), ToolError> {
+        let rows = self
+            .vault
+            .list(Some(&ctx.user))
+            .map_err(|e| ToolError::new(e.to_string()))?;
+        let mut secrets = Vec::new();
+        let mut accounts: Vec<(String, Result<Connection, Error>)> = Vec::new();
+        for row in rows {
+            match row {
+                Ok((conn, _)) => {
+                    secrets.push(conn.record.access_token.clone());
+                    secrets.extend(conn.record.refresh_token.clone());
+                    if conn.key.provider == provider.name {
+                        accounts.push((conn.key.account.clone(), Ok(conn)));
+                    }
                 }
-            }
-        };
-        ConnKey::new(&ctx.user, &provider.name, &account).map_err(|e| ToolError::new(e.to_string()))
-    }
-
-    /// Every token the vault holds for `user`, so that an upstream echoing one cannot leak it.
-    fn user_secrets(&self, user: &str, current: &SecretString) -> Vec<SecretString> {
-        let mut secrets = vec![current.clone()];
-        if let Ok(rows) = self.vault.list(Some(user)) {
-            for (conn, _) in rows.into_iter().flatten() {
-                secrets.push(conn.record.access_token.clone());
-                if let Some(r) = conn.record.refresh_token.clone() {
-                    secrets.push(r);
-                }
+                // A record that does not open fails only the calls that need it.
+                Err(e) => match &e {
+                    Error::RecordCorrupt {
+                        provider: p,
+                        account,
+                        ..
+                    } => {
+                        if *p == provider.name {
+                            let account = account.clone();
+                            accounts.push((account, Err(e)));
+                        }
+                    }
+                    _ => return Err(ToolError::new(e.to_string())),
+                },
             }
         }
-        secrets
+        let wanted = match &ctx.account {
+            Some(account) => account.clone(),
+            None if accounts.len() == 1 => accounts[0].0.clone(),
+            None if accounts.is_empty() || accounts.iter().any(|(a, _)| a == DEFAULT_ACCOUNT) => {
+                DEFAULT_ACCOUNT.to_string()
+            }
+            None => {
+                let names: Vec<&str> = accounts.iter().map(|(a, _)| a.as_str()).collect();
+                return Err(ToolError::new(format!(
+                    "user {} has several {} accounts ({}) and none was chosen",
+                    ctx.user,
+                    provider.name,
+                    names.join(", ")
+                ))
+                .hint(
+                    "start the server with `--account NAME` (or pass --account to `keyward call`)",
+                ));
+            }
+        };
+        let key = ConnKey::new(&ctx.user, &provider.name, &wanted)
+            .map_err(|e| ToolError::new(e.to_string()))?;
+        match accounts.into_iter().find(|(a, _)| *a == wanted) {
+            Some((_, Ok(conn))) => Ok((conn, secrets)),
+            Some((_, Err(e))) => Err(ToolError::new(e.to_string())),
+            None => Err(errors::no_connection(&key)),
+        }
     }
 }

@@ -293,16 +293,6 @@ impl Vault {
         Ok(providers)
     }
 
-    /// The accounts `user` has connected for `provider`.
-    pub fn accounts_of(&self, user: &str, provider: &str) -> Result<Vec<String>> {
-        Ok(self
-            .keys()?
-            .into_iter()
-            .filter(|k| k.user == user && k.provider == provider)
-            .map(|k| k.account)
-            .collect())
-    }
-
     /// Connections added, changed or removed — by this process or any other — from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
         let rx = self.inner.changes.subscribe();

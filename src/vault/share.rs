@@ -287,6 +287,22 @@ pub(crate) fn serve(vault: &Vault, _store: Arc<Store>) -> Result<()> {
     Ok(())
 }
 
+/// Close a refused peer's connection only once it has read our answer: closing at once would
+/// fail the hello it is about to send (EPIPE) and it would never see why it was refused. Whatever
+/// it sends is discarded unread; the wait is bounded.
+fn linger(mut stream: UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut sink = [0u8; 4096];
+    let mut budget: usize = 64 * 1024;
+    while budget > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget = budget.saturating_sub(n),
+        }
+    }
+}
+
 /// The uid a peer runs as, from the kernel (`SO_PEERCRED`), not from anything it says.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
     rustix::net::sockopt::socket_peercred(stream)
@@ -306,6 +322,7 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
                 record: None,
             }),
         );
+        linger(stream);
         return;
     }
     // The first frame must be a hello with our protocol version.

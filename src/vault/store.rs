@@ -383,21 +383,6 @@ impl Store {
         Ok(providers)
     }
 
-    /// The accounts `user` has connected for `provider`.
-    pub fn accounts_of(&self, user: &str, provider: &str) -> Result<Vec<String>> {
-        let mut prefix = ConnKey::user_prefix(user);
-        prefix.extend_from_slice(provider.as_bytes());
-        prefix.push(0);
-        let mut accounts = Vec::new();
-        for item in self.connections.scan_prefix(prefix) {
-            let (k, _) = item?;
-            if let Some(key) = ConnKey::from_storage_key(&k) {
-                accounts.push(key.account);
-            }
-        }
-        Ok(accounts)
-    }
-
     /// Keys of every stored connection, without opening them.
     pub fn keys(&self) -> Result<Vec<ConnKey>> {
         let mut keys = Vec::new();
