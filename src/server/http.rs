@@ -123,6 +123,12 @@ impl HttpServer {
         tokio::spawn(reap(app.clone()));
         let router = router(app);
         let stop = shutdown.clone();
+        // TCP_NODELAY: an answer on an event stream is a small write that follows another
+        // (the priming event, or the previous answer); with Nagle it waits for the client's
+        // delayed ACK, about 40 ms on Linux.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
