@@ -145,7 +145,9 @@ pub fn is_unauthorized(provider: &ProviderSpec, response: &UpstreamResponse) -> 
 }
 
 fn slack_error(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
+    // Only `ok` and `error` are built; the rest of the answer is skipped.
+    let reads = super::project::Reads::of_keys(&["ok", "error"]);
+    let value: Value = super::project::parse(&reads, body)?;
     if value.get("ok") == Some(&Value::Bool(false)) {
         Some(
             value
@@ -166,11 +168,27 @@ pub fn check(
     key: &ConnKey,
     response: &UpstreamResponse,
 ) -> Result<Value, ToolError> {
+    check_with(provider, tool, key, response, None)
+}
+
+/// [`check`], building only what `reads` keeps of a successful body (see
+/// [`super::project::Reads`], which must include the provider's error-convention fields).
+/// Error answers are always read whole.
+pub fn check_with(
+    provider: &ProviderSpec,
+    tool: &ToolSpec,
+    key: &ConnKey,
+    response: &UpstreamResponse,
+    reads: Option<&super::project::Reads>,
+) -> Result<Value, ToolError> {
     let status = response.status;
     let body: Option<Value> = if response.body.is_empty() {
         None
     } else {
-        serde_json::from_slice(&response.body).ok()
+        match reads {
+            Some(reads) if status.is_success() => super::project::parse(reads, &response.body),
+            _ => serde_json::from_slice(&response.body).ok(),
+        }
     };
     let title = &provider.title;
 

@@ -20,12 +20,13 @@ pub mod project;
 pub mod redact;
 pub mod render;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{missing_scopes, Catalog};
+use crate::catalog::{missing_scopes, Catalog, ErrorConvention};
 use crate::catalog::{ProviderSpec, ToolSpec};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
@@ -76,6 +77,8 @@ pub struct Executor {
     client: client::Upstream,
     refresher: Refresher,
     limits: ExecutorConfig,
+    /// Per tool: the parts of a response its projection reads (see [`project::Reads`]).
+    reads: HashMap<String, project::Reads>,
 }
 
 impl Executor {
@@ -87,12 +90,23 @@ impl Executor {
             config,
             client.http().clone(),
         );
+        let reads = catalog
+            .tools()
+            .map(|(provider, tool)| {
+                let convention: &[&str] = match provider.error_convention {
+                    ErrorConvention::SlackOk => &["ok", "error", "needed", "provided"],
+                    ErrorConvention::Http => &[],
+                };
+                (tool.name.clone(), project::Reads::of(tool, convention))
+            })
+            .collect();
         Ok(Executor {
             catalog,
             vault,
             client,
             refresher,
             limits: config.executor.clone(),
+            reads,
         })
     }
 
@@ -212,7 +226,8 @@ impl Executor {
             break response;
         };
         self.vault.touch(&key);
-        let body = errors::check(provider, tool, &key, &response)?;
+        let reads = self.reads.get(&tool.name);
+        let body = errors::check_with(provider, tool, &key, &response, reads)?;
         let projected = project::project(tool, &response.headers, body);
         let mut secrets = secrets;
         secrets.push(token);

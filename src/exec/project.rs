@@ -239,6 +239,254 @@ fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_te
     }
 }
 
+// ---- reading only what the projection reads -------------------------------------------------
+
+/// The parts of a response body that a tool's projection (and its provider's error convention)
+/// can look at. Building a `serde_json::Value` of a whole 200 KB list answer costs far more
+/// than everything else keyward does in a call, and nearly all of it would be thrown away;
+/// [`parse`] builds only these parts and skips the rest without allocating.
+///
+/// A node either keeps its whole value or the listed keys of an object. Arrays are transparent:
+/// the node applies to each element, which is what `key[]` steps and list items need. Keeping
+/// more than a projection reads changes nothing; keeping less would, so anything this cannot
+/// describe exactly (a misconfigured tool, an `items_at` pointer into an array) reads everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reads {
+    all: bool,
+    keys: std::collections::HashMap<String, Reads>,
+}
+
+impl Reads {
+    /// Read the whole body.
+    pub fn everything() -> Reads {
+        Reads {
+            all: true,
+            keys: Default::default(),
+        }
+    }
+
+    /// What projecting `tool`'s responses reads, plus `root_keys` at the top level (kept whole:
+    /// the fields of the provider's error convention, such as Slack's `ok` and `error`).
+    pub fn of(tool: &ToolSpec, root_keys: &[&str]) -> Reads {
+        let Ok(compiled) = tool.compiled() else {
+            return Reads::everything();
+        };
+        let projection = &compiled.projection;
+        let spec = &tool.response;
+        let mut item = Reads::default();
+        if projection.fields.is_empty() {
+            item.all = true;
+        } else {
+            for steps in projection.fields.iter().flat_map(|r| &r.alternatives) {
+                item.add(steps.iter().map(|s| s.key.as_str()));
+            }
+            if spec.decode_base64.is_some() {
+                item.add(["encoding"]);
+            }
+        }
+        let mut root = match spec.kind {
+            // The body is the item, or an array of items (a directory listing).
+            ResponseKind::Object => item,
+            ResponseKind::List => {
+                let mut root = Reads::default();
+                for steps in projection.root_fields.iter().flat_map(|r| &r.alternatives) {
+                    root.add(steps.iter().map(|s| s.key.as_str()));
+                }
+                match pointer_keys(&projection.items_at) {
+                    Some(keys) => root.node(keys.iter().map(String::as_str)).merge(item),
+                    None => return Reads::everything(),
+                }
+                match spec.pagination {
+                    Pagination::SlackCursor => root.add(["response_metadata", "next_cursor"]),
+                    Pagination::PageToken => root.add(["nextPageToken"]),
+                    Pagination::None | Pagination::LinkHeader => {}
+                }
+                root
+            }
+        };
+        for key in root_keys {
+            root.add([*key]);
+        }
+        root
+    }
+
+    /// Only these top-level keys, each whole.
+    pub fn of_keys(keys: &[&str]) -> Reads {
+        let mut reads = Reads::default();
+        for key in keys {
+            reads.add([*key]);
+        }
+        reads
+    }
+
+    /// Keep the whole value at `path`.
+    fn add<'a>(&mut self, path: impl IntoIterator<Item = &'a str>) {
+        self.node(path).keep_all();
+    }
+
+    /// The node at `path`, created as needed (inside a node that keeps everything, a scratch
+    /// node: what is put there is kept anyway).
+    fn node<'a>(&mut self, path: impl IntoIterator<Item = &'a str>) -> &mut Reads {
+        let mut node = self;
+        for key in path {
+            node = node.keys.entry(key.to_string()).or_default();
+        }
+        node
+    }
+
+    fn keep_all(&mut self) {
+        self.all = true;
+        self.keys.clear();
+    }
+
+    fn merge(&mut self, other: Reads) {
+        if self.all {
+            return;
+        }
+        if other.all {
+            return self.keep_all();
+        }
+        for (key, child) in other.keys {
+            self.keys.entry(key).or_default().merge(child);
+        }
+    }
+}
+
+/// The object keys of a JSON pointer (`""` → none); `None` when a token could index an array.
+fn pointer_keys(pointer: &str) -> Option<Vec<String>> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return pointer.is_empty().then(Vec::new);
+    };
+    rest.split('/')
+        .map(|token| {
+            let key = token.replace("~1", "/").replace("~0", "~");
+            let index_like =
+                key == "-" || (!key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()));
+            (!index_like).then_some(key)
+        })
+        .collect()
+}
+
+/// Parse a response body, building only what `reads` keeps (see [`Reads`]). `None` when the
+/// body is not JSON, as with `serde_json::from_slice(..).ok()`.
+pub fn parse(reads: &Reads, body: &[u8]) -> Option<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = Pruned(reads).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(value)
+}
+
+/// Deserializes a value keeping only what a [`Reads`] node keeps.
+struct Pruned<'r>(&'r Reads);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        if self.0.all {
+            serde::Deserialize::deserialize(de)
+        } else {
+            de.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Pruned(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            match self.0.keys.get(key.as_ref()) {
+                Some(child) => {
+                    let value = map.next_value_seed(Pruned(child))?;
+                    out.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,6 +994,103 @@ mod tests {
             project(&tool("github_get_me"), &no_headers(), Value::Null),
             json!({})
         );
+    }
+
+    /// Every body the tests above project, and a few odd ones.
+    fn sample_bodies() -> Vec<Value> {
+        let mut file = github_file("big.bin", b"");
+        file["encoding"] = json!("none");
+        vec![
+            Value::Array((1..=3).map(github_pull_request).collect()),
+            github_pull_request(7),
+            github_file("src/main.rs", b"fn main() {}\n"),
+            file,
+            json!([{ "type": "dir", "name": "src", "path": "src", "size": 0, "_links": {} }]),
+            json!({ "ok": true, "channels": [{ "id": "C1", "name": "general", "topic": { "value": "t", "creator": "U1" },
+                    "purpose": { "value": "p" }, "num_members": 3, "is_private": false, "previous_names": ["x"] }],
+                    "response_metadata": { "next_cursor": "abc", "other": 1 } }),
+            json!({ "ok": false, "error": "missing_scope", "needed": "channels:read", "provided": "chat:write", "warning": "w" }),
+            json!({ "ok": true, "query": "q", "messages": { "total": 2, "paging": { "page": 1, "pages": 1, "count": 20 },
+                    "matches": [{ "ts": "1.2", "text": "hi", "channel": { "id": "C1", "name": "ops" }, "iid": "z" }] } }),
+            json!({ "timeZone": "UTC", "nextPageToken": "n", "items": [{ "id": "e", "summary": "s",
+                    "start": { "date": "2024-05-08" }, "end": { "dateTime": "2024-05-09T00:00:00Z" },
+                    "attendees": [{ "email": "a@example.com", "self": true }], "etag": "x" }] }),
+            json!({ "calendars": { "primary": { "busy": [{ "start": "a", "end": "b" }] } }, "timeMin": "a", "kind": "k" }),
+            json!({ "login": "octo", "id": 1, "name": null, "plan": { "name": "pro" } }),
+            json!([1, "two", null, [3.5, -4], { "a": { "b": [] } }]),
+            json!({ "message": "Not Found", "documentation_url": "https://docs" }),
+            json!("text"),
+            Value::Null,
+        ]
+    }
+
+    #[test]
+    fn reading_only_what_a_projection_reads_projects_the_same() {
+        let catalog = Catalog::embedded();
+        for (provider, tool) in catalog.tools() {
+            let convention: &[&str] = match provider.error_convention {
+                crate::catalog::ErrorConvention::SlackOk => &["ok", "error", "needed", "provided"],
+                crate::catalog::ErrorConvention::Http => &[],
+            };
+            let reads = Reads::of(tool, convention);
+            for body in sample_bodies() {
+                let bytes = serde_json::to_vec(&body).unwrap();
+                let pruned = parse(&reads, &bytes).expect("JSON");
+                for key in convention {
+                    assert_eq!(pruned.get(key), body.get(key), "{}: {key}", tool.name);
+                }
+                for headers in [
+                    no_headers(),
+                    link(r#"<https://api.github.com/x?page=2>; rel="next""#),
+                ] {
+                    assert_eq!(
+                        project(tool, &headers, pruned.clone()),
+                        project(tool, &headers, body.clone()),
+                        "{} on {body}",
+                        tool.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pull_request_list_is_read_without_its_nested_repositories() {
+        let reads = Reads::of(&tool("github_list_pull_requests"), &[]);
+        let body = Value::Array((1..=10).map(github_pull_request).collect());
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let pruned = parse(&reads, &bytes).unwrap();
+        assert!(pruned[0]
+            .get("head")
+            .is_none_or(|head| head.get("repo").is_none()));
+        assert!(pruned[0].get("_links").is_none());
+        assert!(serde_json::to_vec(&pruned).unwrap().len() * 5 < bytes.len());
+        assert_eq!(
+            parse(&reads, b"[1, 2"),
+            None,
+            "not JSON is None, as with from_slice"
+        );
+        assert_eq!(parse(&reads, b"{} x"), None);
+        assert_eq!(parse(&Reads::everything(), &bytes), Some(body));
+    }
+
+    #[test]
+    fn items_at_pointers_into_arrays_read_everything() {
+        // A fresh spec (the catalog's copy has its projection compiled already).
+        let with_items_at = |pointer: &str| {
+            let mut spec = tool("slack_list_channels");
+            spec.response.items_at = pointer.into();
+            spec.compiled = Default::default();
+            spec
+        };
+        assert_eq!(
+            Reads::of(&with_items_at("/channels/0/members"), &[]),
+            Reads::everything()
+        );
+        let reads = Reads::of(&with_items_at("/a~1b/c~0d"), &[]);
+        let body = json!({ "a/b": { "c~d": [{ "id": "C1", "junk": 1 }] }, "x": 1 });
+        let pruned = parse(&reads, &serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(pruned, json!({ "a/b": { "c~d": [{ "id": "C1" }] } }));
     }
 
     #[test]
