@@ -253,7 +253,7 @@ fn compile_params(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
         let pattern = match &param.pattern {
             None => None,
             Some(pattern) => Some(
-                Regex::new(&format!("^(?:{pattern})$"))
+                anchored(pattern)
                     .map_err(|e| format!("parameter `{name}`: pattern does not compile: {e}"))?,
             ),
         };
@@ -277,6 +277,25 @@ fn compile_params(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
         patterns.push(pattern);
     }
     Ok(patterns)
+}
+
+/// `^(?:pattern)$`, compiled once per process: the catalog repeats a few patterns (owners,
+/// repositories, Slack ids, timestamps) across many tools, and compiling them is most of the
+/// time it takes to load the catalog — that is, to start `keyward serve`.
+fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    static COMPILED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Regex>>,
+    > = std::sync::OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(regex) = compiled.get(pattern) {
+        return Ok(regex.clone());
+    }
+    let regex = Regex::new(&format!("^(?:{pattern})$"))?;
+    compiled.insert(pattern.to_string(), regex.clone());
+    Ok(regex)
 }
 
 /// A string that is exactly `{name}` names a parameter (or `{$}`, the current `$each` item).

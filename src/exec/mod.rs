@@ -84,6 +84,17 @@ pub struct Executor {
 impl Executor {
     pub fn new(catalog: Arc<Catalog>, vault: Arc<Vault>, config: &Config) -> Result<Executor> {
         let client = client::Upstream::new(&config.executor)?;
+        Ok(Executor::with_upstream(catalog, vault, config, client))
+    }
+
+    /// [`Executor::new`] with an HTTP client built beforehand (`keyward serve` builds it while
+    /// the catalog and the vault load).
+    pub fn with_upstream(
+        catalog: Arc<Catalog>,
+        vault: Arc<Vault>,
+        config: &Config,
+        client: client::Upstream,
+    ) -> Executor {
         let refresher = Refresher::new(
             catalog.clone(),
             vault.clone(),
@@ -100,14 +111,14 @@ impl Executor {
                 (tool.name.clone(), project::Reads::of(tool, convention))
             })
             .collect();
-        Ok(Executor {
+        Executor {
             catalog,
             vault,
             client,
             refresher,
             limits: config.executor.clone(),
             reads,
-        })
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -114,6 +114,10 @@ impl ServerState {
 
     /// Load the catalog, open (or create) the vault in `home` and build the executor.
     pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+        // The HTTP client reads and parses the system's trust roots, a few milliseconds of a
+        // cold start: build it on another thread while the catalog and the vault load.
+        let limits = config.executor.clone();
+        let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
         let vault = Vault::open(home, OpenMode::Create)?;
         if !vault.created().is_empty() {
@@ -123,7 +127,10 @@ impl ServerState {
                 home.key_file().display()
             );
         }
-        let executor = Executor::new(catalog, Arc::new(vault), config)?;
+        let upstream = upstream
+            .join()
+            .map_err(|_| crate::error::Error::other("building the HTTP client failed"))??;
+        let executor = Executor::with_upstream(catalog, Arc::new(vault), config, upstream);
         ServerState::new(Arc::new(executor), offer)
     }
 
