@@ -4,7 +4,6 @@ mod exec;
 mod fake_upstream;
 mod multiprocess;
 mod oauth;
-mod oauth_bench;
 mod oauth_fake_ext;
 mod server;
 mod server_http;
