@@ -28,7 +28,11 @@ pub async fn serve(state: Arc<ServerState>, user: &str) -> Result<()> {
 
 async fn serve_until(server: KeywardServer, stop: CancellationToken) -> Result<()> {
     let running = tokio::select! {
-        running = server.serve_with_ct(rmcp::transport::stdio(), stop.child_token()) => running,
+        // Pipes (how MCP clients launch stdio servers) are read and written on the IO reactor;
+        // anything else falls back to tokio's blocking stdin/stdout. The blocking handles cost
+        // two thread hand-offs per message, which on a small machine is most of what a tool
+        // call with a short answer costs.
+        running = server.serve_with_ct(rmcp::transport::stdio_pipes(), stop.child_token()) => running,
         _ = stop.cancelled() => return Ok(()),
     };
     let running = match running {
