@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     /// One async mutex per connection: holding it is the right to refresh that connection in
     /// this process. Only the owner refreshes, so this is single-flight across processes too.
     refresh_locks: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this process last recorded each connection's use (unix seconds), see [`Vault::touch`].
+    touched: Mutex<HashMap<ConnKey, i64>>,
     master_key_id: String,
     created: Vec<String>,
 }
@@ -109,6 +111,7 @@ impl Vault {
                 changes,
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
+                touched: Mutex::new(HashMap::new()),
                 master_key_id,
                 created,
             }),
@@ -246,8 +249,18 @@ impl Vault {
         self.run(|s| s.remove(key), || Request::Remove { key: key.clone() })
     }
 
-    /// Note that a connection was just used (a hint for `status`; not flushed).
+    /// Note that a connection was just used (a hint for `status`; not flushed). The time is
+    /// stored in whole seconds, so a use in the same second as this process's last one for the
+    /// connection writes nothing: through a relay, one round trip to the owner fewer per call.
     pub fn touch(&self, key: &ConnKey) {
+        let now = chrono::Utc::now().timestamp();
+        {
+            let mut touched = self.inner.touched.lock().expect("touch table");
+            if touched.get(key) == Some(&now) {
+                return;
+            }
+            touched.insert(key.clone(), now);
+        }
         let _ = self.run(
             |s| {
                 s.touch(key);
