@@ -495,18 +495,47 @@ impl HttpChild {
     }
 }
 
-/// Resident and peak memory of a process, in KiB, from /proc.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// Memory of a process from /proc, in KiB.
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss: u64,
+    peak: u64,
+    /// Private memory (heap, stacks, buffers).
+    anon: u64,
+    /// Mapped files: the binary's code and the shared libraries, shared with every other
+    /// process that maps them.
+    file: u64,
+}
+
+impl Mem {
+    fn of(pid: u32) -> Mem {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Mem {
+            rss: field("VmRSS:"),
+            peak: field("VmHWM:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        format!(
+            "VmRSS {:.1} MiB (anon {:.1} · file-backed {:.1}) · peak {:.1} MiB",
+            mib(self.rss),
+            mib(self.anon),
+            mib(self.file),
+            mib(self.peak)
+        )
+    }
 }
 
 // ---- the legacy HTTP+SSE transport, by hand ----------------------------------------------------
@@ -676,6 +705,99 @@ impl SseClient {
     }
 }
 
+/// Streamable HTTP with nothing but reqwest: each message is a POST to `/mcp`; a request's
+/// answer comes back as the event stream (or JSON) of its own response. No client library, so
+/// what it measures is the server.
+struct RawHttp {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    session: String,
+    next_id: AtomicU64,
+}
+
+impl RawHttp {
+    async fn open(base: &str, key: &str) -> RawHttp {
+        let mut client = RawHttp {
+            http: reqwest::Client::new(),
+            url: format!("{base}/mcp"),
+            key: key.to_string(),
+            session: String::new(),
+            next_id: AtomicU64::new(1),
+        };
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "keyward-bench", "version": "1"}}});
+        let response = client.post(&init).await.expect("initialize over raw HTTP");
+        client.session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session id")
+            .to_string();
+        RawHttp::answer(response, 0)
+            .await
+            .expect("initialize answered");
+        client
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
+            .expect("notifications/initialized");
+        client
+    }
+
+    async fn post(&self, message: &Value) -> Result<reqwest::Response, String> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(message.to_string());
+        if !self.session.is_empty() {
+            request = request
+                .header("mcp-session-id", &self.session)
+                .header("mcp-protocol-version", "2025-06-18");
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(format!("POST /mcp answered {}", response.status()))
+        }
+    }
+
+    /// The JSON-RPC answer with `id` in a POST's response.
+    async fn answer(response: reqwest::Response, id: u64) -> Result<Value, String> {
+        let is_json = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        if is_json {
+            return response.json().await.map_err(|e| e.to_string());
+        }
+        let mut events = Events {
+            body: Box::pin(response.bytes_stream()),
+            buf: Vec::new(),
+        };
+        while let Some((_, data)) = events.next().await {
+            if let Ok(message) = serde_json::from_str::<Value>(&data) {
+                if message["id"] == id {
+                    return Ok(message);
+                }
+            }
+        }
+        Err("the event stream ended without the answer".into())
+    }
+
+    async fn request(&self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let response = self.post(&message).await?;
+        RawHttp::answer(response, id).await
+    }
+}
+
 // ---- one call of the standard request, five ways ------------------------------------------------
 
 /// The upstream request keyward sent for a tool call, to replay directly.
@@ -739,6 +861,10 @@ enum Caller {
     Mcp(Peer<RoleClient>, &'static str),
     /// (d): the legacy HTTP+SSE transport.
     Sse(Arc<SseClient>),
+    /// Streamable HTTP without a client library.
+    RawHttp(Arc<RawHttp>),
+    /// stdio without a client library (one caller at a time).
+    RawStdio(Arc<tokio::sync::Mutex<(RawStdio, u64)>>),
 }
 
 fn text_of(result: &CallToolResult) -> String {
@@ -773,6 +899,30 @@ impl Caller {
                 return Ok(());
             }
             Caller::Mcp(peer, tool) => mcp_call(peer, tool, &args_for(tool)).await?.into_bytes(),
+            Caller::RawHttp(raw) => {
+                let answer = raw
+                    .request(
+                        "tools/call",
+                        json!({"name": TOOL, "arguments": tool_args()}),
+                    )
+                    .await?;
+                check_answer(&answer, check)?
+            }
+            Caller::RawStdio(raw) => {
+                let mut raw = raw.lock().await;
+                raw.1 += 1;
+                let id = raw.1;
+                let line = raw
+                    .0
+                    .request(
+                        id,
+                        "tools/call",
+                        Some(json!({"name": TOOL, "arguments": tool_args()})),
+                    )
+                    .await;
+                let answer: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+                check_answer(&answer, check)?
+            }
             Caller::Sse(sse) => {
                 let answer = sse
                     .request(
@@ -780,17 +930,7 @@ impl Caller {
                         json!({"name": TOOL, "arguments": tool_args()}),
                     )
                     .await?;
-                let result = answer
-                    .get("result")
-                    .ok_or_else(|| format!("{TOOL}: a JSON-RPC error: {}", answer["error"]))?;
-                if result["isError"] == true {
-                    return Err(format!("{TOOL} failed: {}", result["content"]));
-                }
-                if check {
-                    answer.to_string().into_bytes()
-                } else {
-                    Vec::new()
-                }
+                check_answer(&answer, check)?
             }
         };
         if check && answer.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()) {
@@ -798,6 +938,22 @@ impl Caller {
         }
         Ok(())
     }
+}
+
+/// A `tools/call` answer as JSON-RPC: an error unless it is a successful result; with
+/// `check`, its bytes for the token check.
+fn check_answer(answer: &Value, check: bool) -> Result<Vec<u8>, String> {
+    let result = answer
+        .get("result")
+        .ok_or_else(|| format!("{TOOL}: a JSON-RPC error: {}", answer["error"]))?;
+    if result["isError"] == true {
+        return Err(format!("{TOOL} failed: {}", result["content"]));
+    }
+    Ok(if check {
+        answer.to_string().into_bytes()
+    } else {
+        Vec::new()
+    })
 }
 
 /// What one row measured.
@@ -1278,8 +1434,20 @@ async fn run(started: Instant) {
         1,
     )
     .await;
-    let (busy_rss, busy_hwm) = rss_kib(stdio.pid);
+    let busy_mem = Mem::of(stdio.pid);
     stdio.stop().await;
+    // (b) and (c) again with a client that is only a few lines (no client library), one caller:
+    // what is left of the overhead is the server's.
+    progress("stdio with a minimal client, 1 caller");
+    let mut raw = RawStdio::spawn(&home, &[], &logs);
+    raw.initialize().await;
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    let raw = Arc::new(tokio::sync::Mutex::new((raw, 100)));
+    let stdio_minimal = row(&Caller::RawStdio(raw.clone()), 1).await;
+    if let Ok(raw) = Arc::try_unwrap(raw) {
+        raw.into_inner().0.stop().await;
+    }
 
     let server = serve_http(&home, &logs).await;
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", server.base))
@@ -1293,6 +1461,10 @@ async fn run(started: Instant) {
         e2e.insert(('c', c), row(&caller, c).await);
     }
     let _ = client.cancel().await;
+    progress("Streamable HTTP with a minimal client, 1 caller");
+    let raw_http = Caller::RawHttp(Arc::new(RawHttp::open(&server.base, &api_key).await));
+    let http_minimal = row(&raw_http, 1).await;
+    drop(raw_http);
     let sse = Arc::new(SseClient::open(&server.base, &api_key).await);
     let caller = Caller::Sse(sse.clone());
     for c in CONCURRENCY {
@@ -1399,7 +1571,18 @@ async fn run(started: Instant) {
             String::new(),
         ]);
     }
+    let a1 = &e2e[&('a', 1)];
     for (name, r, floor) in [
+        (
+            "(b-) stdio, minimal client (no client library)",
+            &stdio_minimal,
+            Some(a1),
+        ),
+        (
+            "(c-) Streamable HTTP, minimal client",
+            &http_minimal,
+            Some(a1),
+        ),
         (
             "(a') github_get_me, direct (1.6 KB answer)",
             &me_direct,
@@ -1435,6 +1618,8 @@ async fn run(started: Instant) {
         .iter()
         .map(|((k, c), r)| ((k.to_string(), *c), r))
         .chain([
+            (("b-".to_string(), 1), &stdio_minimal),
+            (("c-".to_string(), 1), &http_minimal),
             (("a'".to_string(), 1), &me_direct),
             (("b'".to_string(), 1), &me_stdio),
         ])
@@ -1461,6 +1646,10 @@ async fn run(started: Instant) {
     for f in failures {
         table.note(f);
     }
+    table.note(
+        "(b-)/(c-): (b) and (c) with a client of a few lines instead of rmcp's: the difference \
+         is the client library's share of the overhead",
+    );
     table.note(
         "(a')/(b'): the same comparison for a call whose answer is tiny: the fixed cost of a call; \
          the rest of (b)'s overhead grows with the upstream answer (parsed, projected, redacted)",
@@ -1586,12 +1775,16 @@ async fn run(started: Instant) {
     let version = lat(versions);
 
     progress("idle memory: a stdio server after 1000 calls");
-    let idle_server = serve_stdio(&home, &[], &logs).await;
-    let (_, before_hwm) = rss_kib(idle_server.pid);
-    let idle_calls = run_calls(&idle_server.caller(), 8, 1000, false).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (idle_rss, idle_hwm) = rss_kib(idle_server.pid);
-    idle_server.stop().await;
+    let mut idle = Vec::new();
+    for callers in [1, 8] {
+        let server = serve_stdio(&home, &[], &logs).await;
+        let fresh = Mem::of(server.pid);
+        let calls = run_calls(&server.caller(), callers, 1000, false).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle.push((callers, calls.lat.n, fresh, Mem::of(server.pid)));
+        server.stop().await;
+    }
+    let idle_rss = idle.iter().map(|(_, _, _, m)| m.rss).max().unwrap_or(0);
 
     table.section(
         "4. Start-up and memory (release binary, existing home)",
@@ -1611,32 +1804,35 @@ async fn run(started: Instant) {
         ms(version.max),
         String::new(),
     ]);
+    for (callers, n, fresh, after) in &idle {
+        table.row(vec![
+            format!("stdio server, 1 s idle after {n} calls ({callers} callers)"),
+            String::new(),
+            String::new(),
+            String::new(),
+            after.describe(),
+        ]);
+        if *callers == 1 {
+            table.row(vec![
+                "  the same server before its first call".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                fresh.describe(),
+            ]);
+        }
+    }
     table.row(vec![
-        format!(
-            "stdio server idle after {} calls (8 callers)",
-            idle_calls.lat.n
-        ),
+        "row (b)'s server after its 6600 calls (up to 64 in flight)".into(),
         String::new(),
         String::new(),
         String::new(),
-        format!(
-            "VmRSS {:.1} MiB · peak {:.1} MiB (at start {:.1} MiB)",
-            idle_rss as f64 / 1024.0,
-            idle_hwm as f64 / 1024.0,
-            before_hwm as f64 / 1024.0
-        ),
+        busy_mem.describe(),
     ]);
-    table.row(vec![
-        "row (b) server after its 6600 calls (up to 64 in flight)".into(),
-        String::new(),
-        String::new(),
-        String::new(),
-        format!(
-            "VmRSS {:.1} MiB · peak {:.1} MiB",
-            busy_rss as f64 / 1024.0,
-            busy_hwm as f64 / 1024.0
-        ),
-    ]);
+    table.note(
+        "file-backed pages are the binary's code and libc, mapped from the page cache and shared \
+         by every keyward process; anon is each process's own",
+    );
 
     // 5.
     table.section(
@@ -1747,7 +1943,7 @@ async fn run(started: Instant) {
             start.p50 <= Duration::from_millis(20),
         ),
         (
-            "idle RSS after 1000 calls",
+            "idle RSS after 1000 calls (worse of 1 and 8 callers)",
             "≤ 20 MiB".into(),
             format!("{:.1} MiB", idle_rss as f64 / 1024.0),
             idle_rss <= 20 * 1024,

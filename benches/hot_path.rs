@@ -1,7 +1,8 @@
 //! In-process hot path: what a tool call costs keyward before and after the network.
 //!
 //! `cargo bench --bench hot_path` — seal, open, a token read (get + open + expiry check), and
-//! argument validation + request rendering + projection for `github_list_pull_requests`.
+//! argument validation + request rendering + parsing + projection for
+//! `github_list_pull_requests`. `cargo bench --bench e2e` has the end-to-end figures.
 
 use std::hint::black_box;
 
@@ -67,6 +68,15 @@ fn exec_benches(c: &mut Criterion) {
     });
     let body = pull_requests(10);
     let headers = http::HeaderMap::new();
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let reads = project::Reads::of(tool, &[]);
+    c.bench_function(
+        "parse 10 pull requests, only what the projection reads",
+        |b| b.iter(|| project::parse(&reads, black_box(&bytes)).unwrap()),
+    );
+    c.bench_function("parse 10 pull requests whole (for comparison)", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&bytes)).unwrap())
+    });
     c.bench_function("project 10 pull requests", |b| {
         b.iter(|| project::project(tool, &headers, black_box(body.clone())))
     });
