@@ -1806,7 +1806,10 @@ async fn run(started: Instant) {
     ]);
     for (callers, n, fresh, after) in &idle {
         table.row(vec![
-            format!("stdio server, 1 s idle after {n} calls ({callers} callers)"),
+            format!(
+                "stdio server, 1 s idle after {n} calls ({callers} caller{})",
+                if *callers == 1 { "" } else { "s" }
+            ),
             String::new(),
             String::new(),
             String::new(),
@@ -1993,8 +1996,8 @@ async fn run(started: Instant) {
         ));
     } else {
         say(
-            "leak check: no token (kwcanary_…) and no API key appeared in this output, in any \
-             server's stderr or on the legacy SSE stream",
+            "leak check: none of the imported tokens (each carries the canary marker) and no API \
+             key appeared in this output, in any server's stderr or on the legacy SSE stream",
         );
     }
     say(format!(
