@@ -23,10 +23,9 @@ fn refresh_token(tag: &str) -> String {
     format!("{CANARY_REFRESH}.ghr_{tag}")
 }
 
-/// A home wired to `fake` with a GitHub connection the fake accepts for the next hour.
-fn home_with_github(fake: &FakeUpstream) -> Kw {
-    let kw = home_for(fake, &[]);
-    let (access, refresh) = (access_token("mp"), refresh_token("mp"));
+/// Tokens tagged `tag` that the fake's GitHub accepts for the next hour.
+fn github_grant(fake: &FakeUpstream, tag: &str) -> (String, String) {
+    let (access, refresh) = (access_token(tag), refresh_token(tag));
     fake.grant_with_refresh(
         "github",
         &access,
@@ -34,6 +33,13 @@ fn home_with_github(fake: &FakeUpstream) -> Kw {
         &["repo", "read:user"],
         Some(Duration::from_secs(3600)),
     );
+    (access, refresh)
+}
+
+/// A home wired to `fake` with a GitHub connection the fake accepts for the next hour.
+fn home_with_github(fake: &FakeUpstream) -> Kw {
+    let kw = home_for(fake, &[]);
+    let (access, refresh) = github_grant(fake, "mp");
     kw.import("github", "default", &access, &refresh);
     kw
 }
@@ -123,14 +129,7 @@ async fn a_refresh_storm_split_across_two_servers_refreshes_once() {
     let fake = FakeUpstream::start().await;
     fake.set_recording(false);
     let kw = home_for(&fake, &[]);
-    let (access, refresh) = (access_token("storm"), refresh_token("storm"));
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
+    let (access, refresh) = github_grant(&fake, "storm");
     kw.ok(
         &["import", "github"],
         &expired_token_json(&access, &refresh, "repo,read:user"),
