@@ -1142,9 +1142,9 @@ fn in_process(pr_body: &[u8]) -> InProcess {
         format!("project 10 pull requests (→ {})", kib(projected.len())),
         time_op(|| pruned.clone(), |b| project::project(tool, &headers, b)),
     ));
-    let secrets = [keyward::secret::SecretString::new(format!(
+    let redactor = keyward::secret::Redactor::of(&[keyward::secret::SecretString::new(format!(
         "{CANARY_ACCESS}.gho_x"
-    ))];
+    ))]);
     rows.push((
         "validate + render + parse + project + redact (one call)".into(),
         time_op(
@@ -1155,7 +1155,7 @@ fn in_process(pr_body: &[u8]) -> InProcess {
                 black_box(request);
                 let body = project::parse(&reads, pr_body).unwrap();
                 let projected = project::project(tool, &headers, body);
-                keyward::exec::redact::redact(projected, &secrets)
+                redactor.value(projected)
             },
         ),
     ));

@@ -161,8 +161,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Parse `config.toml`. The error names the line, the key and what is wrong, but never
+    /// quotes the file: the offending line may be `client_secret = […]`, and toml's own
+    /// message would print it (and serde's quotes a wrongly typed string value).
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
     }
 
     fn apply_env(&mut self) {
@@ -190,5 +193,84 @@ impl Config {
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.get(name)
+    }
+}
+
+/// Where a TOML error is and what it is, without any value from the document: `line 7, key
+/// `client_secret` in [providers.github]: invalid type: sequence, expected a string`.
+pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut out = String::new();
+    if let Some(span) = error.span() {
+        let start = span.start.min(text.len());
+        let before = &text[..start];
+        let line_no = before.matches('\n').count() + 1;
+        out.push_str(&format!("line {line_no}"));
+        let line = text[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .split('\n')
+            .next()
+            .unwrap_or("");
+        // Only a plain key is named: text before `=` that is not a plain key may be part of a
+        // multi-line value.
+        let is_key = |k: &str| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-. \"".contains(c))
+        };
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if is_key(key) {
+                out.push_str(&format!(", key `{key}`"));
+            }
+        }
+        let section =
+            before.lines().rev().map(str::trim).find(|l| {
+                l.starts_with('[') && l.ends_with(']') && is_key(l.trim_matches(['[', ']']))
+            });
+        if let Some(section) = section {
+            out.push_str(&format!(" in {section}"));
+        }
+        out.push_str(": ");
+    }
+    out.push_str(&scrub_values(error.message()));
+    out
+}
+
+/// serde quotes a wrongly typed string or character (`invalid type: string "…", expected
+/// u64`) and an unknown enum variant: drop the quoted value, keep the rest.
+fn scrub_values(message: &str) -> String {
+    static QUOTED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = QUOTED.get_or_init(|| {
+        regex::Regex::new(r#"(string) "(?:[^"\\]|\\.)*"|(character|unknown variant) `[^`]*`"#)
+            .expect("valid pattern")
+    });
+    re.replace_all(message, "$1$2").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_line_and_key_but_never_the_value() {
+        let text = "[providers.github]\nclient_id = \"x\"\nclient_secret = [\"kwcanary_secret_in_config\"]\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(!err.contains("kwcanary_secret_in_config"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("key `client_secret`"), "{err}");
+        assert!(err.contains("[providers.github]"), "{err}");
+
+        let text = "[providers.github]\nrefresh_margin_secs = \"kwcanary_secret_as_number\"\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(!err.contains("kwcanary_secret_as_number"), "{err}");
+        assert!(
+            err.contains("key `refresh_margin_secs`") && err.contains("invalid type: string"),
+            "{err}"
+        );
+
+        // A syntax error in the middle of a multi-line value names the line only.
+        let text = "tools_dirs = [\n  \"kwcanary_secret_unterminated\n]\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(!err.contains("kwcanary_secret_unterminated"), "{err}");
+        assert!(err.starts_with("line "), "{err}");
     }
 }

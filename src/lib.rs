@@ -27,7 +27,8 @@
 //! - [`exec`] — one validated call in, one compact result out: render the request (path
 //!   segments encoded, host pinned), send it with the vault's token ([`exec::client`]), map
 //!   provider failures to tool errors with hints ([`exec::errors`]), project the answer to the
-//!   declared fields ([`exec::project`]) and redact anything secret ([`exec::redact`]).
+//!   declared fields ([`exec::project`]) and redact anything secret from the result or the
+//!   error ([`secret::Redactor`]).
 //! - [`vault`] — the encrypted store: sealed token records under compare-and-swap
 //!   ([`vault::store`], [`vault::record`]), the envelope of master key and data keys
 //!   ([`vault::keys`], [`vault::crypto`]), the audit log, HTTP users, and sharing one database
@@ -38,7 +39,8 @@
 //! - [`config`] — where the home folder is, and `config.toml` (provider overrides, executor
 //!   limits, server filters and allowed hosts).
 //! - [`secret`] — wrapper types for tokens and keys: `[redacted]` in Debug/Display, read only
-//!   through an explicit `expose()`, zeroized on drop.
+//!   through an explicit `expose()`, zeroized on drop; and the [`secret::Redactor`] that
+//!   scrubs every secret known for an operation out of text a provider sent back.
 //! - [`error`] — the crate's error type; every message says what happened and the command that
 //!   fixes it, and maps to the CLI's exit code.
 //!

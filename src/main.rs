@@ -276,6 +276,14 @@ fn human_duration(secs: i64) -> String {
     format!("{sign}{text}")
 }
 
+/// A record's own tokens. Reasons are redacted before they are stored; this also covers a reason
+/// stored by an older keyward that did not.
+fn own_secrets(record: &keyward::vault::TokenRecord) -> keyward::secret::Redactor {
+    keyward::secret::Redactor::of(
+        std::iter::once(&record.access_token).chain(&record.refresh_token),
+    )
+}
+
 fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
     let Some(vault) = open_existing(home)? else {
         if json {
@@ -302,7 +310,7 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
                         keyward::vault::ConnectionStatus::NeedsReconnect { .. } => "needs_reconnect",
                     },
                     "reason": match &c.record.status {
-                        keyward::vault::ConnectionStatus::NeedsReconnect { reason } => Some(reason.as_str()),
+                        keyward::vault::ConnectionStatus::NeedsReconnect { reason } => Some(own_secrets(&c.record).text(reason)),
                         _ => None,
                     },
                     "has_refresh_token": c.record.refresh_token.is_some(),
@@ -340,7 +348,7 @@ fn status(home: &Home, user: Option<&str>, json: bool) -> Result<()> {
                         c.key.provider,
                         c.key.account,
                         expires,
-                        c.record.status.label(),
+                        own_secrets(&c.record).text(&c.record.status.label()),
                         last,
                         c.record.scopes.join(" ")
                     );

@@ -2,8 +2,9 @@
 //!
 //! A tool error is what the model (and the person behind it) reads when a call fails, so each
 //! one carries the provider's own message and status, and a hint that names the fix — usually
-//! the exact `keyward` command. None carries a token: messages are built from status lines,
-//! provider error fields and our own text, and the executor redacts known secrets on top.
+//! the exact `keyward` command. Provider fields are quoted as they came, so an error may hold
+//! whatever the provider echoed: the executor redacts every error ([`ToolError::redacted`])
+//! before it is audited, logged or returned.
 
 use serde_json::Value;
 
@@ -41,6 +42,15 @@ impl ToolError {
     }
     pub fn status(mut self, status: u16) -> ToolError {
         self.status = Some(status);
+        self
+    }
+
+    /// The error with every secret `redactor` knows replaced, in every field a client sees.
+    pub fn redacted(mut self, redactor: &crate::secret::Redactor) -> ToolError {
+        redactor.scrub(&mut self.message);
+        if let Some(hint) = &mut self.hint {
+            redactor.scrub(hint);
+        }
         self
     }
 

@@ -10,14 +10,16 @@
 //! 4. render the request ([`render::render`]: path segments encoded, host pinned) and send it
 //!    ([`client`]: timeouts, size cap, retries, no cross-host redirects);
 //! 5. map provider errors to tool errors with a hint ([`errors`]);
-//! 6. project the response to the declared fields ([`project::project`]) and redact every
-//!    secret the vault holds for the user ([`redact`]);
-//! 7. append an audit record.
+//! 6. project the response to the declared fields ([`project::project`]);
+//! 7. redact the result *or the error* with every secret keyward knows for the call — the
+//!    user's tokens, a token a refresh just issued, the OAuth client secrets
+//!    ([`crate::secret::Redactor`]) — and only then audit and return it. Errors are redacted
+//!    exactly like results because a provider's error body is the likeliest place for a token
+//!    to be quoted back (`422 Validation Failed for Bearer …`).
 
 pub mod client;
 pub mod errors;
 pub mod project;
-pub mod redact;
 pub mod render;
 
 use std::collections::HashMap;
@@ -31,7 +33,7 @@ use crate::catalog::{ProviderSpec, ToolSpec};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::oauth::refresh::Refresher;
-use crate::secret::SecretString;
+use crate::secret::{Redactor, SecretString};
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
 
 pub use errors::ToolError;
@@ -79,6 +81,8 @@ pub struct Executor {
     limits: ExecutorConfig,
     /// Per tool: the parts of a response its projection reads (see [`project::Reads`]).
     reads: HashMap<String, project::Reads>,
+    /// The OAuth client secrets of every provider: redacted from every call's output.
+    client_secrets: Redactor,
 }
 
 impl Executor {
@@ -111,6 +115,12 @@ impl Executor {
                 (tool.name.clone(), project::Reads::of(tool, convention))
             })
             .collect();
+        let client_secrets = Redactor::of(
+            config
+                .providers
+                .values()
+                .filter_map(|p| p.client_secret.as_ref()),
+        );
         Executor {
             catalog,
             vault,
@@ -118,6 +128,7 @@ impl Executor {
             refresher,
             limits: config.executor.clone(),
             reads,
+            client_secrets,
         }
     }
 
@@ -158,16 +169,23 @@ impl Executor {
         audit.session = ctx.session.clone();
         audit.provider = Some(provider.name.clone());
         audit.scopes = Some(tool.scopes.clone());
-        let outcome = self.run(ctx, provider, tool, args, &mut audit).await;
+        // Filled by `run` as it learns secrets (the user's tokens, a refreshed token), so that
+        // an error from any step is redacted with everything known by then.
+        let mut redactor = self.client_secrets.clone();
+        let outcome = self
+            .run(ctx, provider, tool, args, &mut audit, &mut redactor)
+            .await;
         audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        if let Err(e) = &outcome {
-            audit.outcome = format!("error: {}", e.message);
-        }
+        let outcome = match outcome {
+            Ok(v) => CallOutcome::Ok(redactor.value(v)),
+            Err(e) => {
+                let e = e.redacted(&redactor);
+                audit.outcome = format!("error: {}", e.message);
+                CallOutcome::Err(e)
+            }
+        };
         self.vault.audit(&audit);
-        match outcome {
-            Ok(v) => CallOutcome::Ok(v),
-            Err(e) => CallOutcome::Err(e),
-        }
+        outcome
     }
 
     async fn run(
@@ -177,6 +195,7 @@ impl Executor {
         tool: &ToolSpec,
         args: Map<String, Value>,
         audit: &mut AuditEntry,
+        redactor: &mut Redactor,
     ) -> Result<Value, ToolError> {
         let valid = render::validate_args(tool, &args)
             .map_err(|e| ToolError::new(format!("invalid arguments for {}: {e}", tool.name)))?;
@@ -184,6 +203,7 @@ impl Executor {
         // secret the vault holds for the user (redacted from the result). Through a relay this
         // is one round trip to the vault's owner instead of three.
         let (conn, secrets) = self.user_connection(ctx, provider)?;
+        redactor.extend(&secrets);
         let key = conn.key.clone();
         audit.account = Some(key.account.clone());
         if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
@@ -213,6 +233,7 @@ impl Executor {
 
         let deadline = Instant::now() + Duration::from_millis(self.limits.call_budget_ms);
         let (mut token, mut version) = self.refresher.fresh_token(&key, conn, deadline).await?;
+        redactor.add(&token);
         let mut refreshed_after_401 = false;
         let response = loop {
             let response = self.client.send(&request, &token, deadline).await?;
@@ -227,6 +248,7 @@ impl Executor {
                     .await?
                 {
                     Some((t, v)) => {
+                        redactor.add(&t);
                         token = t;
                         version = v;
                         continue;
@@ -239,10 +261,7 @@ impl Executor {
         self.vault.touch(&key);
         let reads = self.reads.get(&tool.name);
         let body = errors::check_with(provider, tool, &key, &response, reads)?;
-        let projected = project::project(tool, &response.headers, body);
-        let mut secrets = secrets;
-        secrets.push(token);
-        Ok(redact::redact(projected, &secrets))
+        Ok(project::project(tool, &response.headers, body))
     }
 
     /// The connection a call uses — the account asked for, else `default`, else the only one —

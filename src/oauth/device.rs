@@ -23,6 +23,7 @@ use super::connect::{exchange_result, ConnectRequest, Notify};
 use super::http::OAuthHttp;
 use super::token_endpoint::{self, Answer};
 use crate::error::{Error, Result};
+use crate::secret::Redactor;
 use crate::vault::TokenRecord;
 
 /// RFC 8628 §3.4 grant type.
@@ -180,6 +181,8 @@ fn device_code_error<E: std::error::Error>(
         RequestTokenError::Request(e) => format!("no answer ({e})"),
         RequestTokenError::Other(text) => text,
     };
+    // The endpoint's own words are quoted: keep the client secret it was sent out of them.
+    let reason = Redactor::of(&app.client_secret).text(&reason);
     let hint = if reason.contains("device_flow_disabled") {
         " — enable Device Flow in the OAuth app's settings".to_string()
     } else if reason.contains("client") {

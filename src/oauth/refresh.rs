@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::exec::errors::{connect_command, needs_reconnect};
 use crate::exec::ToolError;
-use crate::secret::SecretString;
+use crate::secret::{Redactor, SecretString};
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, TokenRecord, Vault};
 
 /// Refresh-token error codes that mean "this grant is gone": OAuth's `invalid_grant`
@@ -301,7 +301,7 @@ impl Refresher {
             "ahead of expiry"
         };
         match self
-            .call_token_endpoint(key, &refresh_token, deadline)
+            .call_token_endpoint(key, &refresh_token, &conn.record.access_token, deadline)
             .await
         {
             Ok(response) => {
@@ -435,10 +435,14 @@ impl Refresher {
         );
     }
 
+    /// One refresh at the token endpoint. Every reason in a [`Failure`] is already redacted
+    /// (see [`token_endpoint::request`]; the access token the endpoint itself issued is added
+    /// here), so it may be stored as a `needs_reconnect` reason, audited and shown as it is.
     async fn call_token_endpoint(
         &self,
         key: &ConnKey,
         refresh_token: &SecretString,
+        access_token: &SecretString,
         deadline: Instant,
     ) -> Result<serde_json::Value, Failure> {
         let client = self.clients.get(&key.provider).cloned().unwrap_or_default();
@@ -472,7 +476,8 @@ impl Refresher {
                 &form,
                 left.min(self.http.timeout()),
             )
-            .await;
+            .await
+            .redacted(&Redactor::of([access_token]));
             let reason = match answer {
                 Answer::Token(value) => return Ok(value),
                 Answer::Error(e) if PERMANENT_CODES.contains(&e.code.as_str()) => return Err(Failure::Permanent(e.reason())),

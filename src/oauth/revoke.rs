@@ -28,6 +28,7 @@ use super::refresh::Refresher;
 use crate::catalog::{Catalog, RevokeStyle};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::secret::Redactor;
 use crate::vault::{AuditEntry, ConnKey, TokenRecord, Vault};
 
 /// What a client id may hold unencoded in a URL path segment (RFC 3986 unreserved).
@@ -178,6 +179,9 @@ pub async fn revoke(
             app.title
         ));
     };
+    let mut redactor = Redactor::of([&record.access_token]);
+    redactor.extend(&record.refresh_token);
+    redactor.extend(&app.client_secret);
     let request = match style {
         RevokeStyle::GithubGrant => {
             let (Some(id), Some(secret)) = (&app.client_id, &app.client_secret) else {
@@ -219,22 +223,26 @@ pub async fn revoke(
                 None => (record.access_token.expose(), "access_token"),
             };
             return match form_request(&url, &[("token", token), ("token_type_hint", hint)], None) {
-                Ok(request) => send(http, app, request, style).await,
+                Ok(request) => send(http, app, request, style, &redactor).await,
                 Err(e) => Err(e.to_string()),
             };
         }
     };
     match request {
-        Ok(request) => send(http, app, request, style).await,
+        Ok(request) => send(http, app, request, style, &redactor).await,
         Err(e) => Err(format!("the revocation endpoint is not a valid URL ({e})")),
     }
 }
 
+/// Send the revocation and read the answer. The provider's error code is quoted in the reason,
+/// so it is redacted with every secret the request carried (a hostile or broken endpoint may
+/// echo the token it was asked to revoke).
 async fn send(
     http: &OAuthHttp,
     app: &OAuthApp,
     request: oauth2::HttpRequest,
     style: RevokeStyle,
+    redactor: &Redactor,
 ) -> std::result::Result<Revoked, String> {
     let response = http
         .send(request, http.timeout())
@@ -246,7 +254,7 @@ async fn send(
         .as_ref()
         .and_then(|b| b.get("error"))
         .and_then(Value::as_str)
-        .map(String::from);
+        .map(|code| redactor.text(code));
     match style {
         RevokeStyle::GithubGrant => match status.as_u16() {
             204 | 200 => Ok(Revoked::Now),

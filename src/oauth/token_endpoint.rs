@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::{form_request, HttpError, OAuthHttp};
+use crate::secret::Redactor;
 
 /// OAuth error codes that mean "not now" rather than "no".
 const UNAVAILABLE_CODES: &[&str] = &[
@@ -78,18 +79,38 @@ impl std::fmt::Debug for Answer {
     }
 }
 
+/// Form fields whose values are secrets: whatever the endpoint says back is scrubbed of them.
+const SECRET_FIELDS: &[&str] = &[
+    "refresh_token",
+    "client_secret",
+    "code",
+    "code_verifier",
+    "device_code",
+    "token",
+    "access_token",
+];
+
 /// POST `form` to `url` and sort the answer. `form` holds secrets; it is never logged.
+///
+/// An endpoint may quote what it was sent (`"error_description": "refresh token 1//0ab… is
+/// invalid"`), and the reason of a refusal is stored (`needs_reconnect`), audited and shown.
+/// So every string of a non-token answer is redacted here, with every secret this request
+/// carried, before any caller sees it.
 pub async fn request(
     http: &OAuthHttp,
     url: &str,
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Answer {
+    let mut redactor = Redactor::new();
+    for (_, value) in form.iter().filter(|(k, _)| SECRET_FIELDS.contains(k)) {
+        redactor.add_str(value);
+    }
     let request = match form_request(url, form, None) {
         Ok(r) => r,
-        Err(e) => return Answer::Malformed(e.to_string()),
+        Err(e) => return Answer::Malformed(e.to_string()).redacted(&redactor),
     };
-    match http.send(request, timeout).await {
+    let answer = match http.send(request, timeout).await {
         Ok(response) => sort(response.status(), response.body()),
         Err(HttpError::Timeout) => {
             Answer::Unavailable("the token endpoint did not answer in time".into())
@@ -98,6 +119,26 @@ pub async fn request(
             Answer::Unavailable("the token endpoint could not be reached".into())
         }
         Err(e) => Answer::Unavailable(format!("the request to the token endpoint failed ({e})")),
+    };
+    answer.redacted(&redactor)
+}
+
+impl Answer {
+    /// Every string of an answer that is not a token, with `redactor`'s secrets replaced.
+    pub fn redacted(self, redactor: &Redactor) -> Answer {
+        match self {
+            Answer::Token(value) => Answer::Token(value),
+            Answer::Error(mut e) => {
+                redactor.scrub(&mut e.code);
+                if let Some(d) = &mut e.description {
+                    redactor.scrub(d);
+                }
+                e.body = redactor.value(e.body);
+                Answer::Error(e)
+            }
+            Answer::Unavailable(reason) => Answer::Unavailable(redactor.text(&reason)),
+            Answer::Malformed(reason) => Answer::Malformed(redactor.text(&reason)),
+        }
     }
 }
 

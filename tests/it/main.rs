@@ -1,3 +1,4 @@
+mod canary;
 mod catalog;
 mod cli;
 mod exec;

@@ -289,6 +289,9 @@ pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
         .env_remove("KEYWARD_HOME")
         .env_remove("KEYWARD_TOOLS_DIR")
         .env("RUST_LOG", "debug");
+    for (k, v) in &kw.env {
+        cmd.env(k, v);
+    }
     let (transport, stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -20,6 +20,7 @@
 //! - A second listener on 127.0.0.2 (another host) records everything sent to it: the GitHub
 //!   repository `moved` redirects there ([`SharedState::steal_requests`]).
 
+mod echo;
 mod github;
 mod github_data;
 mod google;
@@ -40,6 +41,8 @@ use axum::Router;
 use base64::Engine;
 use serde_json::Value;
 
+#[allow(unused_imports)]
+pub use echo::Echo;
 #[allow(unused_imports)]
 pub use github_data::{LAST_ISSUE, LAST_PR, OPEN_PRS};
 #[allow(unused_imports)]
@@ -314,6 +317,7 @@ pub struct SharedState {
     api_knobs: Mutex<ApiKnobs>,
     pub(crate) cache: Mutex<HashMap<String, Bytes>>,
     pub(crate) sequence: AtomicU64,
+    pub(crate) token_echo: Mutex<[Option<echo::TokenEcho>; 3]>,
 }
 
 /// The mutable provider data (created issues, posted messages, calendars and events).
@@ -328,6 +332,8 @@ struct ApiFailure {
     remaining: u32,
     status: u16,
     retry_after: Option<u64>,
+    /// Answer with a body quoting the request instead of the provider's plain error.
+    echo: Option<Echo>,
 }
 
 #[derive(Default)]
@@ -357,6 +363,7 @@ impl SharedState {
             api_knobs: Mutex::new(ApiKnobs::default()),
             cache: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(1),
+            token_echo: Mutex::new([None, None, None]),
         }
     }
 
@@ -497,6 +504,19 @@ impl SharedState {
             remaining: n,
             status,
             retry_after,
+            echo: None,
+        });
+    }
+
+    /// The next `n` API requests whose raw path contains `path_substring` answer as `echo`
+    /// says, quoting everything the request carried (see [`Echo`]).
+    pub fn echo_api(&self, path_substring: &str, n: u32, echo: Echo) {
+        lock(&self.api_knobs).failures.push(ApiFailure {
+            path_substring: path_substring.to_string(),
+            remaining: n,
+            status: 0,
+            retry_after: None,
+            echo: Some(echo),
         });
     }
 
@@ -549,7 +569,7 @@ impl SharedState {
                 .find(|f| f.remaining > 0 && r.path.contains(&f.path_substring))
                 .map(|f| {
                     f.remaining -= 1;
-                    (f.status, f.retry_after)
+                    (f.status, f.retry_after, f.echo)
                 });
             knobs.failures.retain(|f| f.remaining > 0);
             (failure, delay)
@@ -557,7 +577,10 @@ impl SharedState {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let (status, retry_after) = failure?;
+        let (status, retry_after, echo) = failure?;
+        if let Some(echo) = echo {
+            return Some(echo::api_failure(p, echo, r));
+        }
         let mut resp = match p {
             Provider::Github => github::failure(status),
             Provider::Slack => slack::failure(status),

@@ -931,6 +931,9 @@ pub(crate) async fn token_endpoint(st: &SharedState, p: Provider, r: &Req) -> Re
     if let Some(status) = fail {
         return outage_response(status);
     }
+    if let Some(echo) = st.take_token_echo(p, r) {
+        return echo;
+    }
     let form = p == Provider::Github && !r.accepts_json();
     let basic = r.basic_auth();
     let result = lock(&st.auth).get(p).grant(&params, &basic);
