@@ -480,3 +480,34 @@ fn a_config_error_names_file_line_and_key_but_never_the_value() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_exchange_refusal_quoting_the_code_and_client_secret_is_redacted() {
+    let fake = FakeUpstream::start().await;
+    let kw = crate::oauth_fake_ext::home_for(&fake, &[]);
+    let mut run = crate::oauth_fake_ext::Running::spawn(
+        &kw,
+        &["connect", "github", "--no-browser", "--timeout", "60"],
+        &[("RUST_LOG", "trace")],
+    );
+    let url = run.authorize_url();
+    fake.echo_token_errors("github", 1, 400, "bad_verification_code");
+    let mut code = String::new();
+    let (page_status, page) = crate::oauth_fake_ext::play_browser(&url, |cb| {
+        code = crate::oauth_fake_ext::query(&cb, "code").expect("a code");
+        cb
+    })
+    .await;
+    let out = run.finish(Duration::from_secs(30));
+    let all = secrets(&fake, &[&code]);
+    assert_no_secret("the callback page", &page, &all);
+    assert_no_secret("connect stdout", &out.stdout(), &all);
+    assert_no_secret("connect stderr", &out.stderr(), &all);
+    assert_eq!(out.code(), Some(1));
+    assert!(page_status >= 400, "{page_status}: {page}");
+    assert!(
+        out.stderr().contains("bad_verification_code") && out.stderr().contains("[redacted]"),
+        "{}",
+        out.stderr()
+    );
+}
