@@ -14,6 +14,9 @@
 //!                                                     └─ vault ◀─ oauth::refresh
 //! ```
 //!
+//! The map of the design — the data path, every module, the numbered invariants the code cites
+//! and what each test file covers — is `docs/ARCHITECTURE.md`.
+//!
 //! # Modules
 //!
 //! - [`server`] — how clients reach keyward: the rmcp `ServerHandler` ([`server::handler`]),
