@@ -124,9 +124,11 @@ impl Refresher {
         for provider in catalog.providers() {
             let overrides = config.provider(&provider.name).cloned().unwrap_or_default();
             // The catalog already applied a configured `refresh_margin_secs` to the provider.
+            // A margin past `i64::MAX` seconds means "always"; `as` would make it negative.
             let margin = overrides
                 .refresh_margin_secs
-                .unwrap_or(provider.refresh_margin_secs) as i64;
+                .unwrap_or(provider.refresh_margin_secs);
+            let margin = i64::try_from(margin).unwrap_or(i64::MAX);
             clients.insert(
                 provider.name.clone(),
                 ClientInfo {
@@ -489,7 +491,8 @@ impl Refresher {
             };
             // Exponential backoff: 200 ms, 400 ms, … within the budget.
             let wait = Duration::from_millis(200u64 << attempt.min(5));
-            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+            if attempt >= MAX_ATTEMPTS || wait >= deadline.saturating_duration_since(Instant::now())
+            {
                 return Err(Failure::Transient(reason));
             }
             tracing::debug!(connection = %key, attempt, %reason, "retrying the token endpoint");

@@ -590,6 +590,130 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
     );
 }
 
+#[test]
+fn import_refuses_expiry_values_it_cannot_represent() {
+    let kw = Kw::new();
+    std::fs::create_dir_all(kw.home()).unwrap();
+    let far_future = chrono::Utc::now().timestamp() + 200 * 365 * 86_400;
+    for (json, field) in [
+        (
+            r#"{"access_token":"x","expires_in":1e300}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":18446744073709551615}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":9223372036854775807}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":"9223372036854775807"}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":-5}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":-1e300}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":9223372036854775807}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":-9223372036854775808}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":1e300}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":"9999-12-31T23:59:59Z"}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            format!(r#"{{"access_token":"x","expires_at":{far_future}}}"#),
+            "expires_at",
+        ),
+    ] {
+        let run = kw.run(&["import", "github"], &json);
+        // Exit 2, like every other malformed token response: the input is what is wrong.
+        assert_eq!(
+            run.code(),
+            Some(2),
+            "{json}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
+        let err = run.stderr();
+        assert!(
+            err.contains(field) && err.contains("range"),
+            "{json}: {err}"
+        );
+        assert!(status_of(&kw, "github").is_none(), "{json} stored nothing");
+    }
+    // Values in range still import: an expired token, a fractional lifetime, a year.
+    for json in [
+        r#"{"access_token":"x","expires_in":0}"#,
+        r#"{"access_token":"x","expires_in":3599.5}"#,
+        r#"{"access_token":"x","expires_in":31536000}"#,
+        r#"{"access_token":"x","expires_at":1000}"#,
+    ] {
+        let run = kw.run(&["import", "github"], json);
+        assert_eq!(run.code(), Some(0), "{json}: {}", run.stderr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_expires_in_from_the_token_endpoint_is_clamped() {
+    let fake = FakeUpstream::start().await;
+    let kw = home_for(&fake, &[]);
+    let access = "kwcanary_access_9f8e7d6c5b4a.gho_huge_access";
+    import_expired(
+        &fake,
+        &kw,
+        "github",
+        access,
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_huge_1",
+        &["repo", "read:user"],
+    );
+    fake.expire_access_token(access);
+    for (round, claimed) in [
+        serde_json::json!(1e300),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(i64::MAX),
+        serde_json::json!(-1e300),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fake.advertise_expires_in("github", Some(claimed.clone()));
+        let out = call(&kw, "github_get_me", "{}");
+        assert_eq!(out.code(), Some(0), "{claimed}: {}", out.stdout());
+        assert_eq!(fake.successful_refreshes("github"), round as u64 + 1);
+        let row = status_of(&kw, "github").unwrap();
+        assert_eq!(row["status"], "active", "{row}");
+        let left = row["expires_in_secs"].as_i64().expect("an expiry");
+        assert!(
+            (-86_400..=200 * 365 * 86_400).contains(&left),
+            "{claimed}: clamped, not wrapped: {row}"
+        );
+        // The next round refreshes again: the provider rejects the current token.
+        let current = fake
+            .issued_tokens("github")
+            .last()
+            .unwrap()
+            .access_token
+            .clone();
+        fake.expire_access_token(&current);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
     let fake = FakeUpstream::start().await;
