@@ -6,7 +6,8 @@
 //! - Bodies larger than the cap are cut off with a clear error rather than buffered.
 //! - 429, 5xx and GitHub's rate-limit 403 are retried a bounded number of times, honouring
 //!   `Retry-After`, but only while the call's deadline allows; past it the error says when to
-//!   try again.
+//!   try again. Waits are untrusted numbers (`Retry-After: 18446744073709551615`): they are
+//!   compared with the time left, never added to an `Instant`, so no value can overflow.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,15 @@ use super::ToolError;
 use crate::config::ExecutorConfig;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
+
+/// The instant `budget` from now. Budgets come from configuration and from other processes, so
+/// they may be absurd (`call_budget_ms = 18446744073709551615`); a century is as good as
+/// forever, and nothing here can overflow the clock.
+pub fn deadline_after(budget: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    let now = Instant::now();
+    now.checked_add(budget.min(CENTURY)).unwrap_or(now)
+}
 
 /// A response, read whole (up to the size cap).
 #[derive(Debug)]
@@ -88,7 +98,7 @@ impl Upstream {
                 return Ok(response);
             };
             attempt += 1;
-            let out_of_time = Instant::now() + wait >= deadline;
+            let out_of_time = wait >= deadline.saturating_duration_since(Instant::now());
             if attempt > self.limits.max_retries || out_of_time {
                 return Err(retry_exhausted(&response, &host, wait));
             }
@@ -165,20 +175,25 @@ fn retry_delay(response: &UpstreamResponse, attempt: u32) -> Option<Duration> {
     if let Some(reset) =
         header_str(&response.headers, "x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok())
     {
-        let wait = reset - chrono::Utc::now().timestamp();
-        return Some(Duration::from_secs(wait.max(1) as u64));
+        let wait = reset.saturating_sub(chrono::Utc::now().timestamp());
+        return Some(Duration::from_secs(wait.max(1).unsigned_abs()));
     }
     // Exponential backoff: 200 ms, 400 ms, 800 ms, …
     Some(Duration::from_millis(200u64 << attempt.min(6)))
 }
 
-/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110 §10.2.3). Delay-seconds too
+/// large for a `u64` mean "a very long time", not "no advice".
 fn parse_retry_after(value: &str) -> Option<u64> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(secs);
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse::<u64>().unwrap_or(u64::MAX));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    Some((when.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64)
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = when
+        .timestamp()
+        .saturating_sub(chrono::Utc::now().timestamp());
+    Some(secs.max(0).unsigned_abs())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -231,6 +246,8 @@ mod tests {
         assert_eq!(parse_retry_after("3"), Some(3));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_retry_after("99999999999999999999999"), Some(u64::MAX));
     }
 
     #[test]
@@ -265,6 +282,19 @@ mod tests {
             "a plain 403 is a permission error"
         );
         assert_eq!(retry_delay(&resp(404, &[]), 0), None);
+        // An absurd reset time in the past or future: a wait, never an overflow.
+        assert_eq!(
+            retry_delay(
+                &resp(429, &[("x-ratelimit-reset", "-9223372036854775808")]),
+                0
+            ),
+            Some(Duration::from_secs(1))
+        );
+        assert!(retry_delay(
+            &resp(429, &[("x-ratelimit-reset", "9223372036854775807")]),
+            0
+        )
+        .is_some());
         assert_eq!(retry_delay(&resp(200, &[]), 0), None);
     }
 }

@@ -231,7 +231,7 @@ impl Executor {
         audit.host = request.url.host_str().map(String::from);
         audit.path = Some(request.url.path().to_string());
 
-        let deadline = Instant::now() + Duration::from_millis(self.limits.call_budget_ms);
+        let deadline = client::deadline_after(Duration::from_millis(self.limits.call_budget_ms));
         let (mut token, mut version) = self.refresher.fresh_token(&key, conn, deadline).await?;
         redactor.add(&token);
         let mut refreshed_after_401 = false;

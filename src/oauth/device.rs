@@ -91,7 +91,7 @@ pub async fn run(
         super::connect::open_browser(&verification);
     }
 
-    let deadline = Instant::now() + request.timeout.min(expires_in);
+    let deadline = crate::exec::client::deadline_after(request.timeout.min(expires_in));
     let expired = || {
         let what = if request.timeout < expires_in {
             format!(
@@ -113,7 +113,8 @@ pub async fn run(
         if left.is_zero() {
             return Err(expired());
         }
-        tokio::time::sleep((interval + backoff).min(left)).await;
+        // The server sets the interval: saturate rather than overflow on an absurd one.
+        tokio::time::sleep(interval.saturating_add(backoff).min(left)).await;
         let mut form = vec![
             ("grant_type", DEVICE_GRANT_TYPE),
             ("device_code", details.device_code().secret().as_str()),
@@ -128,7 +129,7 @@ pub async fn run(
                 "authorization_pending" => backoff = Duration::ZERO,
                 "slow_down" => {
                     backoff = Duration::ZERO;
-                    interval += SLOW_DOWN_STEP;
+                    interval = interval.saturating_add(SLOW_DOWN_STEP);
                     if let Some(secs) = e.body.get("interval").and_then(Value::as_u64) {
                         interval = interval.max(Duration::from_secs(secs));
                     }

@@ -7,11 +7,17 @@
 //! Only the process that owns the vault refreshes — the others ask it to over the vault's
 //! socket ([`crate::vault::share`]) — and there one async mutex per connection
 //! ([`Vault::refresh_lock`]) admits one refresher at a time, so this holds across every task
-//! and every local process; the compare-and-swap on the record's version backs it up. The new record is written and flushed before anyone uses the new access
-//! token, so a crash can never leave us holding a rotated-away token without knowing it: after
-//! a crash between the token endpoint's answer and the write, the stored refresh token is the
-//! spent one, the next refresh is refused, and the connection is marked `needs_reconnect` —
-//! loudly, never a silently dead token.
+//! and every local process; the compare-and-swap on the record's version backs it up. Each
+//! refresh takes that lock once (a non-owner that becomes the owner mid-call refreshes under
+//! the guard it already holds) and waits for it no longer than the call's budget. Whoever
+//! waited for a refresh takes the token it produced rather than refreshing again, and a token
+//! is "near expiry" within the provider's margin capped at half its lifetime
+//! ([`TokenRecord::needs_refresh`]), so a provider with tokens shorter-lived than the margin
+//! still gets one refresh per token, not one per call. The new record is written and flushed
+//! before anyone uses the new access token, so a crash can never leave us holding a
+//! rotated-away token without knowing it: after a crash between the token endpoint's answer
+//! and the write, the stored refresh token is the spent one, the next refresh is refused, and
+//! the connection is marked `needs_reconnect` — loudly, never a silently dead token.
 //!
 //! Failures are sorted (invariant 6):
 //! - `invalid_grant` and its provider spellings are **permanent**: the vault is re-read first
@@ -124,9 +130,11 @@ impl Refresher {
         for provider in catalog.providers() {
             let overrides = config.provider(&provider.name).cloned().unwrap_or_default();
             // The catalog already applied a configured `refresh_margin_secs` to the provider.
+            // A margin past `i64::MAX` seconds means "always"; `as` would make it negative.
             let margin = overrides
                 .refresh_margin_secs
-                .unwrap_or(provider.refresh_margin_secs) as i64;
+                .unwrap_or(provider.refresh_margin_secs);
+            let margin = i64::try_from(margin).unwrap_or(i64::MAX);
             clients.insert(
                 provider.name.clone(),
                 ClientInfo {
@@ -207,24 +215,24 @@ impl Refresher {
         force: bool,
         deadline: Instant,
     ) -> Result<Option<(SecretString, u64)>, RefreshError> {
-        // Only the process that owns the vault refreshes (single-flight across processes);
-        // any other process asks it to.
+        // The lock is taken here once, whichever way the refresh then goes: a non-owner that
+        // becomes the owner while it holds the lock (the old owner exited) refreshes itself
+        // under the same guard instead of waiting on a lock it holds.
+        let _turn = self.turn(key, deadline).await?;
         if self.vault.is_owner() {
-            return self.refresh_local(key, seen_version, force, deadline).await;
+            return self
+                .refresh_locked(key, seen_version, force, deadline)
+                .await;
         }
-        // A non-owner queues its own callers first, so that one request per process (not one
-        // per waiting call) reaches the owner; whoever waited re-reads the record it produced.
-        let lock = self.vault.refresh_lock(key);
-        let _turn = lock.lock().await;
+        // Only the process that owns the vault refreshes (single-flight across processes); a
+        // non-owner asks it to. Queuing this process's callers on its own lock first sends one
+        // request per process (not one per waiting call) to the owner; whoever waited takes
+        // the record that request produced.
         let conn = self.read(key)?;
-        if conn.version != seen_version {
-            let now = chrono::Utc::now().timestamp();
-            let usable = matches!(conn.record.status, ConnectionStatus::Active)
-                && !conn.record.needs_refresh(now, self.margin(&key.provider));
-            if usable {
-                return Ok(Some((conn.record.access_token.clone(), conn.version)));
-            }
+        if let Some(pair) = settled(&conn, seen_version, force, self.margin(&key.provider)) {
+            return Ok(Some(pair));
         }
+        super::test_hooks::pause_at("refresh-remote").await;
         let budget = deadline.saturating_duration_since(Instant::now());
         let vault = self.vault.clone();
         let remote_key = key.clone();
@@ -239,7 +247,11 @@ impl Refresher {
                 grant_alive: error.retryable,
                 error,
             }),
-            None => self.refresh_local(key, seen_version, force, deadline).await,
+            // This process took the vault over meanwhile: refresh here, still holding the lock.
+            None => {
+                self.refresh_locked(key, seen_version, force, deadline)
+                    .await
+            }
         }
     }
 
@@ -253,20 +265,44 @@ impl Refresher {
         force: bool,
         deadline: Instant,
     ) -> Result<Option<(SecretString, u64)>, ToolError> {
-        self.refresh_local(key, seen_version, force, deadline)
+        let _turn = self.turn(key, deadline).await.map_err(|f| f.error)?;
+        self.refresh_locked(key, seen_version, force, deadline)
             .await
             .map_err(|f| f.error)
     }
 
-    async fn refresh_local(
+    /// The right to refresh `key` in this process: its refresh lock, waited for no longer than
+    /// the call's budget. A refresh that never ends (a hung provider past every timeout, a
+    /// stopped process) must not take every later call of the connection down with it.
+    async fn turn(
+        &self,
+        key: &ConnKey,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, RefreshError> {
+        let lock = self.vault.refresh_lock(key);
+        let deadline = tokio::time::Instant::from_std(deadline);
+        tokio::time::timeout_at(deadline, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                ToolError::new(format!(
+                    "the {} token of {key} is being refreshed by another call, which did not \
+                     finish within this call's time budget",
+                    key.provider
+                ))
+                .hint("this is temporary; retry in a moment")
+                .retryable()
+                .into()
+            })
+    }
+
+    /// The refresh itself; the caller holds the connection's refresh lock (see [`Self::turn`]).
+    async fn refresh_locked(
         &self,
         key: &ConnKey,
         seen_version: u64,
         force: bool,
         deadline: Instant,
     ) -> Result<Option<(SecretString, u64)>, RefreshError> {
-        let lock = self.vault.refresh_lock(key);
-        let _turn = lock.lock().await;
         // Whoever held the lock before us may have refreshed already.
         let conn = self.read(key)?;
         let now = chrono::Utc::now().timestamp();
@@ -276,9 +312,8 @@ impl Refresher {
                 grant_alive: false,
             });
         }
-        let stale = conn.record.needs_refresh(now, self.margin(&key.provider));
-        if !stale && (conn.version != seen_version || !force) {
-            return Ok(Some((conn.record.access_token.clone(), conn.version)));
+        if let Some(pair) = settled(&conn, seen_version, force, self.margin(&key.provider)) {
+            return Ok(Some(pair));
         }
         let Some(refresh_token) = conn.record.refresh_token.clone() else {
             let expired = conn.record.expires_in(now).is_some_and(|left| left <= 0);
@@ -494,13 +529,36 @@ impl Refresher {
             };
             // Exponential backoff: 200 ms, 400 ms, … within the budget.
             let wait = Duration::from_millis(200u64 << attempt.min(5));
-            if attempt >= MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+            if attempt >= MAX_ATTEMPTS || wait >= deadline.saturating_duration_since(Instant::now())
+            {
                 return Err(Failure::Transient(reason));
             }
             tracing::debug!(connection = %key, attempt, %reason, "retrying the token endpoint");
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// What a caller that waited for the refresh lock finds, when it answers the call without
+/// another refresh: the token of an active record that someone replaced since the caller read
+/// version `seen_version` (a refresh, an import, a connect), as long as it has not expired —
+/// every waiter of a single-flight refresh takes its result, whatever the margin says; or,
+/// unless forced by a 401, a token that is not near expiry at all.
+fn settled(
+    conn: &Connection,
+    seen_version: u64,
+    force: bool,
+    margin_secs: i64,
+) -> Option<(SecretString, u64)> {
+    if conn.record.status != ConnectionStatus::Active {
+        return None;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let replaced = conn.version != seen_version;
+    let expired = conn.record.expires_in(now).is_some_and(|left| left <= 0);
+    let fresh = !conn.record.needs_refresh(now, margin_secs);
+    ((replaced && !expired) || (!force && fresh))
+        .then(|| (conn.record.access_token.clone(), conn.version))
 }
 
 /// The record after a refresh: new access token and expiry; the refresh token replaced when

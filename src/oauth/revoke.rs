@@ -18,7 +18,7 @@
 //! through the same single-flight [`Refresher`] every tool call uses.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -103,7 +103,9 @@ pub async fn disconnect(
             config,
             http.client().clone(),
         );
-        let deadline = Instant::now() + Duration::from_millis(config.executor.call_budget_ms);
+        let deadline = crate::exec::client::deadline_after(Duration::from_millis(
+            config.executor.call_budget_ms,
+        ));
         if let Ok((token, _)) = refresher.fresh_token(key, conn.clone(), deadline).await {
             record.access_token = token;
         }

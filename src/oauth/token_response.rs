@@ -5,6 +5,13 @@
 //! exported from other tools, and Slack's `oauth.v2.access` shape, where a user token sits
 //! under `authed_user`. The same parser serves `keyward import` and the token endpoint answers
 //! of connect and refresh, so every way in produces the same record.
+//!
+//! Expiries are untrusted numbers: `expires_in: 1e300` or `expires_at: 9223372036854775807`
+//! would overflow the arithmetic on them. An expiry must lie between now (or, for
+//! `expires_at`, 1970) and [`MAX_LIFETIME_SECS`] from now. What the user imports
+//! ([`parse`]) is refused outside that range with an error naming the field, since it is
+//! probably a mistake they can fix; a provider's answer ([`from_value`]) is clamped into it,
+//! since refusing it would lose tokens the provider has already rotated.
 
 use serde_json::Value;
 
@@ -12,7 +19,20 @@ use crate::error::{Error, Result};
 use crate::secret::SecretString;
 use crate::vault::{ConnectionStatus, TokenRecord};
 
-/// Parse a token response received at `now` (unix seconds).
+/// The longest lifetime an access token may claim: a hundred years. Any longer is garbage.
+pub const MAX_LIFETIME_SECS: i64 = 100 * 365 * 86_400;
+
+/// What to do with an expiry outside `0..=now + MAX_LIFETIME_SECS`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutOfRange {
+    /// A user's input (`keyward import`): say what is wrong.
+    Refuse,
+    /// A provider's answer: bring it into range.
+    Clamp,
+}
+
+/// Parse a token response the user gives `keyward import`, received at `now` (unix seconds).
+/// An expiry out of range is refused.
 pub fn parse(json: &str, now: i64) -> Result<TokenRecord> {
     let value: Value = serde_json::from_str(json).map_err(|e| {
         Error::usage(format!(
@@ -20,11 +40,15 @@ pub fn parse(json: &str, now: i64) -> Result<TokenRecord> {
              {{\"access_token\": \"…\", \"token_type\": \"bearer\", \"expires_in\": 3600}}"
         ))
     })?;
-    from_value(&value, now)
+    record(&value, now, OutOfRange::Refuse)
 }
 
-/// Parse an already-decoded token response.
+/// Parse a token endpoint's answer (connect, refresh); an expiry out of range is clamped.
 pub fn from_value(value: &Value, now: i64) -> Result<TokenRecord> {
+    record(value, now, OutOfRange::Clamp)
+}
+
+fn record(value: &Value, now: i64, out_of_range: OutOfRange) -> Result<TokenRecord> {
     let Some(top) = value.as_object() else {
         return Err(Error::usage("the token response must be a JSON object"));
     };
@@ -59,7 +83,7 @@ pub fn from_value(value: &Value, now: i64) -> Result<TokenRecord> {
         .and_then(Value::as_str)
         .unwrap_or("bearer")
         .to_string();
-    let expires_at = expiry(obj, now)?;
+    let expires_at = expiry(obj, now, out_of_range)?;
     let scopes = match obj.get("scope") {
         Some(Value::String(s)) => split_scopes(s),
         Some(Value::Array(items)) => items
@@ -80,40 +104,74 @@ pub fn from_value(value: &Value, now: i64) -> Result<TokenRecord> {
     })
 }
 
-fn expiry(obj: &serde_json::Map<String, Value>, now: i64) -> Result<Option<i64>> {
+fn expiry(
+    obj: &serde_json::Map<String, Value>,
+    now: i64,
+    out_of_range: OutOfRange,
+) -> Result<Option<i64>> {
+    let latest = now.saturating_add(MAX_LIFETIME_SECS);
     if let Some(v) = obj.get("expires_in") {
-        return match v {
-            Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().map(|f| f as i64))
-                .map(|secs| Some(now + secs))
-                .ok_or_else(|| Error::usage("`expires_in` must be a number of seconds")),
+        let not_seconds = || Error::usage("`expires_in` must be a number of seconds");
+        let secs = match v {
+            Value::Null => return Ok(None),
+            Value::Number(n) => n.as_f64().ok_or_else(not_seconds)?,
             // Some providers send numbers as strings.
-            Value::String(s) => s
-                .parse::<i64>()
-                .map(|secs| Some(now + secs))
-                .map_err(|_| Error::usage("`expires_in` must be a number of seconds")),
-            Value::Null => Ok(None),
-            _ => Err(Error::usage("`expires_in` must be a number of seconds")),
+            Value::String(s) => s.trim().parse::<f64>().map_err(|_| not_seconds())?,
+            _ => return Err(not_seconds()),
         };
+        if secs.is_nan() {
+            return Err(not_seconds());
+        }
+        let secs = in_range(secs, 0, MAX_LIFETIME_SECS, out_of_range).ok_or_else(|| {
+            Error::usage(format!(
+                "`expires_in` {v} is out of range: expected 0 to {MAX_LIFETIME_SECS} seconds \
+                 (100 years); use 0 for a token that has already expired, or leave it out for \
+                 one that does not expire"
+            ))
+        })?;
+        return Ok(Some(now.saturating_add(secs)));
     }
-    match obj.get("expires_at") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| Error::usage("`expires_at` must be unix seconds or an RFC 3339 time")),
+    let at = match obj.get("expires_at") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => match chrono::DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Ok(Some(t.timestamp())),
-            Err(_) => s.parse::<i64>().map(Some).map_err(|_| {
+            Ok(t) => Some(t.timestamp() as f64),
+            Err(_) => Some(s.trim().parse::<f64>().map_err(|_| {
                 Error::usage(format!(
                     "`expires_at` {s:?} is neither unix seconds nor an RFC 3339 time"
                 ))
-            }),
+            })?),
         },
-        Some(_) => Err(Error::usage(
+        Some(_) => None,
+    };
+    let Some(at) = at.filter(|at| !at.is_nan()) else {
+        return Err(Error::usage(
             "`expires_at` must be unix seconds or an RFC 3339 time",
-        )),
+        ));
+    };
+    let v = &obj["expires_at"];
+    in_range(at, 0, latest, out_of_range)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "`expires_at` {v} is out of range: expected a time between 1970 and \
+                 {MAX_LIFETIME_SECS} seconds (100 years) from now; leave it out for a token \
+                 that does not expire"
+            ))
+        })
+}
+
+/// `value` as whole seconds when it lies in `min..=max`; out of it, `None` or the nearest end.
+fn in_range(value: f64, min: i64, max: i64, out_of_range: OutOfRange) -> Option<i64> {
+    // Compared as floats, so that no huge value is ever converted (and saturated) first;
+    // `min` and `max` are far below 2^53, so they convert exactly.
+    if value < min as f64 {
+        (out_of_range == OutOfRange::Clamp).then_some(min)
+    } else if value > max as f64 {
+        (out_of_range == OutOfRange::Clamp).then_some(max)
+    } else {
+        // In range, so the conversion is exact (fractions are dropped).
+        Some(value as i64)
     }
 }
 
@@ -129,6 +187,7 @@ pub fn split_scopes(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rfc6749_shape() {
@@ -184,9 +243,80 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expires_at"), "{e}");
+        let e = parse(r#"{"access_token":"a","expires_in":1e300}"#, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`expires_in` 1e+300 is out of range"), "{e}");
         let e = parse(r#"{"error":"invalid_grant"}"#, 0)
             .unwrap_err()
             .to_string();
         assert!(e.contains("invalid_grant"), "{e}");
+    }
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn expires_at(answer: Value) -> Option<i64> {
+        from_value(&answer, NOW).unwrap().expires_at
+    }
+
+    #[test]
+    fn a_providers_absurd_expiry_is_clamped_never_wrapped() {
+        let latest = NOW + MAX_LIFETIME_SECS;
+        for huge in [
+            json!(1e300),
+            json!(u64::MAX),
+            json!(i64::MAX),
+            json!("1e300"),
+        ] {
+            assert_eq!(
+                expires_at(json!({"access_token": "a", "expires_in": huge})),
+                Some(latest),
+                "{huge}"
+            );
+            assert_eq!(
+                expires_at(json!({"access_token": "a", "expires_at": huge})),
+                Some(latest),
+                "{huge}"
+            );
+        }
+        for negative in [json!(-1e300), json!(i64::MIN), json!(-5)] {
+            assert_eq!(
+                expires_at(json!({"access_token": "a", "expires_in": negative})),
+                Some(NOW),
+                "{negative}"
+            );
+            assert_eq!(
+                expires_at(json!({"access_token": "a", "expires_at": negative})),
+                Some(0),
+                "{negative}"
+            );
+        }
+        assert_eq!(
+            expires_at(json!({"access_token": "a", "expires_in": 3599.9})),
+            Some(NOW + 3599)
+        );
+    }
+
+    #[test]
+    fn an_imported_expiry_out_of_range_is_refused() {
+        for json in [
+            r#"{"access_token":"a","expires_in":-1}"#,
+            r#"{"access_token":"a","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"a","expires_at":-1}"#,
+            r#"{"access_token":"a","expires_at":"9999-12-31T23:59:59Z"}"#,
+        ] {
+            let e = parse(json, NOW).unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{json}: {e}");
+        }
+        let e = parse(r#"{"access_token":"a","expires_in":"NaN"}"#, NOW)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("number of seconds"), "{e}");
+        assert_eq!(
+            parse(r#"{"access_token":"a","expires_in":"60"}"#, NOW)
+                .unwrap()
+                .expires_at,
+            Some(NOW + 60)
+        );
     }
 }

@@ -345,7 +345,7 @@ impl Vault {
             key: key.clone(),
             seen_version,
             force,
-            budget_ms: budget.as_millis() as u64,
+            budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
         };
         Some(match client.call::<share::RefreshAnswer>(&request) {
             Ok(Ok(answer)) => answer,

@@ -135,12 +135,34 @@ pub struct TokenRecord {
 impl TokenRecord {
     /// Seconds until expiry at `now` (negative once expired); `None` when unknown.
     pub fn expires_in(&self, now: i64) -> Option<i64> {
-        self.expires_at.map(|at| at - now)
+        self.expires_at.map(|at| at.saturating_sub(now))
     }
 
-    /// True when the token expires within `margin_secs` of `now`.
+    /// True when the token expires within the refresh margin of `now`: `margin_secs`, capped
+    /// at half the token's lifetime (`expires_at - obtained_at`).
+    ///
+    /// Without the cap, a provider whose tokens live shorter than the margin (60 s tokens under
+    /// the default 300 s) hands out tokens that are "near expiry" the moment they arrive: every
+    /// call refreshes, and every waiter of a refresh refreshes again. With it, a token that a
+    /// refresh has just produced always has more than half its life left and is used. The cap
+    /// only ever lowers the margin, so a lifetime that reads too short — an imported token,
+    /// whose `obtained_at` is the import time, not the issue time — delays the proactive
+    /// refresh at most to half of what is left at import, never past expiry: an expired token
+    /// (`expires_in <= 0`) always needs refreshing, whatever its lifetime says.
     pub fn needs_refresh(&self, now: i64, margin_secs: i64) -> bool {
-        matches!(self.expires_in(now), Some(left) if left <= margin_secs)
+        let Some(left) = self.expires_in(now) else {
+            return false;
+        };
+        left <= self.refresh_margin(margin_secs)
+    }
+
+    /// The margin `needs_refresh` applies: `margin_secs`, at most half the lifetime, never
+    /// below zero.
+    pub fn refresh_margin(&self, margin_secs: i64) -> i64 {
+        let lifetime = self
+            .expires_at
+            .map_or(0, |at| at.saturating_sub(self.obtained_at));
+        margin_secs.min(lifetime / 2).max(0)
     }
 }
 
@@ -150,4 +172,63 @@ pub struct Connection {
     pub key: ConnKey,
     pub version: u64,
     pub record: TokenRecord,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(obtained_at: i64, expires_at: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            access_token: SecretString::new("a"),
+            refresh_token: None,
+            token_type: "bearer".into(),
+            expires_at,
+            scopes: Vec::new(),
+            obtained_at,
+            status: ConnectionStatus::Active,
+        }
+    }
+
+    #[test]
+    fn a_long_lived_token_uses_the_configured_margin() {
+        let r = record(0, Some(3600));
+        assert!(!r.needs_refresh(3299, 300));
+        assert!(r.needs_refresh(3300, 300));
+    }
+
+    #[test]
+    fn the_margin_is_capped_at_half_the_lifetime() {
+        // 60 s tokens under a 300 s margin: fresh for their first half.
+        let r = record(1000, Some(1060));
+        assert_eq!(r.refresh_margin(300), 30);
+        assert!(!r.needs_refresh(1000, 300), "a token just issued is used");
+        assert!(!r.needs_refresh(1029, 300));
+        assert!(r.needs_refresh(1030, 300));
+        // Even an absurd margin leaves a new token alone.
+        assert!(!r.needs_refresh(1000, i64::MAX));
+    }
+
+    #[test]
+    fn expired_tokens_always_need_a_refresh() {
+        // Imported already expired: `obtained_at` (the import) is after `expires_at`.
+        let r = record(5000, Some(4000));
+        assert_eq!(r.refresh_margin(300), 0);
+        assert!(r.needs_refresh(5000, 300));
+        // A token of no lifetime at all, and one at its expiry second.
+        assert!(record(10, Some(10)).needs_refresh(10, 300));
+        assert!(record(0, Some(60)).needs_refresh(60, 0));
+        // No expiry known: never refreshed ahead of time.
+        assert!(!record(0, None).needs_refresh(i64::MAX, i64::MAX));
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        let r = record(i64::MIN, Some(i64::MAX));
+        assert_eq!(r.expires_in(i64::MIN), Some(i64::MAX));
+        assert!(!r.needs_refresh(0, 300));
+        let r = record(i64::MAX, Some(i64::MIN));
+        assert_eq!(r.expires_in(i64::MAX), Some(i64::MIN));
+        assert!(r.needs_refresh(i64::MAX, i64::MAX));
+    }
 }

@@ -486,7 +486,7 @@ fn owner_refresh(
     });
     match owner {
         Ok((runtime, refresher)) => {
-            let deadline = std::time::Instant::now() + budget;
+            let deadline = crate::exec::client::deadline_after(budget);
             runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
         }
         Err(e) => Err(ToolError::new(format!(

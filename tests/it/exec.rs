@@ -678,6 +678,33 @@ async fn rate_limits_and_server_errors_are_retried_within_the_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_ends_the_call_with_a_retryable_error() {
+    let (fake, kw) = setup().await;
+    // A budget (generous, so that a loaded machine still answers the first request within
+    // it) that every one of these waits exceeds by far.
+    let config = kw.home().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[executor]\ncall_budget_ms = 30000\n");
+    std::fs::write(&config, text).unwrap();
+    for (status, retry_after) in [
+        (429, u64::MAX),
+        (503, u64::MAX),
+        (429, i64::MAX as u64),
+        (429, 1 << 40),
+    ] {
+        // One failure: a retry (there must be none, the wait exceeds the budget) would succeed.
+        fake.fail_api("/pulls", 1, status, Some(retry_after));
+        let err = err_json(&call(
+            &kw,
+            "github_list_pull_requests",
+            json!({"owner":"octo","repo":"hello"}),
+        ));
+        assert_eq!(err["retryable"], true, "{status} {retry_after}: {err}");
+        assert_eq!(err["status"], status, "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_scopes_and_connections_are_named_with_the_fixing_command() {
     let (fake, kw) = setup().await;
     kw.ok(

@@ -10,9 +10,11 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
+use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
 use crate::oauth_fake_ext::{expired_token_json, home_for, FakeUpstream};
-use crate::server_support::{args, call, error_text, eventually, ok_value, serve_stdio, Client};
+use crate::server_support::{
+    args, call, error_text, eventually, ok_value, serve_stdio, serve_stdio_env, Client, StdioServer,
+};
 use crate::support::GITHUB_LOGIN;
 
 fn access_token(tag: &str) -> String {
@@ -56,6 +58,42 @@ fn status_json(kw: &Kw) -> Vec<Value> {
     let run = kw.ok(&["status", "--json"], "");
     run.assert_clean(&[CANARY_ACCESS, CANARY_REFRESH]);
     serde_json::from_str(&run.stdout()).unwrap()
+}
+
+/// Whether `server` has printed `needle` on stderr so far.
+fn said(server: &StdioServer, needle: &str) -> bool {
+    crate::cli::contains_bytes(&server.stderr.lock().unwrap(), needle.as_bytes())
+}
+
+/// `github_get_me` on `client`, failing (not hanging) when it does not answer in two minutes.
+async fn get_me_bounded(client: &Client, what: &str) -> CallToolResult {
+    tokio::time::timeout(Duration::from_secs(120), get_me(client))
+        .await
+        .unwrap_or_else(|_| panic!("{what} never answered"))
+}
+
+/// `keyward call tool` off the async workers, failing (not hanging) when it does not end in
+/// four minutes (longer than the CLI's own wait for the vault owner).
+async fn cli_call_bounded(kw: &Kw, tool: &str) -> Run {
+    let mut cmd = kw.command(&["call", tool]);
+    cmd.stdin(std::process::Stdio::null());
+    let run = tokio::task::spawn_blocking(move || Run(cmd.output().expect("run keyward call")));
+    tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .unwrap_or_else(|_| panic!("`keyward call {tool}` never ended"))
+        .unwrap()
+}
+
+/// A home whose GitHub token has expired on both sides: only a refreshed one works.
+fn home_with_expired_github(fake: &FakeUpstream, tag: &str) -> Kw {
+    let kw = home_for(fake, &[]);
+    let (access, refresh) = github_grant(fake, tag);
+    kw.ok(
+        &["import", "github"],
+        &expired_token_json(&access, &refresh, "repo,read:user"),
+    );
+    fake.expire_access_token(&access);
+    kw
 }
 
 fn kill9(pid: u32) {
@@ -264,4 +302,149 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
     ok_value(&get_me(&next.client).await);
     assert!(is_owner_socket_live(&kw), "the next server owns the vault");
     next.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_refreshed_once_across_two_servers() {
+    let fake = FakeUpstream::start().await;
+    fake.set_recording(false);
+    // 60 s tokens under the default 300 s margin.
+    fake.access_token_ttl("github", Duration::from_secs(60));
+    let kw = home_with_expired_github(&fake, "short");
+    let owner = serve_stdio(&kw, &[]).await;
+    let relay = serve_stdio(&kw, &[]).await;
+    let mut calls = JoinSet::new();
+    for i in 0..100 {
+        let server = if i % 2 == 0 { &owner } else { &relay };
+        let peer = server.client.peer().clone();
+        calls.spawn(async move {
+            peer.call_tool(
+                CallToolRequestParams::new("github_get_me").with_arguments(args(json!({}))),
+            )
+            .await
+        });
+    }
+    while let Some(result) = calls.join_next().await {
+        let result = result.unwrap().expect("tools/call answers");
+        assert_eq!(ok_value(&result)["login"], GITHUB_LOGIN);
+    }
+    assert_eq!(
+        fake.refresh_count("github"),
+        1,
+        "the token one refresh produced serves every call of both processes"
+    );
+    owner.finish().await;
+    relay.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_becomes_the_owner_while_holding_the_refresh_lock_goes_on() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the pause hook exists in debug builds only");
+        return;
+    }
+    let fake = FakeUpstream::start().await;
+    let kw = home_with_expired_github(&fake, "takeover");
+    let owner = serve_stdio(&kw, &[]).await;
+    assert!(is_owner_socket_live(&kw), "the first server owns the vault");
+    let resume = kw.home().join("test-resume-refresh");
+    let relay = serve_stdio_env(
+        &kw,
+        &[],
+        &[
+            ("KEYWARD_TEST_PAUSE_AT", "refresh-remote"),
+            ("KEYWARD_TEST_RESUME_FILE", resume.to_str().unwrap()),
+        ],
+    )
+    .await;
+
+    // The relay's call takes the relay's refresh lock, then stops before asking the owner.
+    let peer = relay.client.peer().clone();
+    let first = tokio::spawn(async move {
+        peer.call_tool(CallToolRequestParams::new("github_get_me").with_arguments(args(json!({}))))
+            .await
+    });
+    assert!(
+        eventually(120, || said(&relay, "paused at refresh-remote")).await,
+        "the relay never reached the pause point"
+    );
+    // Meanwhile the owner dies and the relay takes the vault over, lock still in hand.
+    kill9(owner.pid);
+    let _ = owner.finish().await;
+    assert!(
+        eventually(120, || is_owner_socket_live(&kw)).await,
+        "the relay did not take the vault over"
+    );
+    std::fs::write(&resume, b"go").unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(120), first)
+        .await
+        .expect("the call answers: the relay must not wait on the refresh lock it holds")
+        .unwrap()
+        .expect("tools/call answers");
+    assert_eq!(ok_value(&answer)["login"], GITHUB_LOGIN);
+    assert_eq!(
+        fake.refresh_count("github"),
+        1,
+        "the relay refreshed itself"
+    );
+
+    // Later refreshes of that connection are not stuck behind it: one in the relay (a 401 on
+    // the current token forces it) and one asked for by another process (the CLI).
+    for round in 0..2 {
+        let current = fake
+            .issued_tokens("github")
+            .last()
+            .unwrap()
+            .access_token
+            .clone();
+        fake.expire_access_token(&current);
+        if round == 0 {
+            let me = get_me_bounded(&relay.client, "a later call of the relay").await;
+            assert_eq!(ok_value(&me)["login"], GITHUB_LOGIN);
+        } else {
+            let run = cli_call_bounded(&kw, "github_get_me").await;
+            assert_eq!(run.code(), Some(0), "{}{}", run.stdout(), run.stderr());
+        }
+        assert_eq!(fake.refresh_count("github"), round + 2);
+    }
+    relay.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_stuck_refresh_ends_with_the_calls_budget() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the pause hook exists in debug builds only");
+        return;
+    }
+    let fake = FakeUpstream::start().await;
+    let kw = home_with_expired_github(&fake, "stuck");
+    let config = kw.home().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[executor]\ncall_budget_ms = 10000\n");
+    std::fs::write(&config, text).unwrap();
+    // The owner's first refresh stops for good once the token endpoint has answered, holding
+    // the connection's refresh lock.
+    let owner = serve_stdio_env(&kw, &[], &[("KEYWARD_TEST_PAUSE_AT", "refresh-response")]).await;
+    let peer = owner.client.peer().clone();
+    let stuck = tokio::spawn(async move {
+        peer.call_tool(CallToolRequestParams::new("github_get_me").with_arguments(args(json!({}))))
+            .await
+    });
+    assert!(
+        eventually(120, || said(&owner, "paused at refresh-response")).await,
+        "the refresh never reached the pause point"
+    );
+    // A second call of the same process waits for that refresh only within its budget.
+    let second = get_me_bounded(&owner.client, "a call waiting for the stuck refresh").await;
+    assert_eq!(second.is_error, Some(true), "{second:?}");
+    let text = error_text(&second);
+    assert!(text.contains("retry"), "a retryable error: {text}");
+    // So does a refresh another process asks the owner for.
+    let run = cli_call_bounded(&kw, "github_get_me").await;
+    assert_eq!(run.code(), Some(1), "{}{}", run.stdout(), run.stderr());
+    let err: Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(err["retryable"], true, "{err}");
+    stuck.abort();
+    kill9(owner.pid);
+    let _ = owner.finish().await;
 }

@@ -79,6 +79,16 @@ fn stored_access_token(kw: &Kw, provider: &str) -> String {
         .to_string()
 }
 
+/// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
+/// then (an import stamps the import time, which makes its lifetime look shorter).
+fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {
+    let vault = Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).unwrap();
+    let key = ConnKey::new("default", provider, "default").unwrap();
+    let mut conn = vault.get(&key).unwrap().unwrap();
+    conn.record.obtained_at -= secs;
+    vault.put(&key, Some(conn.version), &conn.record).unwrap();
+}
+
 // ---- connect: the browser flow -------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,6 +600,187 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_living_shorter_than_the_margin_are_refreshed_once_and_then_used() {
+    let fake = FakeUpstream::start().await;
+    fake.set_recording(false);
+    // 60 s tokens under the default 300 s margin: every new token is "near expiry" by the
+    // margin alone.
+    fake.access_token_ttl("github", Duration::from_secs(60));
+    let kw = home_for(&fake, &[]);
+    import_expired(
+        &fake,
+        &kw,
+        "github",
+        "kwcanary_access_9f8e7d6c5b4a.gho_short_old_access",
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_short_old_refresh",
+        &["repo", "read:user"],
+    );
+    fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_short_old_access");
+    let exec = executor(&kw);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let exec = exec.clone();
+        tasks.push(tokio::spawn(async move {
+            exec.call(
+                &CallContext::new("default"),
+                "github_get_me",
+                serde_json::Map::new(),
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        if let CallOutcome::Err(e) = task.await.unwrap() {
+            panic!("a call failed: {e}");
+        }
+    }
+    assert_eq!(
+        fake.refresh_count("github"),
+        1,
+        "every waiter took the token the one refresh produced"
+    );
+    // And the calls after it use that token too.
+    for _ in 0..5 {
+        if let CallOutcome::Err(e) = exec
+            .call(
+                &CallContext::new("default"),
+                "github_get_me",
+                serde_json::Map::new(),
+            )
+            .await
+        {
+            panic!("a call failed: {e}");
+        }
+    }
+    assert_eq!(fake.refresh_count("github"), 1, "a fresh token is used");
+    assert!(!fake.family_revoked("github"));
+}
+
+#[test]
+fn import_refuses_expiry_values_it_cannot_represent() {
+    let kw = Kw::new();
+    std::fs::create_dir_all(kw.home()).unwrap();
+    let far_future = chrono::Utc::now().timestamp() + 200 * 365 * 86_400;
+    for (json, field) in [
+        (
+            r#"{"access_token":"x","expires_in":1e300}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":18446744073709551615}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":9223372036854775807}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":"9223372036854775807"}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":-5}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_in":-1e300}"#.to_string(),
+            "expires_in",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":9223372036854775807}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":-9223372036854775808}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":1e300}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            r#"{"access_token":"x","expires_at":"9999-12-31T23:59:59Z"}"#.to_string(),
+            "expires_at",
+        ),
+        (
+            format!(r#"{{"access_token":"x","expires_at":{far_future}}}"#),
+            "expires_at",
+        ),
+    ] {
+        let run = kw.run(&["import", "github"], &json);
+        // Exit 2, like every other malformed token response: the input is what is wrong.
+        assert_eq!(
+            run.code(),
+            Some(2),
+            "{json}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
+        let err = run.stderr();
+        assert!(
+            err.contains(field) && err.contains("range"),
+            "{json}: {err}"
+        );
+        assert!(status_of(&kw, "github").is_none(), "{json} stored nothing");
+    }
+    // Values in range still import: an expired token, a fractional lifetime, a year.
+    for json in [
+        r#"{"access_token":"x","expires_in":0}"#,
+        r#"{"access_token":"x","expires_in":3599.5}"#,
+        r#"{"access_token":"x","expires_in":31536000}"#,
+        r#"{"access_token":"x","expires_at":1000}"#,
+    ] {
+        let run = kw.run(&["import", "github"], json);
+        assert_eq!(run.code(), Some(0), "{json}: {}", run.stderr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_expires_in_from_the_token_endpoint_is_clamped() {
+    let fake = FakeUpstream::start().await;
+    let kw = home_for(&fake, &[]);
+    let access = "kwcanary_access_9f8e7d6c5b4a.gho_huge_access";
+    import_expired(
+        &fake,
+        &kw,
+        "github",
+        access,
+        "kwcanary_refresh_1a2b3c4d5e6f.ghr_huge_1",
+        &["repo", "read:user"],
+    );
+    fake.expire_access_token(access);
+    for (round, claimed) in [
+        serde_json::json!(1e300),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(i64::MAX),
+        serde_json::json!(-1e300),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fake.advertise_expires_in("github", Some(claimed.clone()));
+        let out = call(&kw, "github_get_me", "{}");
+        assert_eq!(out.code(), Some(0), "{claimed}: {}", out.stdout());
+        assert_eq!(fake.successful_refreshes("github"), round as u64 + 1);
+        let row = status_of(&kw, "github").unwrap();
+        assert_eq!(row["status"], "active", "{row}");
+        let left = row["expires_in_secs"].as_i64().expect("an expiry");
+        assert!(
+            (-86_400..=200 * 365 * 86_400).contains(&left),
+            "{claimed}: clamped, not wrapped: {row}"
+        );
+        // The next round refreshes again: the provider rejects the current token.
+        let current = fake
+            .issued_tokens("github")
+            .last()
+            .unwrap()
+            .access_token
+            .clone();
+        fake.expire_access_token(&current);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
     let fake = FakeUpstream::start().await;
@@ -628,8 +819,7 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_survives_a_restart() {
     let fake = FakeUpstream::start().await;
-    // Every call is "near expiry", so every process refreshes.
-    let kw = home_for(&fake, &[("github", "refresh_margin_secs = 1000000000")]);
+    let kw = home_for(&fake, &[]);
     import_expired(
         &fake,
         &kw,
@@ -650,7 +840,9 @@ async fn a_rotated_refresh_token_survives_a_restart() {
         fake.issued_tokens("github")[0].refresh_token
     );
     assert!(!fake.refresh_token_is_valid("github", "kwcanary_refresh_1a2b3c4d5e6f.ghr_rot_1"));
-    // A new process reads the rotated token from disk and refreshes with it.
+    // A new process reads the rotated token from disk and refreshes with it (the provider
+    // refuses the current access token, so the new process must refresh).
+    fake.expire_access_token(&fake.issued_tokens("github")[0].access_token);
     let run = call(&kw, "github_get_me", "{}");
     assert_eq!(run.code(), Some(0), "{}", run.stdout());
     assert_eq!(fake.successful_refreshes("github"), 2);
@@ -857,8 +1049,9 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
         "it recovers once the provider does"
     );
 
-    // Ahead of expiry, an outage falls back to the still-valid token.
-    let kw = home_for(&fake, &[("google", "refresh_margin_secs = 1000000000")]);
+    // Ahead of expiry, an outage falls back to the still-valid token: a one-hour token obtained
+    // 58 minutes ago, inside the 300 s margin and valid for 120 s more.
+    let kw = home_for(&fake, &[]);
     let scope = "https://www.googleapis.com/auth/calendar.readonly";
     fake.grant_with_refresh(
         "google",
@@ -867,11 +1060,16 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
         &[scope],
         Some(Duration::from_secs(3600)),
     );
-    let json = serde_json::json!({"access_token": "kwcanary_access_9f8e7d6c5b4a.ya29.valid", "refresh_token": "kwcanary_refresh_1a2b3c4d5e6f.1//g-valid", "expires_in": 3600, "scope": scope});
+    let json = serde_json::json!({"access_token": "kwcanary_access_9f8e7d6c5b4a.ya29.valid", "refresh_token": "kwcanary_refresh_1a2b3c4d5e6f.1//g-valid", "expires_in": 120, "scope": scope});
     kw.ok(&["import", "google"], &json.to_string());
+    backdate_obtained_at(&kw, "google", 3480);
     fake.fail_token_endpoint("google", 50, 503);
     let out = call(&kw, "calendar_list_calendars", "{}");
     assert_eq!(out.code(), Some(0), "{}", out.stdout());
+    assert!(
+        fake.refresh_count("google") >= 1,
+        "a proactive refresh was tried"
+    );
     assert_eq!(
         stored_access_token(&kw, "google"),
         "kwcanary_access_9f8e7d6c5b4a.ya29.valid"

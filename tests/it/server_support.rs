@@ -283,6 +283,11 @@ pub struct StdioServer {
 }
 
 pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
+    serve_stdio_env(kw, args, &[]).await
+}
+
+/// [`serve_stdio`] with extra environment variables (e.g. the debug-only test hooks).
+pub async fn serve_stdio_env(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> StdioServer {
     let mut cmd = tokio::process::Command::new(crate::cli::bin());
     cmd.arg("--home").arg(kw.home()).arg("serve").args(args);
     cmd.env_remove("KEYWARD_MASTER_KEY")
@@ -292,6 +297,7 @@ pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
     for (k, v) in &kw.env {
         cmd.env(k, v);
     }
+    cmd.envs(env.iter().copied());
     let (transport, stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -102,6 +102,8 @@ pub(crate) struct Knobs {
     force_slow_down: u32,
     deny_authorization: bool,
     scope_override: Option<Vec<String>>,
+    /// Sent as `expires_in` instead of the real lifetime (which the fake still enforces).
+    advertised_expires_in: Option<Value>,
 }
 
 #[derive(Default)]
@@ -211,6 +213,7 @@ impl ProviderAuth {
                 force_slow_down: 0,
                 deny_authorization: false,
                 scope_override: None,
+                advertised_expires_in: None,
             },
             counters: Counters::default(),
         }
@@ -450,6 +453,13 @@ impl ProviderAuth {
                 m.insert("enterprise".into(), Value::Null);
                 m.insert("is_enterprise_install".into(), json!(false));
             }
+        }
+        if let Some(claimed) = &self.knobs.advertised_expires_in {
+            let holder = match m.get_mut("authed_user") {
+                Some(Value::Object(user)) if user.contains_key("access_token") => user,
+                _ => &mut m,
+            };
+            holder.insert("expires_in".into(), claimed.clone());
         }
         Value::Object(m)
     }
@@ -1244,6 +1254,12 @@ impl SharedState {
     /// The lifetime of new device codes (GitHub 900 s, Google 1800 s).
     pub fn device_expires_in(&self, provider: &str, ttl: Duration) {
         self.with_auth(provider, |pa| pa.knobs.device_ttl = ttl);
+    }
+
+    /// Token responses claim this `expires_in` (any JSON value, e.g. an absurd number) while
+    /// the tokens still live `access_token_ttl` at the fake; `None` tells the truth again.
+    pub fn advertise_expires_in(&self, provider: &str, claimed: Option<Value>) {
+        self.with_auth(provider, |pa| pa.knobs.advertised_expires_in = claimed);
     }
 
     /// The next `n` device-code polls answer `slow_down` (and the interval grows by 5 s).
