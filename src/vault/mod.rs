@@ -8,10 +8,12 @@
 //!   reconnect never reuses a version number), `usage` (same key → last use, unsealed),
 //!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version);
 //! - `keyward.sock` — the socket through which other local keyward processes reach the
-//!   process that has the database open ([`share`]).
+//!   process that has the database open ([`share`]);
+//! - `keyward.lock` — held (flock) by that process for as long as it has the database open;
+//!   taking it is also what serialises creating a fresh home across processes ([`store`]).
 //!
 //! [`Vault`] is the handle everything else uses. It hides *where* the database is: in this
-//! process (we hold sled's lock and serve the others on the socket), or in another keyward
+//! process (we hold the owner lock and serve the others on the socket), or in another keyward
 //! process (we relay every operation to it). Which one is decided at open and again whenever
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).

@@ -4,9 +4,10 @@
 //! (each spawning its own `keyward serve`) plus the CLI. The shape chosen here is *first process
 //! becomes the owner, the next one takes over when it exits*:
 //!
-//! - whoever opens the database (and so holds sled's file lock) is the **owner**. It listens on
-//!   `keyward.sock` in the home folder (the folder is 0700, the socket 0600, and every peer's
-//!   uid is checked with `SO_PEERCRED`) and executes the other processes' vault operations;
+//! - whoever takes the owner lock (`keyward.lock`, see [`super::store`]) opens the database and
+//!   is the **owner**. It listens on `keyward.sock` in the home folder (the folder is 0700, the
+//!   socket 0600, and every peer's uid is checked with `SO_PEERCRED`; clients check the owner's
+//!   uid the same way before they send anything) and executes the other processes' operations;
 //! - every other process finds the lock taken and relays each operation over the socket —
 //!   connection reads and writes, audit appends, key rotation, and *refreshes*: only the owner
 //!   refreshes, so the single-flight guarantee of [`crate::oauth::refresh`] spans processes;
@@ -20,6 +21,14 @@
 //! speaking another version gets a clear error instead of a hang. Changes to connections are
 //! pushed to every process that subscribed, so each running server can tell its client that the
 //! tool list changed.
+//!
+//! The owner bounds what a peer can cost it: at most [`MAX_PEERS`] peers, frames of at most
+//! [`MAX_FRAME`] bytes read in chunks as they arrive (a peer announcing 16 MiB and stalling costs
+//! what it sent, and is cut off), and an idle connection closed after a minute. Clients keep a
+//! small pool of connections, reuse one only while the owner keeps it open (the hello says for
+//! how long), and resend on a fresh connection when a reused one turns out closed: an idle
+//! connection closed by the owner is never mistaken for a dead owner, nor is an answer too large
+//! for a frame (the owner replaces it by an error; the audit log travels in pages).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -677,8 +686,18 @@ fn execute(
     }
 }
 
-/// The owner's refresher for other processes' requests: built on first use from the home's
-/// config and catalog, with a small runtime of its own (peer threads are plain threads).
+/// What the owner needs to refresh tokens for other processes: the home's config and catalog and
+/// an HTTP client, built on first use for each home. It holds no vault: a refresher is made per
+/// request around the vault being served, so that the vault still closes (and lets go of the
+/// owner lock) as soon as its last handle is dropped.
+struct RefreshSetup {
+    config: crate::config::Config,
+    catalog: Arc<crate::catalog::Catalog>,
+    http: reqwest::Client,
+}
+
+/// The owner's refresher for other processes' requests, on a small runtime of its own (peer
+/// threads are plain threads).
 fn owner_refresh(
     vault: &Vault,
     key: &ConnKey,
@@ -686,39 +705,57 @@ fn owner_refresh(
     force: bool,
     budget: Duration,
 ) -> RefreshAnswer {
-    static OWNER: OnceLock<
-        std::result::Result<(tokio::runtime::Runtime, crate::oauth::refresh::Refresher), String>,
-    > = OnceLock::new();
-    let owner = OWNER.get_or_init(|| {
-        let build = || -> Result<_> {
-            let config = crate::config::Config::load(vault.home())?;
-            let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
-            let upstream = crate::exec::client::Upstream::new(&config.executor)?;
-            let refresher = crate::oauth::refresh::Refresher::new(
-                Arc::new(catalog),
-                Arc::new(vault.clone()),
-                &config,
-                upstream.http().clone(),
-            );
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("keyward-refresh")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the refresh runtime", e))?;
-            Ok((runtime, refresher))
-        };
-        build().map_err(|e| e.to_string())
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    static SETUPS: OnceLock<Mutex<std::collections::HashMap<PathBuf, Arc<RefreshSetup>>>> =
+        OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyward-refresh")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the refresh runtime: {e}"))
     });
-    match owner {
-        Ok((runtime, refresher)) => {
-            let deadline = std::time::Instant::now() + budget;
-            runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
+    let setup = || -> Result<Arc<RefreshSetup>> {
+        let mut setups = SETUPS.get_or_init(Default::default).lock().expect("setups");
+        if let Some(setup) = setups.get(&vault.home().dir) {
+            return Ok(setup.clone());
         }
-        Err(e) => Err(ToolError::new(format!(
-            "the vault owner cannot refresh tokens: {e}"
-        ))),
-    }
+        let config = crate::config::Config::load(vault.home())?;
+        let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
+        let http = crate::exec::client::Upstream::new(&config.executor)?
+            .http()
+            .clone();
+        let setup = Arc::new(RefreshSetup {
+            config,
+            catalog: Arc::new(catalog),
+            http,
+        });
+        setups.insert(vault.home().dir.clone(), setup.clone());
+        Ok(setup)
+    };
+    let (runtime, setup) = match (runtime, setup()) {
+        (Ok(runtime), Ok(setup)) => (runtime, setup),
+        (Err(e), _) => {
+            return Err(ToolError::new(format!(
+                "the vault owner cannot refresh tokens: {e}"
+            )))
+        }
+        (_, Err(e)) => {
+            return Err(ToolError::new(format!(
+                "the vault owner cannot refresh tokens: {e}"
+            )))
+        }
+    };
+    let refresher = crate::oauth::refresh::Refresher::new(
+        setup.catalog.clone(),
+        Arc::new(vault.clone()),
+        &setup.config,
+        setup.http.clone(),
+    );
+    let deadline = std::time::Instant::now() + budget;
+    runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
 }
 
 // ---- the other processes ----------------------------------------------------------------------
