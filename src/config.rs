@@ -5,9 +5,17 @@
 //! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`.
 //! Provider sections of the config override a manifest's endpoints and carry the OAuth client
 //! credentials; their keys are fixed because GitHub Enterprise users and the tests rely on them.
+//!
+//! Everything keyward reads from the home folder decides where tokens go (the owner socket
+//! receives imported tokens in plaintext, `config.toml` and manifests name the hosts a token may
+//! be sent to). So, as ssh's `StrictModes` does, keyward trusts the home folder, `vault/`,
+//! `config.toml`, extra manifest folders and the owner socket only when they belong to the
+//! effective uid and are not writable by group or others ([`check_trusted`], invariant 13). The
+//! parents of the home folder are not checked: `/tmp` is world-writable by design, and its sticky
+//! bit already keeps other users from replacing what we own in it.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -65,6 +73,11 @@ impl Home {
         self.vault_dir().exists()
     }
 
+    /// Refuse a home folder that another user owns or can write to (see [`check_trusted`]).
+    pub fn check_trusted(&self) -> Result<()> {
+        check_trusted(&self.dir, "the keyward home folder", Fix::Private)
+    }
+
     /// Create the home folder with mode 0700 (and tighten an existing one we created).
     pub fn create(&self) -> Result<()> {
         if !self.dir.exists() {
@@ -78,6 +91,51 @@ impl Home {
             .map_err(|e| Error::io(format!("setting mode 0700 on {}", self.dir.display()), e))?;
         Ok(())
     }
+}
+
+/// How [`check_trusted`] tells the user to repair a path others can write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// A folder keyward creates 0700 (home, `vault/`): `chmod 700`.
+    Private,
+    /// Anything else: take away the write bits of group and others.
+    NoWrite,
+}
+
+/// Refuse `path` unless it belongs to the effective uid and neither group nor others may write
+/// to it (a missing path passes: there is nothing to trust yet). Symlinks are followed, so the
+/// object actually used is the one checked. `what` names it in the error, which also gives the
+/// command that fixes it.
+pub fn check_trusted(path: &Path, what: &str, fix: Fix) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("checking {what} {}", path.display()), e)),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::Untrusted(format!(
+            "{what} {path} belongs to uid {owner}, not to you (uid {me}), so another user could \
+             change what keyward reads there or listen in its place; keyward refuses to use it. \
+             If it is yours, run `chown -R {me} {path}`; otherwise use a folder of your own \
+             (--home or KEYWARD_HOME)",
+            path = path.display(),
+            owner = meta.uid(),
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let command = match fix {
+            Fix::Private => format!("chmod 700 {}", path.display()),
+            Fix::NoWrite => format!("chmod go-w {}", path.display()),
+        };
+        return Err(Error::Untrusted(format!(
+            "{what} {} has mode {mode:04o}: group or other users can write to it, so they could \
+             change what keyward reads there; keyward refuses to use it. Run `{command}`",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// OAuth client and endpoint overrides for one provider (`[providers.NAME]`).
@@ -150,7 +208,9 @@ impl Config {
     /// Load `config.toml` from the home folder (absent → defaults), then apply the environment:
     /// `KEYWARD_TOOLS_DIR` and `KEYWARD_<PROVIDER>_CLIENT_ID` / `_CLIENT_SECRET`.
     pub fn load(home: &Home) -> Result<Config> {
+        home.check_trusted()?;
         let path = home.config_file();
+        check_trusted(&path, "the config file", Fix::NoWrite)?;
         let mut config = match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text)
                 .map_err(|reason| Error::config(format!("{}: {reason}", path.display())))?,

@@ -43,6 +43,10 @@ pub enum Error {
     /// process instead.
     #[error("{0}")]
     Busy(String),
+    /// A file, folder or socket keyward would trust belongs to another user or is writable by
+    /// group/others (invariant 13); the message names the path and the chmod/chown that fixes it.
+    #[error("{0}")]
+    Untrusted(String),
     #[error("{0}")]
     Other(String),
 }

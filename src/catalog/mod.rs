@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::config::ProviderConfig;
+use crate::config::{check_trusted, Fix, ProviderConfig};
 use crate::error::{Error, Result};
 
 pub(crate) use compiled::{FieldRule, PathPart, Step, Template};
@@ -216,7 +216,10 @@ fn embedded_sources() -> Vec<Source> {
         .collect()
 }
 
+/// Read every `*.toml` in `dir`. The folder and its manifests must be the user's own
+/// (invariant 13): a manifest names the hosts a token may be sent to.
 fn read_manifest_dir(dir: &Path) -> Result<Vec<Source>> {
+    check_trusted(dir, "the tools folder", Fix::NoWrite)?;
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("reading the tools folder {}", dir.display()), e))?;
     let mut paths = Vec::new();
@@ -232,6 +235,7 @@ fn read_manifest_dir(dir: &Path) -> Result<Vec<Source>> {
     paths
         .into_iter()
         .map(|path| {
+            check_trusted(&path, "the manifest", Fix::NoWrite)?;
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
             Ok(Source {

@@ -138,41 +138,66 @@ pub fn read_key_file(path: &Path) -> Result<Option<SecretKey>> {
 }
 
 /// Write a key file with mode 0600 via a temporary file and rename, so a crash leaves either the
-/// old file or the new one.
+/// old file or the new one. Without `replace`, an existing file is never overwritten, even by a
+/// process racing this one: the new file is linked in place, which fails if the name exists.
 pub fn write_key_file(path: &Path, key: &SecretKey, replace: bool) -> Result<()> {
-    if !replace && path.exists() {
-        return Err(Error::MasterKey(format!(
-            "{} already exists; keyward will not overwrite a master key",
-            path.display()
-        )));
-    }
     let text = zeroize::Zeroizing::new(format!("{}\n", B64.encode(key.expose())));
-    write_private_atomically(path, text.as_bytes())
+    match write_private_atomically(path, text.as_bytes(), replace) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(Error::MasterKey(format!(
+                "{} already exists; keyward will not overwrite a master key",
+                path.display()
+            )))
+        }
+        other => other,
+    }
 }
 
-/// Write `bytes` to `path` (mode 0600) atomically: temporary file, fsync, rename, fsync the folder.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let ctx = |what: &str| format!("{what} {}", tmp.display());
+/// Write `bytes` to `path` (mode 0600) atomically: a temporary file of a unique name, fsync, then
+/// rename over `path` (`replace`) or hard-link to it (not `replace`: fails with `AlreadyExists`
+/// when `path` exists, so two processes creating the same file never overwrite each other), and
+/// fsync the folder. The unique name keeps concurrent writers from truncating or removing each
+/// other's temporary file.
+pub fn write_private_atomically(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = write_then_place(&tmp, path, bytes, replace);
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(ctx("creating"), e))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io(ctx("writing"), e))?;
-    file.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+    result?;
     if let Some(dir) = path.parent() {
         if let Ok(dir) = std::fs::File::open(dir) {
             let _ = dir.sync_all();
         }
     }
     Ok(())
+}
+
+fn write_then_place(tmp: &Path, path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", tmp.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::io(ctx("creating"), e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io(ctx("writing"), e))?;
+    file.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
+    drop(file);
+    if replace {
+        std::fs::rename(tmp, path)
+            .map_err(|e| Error::io(format!("replacing {}", path.display()), e))
+    } else {
+        std::fs::hard_link(tmp, path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))
+    }
 }
 
 /// One data key.
@@ -323,6 +348,15 @@ impl Keyring {
 
     /// Seal the keyring under `master` and replace `keyring.json` atomically.
     pub fn store(&self, home: &Home, master: &MasterKey) -> Result<()> {
+        self.write(home, master, true)
+    }
+
+    /// Seal a new keyring under `master` into `keyring.json`, which must not exist yet.
+    pub fn create(&self, home: &Home, master: &MasterKey) -> Result<()> {
+        self.write(home, master, false)
+    }
+
+    fn write(&self, home: &Home, master: &MasterKey, replace: bool) -> Result<()> {
         let plain = KeyringPlain {
             current: self.current,
             rotating: self.rotating,
@@ -346,7 +380,7 @@ impl Keyring {
             sealed: B64.encode(sealed),
         };
         let text = serde_json::to_string_pretty(&file).expect("keyring file serializes");
-        write_private_atomically(&Self::path(home), text.as_bytes())
+        write_private_atomically(&Self::path(home), text.as_bytes(), replace)
     }
 }
 

@@ -8,10 +8,12 @@
 //!   reconnect never reuses a version number), `usage` (same key → last use, unsealed),
 //!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version);
 //! - `keyward.sock` — the socket through which other local keyward processes reach the
-//!   process that has the database open ([`share`]).
+//!   process that has the database open ([`share`]);
+//! - `keyward.lock` — held (flock) by that process for as long as it has the database open;
+//!   taking it is also what serialises creating a fresh home across processes ([`store`]).
 //!
 //! [`Vault`] is the handle everything else uses. It hides *where* the database is: in this
-//! process (we hold sled's lock and serve the others on the socket), or in another keyward
+//! process (we hold the owner lock and serve the others on the socket), or in another keyward
 //! process (we relay every operation to it). Which one is decided at open and again whenever
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).
@@ -39,8 +41,10 @@ use crate::error::{Error, Result};
 use share::{RemoteClient, Request};
 use store::Store;
 
-/// How long a process keeps trying to reach (or become) the owner before giving up.
-const TAKEOVER_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a process keeps trying to reach (or become) the owner before giving up. Generous:
+/// an owner that is exiting flushes the database before it lets go, which can take seconds on a
+/// busy disk, and waiting is always better than failing the command.
+const TAKEOVER_DEADLINE: Duration = Duration::from_secs(15);
 
 /// A handle on the vault. Cheap to clone; every method takes `&self`.
 #[derive(Clone)]
@@ -87,21 +91,11 @@ impl Vault {
     /// so a wrong key is the same clear error everywhere and changes no file.
     pub fn open(home: &Home, mode: OpenMode) -> Result<Vault> {
         let changes = tokio::sync::broadcast::channel(256).0;
-        let (backend, master_key_id, created) = match Store::open(home, mode, changes.clone()) {
-            Ok(store) => {
-                let id = store.master_key_id();
-                let created = store.created.clone();
-                (Backend::Local(Arc::new(store)), id, created)
-            }
-            Err(Error::Busy(_)) => {
-                let id = keys::verify_master_key(home)?;
-                (
-                    Backend::Remote(Arc::new(connect_remote(home)?)),
-                    id,
-                    Vec::new(),
-                )
-            }
-            Err(e) => return Err(e),
+        let backend = acquire(home, mode, &changes)?;
+        let (master_key_id, created) = match &backend {
+            Backend::Local(store) => (store.master_key_id(), store.created.clone()),
+            // The owner created (or opened) the keyring before it started listening.
+            Backend::Remote(_) => (keys::verify_master_key(home)?, Vec::new()),
         };
         let vault = Vault {
             inner: Arc::new(Inner {
@@ -187,23 +181,14 @@ impl Vault {
         } else {
             return Ok(());
         }
-        let home = &self.inner.home;
-        let deadline = Instant::now() + TAKEOVER_DEADLINE;
-        loop {
-            match Store::open(home, OpenMode::Existing, self.inner.changes.clone()) {
-                Ok(store) => {
-                    let store = Arc::new(store);
-                    *self.inner.backend.write().expect("backend lock") =
-                        Backend::Local(store.clone());
-                    tracing::info!("this process now owns the vault");
-                    return share::serve(self, store);
-                }
-                Err(Error::Busy(_)) => {}
-                Err(e) => return Err(e),
+        let backend = acquire(&self.inner.home, OpenMode::Existing, &self.inner.changes)?;
+        *self.inner.backend.write().expect("backend lock") = backend.clone();
+        match backend {
+            Backend::Local(store) => {
+                tracing::info!("this process now owns the vault");
+                share::serve(self, store)
             }
-            if let Ok(client) = RemoteClient::connect(home) {
-                let client = Arc::new(client);
-                *self.inner.backend.write().expect("backend lock") = Backend::Remote(client);
+            Backend::Remote(_) => {
                 if self
                     .inner
                     .want_changes
@@ -211,16 +196,8 @@ impl Vault {
                 {
                     share::relay_changes(self);
                 }
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() >= deadline {
-                return Err(Error::vault(format!(
-                    "no keyward process answers on {} and the vault stays locked; retry, or stop \
-                     the keyward process that is hung",
-                    share::socket_path(home).display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -377,15 +354,31 @@ impl Vault {
     }
 
     /// Audit entries after sequence `after`, oldest first; with `limit`, the newest `limit`.
+    /// Through another process the log comes in pages, so a long log never makes an answer
+    /// larger than the socket carries.
     pub fn audit_entries(
         &self,
         after: u64,
         limit: Option<usize>,
     ) -> Result<Vec<(u64, AuditEntry)>> {
-        self.run(
-            |s| s.audit_entries(after, limit),
-            || Request::AuditEntries { after, limit },
-        )
+        let mut entries = Vec::new();
+        let (mut after, mut limit, mut until) = (after, limit, None);
+        loop {
+            let page: store::AuditPage = self.run(
+                |s| s.audit_page(after, limit, until, usize::MAX),
+                || Request::AuditPage {
+                    after,
+                    limit,
+                    until,
+                },
+            )?;
+            entries.extend(page.entries);
+            if !page.more {
+                return Ok(entries);
+            }
+            // The rest of the same selection: its start is behind us, its end fixed.
+            (after, limit, until) = (page.next_after, None, Some(page.until));
+        }
     }
 
     /// Flush every pending write to disk (in the owner).
@@ -492,27 +485,49 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(Backend::Local(_)) = self.backend.read().map(|b| b.clone()) {
             // Leave no socket behind on an orderly exit; a crashed owner's socket is replaced by
-            // the next owner.
-            let _ = std::fs::remove_file(share::socket_path(&self.home));
+            // the next owner. We still hold the owner lock here, so the socket is ours. First
+            // wake the listener thread (it sees that the vault is gone and ends) so that it does
+            // not linger on a socket nobody can reach any more.
+            let path = share::socket_path(&self.home);
+            drop(std::os::unix::net::UnixStream::connect(&path));
+            let _ = std::fs::remove_file(path);
         }
+        // The store (and with it the database and the owner lock) is released when the fields
+        // drop, right after this.
     }
 }
 
-/// Connect to the owner, waiting briefly for one that holds the lock but is still starting.
-fn connect_remote(home: &Home) -> Result<RemoteClient> {
+/// Become the owner when nobody holds the vault, else connect to the process that does.
+///
+/// Either can be briefly impossible: an owner that is starting holds the lock before it
+/// listens, and an owner that is exiting removes its socket before it lets go of the lock. So
+/// keep trying both, in that order, until [`TAKEOVER_DEADLINE`]; only an owner that holds the
+/// lock and never answers is an error. A peer that answers and refuses us (another user's
+/// process, another protocol version, too many peers) is an error at once.
+fn acquire(
+    home: &Home,
+    mode: OpenMode,
+    changes: &tokio::sync::broadcast::Sender<ConnKey>,
+) -> Result<Backend> {
     let deadline = Instant::now() + TAKEOVER_DEADLINE;
     loop {
-        match RemoteClient::connect(home) {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(Error::vault(format!(
-                    "another keyward process has the vault open but does not answer on {} ({e}); \
-                     retry, or stop the keyward process that is hung",
-                    share::socket_path(home).display()
-                )))
-            }
-            Err(Error::Vault(msg)) if msg.contains("protocol") => return Err(Error::Vault(msg)),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        match Store::open(home, mode, changes.clone()) {
+            Ok(store) => return Ok(Backend::Local(Arc::new(store))),
+            Err(Error::Busy(_)) => {}
+            Err(e) => return Err(e),
         }
+        let unreachable = match RemoteClient::connect(home) {
+            Ok(client) => return Ok(Backend::Remote(Arc::new(client))),
+            Err(share::ConnectError::Refused(e)) => return Err(e),
+            Err(share::ConnectError::Unreachable(e)) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::vault(format!(
+                "another keyward process has the vault open but does not answer on {} \
+                 ({unreachable}); retry, or stop the keyward process that is hung",
+                share::socket_path(home).display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

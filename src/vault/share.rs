@@ -4,9 +4,10 @@
 //! (each spawning its own `keyward serve`) plus the CLI. The shape chosen here is *first process
 //! becomes the owner, the next one takes over when it exits*:
 //!
-//! - whoever opens the database (and so holds sled's file lock) is the **owner**. It listens on
-//!   `keyward.sock` in the home folder (the folder is 0700, the socket 0600, and every peer's
-//!   uid is checked with `SO_PEERCRED`) and executes the other processes' vault operations;
+//! - whoever takes the owner lock (`keyward.lock`, see [`super::store`]) opens the database and
+//!   is the **owner**. It listens on `keyward.sock` in the home folder (the folder is 0700, the
+//!   socket 0600, and every peer's uid is checked with `SO_PEERCRED`; clients check the owner's
+//!   uid the same way before they send anything) and executes the other processes' operations;
 //! - every other process finds the lock taken and relays each operation over the socket —
 //!   connection reads and writes, audit appends, key rotation, and *refreshes*: only the owner
 //!   refreshes, so the single-flight guarantee of [`crate::oauth::refresh`] spans processes;
@@ -20,13 +21,21 @@
 //! speaking another version gets a clear error instead of a hang. Changes to connections are
 //! pushed to every process that subscribed, so each running server can tell its client that the
 //! tool list changed.
+//!
+//! The owner bounds what a peer can cost it: at most [`MAX_PEERS`] peers, frames of at most
+//! [`MAX_FRAME`] bytes read in chunks as they arrive (a peer announcing 16 MiB and stalling costs
+//! what it sent, and is cut off), and an idle connection closed after a minute. Clients keep a
+//! small pool of connections, reuse one only while the owner keeps it open (the hello says for
+//! how long), and resend on a fresh connection when a reused one turns out closed: an idle
+//! connection closed by the owner is never mistaken for a dead owner, nor is an answer too large
+//! for a frame (the owner replaces it by an error; the audit log travels in pages).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -34,14 +43,54 @@ use serde_json::Value;
 
 use super::store::Store;
 use super::{AuditEntry, ConnKey, Connection, Listed, TokenRecord, Vault};
-use crate::config::Home;
+use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
 use crate::exec::ToolError;
 use crate::secret::SecretString;
 
-/// Bumped whenever a request or answer changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
-const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Bumped whenever a request or answer changes shape (2: the audit log is read in pages).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The largest frame either side sends or accepts.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Frames are read in pieces of at most this size, so that a peer announcing a large frame
+/// costs only what it actually sends.
+const READ_CHUNK: usize = 64 * 1024;
+/// How many peers the owner serves at once; the next one is refused with a clear error.
+pub const MAX_PEERS: usize = 128;
+/// How many connections one process keeps to the owner; more concurrent calls wait for one.
+const MAX_STREAMS: usize = 16;
+/// How much of the audit log one answer carries (JSON may grow when re-encoded: stay well
+/// below [`MAX_FRAME`]).
+const AUDIT_PAGE_BYTES: usize = MAX_FRAME / 8;
+
+/// The owner's limits on one peer. `idle`: how long a connection may wait between requests
+/// before the owner closes it (clients reopen closed idle connections by themselves); `frame`:
+/// how long a frame may take to arrive once it has started.
+#[derive(Debug, Clone, Copy)]
+struct PeerLimits {
+    idle: Duration,
+    frame: Duration,
+}
+
+impl PeerLimits {
+    /// `KEYWARD_TEST_PEER_TIMEOUT_MS` shortens both, so tests see an idle or stalled peer cut
+    /// off without waiting a minute. It only closes connections sooner; clients reconnect.
+    fn get() -> PeerLimits {
+        match std::env::var("KEYWARD_TEST_PEER_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(ms) => PeerLimits {
+                idle: Duration::from_millis(ms),
+                frame: Duration::from_millis(ms),
+            },
+            None => PeerLimits {
+                idle: Duration::from_secs(60),
+                frame: Duration::from_secs(10),
+            },
+        }
+    }
+}
 
 pub fn socket_path(home: &Home) -> PathBuf {
     home.dir.join("keyward.sock")
@@ -76,9 +125,12 @@ pub enum Request {
     Audit {
         entry: AuditEntry,
     },
-    AuditEntries {
+    /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest
+    /// `limit` of them if given, oldest first, as many as fit one answer ([`AuditPage`]).
+    AuditPage {
         after: u64,
         limit: Option<usize>,
+        until: Option<u64>,
     },
     Flush,
     CurrentKeyId,
@@ -137,6 +189,7 @@ impl From<&Error> for WireError {
             Error::MasterKey(_) => ("master_key", None),
             Error::Conflict(_) => ("conflict", None),
             Error::NotFound(_) => ("not_found", None),
+            Error::Untrusted(_) => ("untrusted", None),
             Error::RecordCorrupt {
                 record,
                 provider,
@@ -162,7 +215,8 @@ impl From<&Error> for WireError {
             | Error::NotFound(m)
             | Error::Vault(m)
             | Error::Other(m)
-            | Error::Busy(m) => m.clone(),
+            | Error::Busy(m)
+            | Error::Untrusted(m) => m.clone(),
             Error::Config(m) => m.clone(),
             other => other.to_string(),
         };
@@ -198,6 +252,7 @@ impl From<WireError> for Error {
             ("master_key", _) => Error::MasterKey(w.message),
             ("conflict", _) => Error::Conflict(w.message),
             ("not_found", _) => Error::NotFound(w.message),
+            ("untrusted", _) => Error::Untrusted(w.message),
             _ => Error::Other(w.message),
         }
     }
@@ -234,53 +289,178 @@ pub type RefreshAnswer = std::result::Result<Option<(SecretString, u64)>, ToolEr
 
 fn write_frame(stream: &mut UnixStream, value: &impl Serialize) -> std::io::Result<()> {
     let bytes = zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(std::io::Error::other)?);
+    if bytes.len() > MAX_FRAME {
+        // Checked before sending: the other side would drop the connection, which would look
+        // like a dead peer.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a message of {} bytes is larger than the {MAX_FRAME} bytes the vault socket carries",
+                bytes.len()
+            ),
+        ));
+    }
     let mut frame = zeroize::Zeroizing::new(Vec::with_capacity(4 + bytes.len()));
     frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     frame.extend_from_slice(&bytes);
     stream.write_all(&frame)
 }
 
-fn read_frame<T: DeserializeOwned>(stream: &mut UnixStream) -> std::io::Result<T> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "frame of {len} bytes is too large"
-        )));
+/// Why a frame could not be read.
+#[derive(Debug)]
+enum FrameError {
+    /// The stream ended (or was reset) before the first byte: the peer closed it between frames.
+    Closed,
+    /// Reading failed, timed out, or the stream ended inside a frame.
+    Io(std::io::Error),
+    /// The peer announced more than [`MAX_FRAME`] bytes.
+    TooLarge(usize),
+    /// The frame is not the JSON expected.
+    Malformed(serde_json::Error),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Closed => f.write_str("the connection was closed"),
+            FrameError::Io(e) => write!(f, "{e}"),
+            FrameError::TooLarge(len) => write!(
+                f,
+                "a message of {len} bytes is larger than the {MAX_FRAME} bytes the vault socket carries"
+            ),
+            FrameError::Malformed(e) => write!(f, "malformed message: {e}"),
+        }
     }
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; len]);
-    stream.read_exact(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}
+
+/// Read one frame: wait up to `wait` (`None`: for ever) for its first byte, then let the rest take at most `body`.
+/// The buffer grows with what arrives (never to the announced size up front), and every buffer
+/// it outgrows is zeroized: frames carry tokens.
+fn read_frame<T: DeserializeOwned>(
+    stream: &mut UnixStream,
+    wait: Option<Duration>,
+    body: Duration,
+) -> std::result::Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    let _ = stream.set_read_timeout(wait);
+    loop {
+        match stream.read(&mut header[..1]) {
+            Ok(0) => return Err(FrameError::Closed),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(FrameError::Closed)
+            }
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let deadline = std::time::Instant::now() + body;
+    let _ = stream.set_read_timeout(Some(body));
+    read_before(stream, &mut header[1..], deadline).map_err(FrameError::Io)?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    while buf.len() < len {
+        let want = (len - buf.len()).min(READ_CHUNK);
+        if buf.capacity() - buf.len() < want {
+            let grown = (buf.capacity() * 2).clamp(buf.len() + want, len);
+            let mut bigger = zeroize::Zeroizing::new(Vec::with_capacity(grown));
+            bigger.extend_from_slice(&buf);
+            buf = bigger; // the old buffer is zeroized as it drops
+        }
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        let got = read_before(stream, &mut buf[start..], deadline);
+        if let Err(e) = got {
+            return Err(FrameError::Io(e));
+        }
+    }
+    serde_json::from_slice(&buf).map_err(FrameError::Malformed)
+}
+
+/// Fill `buf` completely, failing once `deadline` has passed.
+fn read_before(
+    stream: &mut UnixStream,
+    mut buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the message took too long to arrive",
+            ));
+        }
+        match stream.read(buf) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection was closed inside a message",
+                ))
+            }
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Send the owner's answer to one request. An answer too large for a frame (say, an enormous
+/// `list`) is replaced by an error saying so: the peer must not take it for a dead owner.
+fn write_answer(
+    stream: &mut UnixStream,
+    answer: &std::result::Result<Value, WireError>,
+) -> std::io::Result<()> {
+    match write_frame(stream, answer) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => write_frame(
+            stream,
+            &Err::<Value, _>(WireError {
+                kind: "other".into(),
+                message: format!(
+                    "the vault owner's answer is too large for the vault socket ({e}); ask for \
+                     less (e.g. `keyward status --user NAME`)"
+                ),
+                record: None,
+            }),
+        ),
+        other => other,
+    }
 }
 
 // ---- the owner -------------------------------------------------------------------------------
 
 /// Start serving `store` to the other local processes. Called by whoever just opened the
-/// database; the listener lives as long as the process.
+/// database; the listener lives as long as the vault.
 pub(crate) fn serve(vault: &Vault, _store: Arc<Store>) -> Result<()> {
     let path = socket_path(vault.home());
-    // We hold sled's lock, so any socket file here belongs to an owner that is gone.
+    // We hold the owner lock, so any socket file here belongs to an owner that is gone.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .map_err(|e| Error::io(format!("listening on {}", path.display()), e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("setting mode 0600 on {}", path.display()), e))?;
     let weak = vault.downgrade();
+    let limits = PeerLimits::get();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("keyward-owner".into())
         .spawn(move || {
             // Threads hold the vault weakly: dropping the last handle closes the database (and
-            // releases the lock) even while peers are connected.
+            // releases the lock) even while peers are connected. Dropping it also connects
+            // once to wake this loop, which then ends.
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
                 if weak.strong_count() == 0 {
                     break;
                 }
+                let Ok(stream) = stream else { continue };
                 let weak = weak.clone();
+                let served = served.clone();
                 let _ = std::thread::Builder::new()
                     .name("keyward-peer".into())
-                    .spawn(move || serve_peer(weak, stream));
+                    .spawn(move || serve_peer(weak, stream, limits, &served));
             }
         })
         .map_err(|e| Error::io("starting the owner thread", e))?;
@@ -303,6 +483,19 @@ fn linger(mut stream: UnixStream) {
     }
 }
 
+/// Answer a peer with an error it can show, then close.
+fn refuse(mut stream: UnixStream, message: String) {
+    let _ = write_frame(
+        &mut stream,
+        &Err::<(), _>(WireError {
+            kind: "other".into(),
+            message,
+            record: None,
+        }),
+    );
+    linger(stream);
+}
+
 /// The uid a peer runs as, from the kernel (`SO_PEERCRED`), not from anything it says.
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
     rustix::net::sockopt::socket_peercred(stream)
@@ -310,33 +503,69 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
         .map(|cred| cred.uid.as_raw())
 }
 
-fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
-    let me = rustix::process::getuid().as_raw();
+/// One slot of [`MAX_PEERS`], given back when the peer's thread ends.
+struct PeerSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> PeerSlot<'a> {
+    fn take(served: &'a std::sync::atomic::AtomicUsize) -> Option<PeerSlot<'a>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        served
+            .fetch_update(SeqCst, SeqCst, |n| (n < MAX_PEERS).then_some(n + 1))
+            .ok()
+            .map(|_| PeerSlot(served))
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn serve_peer(
+    weak: std::sync::Weak<super::Inner>,
+    mut stream: UnixStream,
+    limits: PeerLimits,
+    served: &std::sync::atomic::AtomicUsize,
+) {
+    let me = rustix::process::geteuid().as_raw();
     if peer_uid(&stream) != Some(me) {
         tracing::warn!("refused a vault connection from another user");
-        let _ = write_frame(
-            &mut stream,
-            &Err::<(), _>(WireError {
-                kind: "other".into(),
-                message: "this keyward vault belongs to another user".into(),
-                record: None,
-            }),
+        refuse(
+            stream,
+            "this keyward vault belongs to another user".to_string(),
         );
-        linger(stream);
         return;
     }
+    let Some(_slot) = PeerSlot::take(served) else {
+        tracing::warn!("refused a vault connection: {MAX_PEERS} peers are connected already");
+        refuse(
+            stream,
+            format!(
+                "the keyward process that owns this vault (pid {}) already serves {MAX_PEERS} \
+                 connections; stop keyward processes you no longer need and retry",
+                std::process::id()
+            ),
+        );
+        return;
+    };
+    // A peer that stops reading must not block this thread for ever either.
+    let _ = stream.set_write_timeout(Some(limits.idle));
     // The first frame must be a hello with our protocol version.
-    match read_frame::<Request>(&mut stream) {
+    match read_frame::<Request>(&mut stream, Some(limits.idle), limits.frame) {
         Ok(Request::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
-            let hello =
-                serde_json::json!({ "protocol": PROTOCOL_VERSION, "pid": std::process::id() });
+            let hello = serde_json::json!({
+                "protocol": PROTOCOL_VERSION,
+                "pid": std::process::id(),
+                "idle_ms": limits.idle.as_millis() as u64,
+            });
             if write_frame(&mut stream, &Ok::<_, WireError>(hello)).is_err() {
                 return;
             }
         }
         Ok(Request::Hello { protocol, .. }) => {
             let _ = write_frame(&mut stream, &Err::<(), _>(WireError {
-                kind: "other".into(),
+                kind: "protocol".into(),
                 message: format!(
                     "protocol mismatch: the keyward process that owns this vault (pid {}) speaks vault protocol v{PROTOCOL_VERSION}, this one v{protocol}; restart the older keyward (or its MCP client) so both run the same version",
                     std::process::id()
@@ -348,9 +577,11 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
         _ => return,
     }
     loop {
-        let request = match read_frame::<Request>(&mut stream) {
-            Ok(request) => request,
-            Err(_) => return, // the peer went away
+        // Idle longer than `limits.idle`, stalled inside a frame, gone, or garbled: close. A
+        // client reopens a pooled connection the owner closed (see `RemoteClient::call`).
+        let Ok(request) = read_frame::<Request>(&mut stream, Some(limits.idle), limits.frame)
+        else {
+            return;
         };
         let Some(inner) = weak.upgrade() else { return };
         let vault = Vault::from_inner(inner);
@@ -365,7 +596,7 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
         }
         let answer = execute(&vault, &store, request);
         drop((vault, store));
-        if write_frame(&mut stream, &answer).is_err() {
+        if write_answer(&mut stream, &answer).is_err() {
             return;
         }
     }
@@ -424,7 +655,11 @@ fn execute(
             store.audit(&entry);
             to_answer(Ok(()))
         }
-        Request::AuditEntries { after, limit } => to_answer(store.audit_entries(after, limit)),
+        Request::AuditPage {
+            after,
+            limit,
+            until,
+        } => to_answer(store.audit_page(after, limit, until, AUDIT_PAGE_BYTES)),
         Request::Flush => to_answer(store.flush()),
         Request::CurrentKeyId => to_answer(Ok(store.current_key_id())),
         Request::RotateKey => to_answer(store.rotate_key(|_, _| {})),
@@ -451,8 +686,18 @@ fn execute(
     }
 }
 
-/// The owner's refresher for other processes' requests: built on first use from the home's
-/// config and catalog, with a small runtime of its own (peer threads are plain threads).
+/// What the owner needs to refresh tokens for other processes: the home's config and catalog and
+/// an HTTP client, built on first use for each home. It holds no vault: a refresher is made per
+/// request around the vault being served, so that the vault still closes (and lets go of the
+/// owner lock) as soon as its last handle is dropped.
+struct RefreshSetup {
+    config: crate::config::Config,
+    catalog: Arc<crate::catalog::Catalog>,
+    http: reqwest::Client,
+}
+
+/// The owner's refresher for other processes' requests, on a small runtime of its own (peer
+/// threads are plain threads).
 fn owner_refresh(
     vault: &Vault,
     key: &ConnKey,
@@ -460,112 +705,312 @@ fn owner_refresh(
     force: bool,
     budget: Duration,
 ) -> RefreshAnswer {
-    static OWNER: OnceLock<
-        std::result::Result<(tokio::runtime::Runtime, crate::oauth::refresh::Refresher), String>,
-    > = OnceLock::new();
-    let owner = OWNER.get_or_init(|| {
-        let build = || -> Result<_> {
-            let config = crate::config::Config::load(vault.home())?;
-            let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
-            let upstream = crate::exec::client::Upstream::new(&config.executor)?;
-            let refresher = crate::oauth::refresh::Refresher::new(
-                Arc::new(catalog),
-                Arc::new(vault.clone()),
-                &config,
-                upstream.http().clone(),
-            );
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("keyward-refresh")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the refresh runtime", e))?;
-            Ok((runtime, refresher))
-        };
-        build().map_err(|e| e.to_string())
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    static SETUPS: OnceLock<Mutex<std::collections::HashMap<PathBuf, Arc<RefreshSetup>>>> =
+        OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyward-refresh")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the refresh runtime: {e}"))
     });
-    match owner {
-        Ok((runtime, refresher)) => {
-            let deadline = crate::exec::client::deadline_after(budget);
-            runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
+    let setup = || -> Result<Arc<RefreshSetup>> {
+        let mut setups = SETUPS.get_or_init(Default::default).lock().expect("setups");
+        if let Some(setup) = setups.get(&vault.home().dir) {
+            return Ok(setup.clone());
         }
-        Err(e) => Err(ToolError::new(format!(
-            "the vault owner cannot refresh tokens: {e}"
-        ))),
-    }
+        let config = crate::config::Config::load(vault.home())?;
+        let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
+        let http = crate::exec::client::Upstream::new(&config.executor)?
+            .http()
+            .clone();
+        let setup = Arc::new(RefreshSetup {
+            config,
+            catalog: Arc::new(catalog),
+            http,
+        });
+        setups.insert(vault.home().dir.clone(), setup.clone());
+        Ok(setup)
+    };
+    let (runtime, setup) = match (runtime, setup()) {
+        (Ok(runtime), Ok(setup)) => (runtime, setup),
+        (Err(e), _) => {
+            return Err(ToolError::new(format!(
+                "the vault owner cannot refresh tokens: {e}"
+            )))
+        }
+        (_, Err(e)) => {
+            return Err(ToolError::new(format!(
+                "the vault owner cannot refresh tokens: {e}"
+            )))
+        }
+    };
+    let refresher = crate::oauth::refresh::Refresher::new(
+        setup.catalog.clone(),
+        Arc::new(vault.clone()),
+        &setup.config,
+        setup.http.clone(),
+    );
+    let deadline = crate::exec::client::deadline_after(budget);
+    runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
 }
 
 // ---- the other processes ----------------------------------------------------------------------
 
-/// A connection pool to the owner.
+/// How long a client waits for the owner's hello.
+const HELLO_WAIT: Duration = Duration::from_secs(5);
+/// How long a client waits for an answer to start: refreshes may wait on the provider for the
+/// whole call budget.
+const ANSWER_WAIT: Duration = Duration::from_secs(180);
+/// How long the rest of a frame may take once it has started, and a write to the owner.
+const FRAME_WAIT: Duration = Duration::from_secs(30);
+
+/// Why [`RemoteClient::connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Nobody answers on the socket: no owner, or one that is starting or exiting. Worth trying
+    /// again, or taking over.
+    Unreachable(Error),
+    /// The socket is not to be trusted, or the owner answered and refused us (another user's
+    /// process, another protocol version, too many peers). Trying again does not help.
+    Refused(Error),
+}
+
+/// A connection pool to the owner: at most [`MAX_STREAMS`] connections, idle ones reused while
+/// the owner still keeps them open.
 pub struct RemoteClient {
     path: PathBuf,
-    idle: Mutex<Vec<UnixStream>>,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+    /// Reuse an idle connection only while it is younger than this: half the idle time after
+    /// which the owner closes it, so it is rarely closed under our feet (and if it is, `call`
+    /// reopens it).
+    reuse_for: Duration,
+}
+
+struct Pool {
+    idle: Vec<(UnixStream, Instant)>,
+    /// Connections in use or idle.
+    open: usize,
+}
+
+/// A pooled connection in use. Dropped without [`Lease::give_back`] (an error, or an answer
+/// that left it unusable), the connection is closed and its place freed.
+struct Lease<'a> {
+    client: &'a RemoteClient,
+    stream: Option<UnixStream>,
+}
+
+impl Lease<'_> {
+    fn stream(&mut self) -> &mut UnixStream {
+        self.stream
+            .as_mut()
+            .expect("a lease holds its stream until dropped")
+    }
+
+    fn give_back(mut self) {
+        let stream = self.stream.take().expect("a lease is given back once");
+        let mut pool = self.client.pool.lock().expect("pool");
+        pool.idle.push((stream, Instant::now()));
+        self.client.freed.notify_one();
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.stream.take().is_some() {
+            self.client.forget_one();
+        }
+    }
 }
 
 impl RemoteClient {
-    /// Connect and say hello; fails fast when nobody listens or the owner speaks another
-    /// protocol version.
-    pub fn connect(home: &Home) -> Result<RemoteClient> {
+    /// Connect and say hello; fails fast when nobody listens ([`ConnectError::Unreachable`]),
+    /// and for good when the socket or the process behind it is not ours, or the owner refuses
+    /// us ([`ConnectError::Refused`]).
+    pub fn connect(home: &Home) -> std::result::Result<RemoteClient, ConnectError> {
         let path = socket_path(home);
-        let client = RemoteClient {
+        let (stream, owner_idle) = open_stream(&path)?;
+        Ok(RemoteClient {
             path,
-            idle: Mutex::new(Vec::new()),
-        };
-        let stream = client.open_stream()?;
-        client.idle.lock().expect("pool").push(stream);
-        Ok(client)
-    }
-
-    fn open_stream(&self) -> Result<UnixStream> {
-        let mut stream = UnixStream::connect(&self.path)
-            .map_err(|e| Error::io(format!("connecting to {}", self.path.display()), e))?;
-        // Bounded waits: a hung or mismatched owner is an error, not a hang.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        write_frame(
-            &mut stream,
-            &Request::Hello {
-                protocol: PROTOCOL_VERSION,
-                pid: std::process::id(),
-            },
-        )
-        .map_err(|e| Error::io("greeting the vault owner", e))?;
-        let hello: std::result::Result<Value, WireError> =
-            read_frame(&mut stream).map_err(|e| Error::io("greeting the vault owner", e))?;
-        if let Err(e) = hello {
-            return Err(Error::Vault(e.message));
-        }
-        // Refreshes may wait on the provider for the whole call budget.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(180)));
-        Ok(stream)
-    }
-
-    /// Send one request. The outer error means the owner could not be reached (take over or
-    /// reconnect); the inner one is the operation's own result.
-    pub fn call<T: DeserializeOwned>(&self, request: &Request) -> std::io::Result<Result<T>> {
-        let stream = self.idle.lock().expect("pool").pop();
-        let mut stream = match stream {
-            Some(s) => s,
-            None => self
-                .open_stream()
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-        };
-        write_frame(&mut stream, request)?;
-        let answer: std::result::Result<Value, WireError> = read_frame(&mut stream)?;
-        self.idle.lock().expect("pool").push(stream);
-        Ok(match answer {
-            Ok(value) => serde_json::from_value(value)
-                .map_err(|e| Error::other(format!("unexpected answer from the vault owner: {e}"))),
-            Err(e) => Err(e.into()),
+            pool: Mutex::new(Pool {
+                idle: vec![(stream, Instant::now())],
+                open: 1,
+            }),
+            freed: Condvar::new(),
+            reuse_for: owner_idle / 2,
         })
     }
 
-    fn subscribe(&self) -> Result<UnixStream> {
-        let mut stream = self.open_stream()?;
-        let _ = stream.set_read_timeout(None);
+    /// A connection for one request, and whether it was used before.
+    fn lease(&self) -> std::result::Result<(Lease<'_>, bool), ConnectError> {
+        let mut pool = self.pool.lock().expect("pool");
+        loop {
+            // The most recently used first; once one is too old, all below it are older.
+            while let Some((stream, since)) = pool.idle.pop() {
+                if since.elapsed() < self.reuse_for {
+                    let lease = Lease {
+                        client: self,
+                        stream: Some(stream),
+                    };
+                    return Ok((lease, true));
+                }
+                pool.open -= 1;
+            }
+            if pool.open < MAX_STREAMS {
+                pool.open += 1;
+                break;
+            }
+            pool = self.freed.wait(pool).expect("pool");
+        }
+        drop(pool);
+        match open_stream(&self.path) {
+            Ok((stream, _)) => Ok((
+                Lease {
+                    client: self,
+                    stream: Some(stream),
+                },
+                false,
+            )),
+            Err(e) => {
+                self.forget_one();
+                Err(e)
+            }
+        }
+    }
+
+    fn forget_one(&self) {
+        self.pool.lock().expect("pool").open -= 1;
+        self.freed.notify_one();
+    }
+
+    /// Send one request. The outer error means the owner could not be reached (take over or
+    /// reconnect); the inner one is the operation's own result, including an owner that refuses
+    /// us or an answer that cannot be read.
+    pub fn call<T: DeserializeOwned>(&self, request: &Request) -> std::io::Result<Result<T>> {
+        for attempt in 0..2 {
+            let (mut lease, reused) = match self.lease() {
+                Ok(lease) => lease,
+                Err(ConnectError::Unreachable(e)) => {
+                    return Err(std::io::Error::other(e.to_string()))
+                }
+                Err(ConnectError::Refused(e)) => return Ok(Err(e)),
+            };
+            let stream = lease.stream();
+            if let Err(e) = write_frame(stream, request) {
+                match e.kind() {
+                    std::io::ErrorKind::InvalidInput => {
+                        lease.give_back(); // nothing was sent
+                        return Ok(Err(Error::vault(e.to_string())));
+                    }
+                    // An idle connection the owner has closed: the request never reached it.
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        if reused && attempt == 0 =>
+                    {
+                        continue
+                    }
+                    _ => return Err(e),
+                }
+            }
+            match read_frame::<std::result::Result<Value, WireError>>(
+                stream,
+                Some(ANSWER_WAIT),
+                FRAME_WAIT,
+            ) {
+                Ok(answer) => {
+                    lease.give_back();
+                    return Ok(match answer {
+                        Ok(value) => serde_json::from_value(value).map_err(|e| {
+                            Error::other(format!("unexpected answer from the vault owner: {e}"))
+                        }),
+                        Err(e) => Err(e.into()),
+                    });
+                }
+                // The owner closes idle connections without reading from them, so a reused one
+                // that ends before any answer was closed while idle: send on a fresh one.
+                Err(FrameError::Closed) if reused && attempt == 0 => continue,
+                Err(FrameError::Closed) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the vault owner closed the connection",
+                    ))
+                }
+                Err(FrameError::Io(e)) => return Err(e),
+                // The owner is alive but said something this build cannot read: an error of
+                // this call, not a reason to take over.
+                Err(e @ (FrameError::TooLarge(_) | FrameError::Malformed(_))) => {
+                    return Ok(Err(Error::vault(format!(
+                        "the vault owner sent an answer this keyward cannot read ({e}); restart \
+                         the keyward processes of this home so that all run the same version"
+                    ))))
+                }
+            }
+        }
+        unreachable!("the second attempt uses a fresh connection")
+    }
+
+    fn subscribe(&self) -> std::result::Result<UnixStream, ConnectError> {
+        let (mut stream, _) = open_stream(&self.path)?;
         write_frame(&mut stream, &Request::Subscribe)
-            .map_err(|e| Error::io("subscribing to vault changes", e))?;
+            .map_err(|e| ConnectError::Unreachable(Error::io("subscribing to vault changes", e)))?;
         Ok(stream)
+    }
+}
+
+/// Connect to the owner's socket, check that it is ours and the process behind it runs as us,
+/// and say hello. Returns the stream and how long the owner keeps an idle connection open.
+fn open_stream(path: &Path) -> std::result::Result<(UnixStream, Duration), ConnectError> {
+    check_trusted(path, "the vault owner's socket", Fix::NoWrite).map_err(ConnectError::Refused)?;
+    let mut stream = UnixStream::connect(path).map_err(|e| {
+        ConnectError::Unreachable(Error::io(format!("connecting to {}", path.display()), e))
+    })?;
+    // What we send may be a token in plaintext: only to a process of our own user, as the
+    // kernel reports it (the owner checks us the same way).
+    let me = rustix::process::geteuid().as_raw();
+    match peer_uid(&stream) {
+        Some(uid) if uid == me => {}
+        other => {
+            let who = other.map_or("an unknown user".to_string(), |uid| format!("uid {uid}"));
+            return Err(ConnectError::Refused(Error::Untrusted(format!(
+                "the process listening on {} runs as {who}, not as you (uid {me}); keyward sends \
+                 it nothing. Stop that process, remove the socket (`rm {}`) and retry",
+                path.display(),
+                path.display()
+            ))));
+        }
+    }
+    let _ = stream.set_write_timeout(Some(FRAME_WAIT));
+    let sent = write_frame(
+        &mut stream,
+        &Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        },
+    );
+    // Read even when the hello could not be sent: a refusing owner says why before closing.
+    let hello = read_frame::<std::result::Result<Value, WireError>>(
+        &mut stream,
+        Some(HELLO_WAIT),
+        FRAME_WAIT,
+    )
+    .map_err(|e| {
+        let why = match sent {
+            Err(sent) => sent.to_string(),
+            Ok(()) => e.to_string(),
+        };
+        ConnectError::Unreachable(Error::vault(format!("greeting the vault owner: {why}")))
+    })?;
+    match hello {
+        Ok(hello) => {
+            let idle = hello["idle_ms"]
+                .as_u64()
+                .map_or(Duration::from_secs(60), Duration::from_millis);
+            Ok((stream, idle))
+        }
+        Err(refused) => Err(ConnectError::Refused(Error::vault(refused.message))),
     }
 }
 
@@ -587,7 +1032,7 @@ pub(crate) fn relay_changes(vault: &Vault) {
                 let sender = vault.changes_sender().clone();
                 // Do not keep the vault alive while waiting: the process may be done with it.
                 drop(vault);
-                while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
+                while let Ok(key) = read_frame::<ConnKey>(&mut stream, None, FRAME_WAIT) {
                     let _ = sender.send(key);
                 }
             } else {

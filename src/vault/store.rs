@@ -12,7 +12,7 @@ use super::audit::AuditEntry;
 use super::crypto;
 use super::keys::{self, KeySource, Keyring, MasterKey};
 use super::record::{ConnKey, Connection, TokenRecord};
-use crate::config::Home;
+use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
 use crate::secret::SecretKey;
 
@@ -45,6 +45,9 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<ConnKey>,
     /// What `open` had to create, for the one-line notice the CLI prints.
     pub created: Vec<String>,
+    /// The owner lock, held as long as the store is open. Declared last so that it is released
+    /// only after the database handles above are closed.
+    _owner_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Store {
@@ -61,15 +64,21 @@ pub type Listed = std::result::Result<(Connection, Option<i64>), Error>;
 impl Store {
     /// Open the vault in `home`. The master key is checked against the keyring before the
     /// database is touched, so a wrong key changes no file.
+    ///
+    /// Only the process holding the owner lock ([`OWNER_LOCK`]) gets this far; every other one
+    /// gets [`Error::Busy`] at once and reaches the vault through the owner. Creating a home
+    /// (master key, keyring, database) happens under that lock, after everything is read again,
+    /// so two processes starting on a fresh home never both create a key (invariant 12).
     pub fn open(
         home: &Home,
         mode: OpenMode,
         changes: tokio::sync::broadcast::Sender<ConnKey>,
     ) -> Result<Store> {
+        home.check_trusted()?;
         let mut created = Vec::new();
         let keyring_path = Keyring::path(home);
-        let exists = keyring_path.exists() || home.vault_dir().exists();
-        if !exists && mode == OpenMode::Existing {
+        let exists = || keyring_path.exists() || home.vault_dir().exists();
+        if !exists() && mode == OpenMode::Existing {
             return Err(Error::NotFound(format!(
                 "there is no keyward vault in {}: run `keyward init` (or import a token with \
                  `keyward import PROVIDER`)",
@@ -80,13 +89,18 @@ impl Store {
             home.create()?;
             created.push(format!("home folder {}", home.dir.display()));
         }
+        let owner_lock = take_owner_lock(home)?;
 
+        // From here on nobody else creates or rewrites anything: read it all again.
+        let exists = exists();
+        check_trusted(&home.vault_dir(), "the vault folder", Fix::Private)?;
         keys::finish_pending_rekey(home)?;
         let master = match MasterKey::load(home)? {
             Some(master) => master,
             None if !exists => {
+                let master = MasterKey::create_file(home)?;
                 created.push(format!("master key {}", home.key_file().display()));
-                MasterKey::create_file(home)?
+                master
             }
             None => {
                 return Err(Error::MasterKey(format!(
@@ -101,7 +115,7 @@ impl Store {
             Some(keyring) => keyring,
             None if !home.vault_dir().exists() => {
                 let keyring = Keyring::generate();
-                keyring.store(home, &master)?;
+                keyring.create(home, &master)?;
                 created.push(format!("keyring {}", keyring_path.display()));
                 keyring
             }
@@ -118,21 +132,7 @@ impl Store {
         if !home.vault_dir().exists() {
             created.push(format!("database {}", home.vault_dir().display()));
         }
-        let db = sled::Config::new()
-            .path(home.vault_dir())
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::Busy(format!(
-                        "another keyward process has the vault in {} open",
-                        home.dir.display()
-                    ))
-                }
-                other => Error::vault(format!("opening {}: {other}", home.vault_dir().display())),
-            })?;
+        let db = open_db(home)?;
         // sled creates its folder with the process umask; the tokens in it are sealed, but the
         // folder stays as private as the home folder around it.
         use std::os::unix::fs::PermissionsExt;
@@ -172,6 +172,7 @@ impl Store {
             audit_seq: AtomicU64::new(next_seq),
             changes,
             created,
+            _owner_lock: owner_lock,
         })
     }
 
@@ -450,6 +451,58 @@ impl Store {
         Ok(out)
     }
 
+    /// One page of the audit log, for readers in other processes whose answers are bounded in
+    /// size: the entries after `after`, up to sequence `until` (`None`: the newest now), only the
+    /// newest `limit` of those if given, oldest first, stopping once `max_bytes` are reached
+    /// (always at least one entry). `until` in the answer pins the end for the next pages, so
+    /// `audit --limit N` pages through the same N entries while the log grows.
+    pub fn audit_page(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+        until: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<AuditPage> {
+        let seq_of = |k: &[u8]| u64::from_be_bytes(k.try_into().unwrap_or([0; 8]));
+        let until = match until {
+            Some(until) => until,
+            None => match self.audit.last()? {
+                Some((k, _)) => seq_of(&k),
+                None => 0,
+            },
+        };
+        let mut page = AuditPage {
+            entries: Vec::new(),
+            next_after: after,
+            until,
+            more: false,
+        };
+        if until <= after || limit == Some(0) {
+            return Ok(page);
+        }
+        let mut start = after + 1;
+        if let Some(limit) = limit {
+            let range = self.audit.range(start.to_be_bytes()..=until.to_be_bytes());
+            if let Some(item) = range.rev().nth(limit - 1) {
+                start = seq_of(&item?.0);
+            }
+        }
+        let mut bytes = 0;
+        for item in self.audit.range(start.to_be_bytes()..=until.to_be_bytes()) {
+            let (k, v) = item?;
+            if page.next_after >= start && bytes + v.len() > max_bytes {
+                page.more = true;
+                break;
+            }
+            bytes += v.len();
+            page.next_after = seq_of(&k);
+            if let Ok(entry) = serde_json::from_slice(&v) {
+                page.entries.push((page.next_after, entry));
+            }
+        }
+        Ok(page)
+    }
+
     // ---- keys --------------------------------------------------------------------------
 
     /// The id of the data key that seals new records.
@@ -616,6 +669,79 @@ impl Drop for Store {
         // An orderly shutdown keeps the audit lines that were appended without a flush.
         let _ = self.db.flush();
     }
+}
+
+/// The lock file whose holder owns the vault: it alone opens the database and creates what a
+/// fresh home lacks; the others talk to it over the socket. A lock of our own rather than
+/// sled's: taking it is a typed yes/no (`EWOULDBLOCK`), and it can be taken before anything in
+/// the home is read, which serialises first-run creation across processes.
+pub const OWNER_LOCK: &str = "keyward.lock";
+
+/// Take the owner lock without waiting: [`Error::Busy`] when another open store holds it. The
+/// kernel releases it when the file is closed, so a killed owner never leaves it behind (and the
+/// file itself stays: removing a lock file would let two processes lock two different files).
+fn take_owner_lock(home: &Home) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.dir.join(OWNER_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Busy(format!(
+            "another keyward process has the vault in {} open",
+            home.dir.display()
+        ))),
+        Err(e) => Err(Error::io(
+            format!("locking {}", path.display()),
+            std::io::Error::from(e),
+        )),
+    }
+}
+
+/// How long the new owner waits for sled to let go of a database the previous owner closed.
+const DB_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Open sled's database. We hold the owner lock, so sled's own file lock can only still be held
+/// by the previous owner's database while it closes: sled finishes queued writes on its own
+/// threads after the last handle is dropped (in this process, or in an owner process that is
+/// exiting). Wait for it rather than failing. sled reports its lock as `ErrorKind::Other`; other
+/// I/O failures (permissions, a full disk) have their own kinds and fail at once.
+fn open_db(home: &Home) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + DB_RELEASE_WAIT;
+    loop {
+        match sled::Config::new().path(home.vault_dir()).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::Other
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::vault(format!(
+                    "opening {}: {e}; if another keyward process is stuck closing it, stop that \
+                     process and retry",
+                    home.vault_dir().display()
+                )))
+            }
+        }
+    }
+}
+
+/// One page of the audit log (see [`Store::audit_page`]): read on after `next_after`, up to
+/// `until`, while `more`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<(u64, AuditEntry)>,
+    pub next_after: u64,
+    pub until: u64,
+    pub more: bool,
 }
 
 /// What `rotate_key` did.

@@ -72,13 +72,9 @@ impl Kw {
 
     /// Import a GitHub-style token response for `account`.
     pub fn import(&self, provider: &str, account: &str, access: &str, refresh: &str) -> Run {
-        let json = serde_json::json!({
-            "access_token": access, "refresh_token": refresh, "token_type": "bearer",
-            "expires_in": 28800, "scope": "repo read:user",
-        });
         self.ok(
             &["import", provider, "--account", account],
-            &json.to_string(),
+            &token_json(access, refresh),
         )
     }
 }
@@ -124,4 +120,59 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A `keyward serve` (stdio) child that owns the vault of a home while it runs. It ends when
+/// dropped: its stdin closes, which ends a stdio server.
+pub struct Owner {
+    pub child: std::process::Child,
+}
+
+impl Kw {
+    /// Start `keyward serve` with `env` and wait (bounded) until it listens on the owner socket.
+    pub fn spawn_owner(&self, env: &[(&str, &str)]) -> Owner {
+        let mut cmd = self.command(&["serve"]);
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut owner = Owner {
+            child: cmd.spawn().expect("spawn keyward serve"),
+        };
+        let socket = self.home().join("keyward.sock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Some(status) = owner.child.try_wait().expect("poll keyward serve") {
+                panic!("keyward serve exited with {status} before listening");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "keyward serve did not listen on {} within 60 s",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        owner
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GitHub-style token response for `keyward import`.
+pub fn token_json(access: &str, refresh: &str) -> String {
+    serde_json::json!({
+        "access_token": access, "refresh_token": refresh, "token_type": "bearer",
+        "expires_in": 28800, "scope": "repo read:user",
+    })
+    .to_string()
 }

@@ -448,3 +448,79 @@ async fn waiting_for_a_stuck_refresh_ends_with_the_calls_budget() {
     kill9(owner.pid);
     let _ = owner.finish().await;
 }
+
+/// `keyward import github --account ACCOUNT`, started but still waiting for its token on stdin.
+fn spawn_import(kw: &Kw, account: &str) -> std::process::Child {
+    kw.command(&["import", "github", "--account", account])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keyward import")
+}
+
+/// Invariant 12: two processes creating one home at once (two imports, or a server and an
+/// import) both succeed, and every acknowledged import opens afterwards.
+#[test]
+fn processes_starting_on_a_fresh_home_at_once_all_succeed() {
+    const HOMES: usize = 8;
+    let homes: Vec<Kw> = (0..HOMES).map(|_| Kw::new()).collect();
+    let mut imports = Vec::new();
+    let mut servers = Vec::new();
+    for (i, kw) in homes.iter().enumerate() {
+        imports.push((i, "a", spawn_import(kw, "a")));
+        if i % 2 == 0 {
+            imports.push((i, "b", spawn_import(kw, "b")));
+        } else {
+            let server = kw
+                .command(&["serve"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn keyward serve");
+            servers.push((i, crate::cli::Owner { child: server }));
+        }
+    }
+    // An import reads its token before it opens the vault: handing out the tokens back to back
+    // sends every pair at its fresh home together (the servers start opening at once).
+    for (_, account, child) in &mut imports {
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(
+            &mut stdin,
+            crate::cli::token_json(&format!("{CANARY_ACCESS}-{account}"), CANARY_REFRESH)
+                .as_bytes(),
+        )
+        .unwrap();
+    }
+    for (i, account, child) in imports {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "home {i}: import of account {account} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (i, server) in &mut servers {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "home {i}: the server started with the import exited"
+        );
+    }
+    let accounts = |kw: &Kw| -> Vec<String> {
+        status_json(kw)
+            .iter()
+            .map(|row| row["account"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Through the running servers, then with each home opened directly.
+    for (i, kw) in homes.iter().enumerate() {
+        let want: &[&str] = if i % 2 == 0 { &["a", "b"] } else { &["a"] };
+        assert_eq!(accounts(kw), want, "home {i}");
+    }
+    drop(servers);
+    for (i, kw) in homes.iter().enumerate() {
+        let want: &[&str] = if i % 2 == 0 { &["a", "b"] } else { &["a"] };
+        assert_eq!(accounts(kw), want, "home {i}, opened directly");
+    }
+}

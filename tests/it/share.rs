@@ -212,3 +212,300 @@ print(data.decode())
     );
     assert!(!text.contains(CANARY_ACCESS));
 }
+
+fn write_raw(stream: &mut UnixStream, value: &serde_json::Value) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).unwrap();
+    stream.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    stream.write_all(&bytes)
+}
+
+fn read_raw(stream: &mut UnixStream) -> std::io::Result<serde_json::Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    Ok(serde_json::from_slice(&buf).unwrap())
+}
+
+/// A raw connection to the owner of `kw`'s vault that has said hello; the owner's answer.
+fn hello(kw: &Kw) -> (UnixStream, serde_json::Value) {
+    let mut stream = UnixStream::connect(kw.home().join("keyward.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let answer = frame(
+        &mut stream,
+        &serde_json::json!({"op": "hello", "protocol": share::PROTOCOL_VERSION, "pid": 1}),
+    );
+    (stream, answer)
+}
+
+/// True once the owner has closed `stream` (bounded: a read timeout fails the test).
+fn closed_by_owner(stream: &mut UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn an_owner_socket_others_can_write_to_is_refused() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let owner = open(&kw);
+    let socket = share::socket_path(owner.home());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = kw.run(&["import", "slack"], &crate::cli::token_json("xoxp-1", "r"));
+    assert_eq!(run.code(), Some(1), "{}", run.stdout());
+    assert!(
+        run.stderr()
+            .contains(&format!("chmod go-w {}", socket.display())),
+        "{}",
+        run.stderr()
+    );
+    assert!(owner
+        .get(&ConnKey::new("default", "slack", "default").unwrap())
+        .unwrap()
+        .is_none());
+}
+
+/// The client side of the socket checks the listener's uid (SO_PEERCRED) before sending
+/// anything: a socket planted by another user, even one that looks like ours, gets no token.
+#[test]
+fn a_client_sends_nothing_to_an_owner_socket_of_another_user() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    if !(rustix::process::geteuid().is_root() && python.exists()) {
+        eprintln!("skipped: needs root and /usr/bin/python3 to listen as another uid");
+        return;
+    }
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    // The real owner holds the vault, so a command goes to the socket; then the socket file is
+    // swapped for one that a process of uid 65534 listens on, owned by us like the real one.
+    let owner = open(&kw);
+    let planted = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(planted.path(), Some(65534), Some(65534)).unwrap();
+    let fake_path = planted.path().join("s");
+    let script = r#"
+import json, socket, struct, sys
+l = socket.socket(socket.AF_UNIX); l.bind(sys.argv[1]); l.listen(8); l.settimeout(60)
+print("ready", flush=True)
+got = b""
+try:
+    while True:
+        c, _ = l.accept(); c.settimeout(10)
+        try:
+            while True:
+                h = c.recv(4)
+                if len(h) < 4: break
+                n = struct.unpack(">I", h)[0]; data = b""
+                while len(data) < n:
+                    part = c.recv(n - len(data))
+                    if not part: break
+                    data += part
+                got += data + b"\n"
+                ans = json.dumps({"Ok": {"protocol": 2, "pid": 1, "idle_ms": 60000}}).encode()
+                c.sendall(struct.pack(">I", len(ans)) + ans)
+        except Exception:
+            pass
+        sys.stdout.write(got.decode(errors="replace")); sys.stdout.flush()
+except Exception:
+    pass
+"#;
+    use std::os::unix::process::CommandExt;
+    let mut fake = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&fake_path)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let socket = share::socket_path(owner.home());
+    std::fs::rename(&fake_path, &socket).unwrap();
+    std::os::unix::fs::chown(&socket, Some(0), Some(0)).unwrap();
+
+    let run = kw.run(
+        &["import", "github", "--account", "b"],
+        &crate::cli::token_json(CANARY_ACCESS, CANARY_REFRESH),
+    );
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let mut heard = String::new();
+    let _ = out.read_to_string(&mut heard);
+    assert!(
+        !heard.contains(CANARY_ACCESS) && !heard.contains("\"put\""),
+        "the planted socket received: {heard}"
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.stdout());
+    assert!(
+        run.stderr().contains("runs as uid 65534"),
+        "{}",
+        run.stderr()
+    );
+    drop(owner);
+}
+
+/// The owner cuts off a peer that stalls inside a frame (it announced 16 MiB and sent a few
+/// bytes) and peers idle longer than its idle timeout; a relaying process whose pooled
+/// connections were closed that way reopens them without noticing.
+#[test]
+fn stalled_and_idle_peers_are_cut_off_and_pooled_clients_reconnect() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let _owner = kw.spawn_owner(&[("KEYWARD_TEST_PEER_TIMEOUT_MS", "300")]);
+    let relay = open(&kw);
+    assert!(!relay.is_owner());
+    assert_eq!(relay.keys().unwrap().len(), 1);
+
+    let (mut stalled, answer) = hello(&kw);
+    assert!(answer.get("Ok").is_some(), "{answer}");
+    stalled
+        .write_all(&(16u32 * 1024 * 1024).to_be_bytes())
+        .unwrap();
+    stalled.write_all(b"{\"op\":\"ke").unwrap();
+    assert!(
+        closed_by_owner(&mut stalled),
+        "a peer stalled inside a frame was not cut off"
+    );
+    let (mut idle, answer) = hello(&kw);
+    assert!(answer.get("Ok").is_some(), "{answer}");
+    assert!(closed_by_owner(&mut idle), "an idle peer was not cut off");
+
+    // The relay's pooled connection went idle before both: the owner has closed it by now.
+    assert_eq!(relay.keys().unwrap().len(), 1);
+    relay.touch(&ConnKey::new("default", "github", "a").unwrap());
+    assert!(
+        !relay.is_owner(),
+        "the relay took the closed connection for a dead owner"
+    );
+}
+
+/// A pooled connection that the owner closed while it sat idle is reopened for the next call;
+/// the call succeeds (here the owner is a fake that closes every connection after one answer,
+/// however young the connection is).
+#[test]
+fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home {
+        dir: dir.path().to_path_buf(),
+    };
+    let listener = std::os::unix::net::UnixListener::bind(share::socket_path(&home)).unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming().take(3) {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let hello = read_raw(&mut stream).unwrap();
+            assert_eq!(hello["op"], "hello");
+            let greeting = serde_json::json!({"Ok": {
+                "protocol": share::PROTOCOL_VERSION, "pid": 1, "idle_ms": 3_600_000,
+            }});
+            if write_raw(&mut stream, &greeting).is_err() {
+                continue;
+            }
+            // One request, one answer, then close as if the connection had idled out.
+            if let Ok(request) = read_raw(&mut stream) {
+                assert_eq!(request["op"], "keys");
+                write_raw(&mut stream, &serde_json::json!({"Ok": []})).unwrap();
+                served += 1;
+            }
+        }
+        served
+    });
+    let client = share::RemoteClient::connect(&home).unwrap_or_else(|_| panic!("connect"));
+    for _ in 0..2 {
+        let keys: Vec<ConnKey> = client
+            .call(&share::Request::Keys)
+            .expect("the owner is alive: not a lost owner")
+            .unwrap();
+        assert!(keys.is_empty());
+    }
+    // The third connection is only greeted: unblock the fake.
+    drop(client);
+    let _ = UnixStream::connect(share::socket_path(&home)).map(|mut s| {
+        write_raw(
+            &mut s,
+            &serde_json::json!({"op": "hello", "protocol": share::PROTOCOL_VERSION, "pid": 1}),
+        )
+    });
+    assert_eq!(fake.join().unwrap(), 2);
+}
+
+/// The owner serves at most MAX_PEERS peers at once and tells the next one why it is refused;
+/// once a peer leaves, a new one is served.
+#[test]
+fn the_owner_caps_its_peers_and_says_so() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let _owner = open(&kw);
+    let mut peers = Vec::new();
+    for i in 0..share::MAX_PEERS {
+        let (stream, answer) = hello(&kw);
+        assert!(answer.get("Ok").is_some(), "peer {i}: {answer}");
+        peers.push(stream);
+    }
+    let (_, answer) = hello(&kw);
+    let message = answer["Err"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("already serves {} connections", share::MAX_PEERS)),
+        "{answer}"
+    );
+    drop(peers.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, answer) = hello(&kw);
+        if answer.get("Ok").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no peer served after one left: {answer}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `keyward audit` through a non-owner pages the log: a log far larger than one frame is read
+/// in full, and `--limit` still gives the newest entries.
+#[test]
+fn an_audit_log_larger_than_a_frame_reads_through_another_process() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let owner = open(&kw);
+    let big = "x".repeat(512 * 1024);
+    let entries = 2 * share::MAX_FRAME / big.len() + 2;
+    for i in 0..entries {
+        owner.audit(&keyward::vault::AuditEntry::new(
+            "default",
+            &format!("bulk-{i}"),
+            big.clone(),
+        ));
+    }
+    owner.flush().unwrap();
+    let all = kw.ok(&["audit", "--json"], "").stdout();
+    let events: Vec<String> = all
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+        .collect();
+    assert_eq!(events.len(), entries + 1, "the import and every bulk entry");
+    assert_eq!(events.last().unwrap(), &format!("\"bulk-{}\"", entries - 1));
+    let newest = kw.ok(&["audit", "--json", "--limit", "35"], "").stdout();
+    let events: Vec<String> = newest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+        .collect();
+    let want: Vec<String> = (entries - 35..entries)
+        .map(|i| format!("\"bulk-{i}\""))
+        .collect();
+    assert_eq!(events, want);
+    assert!(owner.is_owner());
+}

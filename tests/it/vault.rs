@@ -578,3 +578,136 @@ fn usage_errors_exit_2() {
     assert_eq!(kw.run(&["no-such-command"], "").code(), Some(2));
     assert_eq!(kw.run(&["import"], "").code(), Some(2));
 }
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A refused command: exit 1, and stderr names `path` and the command that fixes it.
+fn assert_refused(run: &crate::cli::Run, path: &std::path::Path, fix: &str) {
+    assert_eq!(run.code(), Some(1), "not refused: {}", run.stdout());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains(fix),
+        "the error should name {} and `{fix}`: {stderr}",
+        path.display()
+    );
+}
+
+/// Invariant 13: a home folder, `vault/`, `config.toml`, tools folder or manifest that group or
+/// others can write to is refused, with the chmod that fixes it; fixed, everything works again.
+#[test]
+fn paths_others_can_write_to_are_refused_with_the_fix() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let home = kw.home();
+
+    chmod(&home, 0o770);
+    assert_refused(
+        &kw.run(&["status"], ""),
+        &home,
+        &format!("chmod 700 {}", home.display()),
+    );
+    let import = kw.run(
+        &["import", "github", "--account", "b"],
+        &crate::cli::token_json("x", "y"),
+    );
+    assert_refused(&import, &home, "chmod 700");
+    chmod(&home, 0o700);
+
+    let vault_dir = home.join("vault");
+    chmod(&vault_dir, 0o777);
+    let fix = format!("chmod 700 {}", vault_dir.display());
+    assert_refused(&kw.run(&["status"], ""), &vault_dir, &fix);
+    chmod(&vault_dir, 0o700);
+
+    let config = home.join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    chmod(&config, 0o666);
+    let fix = format!("chmod go-w {}", config.display());
+    assert_refused(&kw.run(&["tools"], ""), &config, &fix);
+    chmod(&config, 0o644);
+
+    let tools = kw.dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    chmod(&tools, 0o777);
+    let mut kw = kw;
+    kw.env
+        .push(("KEYWARD_TOOLS_DIR".into(), tools.display().to_string()));
+    let fix = format!("chmod go-w {}", tools.display());
+    assert_refused(&kw.run(&["tools"], ""), &tools, &fix);
+    chmod(&tools, 0o755);
+    let manifest = tools.join("extra.toml");
+    std::fs::write(&manifest, "").unwrap();
+    chmod(&manifest, 0o646);
+    let fix = format!("chmod go-w {}", manifest.display());
+    assert_refused(&kw.run(&["tools"], ""), &manifest, &fix);
+    std::fs::remove_file(&manifest).unwrap();
+
+    assert!(kw.ok(&["status"], "").stdout().contains("github"));
+}
+
+/// Invariant 13: a home folder owned by another uid is refused (it could hold another user's
+/// socket, which would receive every imported token), naming the chown that fixes it.
+#[test]
+fn a_home_owned_by_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a folder to another uid");
+        return;
+    }
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let home = kw.home();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let fix = format!("chown -R 0 {}", home.display());
+    assert_refused(&kw.run(&["status"], ""), &home, &fix);
+    let import = kw.run(
+        &["import", "github", "--account", "b"],
+        &crate::cli::token_json("x", "y"),
+    );
+    assert_refused(&import, &home, &fix);
+    std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
+    assert!(kw.ok(&["status"], "").stdout().contains("github"));
+}
+
+/// An owner that is exiting removes its socket before its database is closed. A command that
+/// starts in between waits for the lock and takes over instead of failing. Here the test plays
+/// that owner: it holds the owner lock and the database, with no socket, and lets go a moment
+/// after the command started.
+#[test]
+fn a_command_racing_an_exiting_owner_waits_and_takes_over() {
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(kw.home().join("keyward.lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let db = sled::open(kw.home().join("vault")).unwrap();
+    assert!(!kw.home().join("keyward.sock").exists());
+
+    let status = kw
+        .command(&["status", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // However the command's start and this release interleave, it must end up owning the vault.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(db);
+    drop(lock);
+    let out = status.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"github\""));
+}
