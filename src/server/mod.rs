@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod handler;
 pub mod http;
+pub mod jsonrpc;
 pub mod sse;
 pub mod stdio;
 pub mod tools;
