@@ -57,10 +57,13 @@ impl Reply {
     }
 }
 
+/// The expected `state`, and where the callback that carries it goes.
+type Waiting = (String, oneshot::Sender<(Callback, Reply)>);
+
 /// The sign-in waiting for its callback, and where ignored callbacks are reported.
 #[derive(Clone)]
 struct Pending {
-    slot: Arc<Mutex<Option<(String, oneshot::Sender<(Callback, Reply)>)>>>,
+    slot: Arc<Mutex<Option<Waiting>>>,
     ignored: mpsc::UnboundedSender<()>,
 }
 

@@ -144,7 +144,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
 }
 
 /// `status` with the JSON-RPC error(s) for `refusal`: one object, or an array for a batch.
-fn refused(status: StatusCode, refusal: &Refusal) -> Response {
+pub(super) fn refused(status: StatusCode, refusal: &Refusal) -> Response {
     let mut replies = refusal.replies();
     let body = match replies.len() {
         // A notification HTTP must still answer: say it was not a usable message.

@@ -687,6 +687,17 @@ async fn legacy_sse_transport_with_a_plain_http_client() {
         .await
         .unwrap();
     assert_eq!(garbage.status(), 400);
+    // A batch: one -32600 per element id, as on the other transports.
+    let batch = json!([{"jsonrpc": "2.0", "id": 4, "method": "ping"},
+                       {"jsonrpc": "2.0", "id": 5, "method": "ping"}]);
+    let refused = post(&h.base, &endpoint, Some(&key), &batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    let errors: Vec<(Value, i64)> = body.as_array().unwrap().iter().map(error_of).collect();
+    assert_eq!(errors, vec![(json!(4), -32600), (json!(5), -32600)]);
 
     assert_no_canary("the legacy SSE transcript", &events.raw);
     h.stop().await;
