@@ -250,7 +250,7 @@ async fn browser_flow(
     }
 
     let Some((callback, reply, server)) = loopback
-        .wait(state.secret(), &app.title, request.timeout)
+        .wait(state.secret(), &app.title, request.timeout, notify)
         .await?
     else {
         return Err(Error::other(format!(

@@ -2,8 +2,14 @@
 //!
 //! A small HTTP server on `127.0.0.1:PORT` (0 = a free port) receives the browser's redirect at
 //! `/callback`. It is bound to the IPv4 loopback literal only, serves nothing but that path, and
-//! accepts one answer: the pending `state` is taken by the first callback, so a second one — a
-//! replay, or a forged request racing the real one — finds nothing to match and is refused.
+//! accepts one answer: the first callback whose `state` matches takes the pending sign-in, so a
+//! second one — a replay of that answer — finds nothing to match and is refused.
+//!
+//! A callback whose `state` is missing or wrong is answered with a 400 page saying it was
+//! ignored, and the sign-in keeps waiting. Any local process or web page can send a request to
+//! the loopback port; if a wrong `state` ended the sign-in, a stale tab of an earlier sign-in or a
+//! forged request could abort the user's real one. Only the holder of the `state` keyward put in
+//! the authorization URL decides how the sign-in ends.
 //! The browser's request is held open until the terminal side is done, so the page can say
 //! whether the connection was stored, and that the tab can be closed.
 
@@ -16,7 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -29,7 +35,7 @@ pub enum Callback {
         error: String,
         description: Option<String>,
     },
-    /// The callback was malformed or its `state` did not match: possibly forged.
+    /// The callback carried the right `state` but no usable answer (no `code`).
     Rejected(String),
 }
 
@@ -51,7 +57,15 @@ impl Reply {
     }
 }
 
-type Pending = Arc<Mutex<Option<(String, oneshot::Sender<(Callback, Reply)>)>>>;
+/// The expected `state`, and where the callback that carries it goes.
+type Waiting = (String, oneshot::Sender<(Callback, Reply)>);
+
+/// The sign-in waiting for its callback, and where ignored callbacks are reported.
+#[derive(Clone)]
+struct Pending {
+    slot: Arc<Mutex<Option<Waiting>>>,
+    ignored: mpsc::UnboundedSender<()>,
+}
 
 /// A bound loopback listener waiting for one redirect.
 pub struct Loopback {
@@ -87,14 +101,20 @@ impl Loopback {
     }
 
     /// Serve until one callback with `state` arrives or `timeout` passes. `Ok(None)`: timeout.
+    /// Each callback ignored meanwhile (wrong or missing `state`) is told to `notify`.
     pub async fn wait(
         self,
         state: &str,
         title: &str,
         timeout: Duration,
+        notify: &(dyn Fn(&str) + Sync),
     ) -> Result<Option<(Callback, Reply, Server)>> {
         let (tx, rx) = oneshot::channel();
-        let pending: Pending = Arc::new(Mutex::new(Some((state.to_string(), tx))));
+        let (ignored, mut ignored_rx) = mpsc::unbounded_channel();
+        let pending = Pending {
+            slot: Arc::new(Mutex::new(Some((state.to_string(), tx)))),
+            ignored,
+        };
         let app = Router::new()
             .route("/callback", get(callback))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
@@ -112,7 +132,19 @@ impl Loopback {
             stop: Some(stop_tx),
             task,
         };
-        match tokio::time::timeout(timeout, rx).await {
+        let answered = async {
+            tokio::pin!(rx);
+            loop {
+                tokio::select! {
+                    answer = &mut rx => return answer,
+                    Some(()) = ignored_rx.recv() => notify(
+                        "keyward: ignored a redirect whose `state` does not match this sign-in \
+                         (a stale tab, another sign-in, or a forged request); still waiting",
+                    ),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, answered).await {
             Ok(Ok((callback, reply))) => Ok(Some((callback, reply, server))),
             Ok(Err(_)) => Err(Error::other("the loopback listener stopped unexpectedly")),
             Err(_) => {
@@ -149,8 +181,30 @@ async fn callback(
     State((pending, title)): State<(Pending, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let taken = pending.lock().map(|mut p| p.take()).unwrap_or(None);
-    let Some((expected, tx)) = taken else {
+    // Take the pending sign-in only for the callback that carries its `state`: anything else
+    // leaves it waiting for the real one.
+    let taken = {
+        let mut slot = pending
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot.as_ref() {
+            Some((expected, _)) if state_matches(&params, expected) => slot.take(),
+            Some(_) => {
+                let _ = pending.ignored.send(());
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    &title,
+                    false,
+                    "keyward ignored this redirect: its `state` does not match the sign-in that is \
+                     waiting (a stale tab, another sign-in, or a forged request). The sign-in is \
+                     still waiting for the browser tab keyward opened. Nothing was changed.",
+                );
+            }
+            None => None,
+        }
+    };
+    let Some((_, tx)) = taken else {
         return page(
             StatusCode::BAD_REQUEST,
             &title,
@@ -158,7 +212,7 @@ async fn callback(
             "This sign-in was already answered; keyward ignores repeated or late redirects. Nothing was changed.",
         );
     };
-    let callback = classify(&params, &expected);
+    let callback = classify(&params);
     let (reply_tx, reply_rx) = oneshot::channel();
     if tx.send((callback, Reply(reply_tx))).is_err() {
         return page(
@@ -186,30 +240,20 @@ async fn callback(
     }
 }
 
-fn classify(params: &HashMap<String, String>, expected: &str) -> Callback {
-    let state_ok = params
+/// Does the callback carry the `state` keyward sent?
+fn state_matches(params: &HashMap<String, String>, expected: &str) -> bool {
+    params
         .get("state")
-        .is_some_and(|s| constant_time_eq(s.as_bytes(), expected.as_bytes()));
+        .is_some_and(|s| constant_time_eq(s.as_bytes(), expected.as_bytes()))
+}
+
+/// What a callback whose `state` matched says.
+fn classify(params: &HashMap<String, String>) -> Callback {
     if let Some(error) = params.get("error") {
-        if !state_ok {
-            return Callback::Rejected(
-                "the redirect carried an error but not the state keyward sent".into(),
-            );
-        }
         return Callback::Denied {
             error: error.clone(),
             description: params.get("error_description").cloned(),
         };
-    }
-    if params.get("state").is_none() {
-        return Callback::Rejected("the redirect carried no `state`".into());
-    }
-    if !state_ok {
-        return Callback::Rejected(
-            "the redirect's `state` does not match the one keyward sent (a stale tab, another \
-             sign-in, or a forged request)"
-                .into(),
-        );
     }
     match params.get("code").filter(|c| !c.is_empty()) {
         Some(code) => Callback::Code(oauth2::AuthorizationCode::new(code.clone())),
@@ -261,32 +305,27 @@ mod tests {
 
     #[test]
     fn state_must_match() {
+        assert!(state_matches(
+            &params(&[("code", "c"), ("state", "s1")]),
+            "s1"
+        ));
+        assert!(!state_matches(
+            &params(&[("code", "c"), ("state", "s2")]),
+            "s1"
+        ));
+        assert!(!state_matches(&params(&[("code", "c")]), "s1"));
+        assert!(!state_matches(&params(&[("state", "s1x")]), "s1"));
         assert!(matches!(
-            classify(&params(&[("code", "c"), ("state", "s1")]), "s1"),
+            classify(&params(&[("code", "c"), ("state", "s1")])),
             Callback::Code(_)
         ));
         assert!(matches!(
-            classify(&params(&[("code", "c"), ("state", "s2")]), "s1"),
+            classify(&params(&[("state", "s1")])),
             Callback::Rejected(_)
         ));
         assert!(matches!(
-            classify(&params(&[("code", "c")]), "s1"),
-            Callback::Rejected(_)
-        ));
-        assert!(matches!(
-            classify(&params(&[("state", "s1")]), "s1"),
-            Callback::Rejected(_)
-        ));
-        assert!(matches!(
-            classify(
-                &params(&[("error", "access_denied"), ("state", "s1")]),
-                "s1"
-            ),
+            classify(&params(&[("error", "access_denied"), ("state", "s1")])),
             Callback::Denied { .. }
-        ));
-        assert!(matches!(
-            classify(&params(&[("error", "access_denied"), ("state", "x")]), "s1"),
-            Callback::Rejected(_)
         ));
     }
 

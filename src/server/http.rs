@@ -16,14 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures::StreamExt;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, Method};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
@@ -31,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Access, Ownership, SessionOwners};
 use super::sse::{self, SseSessions};
+use super::streamable;
 use super::{KeywardServer, ServerState};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
@@ -179,14 +178,20 @@ fn router(app: App) -> Router {
         .with_cancellation_token(app.shutdown.child_token())
         // `guard` checks Host and Origin for every route, with the config's extra entries.
         .disable_allowed_hosts()
-        .disable_allowed_origins();
+        .disable_allowed_origins()
+        .with_max_request_body_bytes(super::jsonrpc::MAX_MESSAGE_BYTES);
     let mcp = StreamableHttpService::new(
         move || Ok(KeywardServer::per_request(state.clone())),
-        app.sessions.clone(),
+        Arc::new(streamable::EventIds(app.sessions.clone())),
         config,
     );
+    let edges = streamable::Edges {
+        json_response: app.json_response,
+    };
     Router::new()
         .route_service("/mcp", mcp)
+        // Only `/mcp`: what rmcp answers wrongly there (see `streamable`).
+        .route_layer(middleware::from_fn_with_state(edges, streamable::edges))
         .route("/sse", get(sse::open))
         .route("/messages", post(sse::message))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
@@ -244,9 +249,6 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
         (Some(id), &Method::DELETE) if response.status().is_success() => app.owners.remove(id),
         _ => {}
     }
-    if method == Method::POST && app.json_response {
-        return json_when_single(response).await;
-    }
     response
 }
 
@@ -276,88 +278,6 @@ async fn reap(app: App) {
     }
 }
 
-/// Turn an SSE reply that holds exactly one JSON-RPC response into `application/json`. A reply
-/// that starts with anything else (a notification, a server request) stays a stream, replayed
-/// from its start.
-async fn json_when_single(response: Response) -> Response {
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if response.status() != StatusCode::OK || !is_sse {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let mut stream = body.into_data_stream();
-    let mut seen: Vec<u8> = Vec::new();
-    let mut scanned = 0;
-    loop {
-        // Complete events so far: look for the first one with data.
-        while let Some(end) = find_event_end(&seen[scanned..]) {
-            let event = &seen[scanned..scanned + end.0];
-            scanned += end.0 + end.1;
-            let data = event_data(event);
-            if data.trim().is_empty() {
-                continue; // priming event or keep-alive
-            }
-            let is_reply = serde_json::from_str::<serde_json::Value>(&data)
-                .ok()
-                .is_some_and(|v| {
-                    v.get("id").is_some() && (v.get("result").is_some() || v.get("error").is_some())
-                });
-            if is_reply {
-                parts.headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                parts.headers.remove(header::CONTENT_LENGTH);
-                parts.headers.remove(header::CACHE_CONTROL);
-                return Response::from_parts(parts, Body::from(data));
-            }
-            return replay(parts, seen, stream);
-        }
-        match stream.next().await {
-            Some(Ok(chunk)) => seen.extend_from_slice(&chunk),
-            Some(Err(_)) | None => return replay(parts, seen, stream),
-        }
-    }
-}
-
-fn replay(
-    parts: http::response::Parts,
-    seen: Vec<u8>,
-    rest: impl futures::Stream<Item = std::result::Result<Bytes, axum::Error>> + Send + 'static,
-) -> Response {
-    let head = futures::stream::once(async move { Ok::<Bytes, axum::Error>(Bytes::from(seen)) });
-    Response::from_parts(parts, Body::from_stream(head.chain(rest)))
-}
-
-/// The end of the first SSE event in `buf`: (length of the event, length of the separator).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    for i in 0..buf.len() {
-        if buf[i..].starts_with(b"\n\n") {
-            return Some((i, 2));
-        }
-        if buf[i..].starts_with(b"\r\n\r\n") {
-            return Some((i, 4));
-        }
-    }
-    None
-}
-
-/// The `data:` lines of one SSE event, joined with newlines.
-fn event_data(event: &[u8]) -> String {
-    let text = String::from_utf8_lossy(event);
-    let mut data = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            data.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
-        }
-    }
-    data.join("\n")
-}
-
 /// Serve until SIGTERM/SIGINT, then close sessions and flush the vault.
 pub async fn serve(
     state: Arc<ServerState>,
@@ -372,19 +292,4 @@ pub async fn serve(
     let result = server.stop().await;
     state.flush().await;
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_event_parsing() {
-        let buf = b"id: 0\nretry: 3000\ndata: \n\ndata: {\"id\":1}\n\n";
-        let (end, sep) = find_event_end(buf).unwrap();
-        assert_eq!(event_data(&buf[..end]), "");
-        let rest = &buf[end + sep..];
-        let (end, _) = find_event_end(rest).unwrap();
-        assert_eq!(event_data(&rest[..end]), "{\"id\":1}");
-    }
 }

@@ -8,7 +8,9 @@
 //! - [`http`] — `keyward serve --http`: Streamable HTTP at `/mcp`, the legacy HTTP+SSE
 //!   transport at `/sse` + `/messages` ([`sse`]), and `/healthz`, behind [`auth`]: a bearer API
 //!   key per request (users and keys live in [`crate::vault::users`]), Host/Origin checks, and
-//!   sessions bound to the user that opened them.
+//!   sessions bound to the user that opened them. [`streamable`] fixes, around rmcp, what its
+//!   Streamable HTTP service answers wrongly (malformed bodies, `DELETE`, event ids), and
+//!   [`jsonrpc`] says what every transport answers to input that is not one MCP message.
 //!
 //! Who the user is never comes from the client's JSON: over stdio it is `--user`, over HTTP it
 //! is the owner of the API key on the request. Everything a tool call may reach is derived from
@@ -17,8 +19,10 @@
 pub mod auth;
 pub mod handler;
 pub mod http;
+pub mod jsonrpc;
 pub mod sse;
 pub mod stdio;
+pub mod streamable;
 pub mod tools;
 
 use std::collections::HashMap;

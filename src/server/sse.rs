@@ -199,15 +199,10 @@ pub async fn message(
             _ => return auth::session_not_found(),
         }
     };
-    let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
+    // Answered here rather than on the stream: the message never reached the session.
+    let message = match super::jsonrpc::parse(&body) {
         Ok(message) => message,
-        Err(e) => {
-            let error = serde_json::json!({
-                "jsonrpc": "2.0", "id": null,
-                "error": { "code": -32700, "message": format!("Parse error: {e}") }
-            });
-            return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
-        }
+        Err(refusal) => return super::streamable::refused(StatusCode::BAD_REQUEST, &refusal),
     };
     if incoming.send(message).await.is_err() {
         return auth::session_not_found();

@@ -459,6 +459,123 @@ async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly()
     assert_no_canary("stderr", &stderr.join().unwrap());
 }
 
+/// Every line the server writes to stdout, as JSON, delivered by a reader thread.
+fn stdout_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value = serde_json::from_str(&line).expect("stdout carries only JSON-RPC");
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn stdio_unreadable_lines_get_jsonrpc_errors_and_the_session_goes_on() {
+    let up = Upstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let mut child = raw_server(&kw);
+    let mut stdin = child.stdin.take().unwrap();
+    let answers = stdout_lines(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let next = || {
+        answers
+            .recv_timeout(Duration::from_secs(60))
+            .expect("an answer on stdout")
+    };
+    let ping = |id: u64| {
+        format!(
+            "{}\n",
+            json!({"jsonrpc": "2.0", "id": id, "method": "ping"})
+        )
+    };
+
+    let mut input: Vec<u8> = Vec::new();
+    input.extend_from_slice(format!("{}\n", initialize_line(1)).as_bytes());
+    input.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+    // Each bad line is followed by a request that must still be answered.
+    let huge = json!({"jsonrpc": "2.0", "id": 99, "method": "ping",
+                      "params": {"pad": "x".repeat(4 * 1024 * 1024)}});
+    let bad_lines: Vec<Vec<u8>> = vec![
+        b"{this is not json".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":98,\"method\":\"\xff\xfe\"}".to_vec(),
+        format!("{}{}", "[".repeat(300), "]".repeat(300)).into_bytes(),
+        huge.to_string().into_bytes(),
+        json!([{"jsonrpc": "2.0", "id": 20, "method": "ping"},
+               {"jsonrpc": "2.0", "method": "notifications/initialized"},
+               {"jsonrpc": "2.0", "id": "b21", "method": "tools/list"}])
+        .to_string()
+        .into_bytes(),
+        json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}])
+            .to_string()
+            .into_bytes(),
+        b"42".to_vec(),
+    ];
+    for (i, bad) in bad_lines.iter().enumerate() {
+        input.extend_from_slice(bad);
+        input.push(b'\n');
+        input.extend_from_slice(ping(100 + i as u64).as_bytes());
+    }
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&input).unwrap();
+        stdin
+    });
+
+    assert_eq!(next()["id"], 1, "initialize is answered");
+    let expect_error = |answer: Value, id: Value, code: i64| {
+        assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+        assert!(
+            answer.as_object().unwrap().contains_key("id"),
+            "an error always has an id: {answer}"
+        );
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        answer["error"]["message"].as_str().unwrap().to_string()
+    };
+    // Requests are answered concurrently, so an answer to a ping may come after the error for
+    // the next bad line; the errors themselves come in the order of the lines.
+    let mut pongs = std::collections::BTreeSet::new();
+    let mut errors = Vec::new();
+    while pongs.len() < bad_lines.len() || errors.len() < 8 {
+        let answer = next();
+        if answer.get("result").is_some() {
+            pongs.insert(answer["id"].as_u64().expect("a ping's id"));
+        } else {
+            errors.push(answer);
+        }
+    }
+    assert_eq!(
+        pongs,
+        (100..100 + bad_lines.len() as u64).collect(),
+        "the request after each bad line is answered"
+    );
+    let mut errors = errors.into_iter();
+    let mut error = |id: Value, code: i64| expect_error(errors.next().unwrap(), id, code);
+    // Not JSON, not UTF-8, too deep, over the 4 MiB line limit: -32700 with a null id.
+    error(Value::Null, -32700);
+    assert!(error(Value::Null, -32700).contains("UTF-8"));
+    assert!(error(Value::Null, -32700).contains("recursion limit"));
+    let why = error(Value::Null, -32700);
+    assert!(why.contains("4194304"), "the limit is named: {why}");
+    // A batch: one -32600 per element with an id, or one with a null id.
+    let why = error(json!(20), -32600);
+    assert!(why.contains("batches are not supported"), "{why}");
+    error(json!("b21"), -32600);
+    error(Value::Null, -32600);
+    // JSON that is not a message.
+    error(Value::Null, -32600);
+
+    drop(writer.join().unwrap());
+    let status = wait_with_timeout(&mut child, 30);
+    assert!(status.success(), "EOF ends the server cleanly: {status:?}");
+    assert!(answers.try_recv().is_err(), "nothing else was written");
+    assert_no_canary("stderr", &stderr.join().unwrap());
+}
+
 #[test]
 fn mcp_json_has_working_stdio_and_http_entries() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp.json");

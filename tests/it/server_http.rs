@@ -202,6 +202,344 @@ async fn streamable_http_with_json_replies() {
     h.stop().await;
 }
 
+/// A raw POST to `/mcp` with `body` as it is, on `session` if given.
+fn raw_post(
+    base: &str,
+    key: &str,
+    session: Option<&str>,
+    body: impl Into<String>,
+) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.into());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+/// Initialize a Streamable HTTP session by hand; returns its id.
+async fn open_session(base: &str, key: &str) -> String {
+    let init = raw_post(base, key, None, init_body().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = init.text().await.unwrap();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let sent = raw_post(base, key, Some(&session), note.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    session
+}
+
+/// A JSON-RPC error body: its id (which must be present) and code.
+fn error_of(body: &Value) -> (Value, i64) {
+    assert!(
+        body.as_object().is_some_and(|o| o.contains_key("id")),
+        "a JSON-RPC error has an id, null if unknown: {body}"
+    );
+    (body["id"].clone(), body["error"]["code"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn malformed_post_bodies_get_400_with_a_jsonrpc_error() {
+    let h = http(&[("alice", "default")]).await;
+    let key = h.add_user("alice");
+    let session = open_session(&h.base, &key).await;
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                       {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                       {"jsonrpc": "2.0", "id": "two", "method": "tools/list"}]);
+    for on in [None, Some(session.as_str())] {
+        for bad in [
+            "{not json",
+            deep.as_str(),
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\u{0}",
+        ] {
+            let answer = raw_post(&h.base, &key, on, bad).send().await.unwrap();
+            assert_eq!(answer.status(), 400, "{bad:.40}");
+            assert_eq!(answer.headers()["content-type"], "application/json");
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(error_of(&body), (Value::Null, -32700), "{body}");
+        }
+        let answer = raw_post(&h.base, &key, on, batch.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400);
+        let body: Value = answer.json().await.unwrap();
+        let errors: Vec<(Value, i64)> = body.as_array().unwrap().iter().map(error_of).collect();
+        assert_eq!(errors, vec![(json!(1), -32600), (json!("two"), -32600)]);
+        assert!(body[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batches are not supported"));
+        let answer = raw_post(
+            &h.base,
+            &key,
+            on,
+            json!({"jsonrpc": "2.0", "id": 5}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 400);
+        assert_eq!(error_of(&answer.json().await.unwrap()), (json!(5), -32600));
+    }
+    // Over the 4 MiB limit: 413, still with a JSON-RPC error.
+    let huge = json!({"jsonrpc": "2.0", "id": 9, "method": "ping",
+                      "params": {"pad": "x".repeat(4 * 1024 * 1024)}});
+    let answer = raw_post(&h.base, &key, Some(&session), huge.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 413);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(error_of(&body), (Value::Null, -32700));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4194304"));
+    // A body that does not say it is JSON is still an unsupported media type.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/mcp", h.base))
+        .bearer_auth(&key)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "text/plain")
+        .header("mcp-session-id", &session)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 415);
+
+    // The session goes on.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let answer = raw_post(&h.base, &key, Some(&session), list.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let listed = EventStream::new(answer).next_message().await;
+    assert_eq!(listed["id"], 3);
+    assert!(listed["result"]["tools"].as_array().is_some());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn json_response_mode_serves_clients_that_accept_only_json() {
+    let h = http_with(&[("alice", "default")], Offer::default(), true).await;
+    let key = h.add_user("alice");
+    let json_only = |session: Option<&str>, body: Value| {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/mcp", h.base))
+            .bearer_auth(&key)
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    };
+    let init = json_only(None, init_body()).send().await.unwrap();
+    assert_eq!(init.status(), 200);
+    assert_eq!(init.headers()["content-type"], "application/json");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = init.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "keyward");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        json_only(Some(&session), note)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "github_get_me", "arguments": {}}});
+    let answer = json_only(Some(&session), call).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/json");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["id"], 2);
+    assert_eq!(
+        body["result"]["structuredContent"]["login"],
+        "alice-default"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn delete_ends_a_session_with_204() {
+    let h = http(&[("alice", "default")]).await;
+    let key = h.add_user("alice");
+    let session = open_session(&h.base, &key).await;
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/mcp", h.base))
+        .bearer_auth(&key)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(deleted.text().await.unwrap(), "");
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let after = raw_post(&h.base, &key, Some(&session), list.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 404, "the session is gone");
+    h.stop().await;
+}
+
+/// Every event of a finished stream.
+async fn all_events(response: reqwest::Response) -> Vec<SseEvent> {
+    let mut events = EventStream::new(response);
+    let mut all = Vec::new();
+    while let Some(event) = events.next_event().await {
+        all.push(event);
+    }
+    all
+}
+
+#[tokio::test]
+async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_missed() {
+    let h = http(&[("alice", "default")]).await;
+    let key = h.add_user("alice");
+    let session = open_session(&h.base, &key).await;
+    let get = |last_event_id: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/mcp", h.base))
+            .bearer_auth(&key)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        request.send()
+    };
+    let mut ids = std::collections::HashSet::new();
+
+    // The standalone stream: a priming event, then the session's notifications.
+    let stream = get(None).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = EventStream::new(stream);
+    let priming = stream.next_event().await.expect("the priming event");
+    assert!(
+        priming.data.as_deref().unwrap_or("").is_empty(),
+        "{priming:?}"
+    );
+    ids.insert(priming.id.clone().expect("the priming event has an id"));
+    // The session's connection watcher starts in a task of its own after `initialized`: a
+    // second provider is connected if the first change came before it was listening.
+    let mut changed = None;
+    for provider in ["slack", "google"] {
+        let record = keyward::oauth::token_response::parse(
+            &json!({"access_token": format!("tok-{provider}"), "token_type": "bearer",
+                    "scope": "x"})
+            .to_string(),
+            chrono::Utc::now().timestamp(),
+        )
+        .unwrap();
+        h.vault()
+            .put(
+                &ConnKey::new("alice", provider, "default").unwrap(),
+                None,
+                &record,
+            )
+            .unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let event = stream.next_event().await.expect("the stream stays open");
+                if event.data.is_some() {
+                    return event;
+                }
+            }
+        })
+        .await;
+        if let Ok(event) = heard {
+            changed = Some(event);
+            break;
+        }
+    }
+    let changed = changed.expect("tools/list_changed on the standalone stream");
+    let message: Value = serde_json::from_str(changed.data.as_deref().unwrap()).unwrap();
+    assert_eq!(message["method"], "notifications/tools/list_changed");
+    let id = changed.id.clone().expect("a notification has an event id");
+    assert!(
+        ids.insert(id.clone()),
+        "{id} repeats the priming event's id"
+    );
+
+    // A request's stream: its own ids, unique in the session too. The client drops it after
+    // the priming event, and resumes from there while the call is still running.
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                      "params": {"name": "github_get_issue",
+                                 "arguments": {"owner": "octo", "repo": "hello", "number": GATED_ISSUE}}});
+    let answer = raw_post(&h.base, &key, Some(&session), call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut first = EventStream::new(answer);
+    let priming = first
+        .next_event()
+        .await
+        .expect("the request's priming event");
+    let priming_id = priming.id.clone().expect("an id to resume from");
+    assert!(
+        ids.insert(priming_id.clone()),
+        "{priming_id} was used before in this session"
+    );
+    drop(first);
+    let resumed = get(Some(&priming_id)).await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    h.up.state.gate.notify_one();
+    let events = all_events(resumed).await;
+    let resent: Vec<&SseEvent> = events.iter().filter(|e| e.id.is_some()).collect();
+    assert_eq!(
+        resent.len(),
+        1,
+        "resuming after {priming_id} sends only the answer: {events:?}"
+    );
+    let answer_id = resent[0].id.clone().unwrap();
+    assert!(
+        ids.insert(answer_id.clone()),
+        "{answer_id} was used before in this session"
+    );
+    let reply: Value = serde_json::from_str(resent[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(reply["id"], 7);
+    assert_eq!(
+        reply["result"]["structuredContent"]["title"],
+        format!("octo/hello#{GATED_ISSUE} seen by alice-default")
+    );
+    h.stop().await;
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct SseEvent {
+    id: Option<String>,
+    name: String,
+    /// `None` for an event without `data:` lines; a priming event's data is empty.
+    data: Option<String>,
+}
+
 /// Reads a `text/event-stream` body event by event, keeping every byte for leak checks.
 struct EventStream {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
@@ -218,29 +556,49 @@ impl EventStream {
         }
     }
 
-    /// The next event with data: (event name, data). `None` when the stream ends.
+    /// The next event with data (not a priming event): (event name, data). `None` when the
+    /// stream ends.
     async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), self.next_event())
+                .await
+                .expect("an event within 10 s")?;
+            if let Some(data) = event.data.filter(|d| !d.is_empty()) {
+                return Some((event.name, data));
+            }
+        }
+    }
+
+    /// The next event, with or without data (a priming event has an id and no data; a
+    /// keep-alive comment has neither). `None` when the stream ends.
+    async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = self.buf.drain(..end + 2).collect();
                 let text = String::from_utf8_lossy(&event).to_string();
-                let mut name = "message".to_string();
+                let mut parsed = SseEvent {
+                    id: None,
+                    name: "message".to_string(),
+                    data: None,
+                };
                 let mut data = Vec::new();
                 for line in text.lines() {
                     if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_string();
+                        parsed.name = v.trim().to_string();
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        parsed.id = Some(v.trim().to_string());
                     }
                 }
-                if data.is_empty() {
-                    continue;
+                if !data.is_empty() {
+                    parsed.data = Some(data.join("\n"));
                 }
-                return Some((name, data.join("\n")));
+                return Some(parsed);
             }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+            let chunk = tokio::time::timeout(Duration::from_secs(60), self.body.next())
                 .await
-                .expect("an event within 10 s")?
+                .expect("an event within 60 s")?
                 .ok()?;
             self.raw.extend_from_slice(&chunk);
             self.buf.extend_from_slice(&chunk);
@@ -329,6 +687,17 @@ async fn legacy_sse_transport_with_a_plain_http_client() {
         .await
         .unwrap();
     assert_eq!(garbage.status(), 400);
+    // A batch: one -32600 per element id, as on the other transports.
+    let batch = json!([{"jsonrpc": "2.0", "id": 4, "method": "ping"},
+                       {"jsonrpc": "2.0", "id": 5, "method": "ping"}]);
+    let refused = post(&h.base, &endpoint, Some(&key), &batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    let errors: Vec<(Value, i64)> = body.as_array().unwrap().iter().map(error_of).collect();
+    assert_eq!(errors, vec![(json!(4), -32600), (json!(5), -32600)]);
 
     assert_no_canary("the legacy SSE transcript", &events.raw);
     h.stop().await;

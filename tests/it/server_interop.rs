@@ -48,6 +48,11 @@ async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
         "the Python MCP client failed ({args:?}):\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(": ok"), "{stdout}");
+    // The SDK logs this when DELETE /mcp is not answered 200 or 204.
+    assert!(
+        !stderr.contains("Session termination failed"),
+        "the session did not end cleanly:\n{stderr}"
+    );
     assert_no_canary("the Python client's output", &output.stdout);
     assert_no_canary(
         "the Python client's stderr (with keyward's)",

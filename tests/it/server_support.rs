@@ -23,6 +23,8 @@ use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
 
 /// The issue number the upstream answers slowly (60 s), for cancellation tests.
 pub const SLOW_ISSUE: u64 = 999;
+/// The issue number the upstream answers once the test opens `UpState::gate`.
+pub const GATED_ISSUE: u64 = 998;
 
 /// One API request the upstream saw.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct UpState {
     seen: Mutex<Vec<Seen>>,
     pub slow_started: AtomicUsize,
     pub slow_dropped: AtomicUsize,
+    /// Releases one request for [`GATED_ISSUE`].
+    pub gate: tokio::sync::Notify,
 }
 
 /// A fake GitHub API on a loopback port.
@@ -139,6 +143,9 @@ async fn issue(
         let _counter = DropCounter(state.clone());
         tokio::time::sleep(Duration::from_secs(60)).await;
         std::mem::forget(_counter);
+    }
+    if number == GATED_ISSUE {
+        state.gate.notified().await;
     }
     Json(json!({
         "number": number, "title": format!("{owner}/{repo}#{number} seen by {login}"),
