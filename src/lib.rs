@@ -39,6 +39,7 @@
 //!   limits, server filters and allowed hosts).
 //! - [`secret`] — wrapper types for tokens and keys: `[redacted]` in Debug/Display, read only
 //!   through an explicit `expose()`, zeroized on drop.
+//! - [`sync`] — lock helpers that survive a panic in another request (no poisoning cascade).
 //! - [`error`] — the crate's error type; every message says what happened and the command that
 //!   fixes it, and maps to the CLI's exit code.
 //!
@@ -59,4 +60,5 @@ pub mod exec;
 pub mod oauth;
 pub mod secret;
 pub mod server;
+pub mod sync;
 pub mod vault;

@@ -40,7 +40,7 @@ use crate::exec::ToolError;
 use crate::secret::SecretString;
 
 /// Bumped whenever a request or answer changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 pub fn socket_path(home: &Home) -> PathBuf {
@@ -107,6 +107,16 @@ pub enum Request {
     },
     /// Turn this connection into a stream of changed connection keys.
     Subscribe,
+}
+
+/// One frame of a subscription stream (`Request::Subscribe`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Notice {
+    /// This connection was added, changed or removed.
+    Connection(ConnKey),
+    /// A user (API key) was added or removed: forget cached keys.
+    Users,
 }
 
 /// An [`Error`] on the wire. Messages never hold secrets (see [`crate::error`]).
@@ -359,8 +369,9 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
         };
         if let Request::Subscribe = request {
             let rx = vault.changes_sender().subscribe();
+            let users = vault.users_sender().subscribe();
             drop((vault, store));
-            stream_changes(rx, stream);
+            stream_changes(rx, users, stream);
             return;
         }
         let answer = execute(&vault, &store, request);
@@ -371,18 +382,33 @@ fn serve_peer(weak: std::sync::Weak<super::Inner>, mut stream: UnixStream) {
     }
 }
 
-fn stream_changes(mut rx: tokio::sync::broadcast::Receiver<ConnKey>, mut stream: UnixStream) {
-    loop {
-        match rx.blocking_recv() {
-            Ok(key) => {
-                if write_frame(&mut stream, &key).is_err() {
-                    return;
-                }
+/// Push connection and users changes to a subscribed peer, in the order they happen. The
+/// channels need no runtime, so a plain executor on this peer's thread waits on both.
+fn stream_changes(
+    mut rx: tokio::sync::broadcast::Receiver<ConnKey>,
+    mut users: tokio::sync::watch::Receiver<u64>,
+    mut stream: UnixStream,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::executor::block_on(async move {
+        loop {
+            let notice = tokio::select! {
+                biased;
+                changed = users.changed() => match changed {
+                    Ok(()) => Notice::Users,
+                    Err(_) => return,
+                },
+                key = rx.recv() => match key {
+                    Ok(key) => Notice::Connection(key),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            if write_frame(&mut stream, &notice).is_err() {
+                return;
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
-    }
+    })
 }
 
 fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, WireError> {
@@ -430,8 +456,16 @@ fn execute(
         Request::RotateKey => to_answer(store.rotate_key(|_, _| {})),
         Request::Rekey { new_key_file } => to_answer(store.rekey(new_key_file.as_deref())),
         Request::UsersGet { key } => to_answer(store.users_get(&key)),
-        Request::UsersInsert { key, value } => to_answer(store.users_insert(&key, &value)),
-        Request::UsersRemove { key } => to_answer(store.users_remove(&key)),
+        Request::UsersInsert { key, value } => {
+            let result = store.users_insert(&key, &value);
+            vault.users_changed();
+            to_answer(result)
+        }
+        Request::UsersRemove { key } => {
+            let result = store.users_remove(&key);
+            vault.users_changed();
+            to_answer(result)
+        }
         Request::UsersScan { prefix } => to_answer(store.users_scan(&prefix)),
         Request::Refresh {
             key,
@@ -513,7 +547,7 @@ impl RemoteClient {
             idle: Mutex::new(Vec::new()),
         };
         let stream = client.open_stream()?;
-        client.idle.lock().expect("pool").push(stream);
+        crate::sync::lock(&client.idle).push(stream);
         Ok(client)
     }
 
@@ -543,7 +577,7 @@ impl RemoteClient {
     /// Send one request. The outer error means the owner could not be reached (take over or
     /// reconnect); the inner one is the operation's own result.
     pub fn call<T: DeserializeOwned>(&self, request: &Request) -> std::io::Result<Result<T>> {
-        let stream = self.idle.lock().expect("pool").pop();
+        let stream = crate::sync::lock(&self.idle).pop();
         let mut stream = match stream {
             Some(s) => s,
             None => self
@@ -552,7 +586,7 @@ impl RemoteClient {
         };
         write_frame(&mut stream, request)?;
         let answer: std::result::Result<Value, WireError> = read_frame(&mut stream)?;
-        self.idle.lock().expect("pool").push(stream);
+        crate::sync::lock(&self.idle).push(stream);
         Ok(match answer {
             Ok(value) => serde_json::from_value(value)
                 .map_err(|e| Error::other(format!("unexpected answer from the vault owner: {e}"))),
@@ -585,10 +619,16 @@ pub(crate) fn relay_changes(vault: &Vault) {
             };
             if let Ok(mut stream) = client.subscribe() {
                 let sender = vault.changes_sender().clone();
+                let users = vault.users_sender().clone();
                 // Do not keep the vault alive while waiting: the process may be done with it.
                 drop(vault);
-                while let Ok(key) = read_frame::<ConnKey>(&mut stream) {
-                    let _ = sender.send(key);
+                while let Ok(notice) = read_frame::<Notice>(&mut stream) {
+                    match notice {
+                        Notice::Connection(key) => {
+                            let _ = sender.send(key);
+                        }
+                        Notice::Users => super::bump(&users),
+                    }
                 }
             } else {
                 drop(vault);
