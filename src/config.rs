@@ -167,7 +167,10 @@ impl ServerConfig {
     /// The HTTP limits must let the server work at all.
     pub fn check_http_limits(&self) -> Result<()> {
         for (key, value) in [
-            ("header_read_timeout_ms", self.header_read_timeout_ms as usize),
+            (
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms as usize,
+            ),
             (
                 "max_unauthenticated_connections",
                 self.max_unauthenticated_connections,

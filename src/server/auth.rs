@@ -404,6 +404,37 @@ mod tests {
         map
     }
 
+    fn user(name: &str) -> AuthUser {
+        AuthUser {
+            name: name.into(),
+            key_hash: [name.len() as u8; 32],
+        }
+    }
+
+    #[test]
+    fn sessions_beyond_the_cap_evict_the_users_least_recently_used() {
+        let owners = SessionOwners::new(2);
+        let (alice, bob) = (user("alice"), user("bob"));
+        assert!(owners
+            .insert("a1".into(), alice.clone(), SessionKind::LegacySse)
+            .is_empty());
+        assert!(owners
+            .insert("a2".into(), alice.clone(), SessionKind::Streamable)
+            .is_empty());
+        // Bob's sessions are his own count.
+        assert!(owners
+            .insert("b1".into(), bob.clone(), SessionKind::Streamable)
+            .is_empty());
+        assert_eq!(owners.check("a1", &alice), Ownership::Own);
+        assert_eq!(owners.check("a1", &bob), Ownership::Foreign);
+        let evicted = owners.insert("a3".into(), alice.clone(), SessionKind::Streamable);
+        assert_eq!(evicted, vec![("a2".to_string(), SessionKind::Streamable)]);
+        assert_eq!(owners.check("a2", &alice), Ownership::Unknown);
+        let evicted = owners.insert("a4".into(), alice.clone(), SessionKind::Streamable);
+        assert_eq!(evicted, vec![("a1".to_string(), SessionKind::LegacySse)]);
+        assert_eq!(owners.check("b1", &bob), Ownership::Own);
+    }
+
     #[test]
     fn host_port_parsing() {
         assert_eq!(

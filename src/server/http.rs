@@ -41,10 +41,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
 use http::{header, HeaderValue, Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -409,9 +409,9 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
                 .and_then(|v| v.to_str().ok())
             {
                 tracing::info!(user = user.name, session = id, "MCP session opened");
-                let evicted = app
-                    .owners
-                    .insert(id.to_string(), user.clone(), SessionKind::Streamable);
+                let evicted =
+                    app.owners
+                        .insert(id.to_string(), user.clone(), SessionKind::Streamable);
                 if !evicted.is_empty() {
                     let app = app.clone();
                     tokio::spawn(async move { app.close_evicted(&user, evicted).await });

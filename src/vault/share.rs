@@ -390,6 +390,11 @@ fn stream_changes(
     mut stream: UnixStream,
 ) {
     use tokio::sync::broadcast::error::RecvError;
+    // First, a users notice: the peer may have missed changes before it subscribed, and once it
+    // reads this one it knows every later change reaches it.
+    if write_frame(&mut stream, &Notice::Users).is_err() {
+        return;
+    }
     futures::executor::block_on(async move {
         loop {
             let notice = tokio::select! {
