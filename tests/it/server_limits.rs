@@ -285,8 +285,10 @@ async fn stream_ends(mut response: reqwest::Response) {
 
 #[tokio::test]
 async fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
-    let (_up, kw, _key) = home_with_alice().await;
+    let (_up, kw, key) = home_with_alice().await;
     let server = Server::start(&kw, "header_read_timeout_ms = 300\n", &[]);
+    // An event stream is a response in progress, not an idle connection: it outlives the timeout.
+    let (mut events, endpoint) = open_legacy(&server.base, &key).await;
 
     // One connection says nothing, one stops in the middle of its headers.
     let mut silent = TcpStream::connect(&server.addr).await.unwrap();
@@ -299,6 +301,21 @@ async fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
         let text = String::from_utf8_lossy(&sent);
         assert!(!text.contains(" 200 "), "{text}");
     }
+    // Both were cut after the timeout; the stream opened before them still carries answers.
+    assert_eq!(legacy_ping(&server.base, &key, &endpoint).await, 202);
+    tokio::time::timeout(BOUND, async {
+        let mut seen = String::new();
+        while !seen.contains("\"id\":9") {
+            let chunk = events
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream is still open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the ping's answer on the event stream");
     // The server itself is fine.
     let mut probe = TcpStream::connect(&server.addr).await.unwrap();
     probe.write_all(healthz_request()).await.unwrap();
