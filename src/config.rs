@@ -180,8 +180,9 @@ impl Default for ExecutorConfig {
     }
 }
 
-/// Which tools a server offers (`[server]`, and the flags of `keyward serve`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Which tools a server offers and the HTTP server's limits (`[server]`, and the flags of
+/// `keyward serve`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub toolsets: Vec<String>,
@@ -192,6 +193,57 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Extra Origin values accepted by the HTTP server (besides loopback origins).
     pub allowed_origins: Vec<String>,
+    /// HTTP: a client must send a request's whole head (request line and headers) within this
+    /// long, or its connection is closed. Also how long an idle keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// HTTP: how many connections may be open before one of their requests has presented a
+    /// valid API key. Beyond that, new connections wait (in the kernel's accept queue) until a
+    /// place frees up, so half-sent requests cannot use up the process's file descriptors.
+    pub max_unauthenticated_connections: usize,
+    /// HTTP: how many live MCP sessions (Streamable HTTP and legacy SSE together) one user may
+    /// have; opening one more closes that user's least recently used session.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            toolsets: Vec::new(),
+            tools: Vec::new(),
+            read_only: false,
+            all_tools: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            max_unauthenticated_connections: 256,
+            max_sessions_per_user: 64,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The HTTP limits must let the server work at all.
+    pub fn check_http_limits(&self) -> Result<()> {
+        for (key, value) in [
+            (
+                "header_read_timeout_ms",
+                self.header_read_timeout_ms as usize,
+            ),
+            (
+                "max_unauthenticated_connections",
+                self.max_unauthenticated_connections,
+            ),
+            ("max_sessions_per_user", self.max_sessions_per_user),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!(
+                    "`{key} = 0` in the [server] section of config.toml would refuse every client: \
+                     set it to at least 1, or remove the line for the default"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `config.toml`.

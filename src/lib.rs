@@ -44,6 +44,7 @@
 //! - [`secret`] — wrapper types for tokens and keys: `[redacted]` in Debug/Display, read only
 //!   through an explicit `expose()`, zeroized on drop; and the [`secret::Redactor`] that
 //!   scrubs every secret known for an operation out of text a provider sent back.
+//! - [`sync`] — lock helpers that survive a panic in another request (no poisoning cascade).
 //! - [`error`] — the crate's error type; every message says what happened and the command that
 //!   fixes it, and maps to the CLI's exit code.
 //!
@@ -64,4 +65,5 @@ pub mod exec;
 pub mod oauth;
 pub mod secret;
 pub mod server;
+pub mod sync;
 pub mod vault;

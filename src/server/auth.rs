@@ -7,23 +7,28 @@
 //! 2. `Origin`, when present (browsers), must be a loopback origin or an entry of
 //!    `[server] allowed_origins` — else 403.
 //! 3. `Authorization: Bearer kw_…` must be a current API key — else 401 with
-//!    `WWW-Authenticate: Bearer`. The key is checked against the vault on every request, so a
-//!    removed user is locked out at once; it is then taken off the request, and what the MCP
-//!    layer sees is only the [`AuthUser`] it belongs to.
+//!    `WWW-Authenticate: Bearer`. The key is checked on every request through a
+//!    [`KeyCache`](users::KeyCache) that forgets everything the moment a user is added or
+//!    removed, so a removed user is locked out at once; the key is then taken off the request,
+//!    and what the MCP layer sees is only the [`AuthUser`] it belongs to.
 //!
 //! MCP sessions are bound to the user that created them ([`SessionOwners`]): a request that
 //! carries another user's session id is answered 404, exactly like an unknown session, so it
-//! learns nothing about it.
+//! learns nothing about it. The same table caps each user's live sessions (both transports
+//! together, `[server] max_sessions_per_user`): a user opening one more loses the session they
+//! used least recently, so one key cannot grow the server's memory without bound.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use crate::sync::lock;
+
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::config::ServerConfig;
-use crate::vault::{users, Vault};
+use crate::vault::users::{self, KeyCache};
 
 /// The user an HTTP request authenticated as. Inserted into the request's extensions by the
 /// auth middleware; the handler reads it from there.
@@ -44,8 +49,8 @@ impl std::fmt::Debug for AuthUser {
 
 impl AuthUser {
     /// True while the key this user came in with is still theirs.
-    pub fn still_valid(&self, vault: &Vault) -> bool {
-        users::lookup_hash(vault, &self.key_hash).as_deref() == Some(self.name.as_str())
+    pub fn still_valid(&self, keys: &KeyCache) -> bool {
+        keys.lookup(&self.key_hash).as_deref() == Some(self.name.as_str())
     }
 }
 
@@ -224,8 +229,8 @@ pub fn unauthorized(invalid: bool) -> Response {
     response
 }
 
-/// Check the bearer key of a request against the vault.
-pub fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
+/// Check the bearer key of a request against the current keys.
+pub fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
     let rejected = |invalid| Rejection::Unauthorized { invalid };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(rejected(false));
@@ -238,16 +243,41 @@ pub fn authenticate(vault: &Vault, headers: &HeaderMap) -> Result<AuthUser, Reje
         return Err(rejected(false));
     }
     let key_hash = users::key_hash(key.trim());
-    match users::lookup_hash(vault, &key_hash) {
+    match keys.lookup(&key_hash) {
         Some(name) => Ok(AuthUser { name, key_hash }),
         None => Err(rejected(true)),
     }
 }
 
-/// Which user opened which session (Streamable HTTP and legacy SSE alike).
-#[derive(Debug, Default)]
+/// Which user opened which session (Streamable HTTP and legacy SSE alike), when each was last
+/// used, and the cap on sessions per user.
+#[derive(Debug)]
 pub struct SessionOwners {
-    owners: Mutex<HashMap<String, AuthUser>>,
+    max_per_user: usize,
+    table: Mutex<Table>,
+}
+
+/// The transport a session lives on, which decides how it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// `/mcp`, rmcp's session manager.
+    Streamable,
+    /// `/sse` + `/messages`.
+    LegacySse,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    sessions: HashMap<String, Session>,
+    /// Ticks on every use: orders sessions by last use without trusting clocks to differ.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    owner: AuthUser,
+    transport: SessionKind,
+    last_used: u64,
 }
 
 /// What a session id on a request turned out to be.
@@ -262,32 +292,94 @@ pub enum Ownership {
 }
 
 impl SessionOwners {
-    pub fn insert(&self, session: String, owner: AuthUser) {
-        self.owners
-            .lock()
-            .expect("session owners")
-            .insert(session, owner);
+    /// `max_per_user`: at least 1 (see [`ServerConfig::check_http_limits`]).
+    pub fn new(max_per_user: usize) -> SessionOwners {
+        SessionOwners {
+            max_per_user: max_per_user.max(1),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// Record a new session of `owner`. Returns the sessions of the same user that must now be
+    /// closed to stay within the cap, least recently used first; they are already forgotten
+    /// here, so requests naming them get 404 from now on.
+    pub fn insert(
+        &self,
+        session: String,
+        owner: AuthUser,
+        transport: SessionKind,
+    ) -> Vec<(String, SessionKind)> {
+        let mut table = lock(&self.table);
+        table.clock += 1;
+        let last_used = table.clock;
+        let name = owner.name.clone();
+        table.sessions.insert(
+            session,
+            Session {
+                owner,
+                transport,
+                last_used,
+            },
+        );
+        let mut theirs: Vec<(u64, String)> = table
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.owner.name == name)
+            .map(|(id, s)| (s.last_used, id.clone()))
+            .collect();
+        let Some(excess) = theirs.len().checked_sub(self.max_per_user) else {
+            return Vec::new();
+        };
+        theirs.sort_unstable();
+        theirs
+            .into_iter()
+            .take(excess)
+            .filter_map(|(_, id)| table.sessions.remove(&id).map(|s| (id, s.transport)))
+            .collect()
     }
 
     pub fn remove(&self, session: &str) {
-        self.owners.lock().expect("session owners").remove(session);
+        lock(&self.table).sessions.remove(session);
     }
 
+    /// Whose session this is; a use by its owner counts as its latest use.
     pub fn check(&self, session: &str, user: &AuthUser) -> Ownership {
-        match self.owners.lock().expect("session owners").get(session) {
-            Some(owner) if owner.name == user.name => Ownership::Own,
+        let mut table = lock(&self.table);
+        table.clock += 1;
+        let now = table.clock;
+        #[cfg(debug_assertions)]
+        panic_once_at("session-owners");
+        match table.sessions.get_mut(session) {
+            Some(s) if s.owner.name == user.name => {
+                s.last_used = now;
+                Ownership::Own
+            }
             Some(_) => Ownership::Foreign,
             None => Ownership::Unknown,
         }
     }
 
-    pub fn snapshot(&self) -> Vec<(String, AuthUser)> {
-        self.owners
-            .lock()
-            .expect("session owners")
+    /// Every session with its owner and transport.
+    pub fn snapshot(&self) -> Vec<(String, AuthUser, SessionKind)> {
+        lock(&self.table)
+            .sessions
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(id, s)| (id.clone(), s.owner.clone(), s.transport))
             .collect()
+    }
+}
+
+/// Fault injection for the test that a panic while a request holds the session table does not
+/// break every later request (debug builds only, like [`crate::oauth::test_hooks`]):
+/// `KEYWARD_TEST_PANIC_AT=session-owners` makes the first request that names a session panic
+/// while holding the table's lock.
+#[cfg(debug_assertions)]
+fn panic_once_at(point: &str) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("KEYWARD_TEST_PANIC_AT").ok().as_deref() == Some(point)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("keyward-test-hook: panic at {point}");
     }
 }
 
@@ -310,6 +402,37 @@ mod tests {
             map.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         map
+    }
+
+    fn user(name: &str) -> AuthUser {
+        AuthUser {
+            name: name.into(),
+            key_hash: [name.len() as u8; 32],
+        }
+    }
+
+    #[test]
+    fn sessions_beyond_the_cap_evict_the_users_least_recently_used() {
+        let owners = SessionOwners::new(2);
+        let (alice, bob) = (user("alice"), user("bob"));
+        assert!(owners
+            .insert("a1".into(), alice.clone(), SessionKind::LegacySse)
+            .is_empty());
+        assert!(owners
+            .insert("a2".into(), alice.clone(), SessionKind::Streamable)
+            .is_empty());
+        // Bob's sessions are his own count.
+        assert!(owners
+            .insert("b1".into(), bob.clone(), SessionKind::Streamable)
+            .is_empty());
+        assert_eq!(owners.check("a1", &alice), Ownership::Own);
+        assert_eq!(owners.check("a1", &bob), Ownership::Foreign);
+        let evicted = owners.insert("a3".into(), alice.clone(), SessionKind::Streamable);
+        assert_eq!(evicted, vec![("a2".to_string(), SessionKind::Streamable)]);
+        assert_eq!(owners.check("a2", &alice), Ownership::Unknown);
+        let evicted = owners.insert("a4".into(), alice.clone(), SessionKind::Streamable);
+        assert_eq!(evicted, vec![("a1".to_string(), SessionKind::LegacySse)]);
+        assert_eq!(owners.check("b1", &bob), Ownership::Own);
     }
 
     #[test]

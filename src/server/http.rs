@@ -11,9 +11,26 @@
 //! Every other request goes through `guard`: Host and Origin checks (403), the bearer API key
 //! (401), and the session's owner (404 for another user's session); see [`super::auth`].
 //! A background task closes, within half a second, every session whose API key was removed.
+//!
+//! # Connections
+//!
+//! The listener is served here rather than by `axum::serve`, which has no limits: a client that
+//! opens connections and never finishes a request would keep each one (and a file descriptor)
+//! forever, until the process cannot accept anything, `/healthz` included. So:
+//! - a request's head must arrive within `[server] header_read_timeout_ms` (hyper's header read
+//!   timeout; it also closes a keep-alive connection left idle that long), else the
+//!   connection is closed;
+//! - at most `[server] max_unauthenticated_connections` connections are open before a request
+//!   on them has presented a valid API key. Each accepted connection holds a place
+//!   ([`Admission`]) that it gives back as soon as one of its requests authenticates; when no
+//!   place is free the server stops accepting, and new connections wait in the kernel's accept
+//!   queue until a slow one times out. Connections that have authenticated are not counted, so
+//!   clients already at work carry on; a connection that has not (a 401, a 403, `/healthz`) is
+//!   closed after its answer rather than kept alive, so it cannot hold its place idle.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -21,19 +38,23 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http::{header, Method};
+use axum::body::Body;
+use http::{header, HeaderValue, Method};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, Access, Ownership, SessionOwners};
+use super::auth::{self, Access, AuthUser, Ownership, SessionKind, SessionOwners};
 use super::sse::{self, SseSessions};
 use super::streamable;
 use super::{KeywardServer, ServerState};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::vault::{users, Vault};
+use crate::vault::users::{self, KeyCache};
+use crate::vault::Vault;
 
 /// The default address: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
@@ -75,7 +96,8 @@ pub fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
 pub struct App {
     pub(crate) state: Arc<ServerState>,
     access: Arc<Access>,
-    owners: Arc<SessionOwners>,
+    keys: Arc<KeyCache>,
+    pub(crate) owners: Arc<SessionOwners>,
     sessions: Arc<LocalSessionManager>,
     pub(crate) sse: Arc<SseSessions>,
     pub(crate) shutdown: CancellationToken,
@@ -83,8 +105,43 @@ pub struct App {
 }
 
 impl App {
-    fn vault(&self) -> &Vault {
-        self.state.executor().vault()
+    /// End a session, whichever transport it lives on.
+    async fn close_session(&self, id: &str, transport: SessionKind) {
+        match transport {
+            SessionKind::Streamable => {
+                let _ = self.sessions.close_session(&Arc::from(id)).await;
+            }
+            SessionKind::LegacySse => self.sse.close(id),
+        }
+    }
+
+    /// Close the sessions [`SessionOwners::insert`] evicted to keep `user` within the cap.
+    pub(crate) async fn close_evicted(&self, user: &AuthUser, evicted: Vec<(String, SessionKind)>) {
+        for (id, transport) in evicted {
+            tracing::info!(
+                user = user.name,
+                session = id,
+                "closing the user's least recently used session: they opened more than \
+                 `max_sessions_per_user` ([server] in config.toml)"
+            );
+            self.close_session(&id, transport).await;
+        }
+    }
+}
+
+/// An accepted connection's place under `max_unauthenticated_connections`, given back as soon as
+/// one of its requests authenticates (or the connection closes).
+struct Admission {
+    place: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Admission {
+    fn authenticated(&self) {
+        crate::sync::lock(&self.place).take();
+    }
+
+    fn pending(&self) -> bool {
+        crate::sync::lock(&self.place).is_some()
     }
 }
 
@@ -102,6 +159,7 @@ impl HttpServer {
         server_config: &ServerConfig,
         options: HttpOptions,
     ) -> Result<HttpServer> {
+        server_config.check_http_limits()?;
         check_bind(&options.addr, state.executor().vault())?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -111,9 +169,10 @@ impl HttpServer {
             .map_err(|e| Error::io("reading the bound address", e))?;
         let shutdown = CancellationToken::new();
         let app = App {
+            keys: Arc::new(KeyCache::new(Vault::clone(state.executor().vault()))),
             state,
             access: Arc::new(Access::new(local_addr, server_config)),
-            owners: Arc::new(SessionOwners::default()),
+            owners: Arc::new(SessionOwners::new(server_config.max_sessions_per_user)),
             sessions: Arc::new(LocalSessionManager::default()),
             sse: Arc::new(SseSessions::default()),
             shutdown: shutdown.clone(),
@@ -121,18 +180,11 @@ impl HttpServer {
         };
         tokio::spawn(reap(app.clone()));
         let router = router(app);
-        let stop = shutdown.clone();
-        // TCP_NODELAY: an answer on an event stream is a small write that follows another
-        // (the priming event, or the previous answer); with Nagle it waits for the client's
-        // delayed ACK, about 40 ms on Linux.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(server_config.header_read_timeout_ms),
+            max_unauthenticated: server_config.max_unauthenticated_connections,
+        };
+        let task = tokio::spawn(accept(listener, router, limits, shutdown.clone()));
         tracing::info!(
             "serving MCP on http://{local_addr}/mcp (Streamable HTTP) and http://{local_addr}/sse (legacy SSE)"
         );
@@ -170,6 +222,123 @@ impl HttpServer {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// The connection limits of one server (see the module docs).
+struct Limits {
+    header_read_timeout: Duration,
+    max_unauthenticated: usize,
+}
+
+/// Accept connections until `shutdown`, then wait for the open ones to finish.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let places = Arc::new(Semaphore::new(limits.max_unauthenticated));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // Every connection task holds a clone of `open`; `closed()` resolves when the last is gone.
+    let (all_closed, open) = tokio::sync::watch::channel(());
+    loop {
+        // A free place first, then accept: when none is free, new connections wait in the
+        // kernel's queue instead of costing a descriptor each.
+        let place = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            place = places.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => break, // never closed
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    pause_after_accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        // TCP_NODELAY: an answer on an event stream is a small write that follows another
+        // (the priming event, or the previous answer); with Nagle it waits for the client's
+        // delayed ACK, about 40 ms on Linux.
+        let _ = stream.set_nodelay(true);
+        let admission = Arc::new(Admission {
+            place: Mutex::new(Some(place)),
+        });
+        tokio::spawn(serve_connection(
+            stream,
+            http1.clone(),
+            router.clone(),
+            admission,
+            shutdown.clone(),
+            open.clone(),
+        ));
+    }
+    drop(listener);
+    drop(open);
+    all_closed.closed().await;
+    Ok(())
+}
+
+/// Serve one connection until the client closes it, a limit closes it, or the server stops
+/// (then in-flight requests finish first).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    http1: hyper::server::conn::http1::Builder,
+    router: Router,
+    admission: Arc<Admission>,
+    shutdown: CancellationToken,
+    _open: tokio::sync::watch::Receiver<()>,
+) {
+    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+        request.extensions_mut().insert(admission.clone());
+        let mut router = router.clone();
+        let admission = admission.clone();
+        async move {
+            let mut response =
+                tower_service::Service::call(&mut router, request.map(Body::new)).await?;
+            if admission.pending() {
+                // Not authenticated yet: one answer, then the place goes to somebody else.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = http1.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("HTTP connection closed: {e}");
+    }
+}
+
+/// After a failed accept: a connection that failed on its way in is the client's business;
+/// anything else (out of file descriptors) gets a pause, so the loop does not spin while the
+/// process recovers.
+async fn pause_after_accept_error(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accepting an HTTP connection failed: {e}; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 fn router(app: App) -> Router {
@@ -211,10 +380,13 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
     if let Err(rejection) = app.access.check_origin(request.headers()) {
         return rejection.into_response();
     }
-    let user = match auth::authenticate(app.vault(), request.headers()) {
+    let user = match auth::authenticate(&app.keys, request.headers()) {
         Ok(user) => user,
         Err(rejection) => return rejection.into_response(),
     };
+    if let Some(admission) = request.extensions().get::<Arc<Admission>>() {
+        admission.authenticated();
+    }
     // Past this point nothing needs the key: keep it out of every layer below.
     request.headers_mut().remove(header::AUTHORIZATION);
     request.extensions_mut().insert(user.clone());
@@ -243,7 +415,13 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
                 .and_then(|v| v.to_str().ok())
             {
                 tracing::info!(user = user.name, session = id, "MCP session opened");
-                app.owners.insert(id.to_string(), user.clone());
+                let evicted =
+                    app.owners
+                        .insert(id.to_string(), user.clone(), SessionKind::Streamable);
+                if !evicted.is_empty() {
+                    let app = app.clone();
+                    tokio::spawn(async move { app.close_evicted(&user, evicted).await });
+                }
             }
         }
         (Some(id), &Method::DELETE) if response.status().is_success() => app.owners.remove(id),
@@ -252,7 +430,9 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
     response
 }
 
-/// Every half second: forget sessions rmcp has closed, and close those whose key is gone.
+/// Every half second: forget sessions rmcp has closed, and close those whose key is gone. Each
+/// distinct key is checked once per round, through the key cache, however many sessions it
+/// has: an idle server with many sessions costs next to nothing.
 async fn reap(app: App) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -260,21 +440,28 @@ async fn reap(app: App) {
             _ = app.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (id, owner) in app.owners.snapshot() {
-            let session_id: Arc<str> = id.as_str().into();
-            if !app.sessions.has_session(&session_id).await.unwrap_or(false) {
-                app.owners.remove(&id);
-            } else if !owner.still_valid(app.vault()) {
+        let mut valid: std::collections::HashMap<[u8; 32], bool> = Default::default();
+        for (id, owner, transport) in app.owners.snapshot() {
+            if transport == SessionKind::Streamable {
+                let session_id: Arc<str> = id.as_str().into();
+                if !app.sessions.has_session(&session_id).await.unwrap_or(false) {
+                    app.owners.remove(&id);
+                    continue;
+                }
+            }
+            let still_valid = *valid
+                .entry(owner.key_hash)
+                .or_insert_with(|| owner.still_valid(&app.keys));
+            if !still_valid {
                 tracing::info!(
                     user = owner.name,
                     session = id,
                     "the session's API key was removed: closing it"
                 );
-                let _ = app.sessions.close_session(&session_id).await;
                 app.owners.remove(&id);
+                app.close_session(&id, transport).await;
             }
         }
-        app.sse.reap(app.vault());
     }
 }
 

@@ -238,6 +238,8 @@ pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
                      (`keyward users add NAME`)",
                 ));
             }
+            // Before the vault is opened (or created): a bad limit changes nothing on disk.
+            config.server.check_http_limits()?;
             Some(resolve_addr(addr)?)
         }
         None => None,

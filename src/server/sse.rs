@@ -27,10 +27,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, AuthUser};
+use super::auth::{self, AuthUser, Ownership, SessionKind};
 use super::http::App;
 use super::{random_id, KeywardServer};
-use crate::vault::Vault;
+use crate::sync::lock;
 
 /// How many messages may wait in each direction before the sender waits.
 const CHANNEL: usize = 64;
@@ -71,8 +71,8 @@ impl Transport<RoleServer> for ChannelTransport {
     }
 }
 
+/// One session's ends; who owns it is in the server's [`auth::SessionOwners`].
 struct Session {
-    owner: AuthUser,
     incoming: mpsc::Sender<ClientJsonRpcMessage>,
     stop: CancellationToken,
 }
@@ -84,28 +84,10 @@ pub struct SseSessions {
 }
 
 impl SseSessions {
-    fn remove(&self, id: &str) {
-        if let Some(session) = self.sessions.lock().expect("sse sessions").remove(id) {
+    /// End a session: its service stops and its event stream ends.
+    pub fn close(&self, id: &str) {
+        if let Some(session) = lock(&self.sessions).remove(id) {
             session.stop.cancel();
-        }
-    }
-
-    /// End every session whose API key is no longer valid.
-    pub fn reap(&self, vault: &Vault) {
-        let stale: Vec<String> = self
-            .sessions
-            .lock()
-            .expect("sse sessions")
-            .iter()
-            .filter(|(_, s)| !s.owner.still_valid(vault))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in stale {
-            tracing::info!(
-                session = id,
-                "the session's API key was removed: closing it"
-            );
-            self.remove(&id);
         }
     }
 }
@@ -116,19 +98,23 @@ pub async fn open(State(app): State<App>, Extension(user): Extension<AuthUser>) 
     let (to_server, incoming) = mpsc::channel(CHANNEL);
     let (outgoing, from_server) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL);
     let stop = app.shutdown.child_token();
-    app.sse.sessions.lock().expect("sse sessions").insert(
+    lock(&app.sse.sessions).insert(
         id.clone(),
         Session {
-            owner: user.clone(),
             incoming: to_server,
             stop: stop.clone(),
         },
     );
     tracing::info!(user = user.name, session = id, "legacy SSE session opened");
+    let evicted = app
+        .owners
+        .insert(id.clone(), user.clone(), SessionKind::LegacySse);
+    app.close_evicted(&user, evicted).await;
 
     let server = KeywardServer::for_user(app.state.clone(), user.name.clone(), id.clone());
     let transport = ChannelTransport { incoming, outgoing };
     let sessions = app.sse.clone();
+    let owners = app.owners.clone();
     let session_id = id.clone();
     let service_stop = stop.clone();
     tokio::spawn(async move {
@@ -138,7 +124,8 @@ pub async fn open(State(app): State<App>, Extension(user): Extension<AuthUser>) 
             }
             Err(e) => tracing::info!(session = session_id, "legacy SSE session ended early: {e}"),
         }
-        sessions.remove(&session_id);
+        sessions.close(&session_id);
+        owners.remove(&session_id);
     });
 
     // The stream ends when the session does; dropping it (client gone) ends the session.
@@ -191,13 +178,13 @@ pub async fn message(
         )
             .into_response();
     };
-    let incoming = {
-        let sessions = app.sse.sessions.lock().expect("sse sessions");
-        match sessions.get(&id) {
-            Some(session) if session.owner.name == user.name => session.incoming.clone(),
-            // Another user's session looks exactly like one that does not exist.
-            _ => return auth::session_not_found(),
-        }
+    // Another user's session looks exactly like one that does not exist.
+    if app.owners.check(&id, &user) != Ownership::Own {
+        return auth::session_not_found();
+    }
+    let incoming = match lock(&app.sse.sessions).get(&id) {
+        Some(session) => session.incoming.clone(),
+        None => return auth::session_not_found(),
     };
     // Answered here rather than on the stream: the message never reached the session.
     let message = match super::jsonrpc::parse(&body) {

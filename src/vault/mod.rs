@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     recovering: Mutex<()>,
     /// Connection changes, from this process and (relayed) from every other one.
     changes: tokio::sync::broadcast::Sender<ConnKey>,
+    /// The users tree's generation: it moves whenever a user (API key) is added or removed, by
+    /// this process or (relayed) any other, so caches of API keys know when to forget.
+    users: tokio::sync::watch::Sender<u64>,
     /// Set once somebody subscribed to changes: a non-owner then keeps a relay open.
     want_changes: std::sync::atomic::AtomicBool,
     /// One async mutex per connection: holding it is the right to refresh that connection in
@@ -103,6 +106,7 @@ impl Vault {
                 backend: RwLock::new(backend),
                 recovering: Mutex::new(()),
                 changes,
+                users: tokio::sync::watch::channel(0).0,
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
@@ -131,7 +135,7 @@ impl Vault {
     }
 
     fn backend(&self) -> Backend {
-        self.inner.backend.read().expect("backend lock").clone()
+        crate::sync::read(&self.inner.backend).clone()
     }
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
@@ -173,7 +177,7 @@ impl Vault {
     /// After the owner went away: become the owner if its lock is free, else connect to the new
     /// owner. `lost` is the client that failed; another thread may have recovered already.
     fn recover(&self, lost: &Arc<RemoteClient>) -> Result<()> {
-        let _one_at_a_time = self.inner.recovering.lock().expect("recover lock");
+        let _one_at_a_time = crate::sync::lock(&self.inner.recovering);
         if let Backend::Remote(current) = self.backend() {
             if !Arc::ptr_eq(&current, lost) {
                 return Ok(());
@@ -182,10 +186,12 @@ impl Vault {
             return Ok(());
         }
         let backend = acquire(&self.inner.home, OpenMode::Existing, &self.inner.changes)?;
-        *self.inner.backend.write().expect("backend lock") = backend.clone();
+        *crate::sync::write(&self.inner.backend) = backend.clone();
         match backend {
             Backend::Local(store) => {
                 tracing::info!("this process now owns the vault");
+                // Users may have changed while nobody relayed it to us.
+                self.users_changed();
                 share::serve(self, store)
             }
             Backend::Remote(_) => {
@@ -196,6 +202,7 @@ impl Vault {
                 {
                     share::relay_changes(self);
                 }
+                self.users_changed();
                 Ok(())
             }
         }
@@ -232,7 +239,7 @@ impl Vault {
     pub fn touch(&self, key: &ConnKey) {
         let now = chrono::Utc::now().timestamp();
         {
-            let mut touched = self.inner.touched.lock().expect("touch table");
+            let mut touched = crate::sync::lock(&self.inner.touched);
             if touched.get(key) == Some(&now) {
                 return;
             }
@@ -286,6 +293,20 @@ impl Vault {
     /// Connections added, changed or removed — by this process or any other — from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
         let rx = self.inner.changes.subscribe();
+        self.want_changes();
+        rx
+    }
+
+    /// The users tree's generation, which moves whenever a user is added or removed — by this
+    /// process or any other — from now on.
+    pub fn watch_users(&self) -> tokio::sync::watch::Receiver<u64> {
+        let rx = self.inner.users.subscribe();
+        self.want_changes();
+        rx
+    }
+
+    /// A non-owner relays the owner's notifications once somebody listens for them.
+    fn want_changes(&self) {
         let first = !self
             .inner
             .want_changes
@@ -293,7 +314,16 @@ impl Vault {
         if first && !self.is_owner() {
             share::relay_changes(self);
         }
-        rx
+    }
+
+    /// Note that the users tree changed (see [`Vault::watch_users`]). The owner calls this for
+    /// every change, whoever asked for it, and relays it to the other processes.
+    pub(crate) fn users_changed(&self) {
+        bump(&self.inner.users);
+    }
+
+    pub(crate) fn users_sender(&self) -> &tokio::sync::watch::Sender<u64> {
+        &self.inner.users
     }
 
     pub(crate) fn changes_sender(&self) -> &tokio::sync::broadcast::Sender<ConnKey> {
@@ -302,7 +332,7 @@ impl Vault {
 
     /// The lock whose holder may refresh `key` in this process.
     pub fn refresh_lock(&self, key: &ConnKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.inner.refresh_locks.lock().expect("refresh lock table");
+        let mut map = crate::sync::lock(&self.inner.refresh_locks);
         map.entry(key.clone()).or_default().clone()
     }
 
@@ -436,7 +466,11 @@ impl Vault {
 
     pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.run(
-            |s| s.users_insert(key, value),
+            |s| {
+                let result = s.users_insert(key, value);
+                self.users_changed();
+                result
+            },
             || Request::UsersInsert {
                 key: key.to_vec(),
                 value: value.to_vec(),
@@ -446,7 +480,11 @@ impl Vault {
 
     pub fn users_remove(&self, key: &[u8]) -> Result<()> {
         self.run(
-            |s| s.users_remove(key),
+            |s| {
+                let result = s.users_remove(key);
+                self.users_changed();
+                result
+            },
             || Request::UsersRemove { key: key.to_vec() },
         )
     }
@@ -495,6 +533,11 @@ impl Drop for Inner {
         // The store (and with it the database and the owner lock) is released when the fields
         // drop, right after this.
     }
+}
+
+/// Move a users generation on (see [`Vault::watch_users`]).
+pub(crate) fn bump(users: &tokio::sync::watch::Sender<u64>) {
+    users.send_modify(|g| *g = g.wrapping_add(1));
 }
 
 /// Become the owner when nobody holds the vault, else connect to the process that does.

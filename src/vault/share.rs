@@ -48,8 +48,9 @@ use crate::error::{Error, Result};
 use crate::exec::ToolError;
 use crate::secret::SecretString;
 
-/// Bumped whenever a request or answer changes shape (2: the audit log is read in pages).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a request or answer changes shape (2: the audit log is read in pages;
+/// 3: subscriptions carry users changes as well as connection changes).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Frames are read in pieces of at most this size, so that a peer announcing a large frame
@@ -159,6 +160,16 @@ pub enum Request {
     },
     /// Turn this connection into a stream of changed connection keys.
     Subscribe,
+}
+
+/// One frame of a subscription stream (`Request::Subscribe`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Notice {
+    /// This connection was added, changed or removed.
+    Connection(ConnKey),
+    /// A user (API key) was added or removed: forget cached keys.
+    Users,
 }
 
 /// An [`Error`] on the wire. Messages never hold secrets (see [`crate::error`]).
@@ -590,8 +601,9 @@ fn serve_peer(
         };
         if let Request::Subscribe = request {
             let rx = vault.changes_sender().subscribe();
+            let users = vault.users_sender().subscribe();
             drop((vault, store));
-            stream_changes(rx, stream);
+            stream_changes(rx, users, stream);
             return;
         }
         let answer = execute(&vault, &store, request);
@@ -602,18 +614,38 @@ fn serve_peer(
     }
 }
 
-fn stream_changes(mut rx: tokio::sync::broadcast::Receiver<ConnKey>, mut stream: UnixStream) {
-    loop {
-        match rx.blocking_recv() {
-            Ok(key) => {
-                if write_frame(&mut stream, &key).is_err() {
-                    return;
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
+/// Push connection and users changes to a subscribed peer, in the order they happen. The
+/// channels need no runtime, so a plain executor on this peer's thread waits on both.
+fn stream_changes(
+    mut rx: tokio::sync::broadcast::Receiver<ConnKey>,
+    mut users: tokio::sync::watch::Receiver<u64>,
+    mut stream: UnixStream,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    // First, a users notice: the peer may have missed changes before it subscribed, and once it
+    // reads this one it knows every later change reaches it.
+    if write_frame(&mut stream, &Notice::Users).is_err() {
+        return;
     }
+    futures::executor::block_on(async move {
+        loop {
+            let notice = tokio::select! {
+                biased;
+                changed = users.changed() => match changed {
+                    Ok(()) => Notice::Users,
+                    Err(_) => return,
+                },
+                key = rx.recv() => match key {
+                    Ok(key) => Notice::Connection(key),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            if write_frame(&mut stream, &notice).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, WireError> {
@@ -665,8 +697,16 @@ fn execute(
         Request::RotateKey => to_answer(store.rotate_key(|_, _| {})),
         Request::Rekey { new_key_file } => to_answer(store.rekey(new_key_file.as_deref())),
         Request::UsersGet { key } => to_answer(store.users_get(&key)),
-        Request::UsersInsert { key, value } => to_answer(store.users_insert(&key, &value)),
-        Request::UsersRemove { key } => to_answer(store.users_remove(&key)),
+        Request::UsersInsert { key, value } => {
+            let result = store.users_insert(&key, &value);
+            vault.users_changed();
+            to_answer(result)
+        }
+        Request::UsersRemove { key } => {
+            let result = store.users_remove(&key);
+            vault.users_changed();
+            to_answer(result)
+        }
         Request::UsersScan { prefix } => to_answer(store.users_scan(&prefix)),
         Request::Refresh {
             key,
@@ -1030,10 +1070,16 @@ pub(crate) fn relay_changes(vault: &Vault) {
             };
             if let Ok(mut stream) = client.subscribe() {
                 let sender = vault.changes_sender().clone();
+                let users = vault.users_sender().clone();
                 // Do not keep the vault alive while waiting: the process may be done with it.
                 drop(vault);
-                while let Ok(key) = read_frame::<ConnKey>(&mut stream, None, FRAME_WAIT) {
-                    let _ = sender.send(key);
+                while let Ok(notice) = read_frame::<Notice>(&mut stream, None, FRAME_WAIT) {
+                    match notice {
+                        Notice::Connection(key) => {
+                            let _ = sender.send(key);
+                        }
+                        Notice::Users => super::bump(&users),
+                    }
                 }
             } else {
                 drop(vault);

@@ -13,6 +13,16 @@
 //! A key counts only when both entries exist and agree (compared in constant time), so an
 //! interrupted `add` or `remove`, or a tampered tree, never authenticates anyone. Adding writes
 //! the name entry first; removing deletes the key entry first.
+//!
+//! The HTTP server checks a key on every request, and its reaper re-checks the key of every open
+//! session twice a second; through a relayed vault each check is two round trips to the owner.
+//! [`KeyCache`] keeps what it found for [`KEY_CACHE_TTL`], and forgets everything the moment the
+//! users tree changes ([`Vault::watch_users`]: this process's own changes, and every other
+//! process's relayed by the owner), so `keyward users remove` still locks a user out at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -171,6 +181,66 @@ pub fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
         return None;
     }
     String::from_utf8(name).ok()
+}
+
+/// How long [`KeyCache`] believes a key it found, without a users change. Changes clear the
+/// cache at once; this is the backstop for a change notice that never arrived (a relayed process
+/// that was reconnecting to a new owner just then).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Current API keys, by hash, remembered briefly (see the module docs). Only keys that are valid
+/// are remembered, so the cache holds at most one entry per user, whatever clients send.
+pub struct KeyCache {
+    vault: Vault,
+    generation: tokio::sync::watch::Receiver<u64>,
+    known: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    /// The users generation the entries were read under.
+    generation: u64,
+    keys: HashMap<[u8; 32], (String, Instant)>,
+}
+
+impl KeyCache {
+    pub fn new(vault: Vault) -> KeyCache {
+        let generation = vault.watch_users();
+        let known = Known {
+            generation: *generation.borrow(),
+            keys: HashMap::new(),
+        };
+        KeyCache {
+            vault,
+            generation,
+            known: Mutex::new(known),
+        }
+    }
+
+    /// Like [`lookup_hash`], answered from memory when the key was found valid less than
+    /// [`KEY_CACHE_TTL`] ago and no user was added or removed since.
+    pub fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+        let generation = *self.generation.borrow();
+        {
+            let mut known = crate::sync::lock(&self.known);
+            if known.generation != generation {
+                known.keys.clear();
+                known.generation = generation;
+            }
+            if let Some((name, at)) = known.keys.get(hash) {
+                if at.elapsed() < KEY_CACHE_TTL {
+                    return Some(name.clone());
+                }
+            }
+        }
+        let name = lookup_hash(&self.vault, hash)?;
+        let mut known = crate::sync::lock(&self.known);
+        // A change that landed while we read may not be in what we read: answer, don't keep.
+        if known.generation == generation && *self.generation.borrow() == generation {
+            known.keys.insert(*hash, (name.clone(), Instant::now()));
+        }
+        Some(name)
+    }
 }
 
 /// True when at least one user exists.

@@ -9,6 +9,7 @@ mod oauth_fake_ext;
 mod server;
 mod server_http;
 mod server_interop;
+mod server_limits;
 mod server_support;
 mod share;
 #[path = "../support/mod.rs"]
