@@ -1695,8 +1695,13 @@ async fn run(started: Instant) {
     storm_server.stop().await;
 
     progress("proactive refresh: calls that refresh ahead of expiry");
-    let refresh_home = BenchHome::new(&fake, &[("github", "refresh_margin_secs = 1000000000")]);
+    // keyward uses a token a refresh just produced for as long as it lives, so to refresh on
+    // every call the fake's token endpoint claims `expires_in: 0` (the tokens still work at the
+    // fake) and the imported token is made to fail once.
+    let refresh_home = BenchHome::new(&fake, &[]);
     connect_github(&fake, &refresh_home, "proactive");
+    fake.advertise_expires_in("github", Some(serde_json::json!(0)));
+    fake.expire_access_token(&format!("{CANARY_ACCESS}.gho_proactive"));
     let refresh_server = serve_stdio(&refresh_home, &[], &logs).await;
     let before = fake.successful_refreshes("github");
     let caller = refresh_server.caller();
@@ -1704,6 +1709,7 @@ async fn run(started: Instant) {
     let refreshing = run_calls(&caller, 1, 300, false).await;
     let refreshed = fake.successful_refreshes("github") - before;
     refresh_server.stop().await;
+    fake.advertise_expires_in("github", None);
     let plain = &e2e[&('b', 1)];
 
     table.section(

@@ -76,19 +76,23 @@ struct PeerLimits {
 impl PeerLimits {
     /// `KEYWARD_TEST_PEER_TIMEOUT_MS` shortens both, so tests see an idle or stalled peer cut
     /// off without waiting a minute. It only closes connections sooner; clients reconnect.
+    /// Read only in debug builds, like the other fault injection.
     fn get() -> PeerLimits {
-        match std::env::var("KEYWARD_TEST_PEER_TIMEOUT_MS")
-            .ok()
+        let limits = PeerLimits {
+            idle: Duration::from_secs(60),
+            frame: Duration::from_secs(10),
+        };
+        let shorter = cfg!(debug_assertions)
+            .then(|| std::env::var("KEYWARD_TEST_PEER_TIMEOUT_MS").ok())
+            .flatten()
             .and_then(|v| v.parse().ok())
-        {
-            Some(ms) => PeerLimits {
-                idle: Duration::from_millis(ms),
-                frame: Duration::from_millis(ms),
+            .map(Duration::from_millis);
+        match shorter {
+            Some(t) => PeerLimits {
+                idle: limits.idle.min(t),
+                frame: limits.frame.min(t),
             },
-            None => PeerLimits {
-                idle: Duration::from_secs(60),
-                frame: Duration::from_secs(10),
-            },
+            None => limits,
         }
     }
 }
