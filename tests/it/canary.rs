@@ -333,6 +333,19 @@ async fn tool_errors_over_stdio_carry_no_token_in_content_structured_content_or_
             "{structured}"
         );
     }
+    // A token error: a 401 makes keyward refresh, and the token endpoint refuses the grant
+    // quoting the refresh token and the client secret.
+    fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(401));
+    fake.echo_token_errors("google", 1, 400, "invalid_grant");
+    let result =
+        crate::server_support::call(&server.client, "calendar_list_events", json!({})).await;
+    let wire = serde_json::to_string(&result).unwrap();
+    assert_no_secret("token error result", &wire, &secrets(&fake, &[]));
+    let text = error_text(&result);
+    assert!(
+        text.contains("needs reconnecting") && text.contains("[redacted]"),
+        "{text}"
+    );
     let log = server.finish().await;
     let log = String::from_utf8_lossy(&log).into_owned();
     assert!(
@@ -443,6 +456,22 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
             "{body}"
         );
     }
+    // A token error over HTTP, as over stdio.
+    fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(401));
+    fake.echo_token_errors("google", 1, 400, "invalid_grant");
+    let response = post(
+        json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+               "params": {"name": "calendar_list_events", "arguments": {}}}),
+        session.clone(),
+    )
+    .await
+    .unwrap();
+    let body = String::from_utf8_lossy(&response.bytes().await.unwrap()).into_owned();
+    assert_no_secret("token error over HTTP", &body, &secrets(&fake, &[&key]));
+    assert!(
+        body.contains("needs reconnecting") && body.contains("[redacted]"),
+        "{body}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let log = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
