@@ -168,7 +168,7 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Open for writing, creating what is missing with a one-line notice.
 fn open_for_write(home: &Home) -> Result<Vault> {
-    let vault = Vault::open(home, OpenMode::Create)?;
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create)?;
     if !vault.created().is_empty() {
         eprintln!(
             "keyward: created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
@@ -200,7 +200,7 @@ fn check_provider(home: &Home, provider: &str) -> Result<()> {
 }
 
 fn init(home: &Home) -> Result<()> {
-    let vault = Vault::open(home, OpenMode::Create)?;
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create)?;
     if vault.created().is_empty() {
         println!("keyward is already set up in {}", home.dir.display());
     } else {
@@ -255,7 +255,7 @@ fn import(home: &Home, provider: &str, who: &Who) -> Result<()> {
 }
 
 fn open_existing(home: &Home) -> Result<Option<Vault>> {
-    match Vault::open(home, OpenMode::Existing) {
+    match keyward::oauth::peers::open_vault(home, OpenMode::Existing) {
         Ok(vault) => Ok(Some(vault)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
@@ -447,7 +447,7 @@ fn audit(home: &Home, json: bool, limit: Option<usize>, follow: bool) -> Result<
     // Reopen on each poll rather than holding the database: another keyward process may need it.
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let vault = match Vault::open(home, OpenMode::Existing) {
+        let vault = match keyward::oauth::peers::open_vault(home, OpenMode::Existing) {
             Ok(vault) => vault,
             Err(Error::NotFound(_)) | Err(Error::Vault(_)) => continue,
             Err(e) => return Err(e),
@@ -493,7 +493,7 @@ fn rotate_key(home: &Home) -> Result<()> {
 }
 
 fn rekey(home: &Home, new_key_file: Option<PathBuf>) -> Result<()> {
-    let vault = Vault::open(home, OpenMode::Existing)?;
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing)?;
     let old_id = vault.master_key_id();
     let location = vault.rekey(new_key_file.as_deref())?;
     vault.audit(&AuditEntry::new("-", "rekey", "ok"));
@@ -564,7 +564,7 @@ fn call(home: &Home, tool: &str, args: &str, user: &str, account: Option<String>
         ));
     };
     let (config, catalog) = load_catalog(home)?;
-    let vault = Vault::open(home, OpenMode::Existing).map_err(|e| match e {
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing).map_err(|e| match e {
         Error::NotFound(_) => Error::NotFound(format!(
             "user {user} has no connections yet: run `keyward connect PROVIDER` or `keyward import PROVIDER` first"
         )),

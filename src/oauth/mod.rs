@@ -5,6 +5,8 @@
 //!   stores the grant;
 //! - [`refresh`] — the single-flight [`refresh::Refresher`] every tool call goes through;
 //!   tells permanent refusals (`invalid_grant` → needs reconnect) from passing trouble;
+//! - [`peers`] — [`peers::open_vault`], how every command opens the vault: while this process
+//!   owns it, it refreshes for the other local processes;
 //! - [`revoke`] — `keyward disconnect`: revoke at the provider, then delete locally;
 //! - [`token_endpoint`] — one POST to a token endpoint and the sorting of its answer;
 //!   [`token_response`] — parsing a token response into a vault record (also for `import`);
@@ -23,6 +25,7 @@ pub mod connect;
 pub mod device;
 pub mod http;
 pub mod loopback;
+pub mod peers;
 pub mod refresh;
 pub mod revoke;
 pub mod test_hooks;

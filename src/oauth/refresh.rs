@@ -243,9 +243,14 @@ impl Refresher {
         .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
         match remote {
             // The owner's answer says whether it was transient only through `retryable`.
-            Some(answer) => answer.map_err(|error| RefreshError {
-                grant_alive: error.retryable,
-                error,
+            Some(answer) => answer.map_err(|f| RefreshError {
+                grant_alive: f.retryable,
+                error: ToolError {
+                    message: f.message,
+                    hint: f.hint,
+                    retryable: f.retryable,
+                    status: f.status,
+                },
             }),
             // This process took the vault over meanwhile: refresh here, still holding the lock.
             None => {

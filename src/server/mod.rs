@@ -32,7 +32,7 @@ use crate::catalog::{Catalog, ToolFilter};
 use crate::config::{Config, Home};
 use crate::error::Result;
 use crate::exec::Executor;
-use crate::vault::{OpenMode, Vault};
+use crate::vault::OpenMode;
 
 pub use handler::KeywardServer;
 
@@ -123,7 +123,7 @@ impl ServerState {
         let limits = config.executor.clone();
         let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let vault = Vault::open(home, OpenMode::Create)?;
+        let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
         if !vault.created().is_empty() {
             tracing::warn!(
                 "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",

@@ -34,6 +34,7 @@ pub use audit::AuditEntry;
 pub use record::{
     ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
 };
+pub use share::{PeerRefresh, RefreshAnswer, RefreshFailure};
 pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     refresh_locks: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last recorded each connection's use (unix seconds), see [`Vault::touch`].
     touched: Mutex<HashMap<ConnKey, i64>>,
+    /// How this process refreshes for others while it owns the vault (see [`share::PeerRefresh`]).
+    peer_refresh: RwLock<Option<Arc<dyn share::PeerRefresh>>>,
     master_key_id: String,
     created: Vec<String>,
 }
@@ -92,7 +95,20 @@ impl Vault {
     /// Open the vault in `home`: directly when no other keyward process has it, else through
     /// the process that does. The master key is checked against the keyring first either way,
     /// so a wrong key is the same clear error everywhere and changes no file.
+    ///
+    /// A vault opened this way refreshes for no other process while it owns the database; the
+    /// composition roots use [`Vault::open_with`].
     pub fn open(home: &Home, mode: OpenMode) -> Result<Vault> {
+        Vault::open_with(home, mode, None)
+    }
+
+    /// [`Vault::open`], with how this process refreshes connections for other processes while
+    /// it owns the vault — in place before the first peer can ask.
+    pub fn open_with(
+        home: &Home,
+        mode: OpenMode,
+        peer_refresh: Option<Arc<dyn PeerRefresh>>,
+    ) -> Result<Vault> {
         let changes = tokio::sync::broadcast::channel(256).0;
         let backend = acquire(home, mode, &changes)?;
         let (master_key_id, created) = match &backend {
@@ -110,6 +126,7 @@ impl Vault {
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
+                peer_refresh: RwLock::new(peer_refresh),
                 master_key_id,
                 created,
             }),
@@ -330,6 +347,16 @@ impl Vault {
         &self.inner.changes
     }
 
+    /// Hand in how this process refreshes connections for other processes while it owns the
+    /// vault. Without one, their refresh requests fail with a retryable error.
+    pub fn set_peer_refresh(&self, hook: Arc<dyn share::PeerRefresh>) {
+        *crate::sync::write(&self.inner.peer_refresh) = Some(hook);
+    }
+
+    pub(crate) fn peer_refresh(&self) -> Option<Arc<dyn share::PeerRefresh>> {
+        crate::sync::read(&self.inner.peer_refresh).clone()
+    }
+
     /// The lock whose holder may refresh `key` in this process.
     pub fn refresh_lock(&self, key: &ConnKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = crate::sync::lock(&self.inner.refresh_locks);
@@ -356,14 +383,20 @@ impl Vault {
         };
         Some(match client.call::<share::RefreshAnswer>(&request) {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(crate::exec::ToolError::new(e.to_string())),
+            Ok(Err(e)) => Err(share::RefreshFailure {
+                message: e.to_string(),
+                hint: None,
+                retryable: false,
+                status: None,
+            }),
             Err(e) => {
                 let _ = self.recover(&client);
-                Err(crate::exec::ToolError::new(format!(
-                    "the keyward process that owns the vault went away while refreshing ({e})"
+                Err(share::RefreshFailure::retryable(
+                    format!(
+                        "the keyward process that owns the vault went away while refreshing ({e})"
+                    ),
+                    "retry the call",
                 ))
-                .hint("retry the call")
-                .retryable())
             }
         })
     }

@@ -34,7 +34,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -45,7 +45,6 @@ use super::store::Store;
 use super::{AuditEntry, ConnKey, Connection, Listed, TokenRecord, Vault};
 use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
-use crate::exec::ToolError;
 use crate::secret::SecretString;
 
 /// Bumped whenever a request or answer changes shape (2: the audit log is read in pages;
@@ -299,8 +298,50 @@ impl WireListed {
 }
 
 /// The owner's answer to a refresh request: the token to use and its version, `None` when
-/// there is nothing better than what the caller has, or the tool error.
-pub type RefreshAnswer = std::result::Result<Option<(SecretString, u64)>, ToolError>;
+/// there is nothing better than what the caller has, or why it failed.
+pub type RefreshAnswer = std::result::Result<Option<(SecretString, u64)>, RefreshFailure>;
+
+/// Why the owner could not refresh a connection for another process. The vault knows no tool
+/// errors; the refresher turns this into one (same fields, so the wire form is the tool error's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshFailure {
+    pub message: String,
+    pub hint: Option<String>,
+    /// The same call may succeed later (the grant is alive).
+    pub retryable: bool,
+    pub status: Option<u16>,
+}
+
+impl RefreshFailure {
+    pub fn retryable(message: impl Into<String>, hint: impl Into<String>) -> RefreshFailure {
+        RefreshFailure {
+            message: message.into(),
+            hint: Some(hint.into()),
+            retryable: true,
+            status: None,
+        }
+    }
+}
+
+/// How the owner refreshes a connection when another process asks it to.
+///
+/// The vault relays the request but cannot refresh: that needs the provider's token endpoint,
+/// client credentials and the refresher's single-flight rule, which live above it. The
+/// composition root (the server, the CLI) hands one in with [`Vault::set_peer_refresh`]; it is
+/// given the vault to refresh in on every call and must not hold one itself, so that dropping the
+/// last handle still closes the database and lets go of the owner lock.
+pub trait PeerRefresh: Send + Sync {
+    /// Refresh `key` (whose caller last saw `seen_version`) within `budget`. Runs on an owner
+    /// thread, not on a runtime.
+    fn refresh(
+        &self,
+        vault: &Vault,
+        key: &ConnKey,
+        seen_version: u64,
+        force: bool,
+        budget: Duration,
+    ) -> RefreshAnswer;
+}
 
 fn write_frame(stream: &mut UnixStream, value: &impl Serialize) -> std::io::Result<()> {
     let bytes = zeroize::Zeroizing::new(serde_json::to_vec(value).map_err(std::io::Error::other)?);
@@ -718,88 +759,25 @@ fn execute(
             force,
             budget_ms,
         } => {
-            let answer: RefreshAnswer = owner_refresh(
-                vault,
-                &key,
-                seen_version,
-                force,
-                Duration::from_millis(budget_ms),
-            );
+            let answer: RefreshAnswer = match vault.peer_refresh() {
+                Some(hook) => hook.refresh(
+                    vault,
+                    &key,
+                    seen_version,
+                    force,
+                    Duration::from_millis(budget_ms),
+                ),
+                None => Err(RefreshFailure::retryable(
+                    format!(
+                        "the keyward process that owns the vault (pid {}) does not refresh tokens for other processes",
+                        std::process::id()
+                    ),
+                    "retry in a moment; if it persists, let that process finish (or stop it) so that this one takes the vault over",
+                )),
+            };
             to_answer(Ok(answer))
         }
     }
-}
-
-/// What the owner needs to refresh tokens for other processes: the home's config and catalog and
-/// an HTTP client, built on first use for each home. It holds no vault: a refresher is made per
-/// request around the vault being served, so that the vault still closes (and lets go of the
-/// owner lock) as soon as its last handle is dropped.
-struct RefreshSetup {
-    config: crate::config::Config,
-    catalog: Arc<crate::catalog::Catalog>,
-    http: reqwest::Client,
-}
-
-/// The owner's refresher for other processes' requests, on a small runtime of its own (peer
-/// threads are plain threads).
-fn owner_refresh(
-    vault: &Vault,
-    key: &ConnKey,
-    seen_version: u64,
-    force: bool,
-    budget: Duration,
-) -> RefreshAnswer {
-    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
-        OnceLock::new();
-    static SETUPS: OnceLock<Mutex<std::collections::HashMap<PathBuf, Arc<RefreshSetup>>>> =
-        OnceLock::new();
-    let runtime = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("keyward-refresh")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting the refresh runtime: {e}"))
-    });
-    let setup = || -> Result<Arc<RefreshSetup>> {
-        let mut setups = SETUPS.get_or_init(Default::default).lock().expect("setups");
-        if let Some(setup) = setups.get(&vault.home().dir) {
-            return Ok(setup.clone());
-        }
-        let config = crate::config::Config::load(vault.home())?;
-        let catalog = crate::catalog::Catalog::load(&config.tools_dirs, &config.providers)?;
-        let http = crate::exec::client::Upstream::new(&config.executor)?
-            .http()
-            .clone();
-        let setup = Arc::new(RefreshSetup {
-            config,
-            catalog: Arc::new(catalog),
-            http,
-        });
-        setups.insert(vault.home().dir.clone(), setup.clone());
-        Ok(setup)
-    };
-    let (runtime, setup) = match (runtime, setup()) {
-        (Ok(runtime), Ok(setup)) => (runtime, setup),
-        (Err(e), _) => {
-            return Err(ToolError::new(format!(
-                "the vault owner cannot refresh tokens: {e}"
-            )))
-        }
-        (_, Err(e)) => {
-            return Err(ToolError::new(format!(
-                "the vault owner cannot refresh tokens: {e}"
-            )))
-        }
-    };
-    let refresher = crate::oauth::refresh::Refresher::new(
-        setup.catalog.clone(),
-        Arc::new(vault.clone()),
-        &setup.config,
-        setup.http.clone(),
-    );
-    let deadline = crate::exec::client::deadline_after(budget);
-    runtime.block_on(refresher.refresh_here(key, seen_version, force, deadline))
 }
 
 // ---- the other processes ----------------------------------------------------------------------
