@@ -509,3 +509,78 @@ fn an_audit_log_larger_than_a_frame_reads_through_another_process() {
     assert_eq!(events, want);
     assert!(owner.is_owner());
 }
+
+/// One process owning two homes refreshes each home's connections with that home's own
+/// configuration, for the other processes that ask; and once it lets both go, each vault is
+/// released (another process becomes the owner). Before the owner's refresher was a hook handed
+/// in per vault, a process-wide one served whichever home asked first and kept it open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_processes() {
+    use crate::oauth_fake_ext::{expired_token_json, home_for};
+    use crate::support::FakeUpstream;
+    use keyward::oauth::peers::open_vault;
+
+    let fakes = [FakeUpstream::start().await, FakeUpstream::start().await];
+    let mut homes = Vec::new();
+    for (i, fake) in fakes.iter().enumerate() {
+        let kw = home_for(fake, &[]);
+        let (access, refresh) = (
+            format!("{CANARY_ACCESS}_{i}"),
+            format!("{CANARY_REFRESH}_{i}"),
+        );
+        fake.grant_with_refresh(
+            "github",
+            &access,
+            &refresh,
+            &["repo", "read:user"],
+            Some(std::time::Duration::from_secs(3600)),
+        );
+        kw.ok(
+            &["import", "github"],
+            &expired_token_json(&access, &refresh, "repo read:user"),
+        );
+        homes.push(kw);
+    }
+    let owners: Vec<Vault> = homes
+        .iter()
+        .map(|kw| open_vault(&Home { dir: kw.home() }, OpenMode::Existing).unwrap())
+        .collect();
+    assert!(owners.iter().all(Vault::is_owner));
+
+    // The second home first: a process-wide refresher would now belong to it.
+    for i in [1, 0] {
+        let kw = &homes[i];
+        let call = tokio::task::spawn_blocking({
+            let home = kw.home();
+            move || {
+                std::process::Command::new(crate::cli::bin())
+                    .arg("--home")
+                    .arg(home)
+                    .args(["call", "github_get_me"])
+                    .env_remove("KEYWARD_MASTER_KEY")
+                    .env_remove("KEYWARD_HOME")
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            call.status.success(),
+            "home {i}: {}",
+            String::from_utf8_lossy(&call.stderr)
+        );
+        assert_eq!(fakes[i].successful_refreshes("github"), 1, "home {i}");
+    }
+    // Each home's refresh went to its own provider, and only there.
+    assert_eq!(fakes.each_ref().map(|f| f.refresh_count("github")), [1, 1]);
+    drop(owners);
+    for kw in &homes {
+        let probe = keyward::vault::Vault::open(&Home { dir: kw.home() }, OpenMode::Existing)
+            .expect("open after the owner let go");
+        assert!(
+            probe.is_owner(),
+            "the dropped vault released the owner lock"
+        );
+    }
+}
