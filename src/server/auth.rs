@@ -8,7 +8,7 @@
 //!    `[server] allowed_origins` — else 403.
 //! 3. `Authorization: Bearer kw_…` must be a current API key — else 401 with
 //!    `WWW-Authenticate: Bearer`. The key is checked on every request through a
-//!    [`KeyCache`](users::KeyCache) that forgets everything the moment a user is added or
+//!    [`users::KeyCache`] that forgets everything the moment a user is added or
 //!    removed, so a removed user is locked out at once; the key is then taken off the request,
 //!    and what the MCP layer sees is only the [`AuthUser`] it belongs to.
 //!

@@ -22,7 +22,7 @@
 //!   connection is closed;
 //! - at most `[server] max_unauthenticated_connections` connections are open before a request
 //!   on them has presented a valid API key. Each accepted connection holds a place
-//!   ([`Admission`]) that it gives back as soon as one of its requests authenticates; when no
+//!   (`Admission`) that it gives back as soon as one of its requests authenticates; when no
 //!   place is free the server stops accepting, and new connections wait in the kernel's accept
 //!   queue until a slow one times out. Connections that have authenticated are not counted, so
 //!   clients already at work carry on; a connection that has not (a 401, a 403, `/healthz`) is

@@ -9,7 +9,7 @@
 //! batch with an error that carries no `id`: a client then waits forever for its request.
 //! Each line is read with [`super::jsonrpc::parse`], which answers every unusable line the
 //! way JSON-RPC requires, and the session goes on. A line may hold at most
-//! [`MAX_MESSAGE_BYTES`](super::jsonrpc::MAX_MESSAGE_BYTES) (4 MiB) before its newline.
+//! [`super::jsonrpc::MAX_MESSAGE_BYTES`] (4 MiB) before its newline.
 
 use std::sync::Arc;
 

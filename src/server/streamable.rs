@@ -8,7 +8,7 @@
 //!   `-32600` for a batch (a JSON array of one error per element id) or a non-message. A body
 //!   whose `Content-Type` is not JSON still gets rmcp's `415`: that one is right.
 //! - **`--json-response`.** Replies that hold exactly one JSON-RPC response become
-//!   `application/json` (see [`json_when_single`]). rmcp insists that a POST accept both JSON and
+//!   `application/json` (see `json_when_single`). rmcp insists that a POST accept both JSON and
 //!   `text/event-stream`; in this mode a client that accepts only `application/json` is served
 //!   too, and gets the final answer as JSON (a notification sent before it, such as progress,
 //!   cannot reach such a client and is dropped).

@@ -10,7 +10,10 @@
 //!   uid the same way before they send anything) and executes the other processes' operations;
 //! - every other process finds the lock taken and relays each operation over the socket —
 //!   connection reads and writes, audit appends, key rotation, and *refreshes*: only the owner
-//!   refreshes, so the single-flight guarantee of [`crate::oauth::refresh`] spans processes;
+//!   refreshes, so the single-flight guarantee of the refresher spans processes. The vault
+//!   cannot refresh by itself (that takes the provider's token endpoint and credentials): the
+//!   owner runs the [`PeerRefresh`] hook its composition root handed in when it opened the
+//!   vault;
 //! - when the owner exits or is killed, its socket stops answering and its lock is released by
 //!   the kernel; the next operation of any other process takes the lock and becomes the owner
 //!   (or connects to whoever did), then retries the operation once. A stale socket file left by
@@ -130,7 +133,7 @@ pub enum Request {
         entry: AuditEntry,
     },
     /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest
-    /// `limit` of them if given, oldest first, as many as fit one answer ([`AuditPage`]).
+    /// `limit` of them if given, oldest first, as many as fit one answer ([`Request::AuditPage`]).
     AuditPage {
         after: u64,
         limit: Option<usize>,
@@ -801,7 +804,7 @@ pub enum ConnectError {
     Refused(Error),
 }
 
-/// A connection pool to the owner: at most [`MAX_STREAMS`] connections, idle ones reused while
+/// A connection pool to the owner: at most `MAX_STREAMS` (16) connections, idle ones reused while
 /// the owner still keeps them open.
 pub struct RemoteClient {
     path: PathBuf,
