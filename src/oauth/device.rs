@@ -163,33 +163,40 @@ fn device_code_error<E: std::error::Error>(
     app: &OAuthApp,
     e: RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
 ) -> Error {
-    let reason = match e {
+    // The OAuth error code, when the endpoint named one, decides the hint; the reason quotes it.
+    let (code, reason) = match e {
         RequestTokenError::ServerResponse(resp) => {
-            let mut reason = resp.error().to_string();
-            if let Some(d) = resp.error_description() {
-                reason.push_str(&format!(": {d}"));
-            }
-            reason
+            let code = resp.error().to_string();
+            let reason = match resp.error_description() {
+                Some(d) => format!("{code}: {d}"),
+                None => code.clone(),
+            };
+            (Some(code), reason)
         }
         // GitHub reports errors with 200 and an `error` field, which `oauth2` cannot parse as a
         // device authorization response: read the error out of the body.
         RequestTokenError::Parse(_, body) => {
             match token_endpoint::sort(http::StatusCode::OK, &body) {
-                Answer::Error(e) => e.reason(),
-                _ => "an answer that is not a device authorization response".into(),
+                Answer::Error(e) => (Some(e.code.clone()), e.reason()),
+                _ => (
+                    None,
+                    "an answer that is not a device authorization response".into(),
+                ),
             }
         }
-        RequestTokenError::Request(e) => format!("no answer ({e})"),
-        RequestTokenError::Other(text) => text,
+        RequestTokenError::Request(e) => (None, format!("no answer ({e})")),
+        RequestTokenError::Other(text) => (None, text),
     };
     // The endpoint's own words are quoted: keep the client secret it was sent out of them.
     let reason = Redactor::of(&app.client_secret).text(&reason);
-    let hint = if reason.contains("device_flow_disabled") {
-        " — enable Device Flow in the OAuth app's settings".to_string()
-    } else if reason.contains("client") {
-        format!(" — check client_id under [providers.{}]", app.provider)
-    } else {
-        String::new()
+    let hint = match code.as_deref() {
+        Some("device_flow_disabled") => {
+            " — enable Device Flow in the OAuth app's settings".to_string()
+        }
+        Some(code) if super::refresh::CLIENT_CODES.contains(&code) => {
+            format!(" — check client_id under [providers.{}]", app.provider)
+        }
+        _ => String::new(),
     };
     Error::other(format!(
         "{} refused to start the device flow ({reason}){hint}",

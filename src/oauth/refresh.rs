@@ -58,7 +58,7 @@ const PERMANENT_CODES: &[&str] = &[
 ];
 
 /// Error codes that blame keyward's OAuth client rather than the grant.
-const CLIENT_CODES: &[&str] = &[
+pub(crate) const CLIENT_CODES: &[&str] = &[
     "invalid_client",
     "unauthorized_client",
     "incorrect_client_credentials",

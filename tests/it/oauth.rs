@@ -407,6 +407,42 @@ async fn missing_client_credentials_say_how_to_register_an_app() {
 
 // ---- connect: the device flow --------------------------------------------------------------
 
+/// A refused device authorization names the fix from the OAuth error code (GitHub answers
+/// `incorrect_client_credentials` with HTTP 200), not from the wording of its description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_flow_refused_for_the_client_says_to_check_the_client_id() {
+    let fake = FakeUpstream::start().await;
+    let kw = home_for(&fake, &[("github", "client_id = \"Iv1.not-registered\"")]);
+    let config = std::fs::read_to_string(kw.home().join("config.toml")).unwrap();
+    // The line added last wins over the fake's own client_id in the same section.
+    let config = config.replacen(
+        &format!("client_id = \"{}\"\n", Provider::Github.client_id()),
+        "",
+        1,
+    );
+    std::fs::write(kw.home().join("config.toml"), config).unwrap();
+    let run = kw.run(
+        &[
+            "connect",
+            "github",
+            "--device",
+            "--no-browser",
+            "--timeout",
+            "30",
+        ],
+        "",
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("incorrect_client_credentials")
+            && run
+                .stderr()
+                .contains("check client_id under [providers.github]"),
+        "{}",
+        run.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_flow_honours_slow_down() {
     let fake = FakeUpstream::start().await;
