@@ -6,6 +6,7 @@
 //! - [`refresh`] — the single-flight [`refresh::Refresher`] every tool call goes through;
 //!   tells permanent refusals (`invalid_grant` → needs reconnect) from passing trouble;
 //! - [`revoke`] — `keyward disconnect`: revoke at the provider, then delete locally;
+//! - [`import`] — `keyward import`: a token response obtained elsewhere, stored as a connection;
 //! - [`token_endpoint`] — one POST to a token endpoint and the sorting of its answer;
 //!   [`token_response`] — parsing a token response into a vault record (also for `import`);
 //! - [`app`] — a provider's endpoints and keyward's client credentials for it, and how to
@@ -22,6 +23,7 @@ pub mod app;
 pub mod connect;
 pub mod device;
 pub mod http;
+pub mod import;
 pub mod loopback;
 pub mod refresh;
 pub mod revoke;
