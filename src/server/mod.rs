@@ -224,8 +224,8 @@ pub struct ServeOptions {
 
 /// Run `keyward serve` to completion: set up logging and TLS, load the config, open the vault
 /// and serve stdio or HTTP until the client leaves or a signal arrives. It runs on the caller's
-/// runtime, which must be multi-threaded and should be shut down with a timeout afterwards (see
-/// below).
+/// runtime (the binary's one), which the caller shuts down with a timeout afterwards: a task
+/// stuck in a blocking call would otherwise hold the process (see the end of this function).
 pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
     use crate::error::Error;
     install_crypto_provider();
