@@ -51,12 +51,12 @@ impl Kw {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn keyward");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A command may exit without reading its input (a usage error, a refused home): that
+        // is its answer, judged by its exit code, not a failure to feed it.
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.unwrap(),
+        }
         Run(child.wait_with_output().expect("wait keyward"))
     }
 

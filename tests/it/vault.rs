@@ -631,6 +631,15 @@ fn usage_errors_exit_2() {
     assert_eq!(kw.run(&["import"], "").code(), Some(2));
 }
 
+#[test]
+fn a_command_that_exits_without_reading_stdin_is_judged_by_its_exit_code() {
+    // More input than a pipe holds: the write cannot finish before the command exits, so the
+    // test sees the closed pipe every time (as it sometimes did under load with small inputs).
+    let kw = Kw::new();
+    let big = "x".repeat(1 << 20);
+    assert_eq!(kw.run(&["no-such-command"], &big).code(), Some(2));
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
