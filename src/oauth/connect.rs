@@ -358,7 +358,7 @@ pub async fn store(
         _ => Vec::new(),
     };
     let result = vault.put(key, None, &record);
-    // A failure is audited by the caller ([`audit_failure`]), like every other failed connect.
+    // A failure is audited by `run` (`audit_failure`), like every other failed connect.
     if result.is_ok() {
         let mut entry = AuditEntry::new(&key.user, "connect", format!("ok ({flow} flow)"))
             .connection(&key.provider, &key.account);
@@ -388,8 +388,28 @@ pub async fn store(
     })
 }
 
+/// The whole of `keyward connect` once the vault is open: obtain the grant, store it, and audit
+/// a failure of either step (a success is audited by [`store`]).
+pub async fn run(
+    vault: &Vault,
+    config: &Config,
+    catalog: &Catalog,
+    request: &ConnectRequest,
+    notify: Notify<'_>,
+) -> Result<Connected> {
+    let result = async {
+        let authorized = authorize(config, catalog, request, notify).await?;
+        store(vault, catalog, &request.key, authorized).await
+    }
+    .await;
+    if let Err(e) = &result {
+        audit_failure(vault, &request.key, e);
+    }
+    result
+}
+
 /// Record a failed connect in the audit log (best effort: the vault may be the problem).
-pub fn audit_failure(vault: &Vault, key: &ConnKey, error: &Error) {
+fn audit_failure(vault: &Vault, key: &ConnKey, error: &Error) {
     vault.audit(
         &AuditEntry::new(&key.user, "connect", format!("error: {error}"))
             .connection(&key.provider, &key.account),

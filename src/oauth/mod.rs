@@ -8,6 +8,7 @@
 //! - [`peers`] — [`peers::open_vault`], how every command opens the vault: while this process
 //!   owns it, it refreshes for the other local processes;
 //! - [`revoke`] — `keyward disconnect`: revoke at the provider, then delete locally;
+//! - [`import`] — `keyward import`: a token response obtained elsewhere, stored as a connection;
 //! - [`token_endpoint`] — one POST to a token endpoint and the sorting of its answer;
 //!   [`token_response`] — parsing a token response into a vault record (also for `import`);
 //! - [`app`] — a provider's endpoints and keyward's client credentials for it, and how to
@@ -24,6 +25,7 @@ pub mod app;
 pub mod connect;
 pub mod device;
 pub mod http;
+pub mod import;
 pub mod loopback;
 pub mod peers;
 pub mod refresh;

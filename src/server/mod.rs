@@ -202,10 +202,9 @@ pub fn init_logging(level: Option<&str>) {
         .try_init();
 }
 
-/// reqwest is built without a TLS crypto provider; install ring's once per process.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// Kept at this path for the tests and benches, whose own HTTP clients need it too; the one
+/// definition is next to the client that needs it.
+pub use crate::exec::client::install_crypto_provider;
 
 /// Everything `keyward serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -224,8 +223,10 @@ pub struct ServeOptions {
 }
 
 /// Run `keyward serve` to completion: set up logging and TLS, load the config, open the vault
-/// and serve stdio or HTTP until the client leaves or a signal arrives.
-pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
+/// and serve stdio or HTTP until the client leaves or a signal arrives. It runs on the caller's
+/// runtime (the binary's one), which the caller shuts down with a timeout afterwards: a task
+/// stuck in a blocking call would otherwise hold the process (see the end of this function).
+pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
     use crate::error::Error;
     install_crypto_provider();
     init_logging(options.log_level.as_deref());
@@ -257,11 +258,7 @@ pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
         options.all_tools,
         options.account.clone(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    let result = runtime.block_on(async {
+    let result = async {
         let state = ServerState::open(home, &config, offer)?;
         match http_addr {
             Some(addr) => {
@@ -273,10 +270,13 @@ pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
             }
             None => stdio::serve(state, &user).await,
         }
-    });
+    }
+    .await;
     // Shutdown is bounded: the audit log was flushed when serving ended, and a task stuck in a
     // blocking call (the stdin reader only returns on input; a storage call on a home folder
     // deleted under us never returns) must not keep the process alive after its client left.
+    // The caller shuts its runtime down with a timeout; this watchdog covers whatever still
+    // blocks after that.
     let code = if result.is_ok() { 0 } else { 1 };
     let _ = std::thread::Builder::new()
         .name("keyward-exit-watchdog".into())
@@ -285,7 +285,6 @@ pub fn run(home: &Home, options: ServeOptions) -> Result<()> {
             eprintln!("keyward: shutdown did not finish within 3 s; exiting anyway");
             std::process::exit(code);
         });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
 }
 

@@ -291,6 +291,39 @@ impl Vault {
             .collect())
     }
 
+    /// The connections as `keyward status` shows them to a person: [`Vault::list`], with each
+    /// `needs_reconnect` reason scrubbed of the record's own tokens (reasons are redacted
+    /// before they are stored; this also covers one stored by an older keyward that did not,
+    /// invariant 11), and each record that does not open audited as `open-failed`, so the log
+    /// shows when the damage was first seen.
+    pub fn status(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        let mut rows = self.list(user)?;
+        for row in &mut rows {
+            match row {
+                Ok((conn, _)) => {
+                    if let ConnectionStatus::NeedsReconnect { reason } = &mut conn.record.status {
+                        let own = crate::secret::Redactor::of(
+                            std::iter::once(&conn.record.access_token)
+                                .chain(&conn.record.refresh_token),
+                        );
+                        own.scrub(reason);
+                    }
+                }
+                Err(Error::RecordCorrupt {
+                    provider,
+                    user,
+                    account,
+                    ..
+                }) => self.audit(
+                    &AuditEntry::new(user, "open-failed", "error: record does not open")
+                        .connection(provider, account),
+                ),
+                Err(_) => {}
+            }
+        }
+        Ok(rows)
+    }
+
     /// Keys of every stored connection, without opening them.
     pub fn keys(&self) -> Result<Vec<ConnKey>> {
         self.run(|s| s.keys(), || Request::Keys)
@@ -470,22 +503,36 @@ impl Vault {
     }
 
     /// Add a data key and re-seal every record under it (see [`store::Store::rotate_key`]).
+    /// The outcome is audited (a partial rotation as an error naming how many records did not
+    /// open) and flushed.
     pub fn rotate_key(&self, progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
         let progress = std::cell::RefCell::new(progress);
-        self.run(
+        let report = self.run(
             |s| s.rotate_key(|d, t| (progress.borrow_mut())(d, t)),
             || Request::RotateKey,
-        )
+        )?;
+        let outcome = if report.failed.is_empty() {
+            "ok".to_string()
+        } else {
+            format!("error: {} record(s) did not open", report.failed.len())
+        };
+        self.audit(&AuditEntry::new("-", "rotate-key", outcome));
+        self.flush()?;
+        Ok(report)
     }
 
-    /// Re-wrap the keyring under a new master key; returns where the new key lives.
+    /// Re-wrap the keyring under a new master key; returns where the new key lives. Audited and
+    /// flushed.
     pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
-        self.run(
+        let location = self.run(
             |s| s.rekey(new_key_file),
             || Request::Rekey {
                 new_key_file: new_key_file.map(|p| p.to_path_buf()),
             },
-        )
+        )?;
+        self.audit(&AuditEntry::new("-", "rekey", "ok"));
+        self.flush()?;
+        Ok(location)
     }
 
     // ---- the users tree (API keys) -------------------------------------------------------

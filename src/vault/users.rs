@@ -28,7 +28,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Vault;
+use super::{AuditEntry, Vault};
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
@@ -102,7 +102,7 @@ fn new_key() -> SecretString {
 }
 
 /// Add a user and return its new API key (the only time the key exists outside the client).
-/// Fails when the name is taken.
+/// Fails when the name is taken. Audited as `user-add`.
 pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     check_user_name(name)?;
     let by_name = key_of(BY_NAME, name.as_bytes());
@@ -122,6 +122,7 @@ pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     // By name first: a key is valid only once both entries exist and agree.
     vault.users_insert(&by_name, &record)?;
     vault.users_insert(&key_of(BY_HASH, &hash), name.as_bytes())?;
+    vault.audit(&AuditEntry::new(name, "user-add", "ok"));
     vault.flush()?;
     Ok(key)
 }
@@ -140,7 +141,7 @@ pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
 }
 
 /// Remove a user; its key stops working for the very next request. `Ok(false)` when there was
-/// no such user.
+/// no such user. A removal is audited as `user-remove`.
 pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let by_name = key_of(BY_NAME, name.as_bytes());
     let existed = vault.users_get(&by_name)?.is_some();
@@ -152,6 +153,9 @@ pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
         }
     }
     vault.users_remove(&by_name)?;
+    if existed {
+        vault.audit(&AuditEntry::new(name, "user-remove", "ok"));
+    }
     vault.flush()?;
     Ok(existed)
 }

@@ -1,0 +1,110 @@
+//! `keyward status`: what is connected — scopes, expiry, status, last use — and never a token.
+//! It is the first thing a person runs when a tool call fails, so a record that does not open
+//! is listed as an error next to the others (and the command exits non-zero) instead of hiding
+//! them all. Which rows there are, with reasons scrubbed and broken records audited, is
+//! [`Vault::status`]'s business; this file only lays them out as a table or as JSON.
+
+use clap::Args;
+use keyward::config::Home;
+use keyward::error::{Error, Result};
+use keyward::vault::{ConnectionStatus, Listed};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Only this user's connections
+    #[arg(long)]
+    user: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(home: &Home, args: StatusArgs) -> Result<()> {
+    let Some(vault) = super::open_existing(home)? else {
+        if args.json {
+            println!("[]");
+        } else {
+            println!("no connections (no vault in {} yet): add one with `keyward import PROVIDER` or `keyward connect PROVIDER`", home.dir.display());
+        }
+        return Ok(());
+    };
+    let now = chrono::Utc::now().timestamp();
+    let rows = vault.status(args.user.as_deref())?;
+    if args.json {
+        print_json(&rows, now);
+    } else {
+        print_table(&rows, now);
+    }
+    let failed = rows.iter().filter(|r| r.is_err()).count();
+    if failed > 0 {
+        return Err(Error::other(format!(
+            "{failed} record(s) did not open; the others are listed above"
+        )));
+    }
+    Ok(())
+}
+
+fn print_json(rows: &[Listed], now: i64) {
+    let items: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| match row {
+            Ok((c, last_used)) => serde_json::json!({
+                "user": c.key.user, "provider": c.key.provider, "account": c.key.account,
+                "scopes": c.record.scopes,
+                "expires_at": c.record.expires_at,
+                "expires_in_secs": c.record.expires_in(now),
+                "status": match &c.record.status {
+                    ConnectionStatus::Active => "active",
+                    ConnectionStatus::NeedsReconnect { .. } => "needs_reconnect",
+                },
+                "reason": match &c.record.status {
+                    ConnectionStatus::NeedsReconnect { reason } => Some(reason),
+                    _ => None,
+                },
+                "has_refresh_token": c.record.refresh_token.is_some(),
+                "last_used": last_used,
+                "version": c.version,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
+}
+
+fn print_table(rows: &[Listed], now: i64) {
+    if rows.is_empty() {
+        println!(
+            "no connections: add one with `keyward import PROVIDER` or `keyward connect PROVIDER`"
+        );
+        return;
+    }
+    println!(
+        "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} SCOPES",
+        "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED"
+    );
+    for row in rows {
+        match row {
+            Ok((c, last_used)) => {
+                let expires = c
+                    .record
+                    .expires_in(now)
+                    .map(super::human_duration)
+                    .unwrap_or_else(|| "never".into());
+                let last = last_used
+                    .map(|t| format!("{} ago", super::human_duration(now - t)))
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {}",
+                    c.key.user,
+                    c.key.provider,
+                    c.key.account,
+                    expires,
+                    c.record.status.label(),
+                    last,
+                    c.record.scopes.join(" ")
+                );
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `keyward users add|list|remove`: the users of the HTTP server and their API keys. A new key
+//! is printed once, alone on stdout (the explanation goes to stderr), so
+//! `KEY=$(keyward users add alice)` captures exactly the key. Adding and removing, and auditing
+//! both, are [`keyward::vault::users`]'s work.
+
+use clap::Subcommand;
+use keyward::config::Home;
+use keyward::error::{Error, Result};
+use keyward::vault::users;
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user and print its new API key (shown only once)
+    Add { name: String },
+    /// List the users (never their keys)
+    List,
+    /// Remove a user: its API key stops working at once
+    Remove { name: String },
+}
+
+pub fn run(home: &Home, command: UsersCommand) -> Result<()> {
+    match command {
+        UsersCommand::Add { name } => add(home, &name),
+        UsersCommand::List => list(home),
+        UsersCommand::Remove { name } => remove(home, &name),
+    }
+}
+
+fn add(home: &Home, name: &str) -> Result<()> {
+    // Before the vault is opened (or created): a bad name changes nothing on disk.
+    users::check_user_name(name)?;
+    let vault = super::open_for_write(home)?;
+    let key = users::add(&vault, name)?;
+    eprintln!(
+        "created user {name}; its API key is below and is shown only this once. HTTP \
+         clients send it as `Authorization: Bearer <key>`; the connections they use are \
+         {name}'s (`keyward import PROVIDER --user {name}`)."
+    );
+    println!("{}", key.expose());
+    Ok(())
+}
+
+fn list(home: &Home) -> Result<()> {
+    let Some(vault) = super::open_existing(home)? else {
+        println!("no users: add one with `keyward users add NAME`");
+        return Ok(());
+    };
+    let list = users::list(&vault)?;
+    if list.is_empty() {
+        println!("no users: add one with `keyward users add NAME`");
+    } else {
+        println!("{:<24} CREATED", "USER");
+        for user in list {
+            println!("{:<24} {}", user.name, user.created);
+        }
+    }
+    Ok(())
+}
+
+fn remove(home: &Home, name: &str) -> Result<()> {
+    let not_found = || {
+        Error::NotFound(format!(
+            "there is no user {name}: `keyward users list` lists them"
+        ))
+    };
+    let Some(vault) = super::open_existing(home)? else {
+        return Err(not_found());
+    };
+    if !users::remove(&vault, name)? {
+        return Err(not_found());
+    }
+    println!("removed user {name}; its API key no longer works");
+    Ok(())
+}
