@@ -47,7 +47,7 @@ impl Provider {
 
     /// The fields of a successful answer the executor reads to tell whether it is an error
     /// (`slack_ok`: `ok`, `error` and what the hints quote); error statuses are read whole.
-    pub(crate) fn answer_fields(&self) -> Vec<&str> {
+    pub fn answer_fields(&self) -> Vec<&str> {
         match self.error_convention {
             ErrorConvention::Http => Vec::new(),
             ErrorConvention::SlackOk => ["ok", "error"]

@@ -93,12 +93,17 @@ fn fail(near: &str, reason: String) -> RuleError {
 impl ErrorRules {
     pub(crate) fn compile(provider: &ProviderSpec) -> Result<ErrorRules, RuleError> {
         let spec = &provider.errors;
-        let coded = !spec.auth_codes.is_empty()
-            || !spec.codes.is_empty()
-            || spec.other_codes.is_some();
-        if coded && provider.error_convention != ErrorConvention::SlackOk {
+        // The first key that needs error codes, for the line number.
+        let coded = if !spec.auth_codes.is_empty() {
+            Some("auth_codes")
+        } else if !spec.codes.is_empty() {
+            Some("codes")
+        } else {
+            spec.other_codes.as_ref().map(|_| "other_codes")
+        };
+        if let (Some(key), false) = (coded, provider.error_convention == ErrorConvention::SlackOk) {
             return Err(fail(
-                "codes",
+                key,
                 "`errors.auth_codes`, `errors.codes` and `errors.other_codes` need \
                  `error_convention = \"slack_ok\"`: only then does an answer carry an error code"
                     .into(),
@@ -127,7 +132,9 @@ impl ErrorRules {
                 .ok_or_else(|| {
                     fail(
                         key,
-                        format!("`errors.status` key `{key}` must be an HTTP error status (400–599)"),
+                        format!(
+                            "`errors.status` key `{key}` must be an HTTP error status (400–599)"
+                        ),
                     )
                 })?;
             let hint = compile_hint(hint, false)
@@ -216,13 +223,11 @@ fn compile_hint(hint: &ErrorHint, with_code: bool) -> Result<Hint, String> {
             "code" if with_code => Piece::Code,
             field => match hint.fields.get(field) {
                 Some(absent) => Piece::Field(field.to_string(), absent.clone()),
-                None => {
-                    return Err(format!(
-                        "`{{{name}}}` is not a placeholder; use {{connect}}, {{tool}}, {{title}}{}, \
+                None => return Err(format!(
+                    "`{{{name}}}` is not a placeholder; use {{connect}}, {{tool}}, {{title}}{}, \
                          or a name listed in `fields`",
-                        if with_code { ", {code}" } else { "" }
-                    ))
-                }
+                    if with_code { ", {code}" } else { "" }
+                )),
             },
         };
         if !text.is_empty() {

@@ -6,6 +6,11 @@
 //! driven by it. Loading is where mistakes are caught: a manifest that names an undeclared
 //! parameter, has a pattern that does not compile, or points its API base at a host it does not
 //! declare is refused with its file, line and reason, never discovered during a call.
+//!
+//! The manifest types ([`manifest`]) are plain serde data. Loading turns each into what the call
+//! path runs on — a [`Provider`] (parsed API base, compiled `[provider.errors]` rules) and its
+//! [`Tool`]s (anchored patterns, templates, field paths) — so there is no unchecked tool to
+//! call and no compile step left for a request.
 
 mod compiled;
 mod errors;
@@ -27,9 +32,9 @@ pub use compiled::{Provider, Tool};
 pub(crate) use errors::HintValues;
 pub use filter::ToolFilter;
 pub use manifest::{
-    BodyFormat, ErrorConvention, ErrorHint, ErrorsSpec, HttpMethod, Manifest, OrderedTable, Pagination, ParamSpec,
-    ParamType, ProviderSpec, RequestSpec, ResponseKind, ResponseSpec, RevokeStyle, TokenPlacement,
-    ToolSpec,
+    BodyFormat, ErrorConvention, ErrorHint, ErrorsSpec, HttpMethod, Manifest, OrderedTable,
+    Pagination, ParamSpec, ParamType, ProviderSpec, RequestSpec, ResponseKind, ResponseSpec,
+    RevokeStyle, TokenPlacement, ToolSpec,
 };
 pub use schema::{manifest_schema_json, tool_input_schema};
 pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes};
@@ -308,7 +313,8 @@ fn compile_manifest(
     source: &Source,
     manifest: Manifest,
 ) -> Result<(ProviderSpec, errors::ErrorRules, Vec<Tool>)> {
-    let at = |line: usize, reason: String| Error::config(format!("{}:{line}: {reason}", source.file));
+    let at =
+        |line: usize, reason: String| Error::config(format!("{}:{line}: {reason}", source.file));
     check_provider(&manifest.provider)
         .map_err(|(key, reason)| at(line_of_key(&source.text, key), reason))?;
     let rules = errors::ErrorRules::compile(&manifest.provider)

@@ -5,6 +5,11 @@
 //! the exact `keyward` command. Provider fields are quoted as they came, so an error may hold
 //! whatever the provider echoed: the executor redacts every error ([`ToolError::redacted`])
 //! before it is audited, logged or returned.
+//!
+//! Nothing here knows a provider by name. What holds for every HTTP API (a hint per status) is
+//! code; what one provider means by its answers — its auth-failure codes, its hints per code or
+//! status — is its manifest's `[provider.errors]` table, compiled at load
+//! (`crate::catalog::errors`), so a provider added as a manifest gets the same treatment.
 
 use serde_json::Value;
 

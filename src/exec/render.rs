@@ -175,20 +175,11 @@ pub enum RenderedBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
     /// Invariant 4: the argument would not stay one path segment (or one clean path).
-    UnsafePath {
-        argument: String,
-        reason: String,
-    },
+    UnsafePath { argument: String, reason: String },
     /// Invariant 2: the URL left the provider's API base or declared hosts.
-    Destination {
-        url: String,
-        reason: String,
-    },
+    Destination { url: String, reason: String },
     /// The arguments were validated for another tool.
-    InvalidTool {
-        tool: String,
-        reason: String,
-    },
+    InvalidTool { tool: String, reason: String },
 }
 
 impl fmt::Display for RenderError {
@@ -761,7 +752,11 @@ mod tests {
         let spec = manifest.tools.into_iter().find(|t| t.name == tool).unwrap();
         let spec = Tool::compile(spec).unwrap();
         let valid = validate_args(&spec, &args(arguments)).unwrap();
-        render(&Provider::compile(manifest.provider).unwrap(), &spec, &valid)
+        render(
+            &Provider::compile(manifest.provider).unwrap(),
+            &spec,
+            &valid,
+        )
     }
 
     #[test]
