@@ -221,14 +221,16 @@ fn compile_hint(hint: &ErrorHint, with_code: bool) -> Result<Hint, String> {
             "tool" => Piece::Tool,
             "title" => Piece::Title,
             "code" if with_code => Piece::Code,
-            field => match hint.fields.get(field) {
-                Some(absent) => Piece::Field(field.to_string(), absent.clone()),
-                None => return Err(format!(
-                    "`{{{name}}}` is not a placeholder; use {{connect}}, {{tool}}, {{title}}{}, \
-                         or a name listed in `fields`",
-                    if with_code { ", {code}" } else { "" }
-                )),
-            },
+            field => {
+                let Some(absent) = hint.fields.get(field) else {
+                    let code = if with_code { ", {code}" } else { "" };
+                    return Err(format!(
+                        "`{{{name}}}` is not a placeholder; use {{connect}}, {{tool}}, \
+                         {{title}}{code}, or a name listed in `fields`"
+                    ));
+                };
+                Piece::Field(field.to_string(), absent.clone())
+            }
         };
         if !text.is_empty() {
             pieces.push(Piece::Text(std::mem::take(&mut text)));
