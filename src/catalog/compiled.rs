@@ -6,39 +6,89 @@
 //! load time, so a mistake fails loading with a reason instead of failing a call, and rendering
 //! and projection only walk prebuilt structures.
 
-use std::borrow::Cow;
-
 use regex::Regex;
 use serde_json::Value;
 use url::Url;
 
+use super::errors::ErrorRules;
 use super::hosts::parse_endpoint;
 use super::manifest::{
-    BodyFormat, HttpMethod, ParamSpec, ParamType, ProviderSpec, ResponseKind, ToolSpec,
+    BodyFormat, ErrorConvention, HttpMethod, ParamSpec, ParamType, ProviderSpec, ResponseKind,
+    ToolSpec,
 };
 
-/// The provider's parsed API base, remembered with the text it came from.
+/// A provider as the call path uses it: the manifest's [`ProviderSpec`] (with the config's
+/// overrides applied), its parsed API base and its compiled error rules. Built once by the
+/// catalog; reads like the spec through `Deref`.
 #[derive(Debug, Clone)]
-pub(crate) struct CompiledProvider {
-    pub(crate) source: String,
+pub struct Provider {
+    spec: ProviderSpec,
     pub(crate) base: Url,
+    pub(crate) errors: ErrorRules,
 }
 
-impl ProviderSpec {
-    /// The parsed `api_base`. Cached at load; parsed again only if the text was changed since.
-    pub(crate) fn api_base_url(&self) -> Result<Cow<'_, Url>, String> {
-        match self.compiled.get() {
-            Some(compiled) if compiled.source == self.api_base => Ok(Cow::Borrowed(&compiled.base)),
-            Some(_) => parse_endpoint(&self.api_base).map(Cow::Owned),
-            None => {
-                let base = parse_endpoint(&self.api_base)?;
-                let compiled = self.compiled.get_or_init(|| CompiledProvider {
-                    source: self.api_base.clone(),
-                    base,
-                });
-                Ok(Cow::Borrowed(&compiled.base))
-            }
+impl Provider {
+    /// `errors` were compiled from `spec` before the overrides changed its endpoints.
+    pub(crate) fn new(spec: ProviderSpec, errors: ErrorRules) -> Result<Provider, String> {
+        let base = parse_endpoint(&spec.api_base)?;
+        Ok(Provider { spec, base, errors })
+    }
+
+    /// Check and compile a spec on its own (tests build providers this way).
+    #[cfg(test)]
+    pub(crate) fn compile(spec: ProviderSpec) -> Result<Provider, String> {
+        let errors = ErrorRules::compile(&spec).map_err(|e| e.reason)?;
+        Provider::new(spec, errors)
+    }
+
+    pub fn spec(&self) -> &ProviderSpec {
+        &self.spec
+    }
+
+    /// The fields of a successful answer the executor reads to tell whether it is an error
+    /// (`slack_ok`: `ok`, `error` and what the hints quote); error statuses are read whole.
+    pub fn answer_fields(&self) -> Vec<&str> {
+        match self.error_convention {
+            ErrorConvention::Http => Vec::new(),
+            ErrorConvention::SlackOk => ["ok", "error"]
+                .into_iter()
+                .chain(self.errors.fields())
+                .collect(),
         }
+    }
+}
+
+impl std::ops::Deref for Provider {
+    type Target = ProviderSpec;
+    fn deref(&self) -> &ProviderSpec {
+        &self.spec
+    }
+}
+
+/// A tool as the call path uses it: the manifest's [`ToolSpec`] and what was compiled from it
+/// at load. There is no unchecked tool: [`Tool::compile`] is the only way to get one.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    spec: ToolSpec,
+    pub(crate) compiled: CompiledTool,
+}
+
+impl Tool {
+    /// Check a tool and compile it; the error says what is wrong with the manifest.
+    pub fn compile(spec: ToolSpec) -> Result<Tool, String> {
+        let compiled = CompiledTool::compile(&spec)?;
+        Ok(Tool { spec, compiled })
+    }
+
+    pub fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::Deref for Tool {
+    type Target = ToolSpec;
+    fn deref(&self) -> &ToolSpec {
+        &self.spec
     }
 }
 
@@ -204,7 +254,7 @@ pub(crate) fn check_header_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_identifier(name: &str) -> bool {
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -5,19 +5,17 @@
 //! with examples. Adding a tool for another REST API is a manifest, not code, so everything a
 //! tool needs — parameters, request template, projection — has to be expressible here.
 //!
-//! Deserialized values are checked and compiled once by [`crate::catalog::Catalog::load`]; the
-//! compiled forms (anchored regexes, parsed templates and field paths) are cached inside the
-//! specs so the call path never parses or compiles anything.
+//! The types are plain data: what the file says, nothing more. [`crate::catalog::Catalog::load`]
+//! checks each manifest once and compiles it into [`crate::catalog::Provider`] and
+//! [`crate::catalog::Tool`] (anchored regexes, parsed templates, field paths, error hints), so
+//! a mistake fails loading and the call path never parses or compiles anything.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-
-use super::compiled::{CompiledProvider, CompiledTool};
 
 /// One provider manifest: a `[provider]` table and its `[[tools]]`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -64,6 +62,9 @@ pub struct ProviderSpec {
     /// How the API reports errors.
     #[serde(default)]
     pub error_convention: ErrorConvention,
+    /// The provider's error codes and the hints keyward gives for them.
+    #[serde(default, skip_serializing_if = "ErrorsSpec::is_empty")]
+    pub errors: ErrorsSpec,
     /// Headers sent with every API request (never the Authorization header).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
@@ -73,9 +74,6 @@ pub struct ProviderSpec {
     /// Where the access token goes in an API request.
     #[serde(default)]
     pub token_in: TokenPlacement,
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub(crate) compiled: OnceLock<CompiledProvider>,
 }
 
 fn default_scope_separator() -> String {
@@ -108,6 +106,57 @@ pub enum ErrorConvention {
     Http,
     /// Slack: HTTP 200 with `{"ok": false, "error": "…"}`.
     SlackOk,
+}
+
+/// `[provider.errors]`: what the provider's failures mean and the hint keyward adds to each.
+///
+/// keyward has a hint for every HTTP error status (401: reconnect, 404: not found, 5xx: retry
+/// later, …). This table holds what is particular to one provider: a better hint for a status,
+/// and for `error_convention = "slack_ok"` providers, the error codes they answer with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsSpec {
+    /// Error codes meaning the provider refused the token itself. Handled like HTTP 401: one
+    /// forced refresh and one retry, then a hint naming the `keyward connect` command.
+    /// `slack_ok` providers only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_codes: Vec<String>,
+    /// HTTP status (`"404"`) → the hint for it, replacing keyward's own for that status.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = { "pattern": "^[45][0-9][0-9]$" }))]
+    pub status: BTreeMap<String, ErrorHint>,
+    /// Error code → its hint. `slack_ok` providers only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codes: BTreeMap<String, ErrorHint>,
+    /// The hint for an error code that neither `auth_codes` nor `codes` lists. `slack_ok`
+    /// providers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_codes: Option<String>,
+}
+
+impl ErrorsSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == ErrorsSpec::default()
+    }
+}
+
+/// The hint for one status or error code. In `hint`, `{connect}` stands for the connection's
+/// `keyward connect …` command, `{tool}` for the tool's name, `{title}` for the provider's
+/// title, `{code}` for the error code, and each name in `fields` for that field of the error
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorHint {
+    /// What the model is told to do about the error.
+    pub hint: String,
+    /// The same call may succeed later (rate limits). Default: for a status, keyward's own
+    /// rule (5xx are retryable); for a code, false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// Top-level fields of the error answer the hint quotes → the text used when the answer
+    /// lacks one (Slack `missing_scope`: `needed`, `provided`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// Where the access token is placed in an API request.
@@ -148,9 +197,6 @@ pub struct ToolSpec {
     pub params: Vec<ParamSpec>,
     pub request: RequestSpec,
     pub response: ResponseSpec,
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub(crate) compiled: OnceLock<Result<CompiledTool, String>>,
 }
 
 impl ToolSpec {
@@ -162,14 +208,6 @@ impl ToolSpec {
     /// The declared parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.params.iter().find(|p| p.name == name)
-    }
-
-    /// The checked, compiled form; built on first use (the catalog forces it at load time).
-    pub(crate) fn compiled(&self) -> Result<&CompiledTool, &str> {
-        self.compiled
-            .get_or_init(|| CompiledTool::compile(self))
-            .as_ref()
-            .map_err(String::as_str)
     }
 }
 

@@ -6,8 +6,14 @@
 //! driven by it. Loading is where mistakes are caught: a manifest that names an undeclared
 //! parameter, has a pattern that does not compile, or points its API base at a host it does not
 //! declare is refused with its file, line and reason, never discovered during a call.
+//!
+//! The manifest types ([`manifest`]) are plain serde data. Loading turns each into what the call
+//! path runs on — a [`Provider`] (parsed API base, compiled `[provider.errors]` rules) and its
+//! [`Tool`]s (anchored patterns, templates, field paths) — so there is no unchecked tool to
+//! call and no compile step left for a request.
 
 mod compiled;
+mod errors;
 pub mod filter;
 pub mod hosts;
 pub mod manifest;
@@ -22,11 +28,13 @@ use crate::config::{check_trusted, Fix, ProviderConfig};
 use crate::error::{Error, Result};
 
 pub(crate) use compiled::{FieldRule, PathPart, Step, Template};
+pub use compiled::{Provider, Tool};
+pub(crate) use errors::HintValues;
 pub use filter::ToolFilter;
 pub use manifest::{
-    BodyFormat, ErrorConvention, HttpMethod, Manifest, OrderedTable, Pagination, ParamSpec,
-    ParamType, ProviderSpec, RequestSpec, ResponseKind, ResponseSpec, RevokeStyle, TokenPlacement,
-    ToolSpec,
+    BodyFormat, ErrorConvention, ErrorHint, ErrorsSpec, HttpMethod, Manifest, OrderedTable,
+    Pagination, ParamSpec, ParamType, ProviderSpec, RequestSpec, ResponseKind, ResponseSpec,
+    RevokeStyle, TokenPlacement, ToolSpec,
 };
 pub use schema::{manifest_schema_json, tool_input_schema};
 pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes};
@@ -44,9 +52,16 @@ const EMBEDDED: [(&str, &str); 3] = [
 /// All providers and tools, checked and compiled.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    manifests: Vec<Manifest>,
+    manifests: Vec<Compiled>,
     /// Tool name → (manifest index, tool index).
     index: HashMap<String, (usize, usize)>,
+}
+
+/// One manifest, compiled.
+#[derive(Debug, Clone)]
+struct Compiled {
+    provider: Provider,
+    tools: Vec<Tool>,
 }
 
 /// One manifest text and where it came from, kept for error messages.
@@ -112,27 +127,33 @@ impl Catalog {
             }
         }
 
-        for (source, manifest) in &entries {
-            check_manifest(source, manifest)?;
+        // Checked and compiled while the source is at hand for the line numbers; the API base is
+        // parsed after the config's overrides.
+        let mut staged = Vec::with_capacity(entries.len());
+        for (source, manifest) in entries {
+            staged.push(compile_manifest(&source, manifest)?);
         }
-
-        let mut manifests: Vec<Manifest> = entries.into_iter().map(|(_, m)| m).collect();
         for (name, config) in overrides {
-            let Some(manifest) = manifests.iter_mut().find(|m| m.provider.name == *name) else {
-                let known: Vec<&str> = manifests.iter().map(|m| m.provider.name.as_str()).collect();
+            let Some((provider, _, _)) = staged.iter_mut().find(|(p, _, _)| p.name == *name) else {
+                let known: Vec<&str> = staged.iter().map(|(p, _, _)| p.name.as_str()).collect();
                 return Err(Error::config(format!(
                     "config section [providers.{name}] names no known provider; known: {}",
                     known.join(", ")
                 )));
             };
-            apply_override(&mut manifest.provider, config)
+            apply_override(provider, config)
                 .map_err(|reason| Error::config(format!("[providers.{name}] {reason}")))?;
         }
+        let manifests = staged
+            .into_iter()
+            .map(|(spec, errors, tools)| {
+                let provider = Provider::new(spec, errors).map_err(Error::config)?;
+                Ok(Compiled { provider, tools })
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         let mut index = HashMap::new();
         for (m, manifest) in manifests.iter().enumerate() {
-            // The API base may have changed; cache the final one.
-            manifest.provider.api_base_url().map_err(Error::config)?;
             for (t, tool) in manifest.tools.iter().enumerate() {
                 if let Some((other, _)) = index.insert(tool.name.clone(), (m, t)) {
                     return Err(Error::config(format!(
@@ -146,29 +167,29 @@ impl Catalog {
         Ok(Catalog { manifests, index })
     }
 
-    pub fn providers(&self) -> impl Iterator<Item = &ProviderSpec> {
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.manifests.iter().map(|m| &m.provider)
     }
 
-    pub fn provider(&self, name: &str) -> Option<&ProviderSpec> {
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
         self.providers().find(|p| p.name == name)
     }
 
-    pub fn tool(&self, name: &str) -> Option<(&ProviderSpec, &ToolSpec)> {
+    pub fn tool(&self, name: &str) -> Option<(&Provider, &Tool)> {
         let (m, t) = *self.index.get(name)?;
         let manifest = &self.manifests[m];
         Some((&manifest.provider, &manifest.tools[t]))
     }
 
     /// Every tool with its provider, providers in catalog order, tools in manifest order.
-    pub fn tools(&self) -> impl Iterator<Item = (&ProviderSpec, &ToolSpec)> {
+    pub fn tools(&self) -> impl Iterator<Item = (&Provider, &Tool)> {
         self.manifests
             .iter()
             .flat_map(|m| m.tools.iter().map(move |t| (&m.provider, t)))
     }
 
     /// The tools of one provider.
-    pub fn provider_tools<'a>(&'a self, provider: &'a str) -> impl Iterator<Item = &'a ToolSpec> {
+    pub fn provider_tools<'a>(&'a self, provider: &'a str) -> impl Iterator<Item = &'a Tool> {
         self.manifests
             .iter()
             .filter(move |m| m.provider.name == provider)
@@ -287,26 +308,42 @@ fn line_of_tool(text: &str, tool: &str) -> usize {
         .map_or(1, |index| index + 1)
 }
 
-fn check_manifest(source: &Source, manifest: &Manifest) -> Result<()> {
-    let at = |key: &str, reason: String| {
-        Error::config(format!(
-            "{}:{}: {reason}",
-            source.file,
-            line_of_key(&source.text, key)
-        ))
+/// Check a manifest and compile its error rules and tools; an error names the file and line.
+fn compile_manifest(
+    source: &Source,
+    manifest: Manifest,
+) -> Result<(ProviderSpec, errors::ErrorRules, Vec<Tool>)> {
+    let at =
+        |line: usize, reason: String| Error::config(format!("{}:{line}: {reason}", source.file));
+    check_provider(&manifest.provider)
+        .map_err(|(key, reason)| at(line_of_key(&source.text, key), reason))?;
+    let rules = errors::ErrorRules::compile(&manifest.provider)
+        .map_err(|e| at(line_in_errors_table(&source.text, &e.near), e.reason))?;
+    let tools = manifest
+        .tools
+        .into_iter()
+        .map(|tool| {
+            let line = line_of_tool(&source.text, &tool.name);
+            let name = tool.name.clone();
+            Tool::compile(tool).map_err(|reason| at(line, format!("tool `{name}`: {reason}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((manifest.provider, rules, tools))
+}
+
+/// The line of `near` (a status, code or key) inside the `[provider.errors…]` tables, else the
+/// line that opens them, else the line of `errors = …`.
+fn line_in_errors_table(text: &str, near: &str) -> usize {
+    let Some(start) = text
+        .lines()
+        .position(|line| line.trim_start().starts_with("[provider.errors"))
+    else {
+        return line_of_key(text, "errors");
     };
-    check_provider(&manifest.provider).map_err(|(key, reason)| at(key, reason))?;
-    for tool in &manifest.tools {
-        tool.compiled().map_err(|reason| {
-            Error::config(format!(
-                "{}:{}: tool `{}`: {reason}",
-                source.file,
-                line_of_tool(&source.text, &tool.name),
-                tool.name
-            ))
-        })?;
-    }
-    Ok(())
+    text.lines()
+        .skip(start)
+        .position(|line| !line.trim_start().starts_with('#') && line.contains(near))
+        .map_or(start + 1, |offset| start + offset + 1)
 }
 
 /// The provider's own rules; the error names the offending key.

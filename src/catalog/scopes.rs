@@ -130,7 +130,11 @@ mod tests {
 
     #[test]
     fn implication_cycles_terminate() {
-        let mut provider = Catalog::embedded().provider("github").unwrap().clone();
+        let mut provider = Catalog::embedded()
+            .provider("github")
+            .unwrap()
+            .spec()
+            .clone();
         provider
             .scope_implications
             .insert("a".into(), strings(&["b"]));

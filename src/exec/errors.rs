@@ -5,11 +5,16 @@
 //! the exact `keyward` command. Provider fields are quoted as they came, so an error may hold
 //! whatever the provider echoed: the executor redacts every error ([`ToolError::redacted`])
 //! before it is audited, logged or returned.
+//!
+//! Nothing here knows a provider by name. What holds for every HTTP API (a hint per status) is
+//! code; what one provider means by its answers — its auth-failure codes, its hints per code or
+//! status — is its manifest's `[provider.errors]` table, compiled at load
+//! (`crate::catalog::errors`), so a provider added as a manifest gets the same treatment.
 
 use serde_json::Value;
 
 use super::client::UpstreamResponse;
-use crate::catalog::{ErrorConvention, ProviderSpec, ToolSpec};
+use crate::catalog::{ErrorConvention, HintValues, Provider, Tool, ToolSpec};
 use crate::vault::ConnKey;
 
 /// A failed call, as the client sees it.
@@ -138,17 +143,15 @@ pub fn missing_scopes(
     ))
 }
 
-/// True when the provider says the token itself was not accepted.
-pub fn is_unauthorized(provider: &ProviderSpec, response: &UpstreamResponse) -> bool {
+/// True when the provider says the token itself was not accepted: HTTP 401, or one of the
+/// manifest's `errors.auth_codes`.
+pub fn is_unauthorized(provider: &Provider, response: &UpstreamResponse) -> bool {
     if response.status == http::StatusCode::UNAUTHORIZED {
         return true;
     }
     if provider.error_convention == ErrorConvention::SlackOk {
         if let Some(code) = slack_error(&response.body) {
-            return matches!(
-                code.as_str(),
-                "invalid_auth" | "token_expired" | "not_authed" | "token_revoked"
-            );
+            return provider.errors.is_auth_code(&code);
         }
     }
     false
@@ -171,22 +174,12 @@ fn slack_error(body: &[u8]) -> Option<String> {
     }
 }
 
-/// Check a response and return its body as JSON, or the tool error it amounts to.
-pub fn check(
-    provider: &ProviderSpec,
-    tool: &ToolSpec,
-    key: &ConnKey,
-    response: &UpstreamResponse,
-) -> Result<Value, ToolError> {
-    check_with(provider, tool, key, response, None)
-}
-
-/// [`check`], building only what `reads` keeps of a successful body (see
-/// [`super::project::Reads`], which must include the provider's error-convention fields).
-/// Error answers are always read whole.
+/// Check a response and return its body as JSON, or the tool error it amounts to. Only what
+/// `reads` keeps of a successful body is built (see [`super::project::Reads`], which must
+/// include [`Provider::answer_fields`]); error answers are always read whole.
 pub fn check_with(
-    provider: &ProviderSpec,
-    tool: &ToolSpec,
+    provider: &Provider,
+    tool: &Tool,
     key: &ConnKey,
     response: &UpstreamResponse,
     reads: Option<&super::project::Reads>,
@@ -201,6 +194,14 @@ pub fn check_with(
         }
     };
     let title = &provider.title;
+    let connect = connect_command(key);
+    let values = |code| HintValues {
+        connect: &connect,
+        tool: &tool.name,
+        title,
+        code,
+        body: body.as_ref(),
+    };
 
     if status.is_redirection() {
         let to = response
@@ -224,35 +225,19 @@ pub fn check_with(
             .and_then(provider_message)
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
         let code = status.as_u16();
-        let mut err = ToolError::new(format!("{title} answered {code}: {message}")).status(code);
-        err = match code {
-            401 => err.hint(format!(
-                "the provider no longer accepts this connection's token: run `{}`",
-                connect_command(key)
-            )),
-            403 => {
-                let accepted = header(response, "x-accepted-oauth-scopes");
-                let has = header(response, "x-oauth-scopes");
-                match accepted {
-                    Some(accepted) if !accepted.is_empty() => err.hint(format!(
-                        "this needs the scope(s) `{accepted}` and the connection has `{}`: run `{} --scopes {}`",
-                        has.unwrap_or_default(),
-                        connect_command(key),
-                        accepted.replace(' ', "")
-                    )),
-                    _ => err.hint("the connection is not allowed to do this (permissions on the resource, or a missing scope)"),
+        let err = ToolError::new(format!("{title} answered {code}: {message}")).status(code);
+        // The manifest's hint for the status, else keyward's own.
+        return Err(match provider.errors.status_hint(code) {
+            Some(hint) => {
+                let err = err.hint(hint.render(&values("")));
+                if hint.retryable.unwrap_or(status.is_server_error()) {
+                    err.retryable()
+                } else {
+                    err
                 }
             }
-            404 if provider.name == "github" => err.hint(
-                "not found, or the connection cannot see it (private repositories need the `repo` scope, and organisations may restrict OAuth apps); check the owner, repo and number",
-            ),
-            404 => err.hint("not found, or the connection cannot see it; check the identifiers"),
-            410 => err.hint("it has already been deleted"),
-            422 | 400 => err.hint(format!("the provider rejected the arguments; check them against {}'s input schema", tool.name)),
-            _ if status.is_server_error() => err.hint("the provider had a problem; retry in a moment").retryable(),
-            _ => err,
-        };
-        return Err(err);
+            None => status_hint(err, response, &connect, tool),
+        });
     }
 
     if provider.error_convention == ErrorConvention::SlackOk {
@@ -264,29 +249,64 @@ pub fn check_with(
                     .to_string()
             })
         }) {
-            let b = body.as_ref().expect("checked above");
-            let err = ToolError::new(format!("Slack answered {code}")).status(status.as_u16());
-            return Err(match code.as_str() {
-                "missing_scope" => {
-                    let needed = b.get("needed").and_then(Value::as_str).unwrap_or("?");
-                    err.hint(format!(
-                        "the connection lacks the scope `{needed}` (it has `{}`): run `{} --scopes {needed}`",
-                        b.get("provided").and_then(Value::as_str).unwrap_or(""),
-                        connect_command(key)
-                    ))
+            let err = ToolError::new(format!("{title} answered {code}")).status(status.as_u16());
+            if provider.errors.is_auth_code(&code) {
+                return Err(err.hint(format!(
+                    "{title} no longer accepts this connection's token: run `{connect}`"
+                )));
+            }
+            return Err(match provider.errors.code_hint(&code) {
+                Some(hint) => {
+                    let err = err.hint(hint.render(&values(&code)));
+                    if hint.retryable.unwrap_or(false) {
+                        err.retryable()
+                    } else {
+                        err
+                    }
                 }
-                "channel_not_found" => err.hint("no such channel, or the connection is not a member of it; use slack_list_channels to find channel ids"),
-                "not_in_channel" => err.hint("the user is not in that channel; join it in Slack first"),
-                "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive" => {
-                    err.hint(format!("Slack no longer accepts this connection's token: run `{}`", connect_command(key)))
-                }
-                "ratelimited" => err.hint("Slack is rate limiting this connection; retry in a minute").retryable(),
-                _ => err.hint("see Slack's documentation of this error code for the method"),
+                None => err,
             });
         }
     }
 
     Ok(body.unwrap_or_else(|| serde_json::json!({ "ok": true, "status": status.as_u16() })))
+}
+
+/// keyward's hint for an HTTP error status, for providers whose manifest has none for it.
+fn status_hint(
+    err: ToolError,
+    response: &UpstreamResponse,
+    connect: &str,
+    tool: &Tool,
+) -> ToolError {
+    match response.status.as_u16() {
+        401 => err.hint(format!(
+            "the provider no longer accepts this connection's token: run `{connect}`"
+        )),
+        403 => {
+            // The OAuth scope headers (GitHub's, and anyone's who copies them) name the fix.
+            let accepted = header(response, "x-accepted-oauth-scopes");
+            let has = header(response, "x-oauth-scopes");
+            match accepted {
+                Some(accepted) if !accepted.is_empty() => err.hint(format!(
+                    "this needs the scope(s) `{accepted}` and the connection has `{}`: run `{connect} --scopes {}`",
+                    has.unwrap_or_default(),
+                    accepted.replace(' ', "")
+                )),
+                _ => err.hint("the connection is not allowed to do this (permissions on the resource, or a missing scope)"),
+            }
+        }
+        404 => err.hint("not found, or the connection cannot see it; check the identifiers"),
+        410 => err.hint("it has already been deleted"),
+        422 | 400 => err.hint(format!(
+            "the provider rejected the arguments; check them against {}'s input schema",
+            tool.name
+        )),
+        _ if response.status.is_server_error() => err
+            .hint("the provider had a problem; retry in a moment")
+            .retryable(),
+        _ => err,
+    }
 }
 
 fn header(response: &UpstreamResponse, name: &str) -> Option<String> {

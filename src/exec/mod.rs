@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{missing_scopes, Catalog, ErrorConvention};
-use crate::catalog::{ProviderSpec, ToolSpec};
+use crate::catalog::{missing_scopes, Catalog, Provider, Tool};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::oauth::refresh::Refresher;
@@ -108,11 +107,8 @@ impl Executor {
         let reads = catalog
             .tools()
             .map(|(provider, tool)| {
-                let convention: &[&str] = match provider.error_convention {
-                    ErrorConvention::SlackOk => &["ok", "error", "needed", "provided"],
-                    ErrorConvention::Http => &[],
-                };
-                (tool.name.clone(), project::Reads::of(tool, convention))
+                let reads = project::Reads::of(tool, &provider.answer_fields());
+                (tool.name.clone(), reads)
             })
             .collect();
         let client_secrets = Redactor::of(
@@ -138,10 +134,6 @@ impl Executor {
 
     pub fn vault(&self) -> &Arc<Vault> {
         &self.vault
-    }
-
-    pub fn refresher(&self) -> &Refresher {
-        &self.refresher
     }
 
     /// Providers the user has a connection with.
@@ -191,8 +183,8 @@ impl Executor {
     async fn run(
         &self,
         ctx: &CallContext,
-        provider: &ProviderSpec,
-        tool: &ToolSpec,
+        provider: &Provider,
+        tool: &Tool,
         args: Map<String, Value>,
         audit: &mut AuditEntry,
         redactor: &mut Redactor,
@@ -270,7 +262,7 @@ impl Executor {
     fn user_connection(
         &self,
         ctx: &CallContext,
-        provider: &ProviderSpec,
+        provider: &Provider,
     ) -> Result<(Connection, Vec<SecretString>), ToolError> {
         let rows = self
             .vault

@@ -14,18 +14,13 @@
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::catalog::{FieldRule, Pagination, ResponseKind, Step, ToolSpec};
+use crate::catalog::{FieldRule, Pagination, ResponseKind, Step, Tool};
 
 /// Project a successful response body. `headers` are the response headers (GitHub announces
 /// the next page in `Link`). An empty body (`null`) becomes the tool's `empty_result`, or `{}`.
-pub fn project(tool: &ToolSpec, headers: &http::HeaderMap, body: Value) -> Value {
+pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
     let spec = &tool.response;
-    let compiled = match tool.compiled() {
-        Ok(compiled) => &compiled.projection,
-        Err(reason) => {
-            return json!({ "error": format!("the tool `{}` is misconfigured ({reason})", tool.name) })
-        }
-    };
+    let compiled = &tool.compiled.projection;
     if body.is_null() || body.as_str() == Some("") {
         return spec
             .empty_result
@@ -249,7 +244,7 @@ fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_te
 /// A node either keeps its whole value or the listed keys of an object. Arrays are transparent:
 /// the node applies to each element, which is what `key[]` steps and list items need. Keeping
 /// more than a projection reads changes nothing; keeping less would, so anything this cannot
-/// describe exactly (a misconfigured tool, an `items_at` pointer into an array) reads everything.
+/// describe exactly (an `items_at` pointer into an array) reads everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reads {
     all: bool,
@@ -267,11 +262,8 @@ impl Reads {
 
     /// What projecting `tool`'s responses reads, plus `root_keys` at the top level (kept whole:
     /// the fields of the provider's error convention, such as Slack's `ok` and `error`).
-    pub fn of(tool: &ToolSpec, root_keys: &[&str]) -> Reads {
-        let Ok(compiled) = tool.compiled() else {
-            return Reads::everything();
-        };
-        let projection = &compiled.projection;
+    pub fn of(tool: &Tool, root_keys: &[&str]) -> Reads {
+        let projection = &tool.compiled.projection;
         let spec = &tool.response;
         let mut item = Reads::default();
         if projection.fields.is_empty() {
@@ -493,7 +485,7 @@ mod tests {
     use crate::catalog::Catalog;
     use http::{HeaderMap, HeaderValue};
 
-    fn tool(name: &str) -> ToolSpec {
+    fn tool(name: &str) -> Tool {
         Catalog::embedded().tool(name).unwrap().1.clone()
     }
 
@@ -867,8 +859,9 @@ mod tests {
 
     #[test]
     fn long_files_are_cut_on_a_character_boundary() {
-        let mut spec = tool("github_get_file_contents");
+        let mut spec = tool("github_get_file_contents").spec().clone();
         spec.response.max_text_bytes = 5;
+        let spec = Tool::compile(spec).unwrap();
         let projected = project(
             &spec,
             &no_headers(),
@@ -1028,15 +1021,12 @@ mod tests {
     fn reading_only_what_a_projection_reads_projects_the_same() {
         let catalog = Catalog::embedded();
         for (provider, tool) in catalog.tools() {
-            let convention: &[&str] = match provider.error_convention {
-                crate::catalog::ErrorConvention::SlackOk => &["ok", "error", "needed", "provided"],
-                crate::catalog::ErrorConvention::Http => &[],
-            };
-            let reads = Reads::of(tool, convention);
+            let convention = provider.answer_fields();
+            let reads = Reads::of(tool, &convention);
             for body in sample_bodies() {
                 let bytes = serde_json::to_vec(&body).unwrap();
                 let pruned = parse(&reads, &bytes).expect("JSON");
-                for key in convention {
+                for key in &convention {
                     assert_eq!(pruned.get(key), body.get(key), "{}: {key}", tool.name);
                 }
                 for headers in [
@@ -1076,12 +1066,10 @@ mod tests {
 
     #[test]
     fn items_at_pointers_into_arrays_read_everything() {
-        // A fresh spec (the catalog's copy has its projection compiled already).
         let with_items_at = |pointer: &str| {
-            let mut spec = tool("slack_list_channels");
+            let mut spec = tool("slack_list_channels").spec().clone();
             spec.response.items_at = pointer.into();
-            spec.compiled = Default::default();
-            spec
+            Tool::compile(spec).unwrap()
         };
         assert_eq!(
             Reads::of(&with_items_at("/channels/0/members"), &[]),

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::catalog::hosts::{host_allowed, is_loopback};
-use crate::catalog::{BodyFormat, ParamType, PathPart, ProviderSpec, Template, ToolSpec};
+use crate::catalog::{BodyFormat, ParamType, PathPart, Provider, Template, Tool};
 
 /// Arguments that passed the tool's checks, with declared defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,11 +66,6 @@ pub enum ArgError {
         argument: String,
         reason: String,
     },
-    /// The tool's manifest did not compile; nothing the model can fix.
-    InvalidTool {
-        tool: String,
-        reason: String,
-    },
 }
 
 impl ArgError {
@@ -80,7 +75,6 @@ impl ArgError {
             ArgError::Unknown { argument, .. }
             | ArgError::Missing { argument, .. }
             | ArgError::Invalid { argument, .. } => Some(argument),
-            ArgError::InvalidTool { .. } => None,
         }
     }
 }
@@ -116,9 +110,6 @@ impl fmt::Display for ArgError {
             ArgError::Invalid { argument, reason } => {
                 write!(f, "invalid argument `{argument}`: {reason}")
             }
-            ArgError::InvalidTool { tool, reason } => {
-                write!(f, "the tool `{tool}` is misconfigured ({reason}); this is not a problem with the arguments")
-            }
         }
     }
 }
@@ -127,11 +118,8 @@ impl std::error::Error for ArgError {}
 
 /// Check the arguments of one call. `null` counts as absent, so an optional argument sent as
 /// `null` gets its default.
-pub fn validate_args(tool: &ToolSpec, args: &Map<String, Value>) -> Result<ValidArgs, ArgError> {
-    let compiled = tool.compiled().map_err(|reason| ArgError::InvalidTool {
-        tool: tool.name.clone(),
-        reason: reason.into(),
-    })?;
+pub fn validate_args(tool: &Tool, args: &Map<String, Value>) -> Result<ValidArgs, ArgError> {
+    let compiled = &tool.compiled;
     if let Some(unknown) = args.keys().find(|key| tool.param(key).is_none()) {
         return Err(ArgError::Unknown {
             tool: tool.name.clone(),
@@ -187,19 +175,11 @@ pub enum RenderedBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
     /// Invariant 4: the argument would not stay one path segment (or one clean path).
-    UnsafePath {
-        argument: String,
-        reason: String,
-    },
+    UnsafePath { argument: String, reason: String },
     /// Invariant 2: the URL left the provider's API base or declared hosts.
-    Destination {
-        url: String,
-        reason: String,
-    },
-    InvalidTool {
-        tool: String,
-        reason: String,
-    },
+    Destination { url: String, reason: String },
+    /// The arguments were validated for another tool.
+    InvalidTool { tool: String, reason: String },
 }
 
 impl fmt::Display for RenderError {
@@ -232,23 +212,19 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Build the request for a validated call.
 pub fn render(
-    provider: &ProviderSpec,
-    tool: &ToolSpec,
+    provider: &Provider,
+    tool: &Tool,
     args: &ValidArgs,
 ) -> Result<RenderedRequest, RenderError> {
-    let invalid_tool = |reason: String| RenderError::InvalidTool {
-        tool: tool.name.clone(),
-        reason,
-    };
-    let compiled = tool.compiled().map_err(|r| invalid_tool(r.to_string()))?;
+    let compiled = &tool.compiled;
     if args.tool != tool.name || args.values.len() != tool.params.len() {
-        return Err(invalid_tool(format!(
-            "the arguments were validated for `{}`",
-            args.tool
-        )));
+        return Err(RenderError::InvalidTool {
+            tool: tool.name.clone(),
+            reason: format!("the arguments were validated for `{}`", args.tool),
+        });
     }
     let values: Vec<Option<&Value>> = args.values.iter().map(|(_, v)| v.as_ref()).collect();
-    let base = provider.api_base_url().map_err(invalid_tool)?;
+    let base = &provider.base;
 
     let mut path = base.path().trim_end_matches('/').to_string();
     let last = compiled.path.len().saturating_sub(1);
@@ -277,7 +253,7 @@ pub fn render(
         }
     }
 
-    let mut url = base.clone().into_owned();
+    let mut url = base.clone();
     url.set_path(&path);
     url.set_query(None);
     url.set_fragment(None);
@@ -293,7 +269,7 @@ pub fn render(
             pairs.append_pair(key, text);
         }
     }
-    check_destination(provider, &base, &url)?;
+    check_destination(provider, base, &url)?;
 
     let mut headers: Vec<(String, String)> = provider
         .headers
@@ -379,7 +355,7 @@ fn push_file_path(path: &mut String, text: &str, is_last: bool) -> Result<(), St
 }
 
 /// Invariant 2 on the finished URL, whatever the templates did.
-fn check_destination(provider: &ProviderSpec, base: &Url, url: &Url) -> Result<(), RenderError> {
+fn check_destination(provider: &Provider, base: &Url, url: &Url) -> Result<(), RenderError> {
     let refuse = |reason: &str| RenderError::Destination {
         url: url.to_string(),
         reason: reason.into(),
@@ -773,9 +749,14 @@ mod tests {
 
     fn render_permissive(tool: &str, arguments: Value) -> Result<RenderedRequest, RenderError> {
         let manifest = permissive();
-        let spec = manifest.tools.iter().find(|t| t.name == tool).unwrap();
-        let valid = validate_args(spec, &args(arguments)).unwrap();
-        render(&manifest.provider, spec, &valid)
+        let spec = manifest.tools.into_iter().find(|t| t.name == tool).unwrap();
+        let spec = Tool::compile(spec).unwrap();
+        let valid = validate_args(&spec, &args(arguments)).unwrap();
+        render(
+            &Provider::compile(manifest.provider).unwrap(),
+            &spec,
+            &valid,
+        )
     }
 
     #[test]
@@ -864,9 +845,9 @@ mod tests {
             assert!(refused, "calendar_id {bad:?} must be refused");
         }
         let (provider, tool) = catalog.tool("github_get_issue").unwrap();
-        let mut spec = tool.clone();
+        let mut spec = tool.spec().clone();
         spec.params[0].pattern = None;
-        spec.compiled = Default::default();
+        let spec = Tool::compile(spec).unwrap();
         let valid = validate_args(
             &spec,
             &args(json!({ "owner": "a#b", "repo": "r", "number": 1 })),
@@ -917,12 +898,13 @@ mod tests {
     #[test]
     fn the_url_must_stay_on_a_declared_host_over_https() {
         let manifest = permissive();
-        let tool = &manifest.tools[0];
+        let tool = &Tool::compile(manifest.tools[0].clone()).unwrap();
         let valid = validate_args(tool, &args(json!({ "id": "1", "file": "f" }))).unwrap();
+        let provider = |spec| Provider::compile(spec).unwrap();
 
         let mut off_host = manifest.provider.clone();
         off_host.allowed_hosts = vec!["other.test".into()];
-        let error = render(&off_host, tool, &valid).unwrap_err();
+        let error = render(&provider(off_host), tool, &valid).unwrap_err();
         assert!(
             matches!(error, RenderError::Destination { .. }),
             "{error:?}"
@@ -935,14 +917,15 @@ mod tests {
         let mut plain_http = manifest.provider.clone();
         plain_http.api_base = "http://api.mock.test/v1".into();
         assert!(
-            render(&plain_http, tool, &valid).is_err(),
+            // Refused when the provider is built, before any render.
+            Provider::compile(plain_http).is_err(),
             "plain http to a remote host"
         );
 
         let mut loopback = manifest.provider.clone();
         loopback.api_base = "http://127.0.0.1:8765/github".into();
         loopback.allowed_hosts.push("127.0.0.1".into());
-        let request = render(&loopback, tool, &valid).unwrap();
+        let request = render(&provider(loopback), tool, &valid).unwrap();
         assert_eq!(
             request.url.as_str(),
             "http://127.0.0.1:8765/github/items/1/files/f"

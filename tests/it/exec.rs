@@ -869,3 +869,241 @@ fn tools_lists_every_tool_with_scopes() {
         Some(2)
     );
 }
+
+/// A provider that exists only as a manifest in an extra tools folder, with its own error
+/// convention table: keyward must treat its auth-failure code like Slack's `invalid_auth`
+/// (forced refresh, one retry) and give its own hints — providers are data, not code.
+mod manifest_provider {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    use super::{call, err_json, ok_json};
+    use crate::cli::Kw;
+
+    /// The one token the upstream refuses with its auth-failure code.
+    const STALE: &str = "acme-stale-token";
+    const FRESH: &str = "acme-fresh-token";
+
+    #[derive(Default)]
+    struct Seen {
+        /// (widget id, bearer token) of every API request.
+        api: Mutex<Vec<(String, String)>>,
+        refreshes: AtomicUsize,
+    }
+
+    /// Acme speaks like Slack: HTTP 200 with `{"ok": false, "error": …}`, except a conflict.
+    async fn widget(
+        State(seen): State<Arc<Seen>>,
+        Path(id): Path<String>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        seen.api.lock().unwrap().push((id.clone(), token.clone()));
+        if token == STALE || id == "always-stale" {
+            return Json(json!({"ok": false, "error": "acme_key_stale"})).into_response();
+        }
+        match id.as_str() {
+            "gone" => Json(json!({"ok": false, "error": "widget_gone", "reason": "melted"}))
+                .into_response(),
+            "odd" => Json(json!({"ok": false, "error": "odd_failure"})).into_response(),
+            "busy" => (
+                StatusCode::CONFLICT,
+                Json(json!({"message": "widget is busy"})),
+            )
+                .into_response(),
+            _ => Json(json!({"ok": true, "widget": {"id": id, "color": "blue"}})).into_response(),
+        }
+    }
+
+    async fn token(State(seen): State<Arc<Seen>>) -> Json<Value> {
+        seen.refreshes.fetch_add(1, Ordering::SeqCst);
+        Json(
+            json!({"access_token": FRESH, "refresh_token": "acme-refresh-2",
+                    "token_type": "bearer", "expires_in": 3600}),
+        )
+    }
+
+    fn manifest(base: &str) -> String {
+        format!(
+            r#"
+[provider]
+name = "acme"
+title = "Acme"
+authorize_url = "{base}/authorize"
+token_url = "{base}/token"
+api_base = "{base}/api"
+allowed_hosts = ["127.0.0.1"]
+error_convention = "slack_ok"
+
+[provider.errors]
+auth_codes = ["acme_key_stale"]
+other_codes = "Acme said {{code}}; see its error list"
+
+[provider.errors.codes.widget_gone]
+hint = "{{tool}} found the widget {{reason}}: {{code}}; reconnect with `{{connect}}` if it persists"
+fields = {{ reason = "absent" }}
+retryable = true
+
+[provider.errors.status.409]
+hint = "{{title}} is busy with that widget; try again"
+retryable = true
+
+[[tools]]
+name = "acme_get_widget"
+title = "Get a widget"
+description = "Get one Acme widget by id."
+toolset = "widgets"
+read_only = true
+params = [{{ name = "id", type = "string", description = "Widget id.", required = true, pattern = "[a-z-]+" }}]
+request = {{ method = "GET", path = "/widgets/{{id}}" }}
+response = {{ fields = ["id = widget.id", "color = widget.color"] }}
+"#
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_extra_manifest_declares_its_own_auth_codes_and_hints() {
+        let seen = Arc::new(Seen::default());
+        let app = Router::new()
+            .route("/api/widgets/{id}", get(widget))
+            .route("/token", post(token))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        let kw = Kw::new();
+        let tools = kw.dir.path().join("acme-tools");
+        std::fs::create_dir_all(kw.home()).unwrap();
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(tools.join("acme.toml"), manifest(&base)).unwrap();
+        std::fs::write(
+            kw.home().join("config.toml"),
+            format!(
+                "tools_dirs = [{:?}]\n\n[providers.acme]\nclient_id = \"acme-id\"\nclient_secret = \"acme-secret\"\n",
+                tools.display().to_string()
+            ),
+        )
+        .unwrap();
+        let import = json!({"access_token": STALE, "refresh_token": "acme-refresh-1",
+                            "token_type": "bearer", "expires_in": 28800});
+        kw.ok(&["import", "acme"], &import.to_string());
+
+        // The manifest's auth code: one forced refresh, the call retried with the new token.
+        let out = ok_json(&call(&kw, "acme_get_widget", json!({"id": "w-one"})));
+        assert_eq!(out, json!({"id": "w-one", "color": "blue"}));
+        assert_eq!(seen.refreshes.load(Ordering::SeqCst), 1);
+        let tokens: Vec<String> = seen
+            .api
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        assert_eq!(
+            tokens,
+            [STALE, FRESH],
+            "retried once with the refreshed token"
+        );
+
+        // Still refused after the refresh: the reconnect hint, and no second retry.
+        seen.api.lock().unwrap().clear();
+        let err = err_json(&call(&kw, "acme_get_widget", json!({"id": "always-stale"})));
+        assert_eq!(err["error"], "Acme answered acme_key_stale");
+        assert_eq!(
+            err["hint"],
+            "Acme no longer accepts this connection's token: run `keyward connect acme`"
+        );
+        assert_eq!(err["retryable"], false);
+        assert_eq!(seen.api.lock().unwrap().len(), 2, "one retry only");
+
+        // A declared code: its hint with every placeholder filled, and its retryable flag.
+        let err = err_json(&call(&kw, "acme_get_widget", json!({"id": "gone"})));
+        assert_eq!(err["error"], "Acme answered widget_gone");
+        assert_eq!(
+            err["hint"],
+            "acme_get_widget found the widget melted: widget_gone; reconnect with `keyward connect acme` if it persists"
+        );
+        assert_eq!(err["retryable"], true);
+
+        // Any other code gets `other_codes`; a status gets the manifest's hint over keyward's.
+        let err = err_json(&call(&kw, "acme_get_widget", json!({"id": "odd"})));
+        assert_eq!(err["hint"], "Acme said odd_failure; see its error list");
+        assert_eq!(err["retryable"], false);
+        let err = err_json(&call(&kw, "acme_get_widget", json!({"id": "busy"})));
+        assert_eq!(err["status"], 409);
+        assert_eq!(err["error"], "Acme answered 409: widget is busy");
+        assert_eq!(err["hint"], "Acme is busy with that widget; try again");
+        assert_eq!(err["retryable"], true);
+    }
+
+    #[test]
+    fn a_bad_errors_table_fails_with_file_line_and_reason() {
+        let kw = Kw::new();
+        let tools = kw.dir.path().join("acme-tools");
+        std::fs::create_dir_all(kw.home()).unwrap();
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(
+            kw.home().join("config.toml"),
+            format!("tools_dirs = [{:?}]\n", tools.display().to_string()),
+        )
+        .unwrap();
+        let good = manifest("http://127.0.0.1:9");
+        let line_of =
+            |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        for (broken, near, reason) in [
+            (
+                good.replace("{reason}: {code}", "{reson}: {code}"),
+                "[provider.errors.codes.widget_gone]",
+                "`{reson}` is not a placeholder",
+            ),
+            (
+                good.replace("status.409]", "status.209]"),
+                "status.209",
+                "must be an HTTP error status",
+            ),
+            (
+                good.replace("error_convention = \"slack_ok\"\n", ""),
+                "auth_codes = ",
+                "need `error_convention = \"slack_ok\"`",
+            ),
+            (
+                good.replace(
+                    "retryable = true\n\n[provider.errors.status",
+                    "retry = true\n\n[provider.errors.status",
+                ),
+                "retry = true",
+                "unknown field `retry`",
+            ),
+        ] {
+            std::fs::write(tools.join("acme.toml"), &broken).unwrap();
+            let run = kw.run(&["tools"], "");
+            assert_eq!(run.code(), Some(1), "{broken}");
+            let expected = format!("acme.toml:{}:", line_of(&broken, near));
+            assert!(
+                run.stderr().contains(&expected),
+                "{expected} in {}",
+                run.stderr()
+            );
+            assert!(
+                run.stderr().contains(reason),
+                "{reason} in {}",
+                run.stderr()
+            );
+        }
+    }
+}
