@@ -45,6 +45,10 @@
 //!   through an explicit `expose()`, zeroized on drop; and the [`secret::Redactor`] that
 //!   scrubs every secret known for an operation out of text a provider sent back.
 //! - [`sync`] — lock helpers that survive a panic in another request (no poisoning cascade).
+//! - [`tool_error`] — what a failed tool call tells its client (message, hint naming the fix,
+//!   retryable, status); produced by the executor and the refresher alike, so it sits below both.
+//! - [`budget`] — deadlines from time budgets that cannot overflow the clock, whatever a
+//!   provider or a config says.
 //! - [`error`] — the crate's error type; every message says what happened and the command that
 //!   fixes it, and maps to the CLI's exit code.
 //!
@@ -58,6 +62,7 @@
 //! refreshes.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod catalog;
 pub mod config;
 pub mod error;
@@ -66,4 +71,5 @@ pub mod oauth;
 pub mod secret;
 pub mod server;
 pub mod sync;
+pub mod tool_error;
 pub mod vault;

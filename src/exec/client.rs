@@ -20,14 +20,7 @@ use crate::config::ExecutorConfig;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
-/// The instant `budget` from now. Budgets come from configuration and from other processes, so
-/// they may be absurd (`call_budget_ms = 18446744073709551615`); a century is as good as
-/// forever, and nothing here can overflow the clock.
-pub fn deadline_after(budget: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-    let now = Instant::now();
-    now.checked_add(budget.min(CENTURY)).unwrap_or(now)
-}
+pub use crate::budget::deadline_after;
 
 /// A response, read whole (up to the size cap).
 #[derive(Debug)]
@@ -43,11 +36,7 @@ pub struct Upstream {
     limits: ExecutorConfig,
 }
 
-/// Install the process-wide rustls crypto provider (reqwest is built without one so that the
-/// build pulls in a single TLS backend). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::oauth::http::install_crypto_provider;
 
 impl Upstream {
     pub fn new(limits: &ExecutorConfig) -> Result<Upstream> {

@@ -91,7 +91,7 @@ pub async fn run(
         super::connect::open_browser(&verification);
     }
 
-    let deadline = crate::exec::client::deadline_after(request.timeout.min(expires_in));
+    let deadline = crate::budget::deadline_after(request.timeout.min(expires_in));
     let expired = || {
         let what = if request.timeout < expires_in {
             format!(

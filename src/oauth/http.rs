@@ -32,6 +32,12 @@ pub enum HttpError {
     Other(String),
 }
 
+/// Install the process-wide rustls crypto provider (reqwest is built without one so that the
+/// build pulls in a single TLS backend). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A reqwest client for OAuth endpoints, usable by `oauth2` and by keyward's own requests.
 #[derive(Clone)]
 pub struct OAuthHttp {
@@ -51,7 +57,7 @@ impl OAuthHttp {
     /// A client of its own: redirects are not followed (an OAuth endpoint that redirects is
     /// misconfigured, and following would carry the form with the secrets elsewhere).
     pub fn new(timeout: Duration) -> Result<OAuthHttp> {
-        crate::exec::client::install_crypto_provider();
+        install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())

@@ -20,7 +20,7 @@ use super::refresh::Refresher;
 use crate::catalog::Catalog;
 use crate::config::{Config, Home};
 use crate::error::{Error, Result};
-use crate::exec::ToolError;
+use crate::tool_error::ToolError;
 use crate::vault::{ConnKey, OpenMode, PeerRefresh, RefreshAnswer, RefreshFailure, Vault};
 
 /// Open the vault in `home`, refreshing for other processes whenever this one owns it.
@@ -68,9 +68,8 @@ impl PeerRefresher {
         }
         let config = Config::load(&self.home)?;
         let catalog = Catalog::load(&config.tools_dirs, &config.providers)?;
-        let http = crate::exec::client::Upstream::new(&config.executor)?
-            .http()
-            .clone();
+        let timeout = Duration::from_millis(config.executor.read_timeout_ms.max(1000));
+        let http = super::http::OAuthHttp::new(timeout)?.client().clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("keyward-peer-refresh")
@@ -110,7 +109,7 @@ impl PeerRefresh for PeerRefresher {
             &built.config,
             built.http.clone(),
         );
-        let deadline = crate::exec::client::deadline_after(budget);
+        let deadline = crate::budget::deadline_after(budget);
         runtime
             .block_on(refresher.refresh_here(key, seen_version, force, deadline))
             .map_err(failure_of)

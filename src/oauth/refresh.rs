@@ -42,9 +42,8 @@ use super::token_response;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
-use crate::exec::errors::{connect_command, needs_reconnect};
-use crate::exec::ToolError;
 use crate::secret::{Redactor, SecretString};
+use crate::tool_error::{connect_command, needs_reconnect, no_connection, ToolError};
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, TokenRecord, Vault};
 
 /// Refresh-token error codes that mean "this grant is gone": OAuth's `invalid_grant`
@@ -443,7 +442,7 @@ impl Refresher {
         self.vault
             .get(key)
             .map_err(|e| ToolError::new(e.to_string()))?
-            .ok_or_else(|| crate::exec::errors::no_connection(key))
+            .ok_or_else(|| no_connection(key))
     }
 
     async fn write(

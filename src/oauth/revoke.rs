@@ -103,9 +103,8 @@ pub async fn disconnect(
             config,
             http.client().clone(),
         );
-        let deadline = crate::exec::client::deadline_after(Duration::from_millis(
-            config.executor.call_budget_ms,
-        ));
+        let deadline =
+            crate::budget::deadline_after(Duration::from_millis(config.executor.call_budget_ms));
         if let Ok((token, _)) = refresher.fresh_token(key, conn.clone(), deadline).await {
             record.access_token = token;
         }

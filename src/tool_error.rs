@@ -1,0 +1,108 @@
+//! What a failed tool call tells its client, and the fixes that are the same wherever a call
+//! fails.
+//!
+//! A tool error is what the model (and the person behind it) reads, so each carries a message,
+//! a hint that names the fix — usually the exact `keyward` command — whether the same call may
+//! succeed later, and the provider's status when there was one. It lives below both the
+//! executor and the refresher, which both produce it: the executor for provider answers
+//! (`exec::errors`), the refresher for refresh failures (`oauth::refresh`). Neither reaches up
+//! into the other for it.
+
+use serde_json::Value;
+
+use crate::vault::ConnKey;
+
+/// A failed call, as the client sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ToolError {
+    pub message: String,
+    pub hint: Option<String>,
+    /// True when the same call may succeed later (rate limits, timeouts, 5xx).
+    pub retryable: bool,
+    /// The provider's HTTP status, when there was one.
+    pub status: Option<u16>,
+}
+
+impl ToolError {
+    pub fn new(message: impl Into<String>) -> ToolError {
+        ToolError {
+            message: message.into(),
+            hint: None,
+            retryable: false,
+            status: None,
+        }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> ToolError {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn retryable(mut self) -> ToolError {
+        self.retryable = true;
+        self
+    }
+    pub fn status(mut self, status: u16) -> ToolError {
+        self.status = Some(status);
+        self
+    }
+
+    /// The error with every secret `redactor` knows replaced, in every field a client sees.
+    pub fn redacted(mut self, redactor: &crate::secret::Redactor) -> ToolError {
+        redactor.scrub(&mut self.message);
+        if let Some(hint) = &mut self.hint {
+            redactor.scrub(hint);
+        }
+        self
+    }
+
+    /// The structured form of the error (`structuredContent` of an error result).
+    pub fn to_json(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("error".into(), self.message.clone().into());
+        if let Some(hint) = &self.hint {
+            obj.insert("hint".into(), hint.clone().into());
+        }
+        if let Some(status) = self.status {
+            obj.insert("status".into(), status.into());
+        }
+        obj.insert("retryable".into(), self.retryable.into());
+        Value::Object(obj)
+    }
+}
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " — {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn connect_command(key: &ConnKey) -> String {
+    format!("keyward connect {}{}", key.provider, key.cli_flags())
+}
+
+pub fn no_connection(key: &ConnKey) -> ToolError {
+    ToolError::new(format!(
+        "user {} has no {} connection (account {})",
+        key.user, key.provider, key.account
+    ))
+    .hint(format!(
+        "run `{}` (or `keyward import {}{}` with a token response on stdin)",
+        connect_command(key),
+        key.provider,
+        key.cli_flags()
+    ))
+}
+
+pub fn needs_reconnect(key: &ConnKey, reason: &str) -> ToolError {
+    ToolError::new(format!(
+        "the {} connection {} needs reconnecting ({reason})",
+        key.provider, key
+    ))
+    .hint(format!(
+        "connection needs reconnecting: run `{}`",
+        connect_command(key)
+    ))
+}
