@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::store::Store;
-use super::{AuditEntry, ConnKey, Connection, Listed, TokenRecord, Vault};
+use super::{ConnKey, Vault};
 use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -62,9 +62,6 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const MAX_PEERS: usize = 128;
 /// How many connections one process keeps to the owner; more concurrent calls wait for one.
 const MAX_STREAMS: usize = 16;
-/// How much of the audit log one answer carries (JSON may grow when re-encoded: stay well
-/// below [`MAX_FRAME`]).
-const AUDIT_PAGE_BYTES: usize = MAX_FRAME / 8;
 
 /// The owner's limits on one peer. `idle`: how long a connection may wait between requests
 /// before the owner closes it (clients reopen closed idle connections by themselves); `frame`:
@@ -103,70 +100,11 @@ pub fn socket_path(home: &Home) -> PathBuf {
     home.dir.join("keyward.sock")
 }
 
-/// What a non-owner asks the owner to do.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Hello {
-        protocol: u32,
-        pid: u32,
-    },
-    Get {
-        key: ConnKey,
-    },
-    Put {
-        key: ConnKey,
-        expected: Option<u64>,
-        record: TokenRecord,
-    },
-    Remove {
-        key: ConnKey,
-    },
-    Touch {
-        key: ConnKey,
-    },
-    List {
-        user: Option<String>,
-    },
-    Keys,
-    Audit {
-        entry: AuditEntry,
-    },
-    /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest
-    /// `limit` of them if given, oldest first, as many as fit one answer ([`Request::AuditPage`]).
-    AuditPage {
-        after: u64,
-        limit: Option<usize>,
-        until: Option<u64>,
-    },
-    Flush,
-    CurrentKeyId,
-    RotateKey,
-    Rekey {
-        new_key_file: Option<PathBuf>,
-    },
-    UsersGet {
-        key: Vec<u8>,
-    },
-    UsersInsert {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    UsersRemove {
-        key: Vec<u8>,
-    },
-    UsersScan {
-        prefix: Vec<u8>,
-    },
-    Refresh {
-        key: ConnKey,
-        seen_version: u64,
-        force: bool,
-        budget_ms: u64,
-    },
-    /// Turn this connection into a stream of changed connection keys.
-    Subscribe,
-}
+use super::storage::dispatch;
+pub use super::storage::Request;
+
+/// The owner's answer to one request, as it travels.
+pub(crate) type Answer = std::result::Result<Value, WireError>;
 
 /// One frame of a subscription stream (`Request::Subscribe`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -275,28 +213,17 @@ impl From<WireError> for Error {
     }
 }
 
-/// One row of `list` on the wire.
-#[derive(Serialize, Deserialize)]
-pub enum WireListed {
-    Ok(Connection, Option<i64>),
-    Err(WireError),
-}
-
-impl From<Listed> for WireListed {
-    fn from(row: Listed) -> WireListed {
-        match row {
-            Ok((c, last)) => WireListed::Ok(c, last),
-            Err(e) => WireListed::Err(WireError::from(&e)),
-        }
+/// Errors travel as their wire mirror, so that results holding one (a `list` row) travel as
+/// they are.
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        WireError::from(self).serialize(s)
     }
 }
 
-impl WireListed {
-    pub fn into_listed(self) -> Listed {
-        match self {
-            WireListed::Ok(c, last) => Ok((c, last)),
-            WireListed::Err(e) => Err(e.into()),
-        }
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Error, D::Error> {
+        WireError::deserialize(d).map(Error::from)
     }
 }
 
@@ -696,7 +623,7 @@ fn stream_changes(
     })
 }
 
-fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, WireError> {
+pub(crate) fn to_answer<T: Serialize>(result: Result<T>) -> Answer {
     match result {
         Ok(v) => serde_json::to_value(v).map_err(|e| WireError {
             kind: "other".into(),
@@ -707,55 +634,9 @@ fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, Wire
     }
 }
 
-fn execute(
-    vault: &Vault,
-    store: &Store,
-    request: Request,
-) -> std::result::Result<Value, WireError> {
-    match request {
-        Request::Hello { .. } | Request::Subscribe => to_answer(Ok(())),
-        Request::Get { key } => to_answer(store.get(&key)),
-        Request::Put {
-            key,
-            expected,
-            record,
-        } => to_answer(store.put(&key, expected, &record)),
-        Request::Remove { key } => to_answer(store.remove(&key)),
-        Request::Touch { key } => {
-            store.touch(&key);
-            to_answer(Ok(()))
-        }
-        Request::List { user } => to_answer(
-            store
-                .list(user.as_deref())
-                .map(|rows| rows.into_iter().map(WireListed::from).collect::<Vec<_>>()),
-        ),
-        Request::Keys => to_answer(store.keys()),
-        Request::Audit { entry } => {
-            store.audit(&entry);
-            to_answer(Ok(()))
-        }
-        Request::AuditPage {
-            after,
-            limit,
-            until,
-        } => to_answer(store.audit_page(after, limit, until, AUDIT_PAGE_BYTES)),
-        Request::Flush => to_answer(store.flush()),
-        Request::CurrentKeyId => to_answer(Ok(store.current_key_id())),
-        Request::RotateKey => to_answer(store.rotate_key(|_, _| {})),
-        Request::Rekey { new_key_file } => to_answer(store.rekey(new_key_file.as_deref())),
-        Request::UsersGet { key } => to_answer(store.users_get(&key)),
-        Request::UsersInsert { key, value } => {
-            let result = store.users_insert(&key, &value);
-            vault.users_changed();
-            to_answer(result)
-        }
-        Request::UsersRemove { key } => {
-            let result = store.users_remove(&key);
-            vault.users_changed();
-            to_answer(result)
-        }
-        Request::UsersScan { prefix } => to_answer(store.users_scan(&prefix)),
+/// Answer one request of a peer: a storage operation on our store, or a refresh by our hook.
+fn execute(vault: &Vault, store: &Store, request: Request) -> Answer {
+    dispatch(store, request, |request| match request {
         Request::Refresh {
             key,
             seen_version,
@@ -780,7 +661,9 @@ fn execute(
             };
             to_answer(Ok(answer))
         }
-    }
+        // A hello after the first, or a subscription, are handled before; answered harmlessly.
+        _ => to_answer(Ok(())),
+    })
 }
 
 // ---- the other processes ----------------------------------------------------------------------

@@ -424,7 +424,7 @@ fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
     let client = share::RemoteClient::connect(&home).unwrap_or_else(|_| panic!("connect"));
     for _ in 0..2 {
         let keys: Vec<ConnKey> = client
-            .call(&share::Request::Keys)
+            .call(&share::Request::Keys {})
             .expect("the owner is alive: not a lost owner")
             .unwrap();
         assert!(keys.is_empty());
