@@ -259,15 +259,20 @@ impl Vault {
     /// stored in whole seconds, so a use in the same second as this process's last one for the
     /// connection writes nothing: through a relay, one round trip to the owner fewer per call.
     pub fn touch(&self, key: &ConnKey) {
-        let now = chrono::Utc::now().timestamp();
-        {
-            let mut touched = crate::sync::lock(&self.inner.touched);
-            if touched.get(key) == Some(&now) {
-                return;
-            }
-            touched.insert(key.clone(), now);
+        if self.touched_now(key) {
+            let _ = self.run(|s| s.touch(key.clone()));
         }
-        let _ = self.run(|s| s.touch(key.clone()));
+    }
+
+    /// Note in memory that `key` was used now; false when that was already noted this second.
+    fn touched_now(&self, key: &ConnKey) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        let mut touched = crate::sync::lock(&self.inner.touched);
+        if touched.get(key) == Some(&now) {
+            return false;
+        }
+        touched.insert(key.clone(), now);
+        true
     }
 
     /// Every connection (of `user`, if given) with its last use; a record that does not open
@@ -452,12 +457,67 @@ impl Vault {
         self.run(|s| s.flush())
     }
 
+    // ---- the async API -----------------------------------------------------------------
+    //
+    // Every backend call may block: sled on the disk, a relay on the owner (whose answer may
+    // take up to a refresh's budget). Code on a tokio worker uses these, which run the call on
+    // the blocking pool, so a slow disk or a slow owner stalls the calls that wait for it and
+    // never the other tasks of the runtime. The blocking methods above stay for the CLI.
+
+    /// Run `op` on this vault off the runtime's workers.
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Vault) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || op(&vault))
+            .await
+            .map_err(|e| Error::other(format!("a vault task failed: {e}")))?
+    }
+
+    /// [`Vault::list`], from async code.
+    pub async fn list_async(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        let user = user.map(String::from);
+        self.off_worker(move |v| v.list(user.as_deref())).await
+    }
+
+    /// [`Vault::providers_of`], from async code.
+    pub async fn providers_of_async(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        self.off_worker(move |v| v.providers_of(&user)).await
+    }
+
+    /// [`Vault::touch`], from async code: a use in the same second as the last one costs no
+    /// task at all.
+    pub async fn touch_async(&self, key: &ConnKey) {
+        if self.touched_now(key) {
+            let key = key.clone();
+            let _ = self
+                .off_worker(move |v| v.run(|s| s.touch(key.clone())))
+                .await;
+        }
+    }
+
+    /// [`Vault::audit`], from async code.
+    pub async fn audit_async(&self, entry: &AuditEntry) {
+        let entry = entry.clone();
+        let _ = self
+            .off_worker(move |v| {
+                v.audit(&entry);
+                Ok(())
+            })
+            .await;
+    }
+
+    /// [`Vault::users_get`], from async code.
+    pub async fn users_get_async(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.off_worker(move |v| v.users_get(&key)).await
+    }
+
     /// Flush from async code without blocking the runtime's worker.
     pub async fn flush_async(&self) -> Result<()> {
-        let vault = self.clone();
-        tokio::task::spawn_blocking(move || vault.flush())
-            .await
-            .map_err(|e| Error::other(format!("flush task failed: {e}")))?
+        self.off_worker(|v| v.flush()).await
     }
 
     pub fn current_key_id(&self) -> u32 {
