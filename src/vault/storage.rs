@@ -7,7 +7,7 @@
 //! wraps every call once, above both, in the takeover-and-retry rule (a relay whose owner went
 //! away answers [`Error::OwnerGone`]; the vault takes over or reconnects and calls again).
 //!
-//! Each operation is one line of the [`storage_ops!`] list below, which generates the trait
+//! Each operation is one line of the `storage_ops!` list below, which generates the trait
 //! method, the relay's wire request ([`Request`]), the owner's dispatch of that request to its
 //! own storage, and the relay client's implementation — so adding an operation is one line here
 //! plus the backends' methods, and adding a backend is one module implementing [`Storage`].
