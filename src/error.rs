@@ -43,6 +43,10 @@ pub enum Error {
     /// process instead.
     #[error("{0}")]
     Busy(String),
+    /// The keyward process that owned the vault went away (or stopped answering) during a
+    /// relayed operation: take over or reconnect, then try again (see `vault::Vault`).
+    #[error("the keyward process that owns the vault went away: {0}")]
+    OwnerGone(String),
     /// A file, folder or socket keyward would trust belongs to another user or is writable by
     /// group/others (invariant 13); the message names the path and the chmod/chown that fixes it.
     #[error("{0}")]

@@ -137,8 +137,11 @@ impl Executor {
     }
 
     /// Providers the user has a connection with.
-    pub fn connected_providers(&self, user: &str) -> Vec<String> {
-        self.vault.providers_of(user).unwrap_or_default()
+    pub async fn connected_providers(&self, user: &str) -> Vec<String> {
+        self.vault
+            .providers_of_async(user)
+            .await
+            .unwrap_or_default()
     }
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
@@ -176,7 +179,7 @@ impl Executor {
                 CallOutcome::Err(e)
             }
         };
-        self.vault.audit(&audit);
+        self.vault.audit_async(&audit).await;
         outcome
     }
 
@@ -194,7 +197,7 @@ impl Executor {
         // One read of the user's connections serves the whole call: the one it uses, and every
         // secret the vault holds for the user (redacted from the result). Through a relay this
         // is one round trip to the vault's owner instead of three.
-        let (conn, secrets) = self.user_connection(ctx, provider)?;
+        let (conn, secrets) = self.user_connection(ctx, provider).await?;
         redactor.extend(&secrets);
         let key = conn.key.clone();
         audit.account = Some(key.account.clone());
@@ -250,7 +253,7 @@ impl Executor {
             }
             break response;
         };
-        self.vault.touch(&key);
+        self.vault.touch_async(&key).await;
         let reads = self.reads.get(&tool.name);
         let body = errors::check_with(provider, tool, &key, &response, reads)?;
         Ok(project::project(tool, &response.headers, body))
@@ -259,14 +262,15 @@ impl Executor {
     /// The connection a call uses — the account asked for, else `default`, else the only one —
     /// and every token the vault holds for the user, so that an upstream echoing one (even of
     /// another connection) cannot leak it.
-    fn user_connection(
+    async fn user_connection(
         &self,
         ctx: &CallContext,
         provider: &Provider,
     ) -> Result<(Connection, Vec<SecretString>), ToolError> {
         let rows = self
             .vault
-            .list(Some(&ctx.user))
+            .list_async(Some(&ctx.user))
+            .await
             .map_err(|e| ToolError::new(e.to_string()))?;
         let mut secrets = Vec::new();
         let mut accounts: Vec<(String, Result<Connection, Error>)> = Vec::new();

@@ -49,8 +49,8 @@ impl std::fmt::Debug for AuthUser {
 
 impl AuthUser {
     /// True while the key this user came in with is still theirs.
-    pub fn still_valid(&self, keys: &KeyCache) -> bool {
-        keys.lookup(&self.key_hash).as_deref() == Some(self.name.as_str())
+    pub async fn still_valid(&self, keys: &KeyCache) -> bool {
+        keys.lookup_async(&self.key_hash).await.as_deref() == Some(self.name.as_str())
     }
 }
 
@@ -229,8 +229,9 @@ pub fn unauthorized(invalid: bool) -> Response {
     response
 }
 
-/// Check the bearer key of a request against the current keys.
-pub fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
+/// Check the bearer key of a request against the current keys (off the runtime's workers when
+/// the key is not in the cache).
+pub async fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
     let rejected = |invalid| Rejection::Unauthorized { invalid };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(rejected(false));
@@ -243,7 +244,7 @@ pub fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Re
         return Err(rejected(false));
     }
     let key_hash = users::key_hash(key.trim());
-    match keys.lookup(&key_hash) {
+    match keys.lookup_async(&key_hash).await {
         Some(name) => Ok(AuthUser { name, key_hash }),
         None => Err(rejected(true)),
     }

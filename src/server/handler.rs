@@ -131,8 +131,9 @@ impl KeywardServer {
         let state = self.state.clone();
         let stop = self.stop.clone();
         let mut changes = state.executor().vault().subscribe_changes();
-        let mut last = state.visible_providers(&user);
         tokio::spawn(async move {
+            // Read after subscribing, so that no change falls between the two.
+            let mut last = state.visible_providers(&user).await;
             loop {
                 let changed = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -143,7 +144,7 @@ impl KeywardServer {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                let now = state.visible_providers(&user);
+                let now = state.visible_providers(&user).await;
                 if now != last {
                     last = now;
                     tracing::debug!(user, "connections changed: tools/list_changed");
@@ -212,7 +213,9 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let (user, _) = self.who(&context.extensions)?;
-        Ok(ListToolsResult::with_all_items(self.state.tools_for(&user)))
+        Ok(ListToolsResult::with_all_items(
+            self.state.tools_for(&user).await,
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

@@ -380,7 +380,7 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
     if let Err(rejection) = app.access.check_origin(request.headers()) {
         return rejection.into_response();
     }
-    let user = match auth::authenticate(&app.keys, request.headers()) {
+    let user = match auth::authenticate(&app.keys, request.headers()).await {
         Ok(user) => user,
         Err(rejection) => return rejection.into_response(),
     };
@@ -449,9 +449,13 @@ async fn reap(app: App) {
                     continue;
                 }
             }
-            let still_valid = *valid
-                .entry(owner.key_hash)
-                .or_insert_with(|| owner.still_valid(&app.keys));
+            let still_valid = match valid.get(&owner.key_hash) {
+                Some(&known) => known,
+                None => {
+                    let now = owner.still_valid(&app.keys).await;
+                    *valid.entry(owner.key_hash).or_insert(now)
+                }
+            };
             if !still_valid {
                 tracing::info!(
                     user = owner.name,

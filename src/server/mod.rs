@@ -152,17 +152,17 @@ impl ServerState {
     }
 
     /// The providers whose tools `user` sees: `None` means all (`all_tools`).
-    pub fn visible_providers(&self, user: &str) -> Option<Vec<String>> {
+    pub async fn visible_providers(&self, user: &str) -> Option<Vec<String>> {
         if self.offer.all_tools {
             None
         } else {
-            Some(self.executor.connected_providers(user))
+            Some(self.executor.connected_providers(user).await)
         }
     }
 
     /// The tools `user` sees in `tools/list`.
-    pub fn tools_for(&self, user: &str) -> Vec<rmcp::model::Tool> {
-        let visible = self.visible_providers(user);
+    pub async fn tools_for(&self, user: &str) -> Vec<rmcp::model::Tool> {
+        let visible = self.visible_providers(user).await;
         self.offered
             .iter()
             .filter(|o| visible.as_ref().is_none_or(|v| v.contains(&o.provider)))

@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod keys;
 pub mod record;
 pub mod share;
+pub mod storage;
 pub mod store;
 pub mod users;
 
@@ -35,6 +36,7 @@ pub use record::{
     ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
 };
 pub use share::{PeerRefresh, RefreshAnswer, RefreshFailure};
+pub use storage::Storage;
 pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
@@ -82,6 +84,15 @@ enum Backend {
     Remote(Arc<RemoteClient>),
 }
 
+impl Backend {
+    fn storage(&self) -> &dyn Storage {
+        match self {
+            Backend::Local(store) => &**store,
+            Backend::Remote(client) => &**client,
+        }
+    }
+}
+
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
@@ -110,7 +121,8 @@ impl Vault {
         peer_refresh: Option<Arc<dyn PeerRefresh>>,
     ) -> Result<Vault> {
         let changes = tokio::sync::broadcast::channel(256).0;
-        let backend = acquire(home, mode, &changes)?;
+        let users = tokio::sync::watch::channel(0).0;
+        let backend = acquire(home, mode, &changes, &users)?;
         let (master_key_id, created) = match &backend {
             Backend::Local(store) => (store.master_key_id(), store.created.clone()),
             // The owner created (or opened) the keyring before it started listening.
@@ -122,7 +134,7 @@ impl Vault {
                 backend: RwLock::new(backend),
                 recovering: Mutex::new(()),
                 changes,
-                users: tokio::sync::watch::channel(0).0,
+                users,
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
@@ -163,32 +175,27 @@ impl Vault {
         Vault { inner }
     }
 
-    /// Run `local` against our own store, or send `request` to the owner. When the owner is
-    /// gone, take over (or find the new owner) and try once more.
-    fn run<T: serde::de::DeserializeOwned>(
-        &self,
-        local: impl Fn(&Store) -> Result<T>,
-        request: impl Fn() -> Request,
-    ) -> Result<T> {
-        for attempt in 0..2 {
-            match self.backend() {
-                Backend::Local(store) => return local(&store),
-                Backend::Remote(client) => match client.call::<T>(&request()) {
-                    Ok(answer) => return answer,
-                    Err(e) if attempt == 0 => {
-                        tracing::debug!("lost the vault owner ({e}); taking over or reconnecting");
-                        self.recover(&client)?;
-                    }
-                    Err(e) => {
-                        return Err(Error::vault(format!(
-                            "the keyward process that owns the vault went away during this call \
-                             ({e}); retry"
-                        )))
-                    }
-                },
+    /// Run `op` on the backend. A relay whose owner went away answers [`Error::OwnerGone`]:
+    /// take over (or find the new owner) and run it once more. This is the one place where
+    /// that rule lives, for every operation and every backend.
+    fn run<T>(&self, op: impl Fn(&dyn Storage) -> Result<T>) -> Result<T> {
+        let backend = self.backend();
+        match op(backend.storage()) {
+            Err(Error::OwnerGone(e)) => {
+                tracing::debug!("lost the vault owner ({e}); taking over or reconnecting");
+                if let Backend::Remote(client) = &backend {
+                    self.recover(client)?;
+                }
+                match op(self.backend().storage()) {
+                    Err(Error::OwnerGone(e)) => Err(Error::vault(format!(
+                        "the keyward process that owns the vault went away during this call \
+                         ({e}); retry"
+                    ))),
+                    other => other,
+                }
             }
+            other => other,
         }
-        unreachable!("the second attempt returns")
     }
 
     /// After the owner went away: become the owner if its lock is free, else connect to the new
@@ -202,7 +209,12 @@ impl Vault {
         } else {
             return Ok(());
         }
-        let backend = acquire(&self.inner.home, OpenMode::Existing, &self.inner.changes)?;
+        let backend = acquire(
+            &self.inner.home,
+            OpenMode::Existing,
+            &self.inner.changes,
+            &self.inner.users,
+        )?;
         *crate::sync::write(&self.inner.backend) = backend.clone();
         match backend {
             Backend::Local(store) => {
@@ -229,66 +241,44 @@ impl Vault {
 
     /// Read and open one connection. `Ok(None)` when there is none.
     pub fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
-        self.run(|s| s.get(key), || Request::Get { key: key.clone() })
+        self.run(|s| s.get(key.clone()))
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
     /// including no record). Returns the new version. Flushed to disk before returning.
     pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
-        self.run(
-            |s| s.put(key, expected, record),
-            || Request::Put {
-                key: key.clone(),
-                expected,
-                record: record.clone(),
-            },
-        )
+        self.run(|s| s.put(key.clone(), expected, record.clone()))
     }
 
     /// Remove a connection (its version counter stays, so versions never repeat).
     pub fn remove(&self, key: &ConnKey) -> Result<bool> {
-        self.run(|s| s.remove(key), || Request::Remove { key: key.clone() })
+        self.run(|s| s.remove(key.clone()))
     }
 
     /// Note that a connection was just used (a hint for `status`; not flushed). The time is
     /// stored in whole seconds, so a use in the same second as this process's last one for the
     /// connection writes nothing: through a relay, one round trip to the owner fewer per call.
     pub fn touch(&self, key: &ConnKey) {
-        let now = chrono::Utc::now().timestamp();
-        {
-            let mut touched = crate::sync::lock(&self.inner.touched);
-            if touched.get(key) == Some(&now) {
-                return;
-            }
-            touched.insert(key.clone(), now);
+        if self.touched_now(key) {
+            let _ = self.run(|s| s.touch(key.clone()));
         }
-        let _ = self.run(
-            |s| {
-                s.touch(key);
-                Ok(())
-            },
-            || Request::Touch { key: key.clone() },
-        );
+    }
+
+    /// Note in memory that `key` was used now; false when that was already noted this second.
+    fn touched_now(&self, key: &ConnKey) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        let mut touched = crate::sync::lock(&self.inner.touched);
+        if touched.get(key) == Some(&now) {
+            return false;
+        }
+        touched.insert(key.clone(), now);
+        true
     }
 
     /// Every connection (of `user`, if given) with its last use; a record that does not open
     /// is listed as an error naming it.
     pub fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
-        let rows: Vec<share::WireListed> = self.run(
-            |s| {
-                Ok(s.list(user)?
-                    .into_iter()
-                    .map(share::WireListed::from)
-                    .collect())
-            },
-            || Request::List {
-                user: user.map(String::from),
-            },
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(share::WireListed::into_listed)
-            .collect())
+        self.run(|s| s.list(user.map(String::from)))
     }
 
     /// The connections as `keyward status` shows them to a person: [`Vault::list`], with each
@@ -326,7 +316,7 @@ impl Vault {
 
     /// Keys of every stored connection, without opening them.
     pub fn keys(&self) -> Result<Vec<ConnKey>> {
-        self.run(|s| s.keys(), || Request::Keys)
+        self.run(|s| s.keys())
     }
 
     /// The providers `user` has a connection with.
@@ -438,20 +428,12 @@ impl Vault {
 
     /// Append an audit entry (not flushed one by one; see [`audit`]).
     pub fn audit(&self, entry: &AuditEntry) {
-        let _ = self.run(
-            |s| {
-                s.audit(entry);
-                Ok(())
-            },
-            || Request::Audit {
-                entry: entry.clone(),
-            },
-        );
+        let _ = self.run(|s| s.audit(entry.clone()));
     }
 
     /// Audit entries after sequence `after`, oldest first; with `limit`, the newest `limit`.
-    /// Through another process the log comes in pages, so a long log never makes an answer
-    /// larger than the socket carries.
+    /// The log comes in pages, so that through another process a long log never makes an
+    /// answer larger than the socket carries.
     pub fn audit_entries(
         &self,
         after: u64,
@@ -460,14 +442,7 @@ impl Vault {
         let mut entries = Vec::new();
         let (mut after, mut limit, mut until) = (after, limit, None);
         loop {
-            let page: store::AuditPage = self.run(
-                |s| s.audit_page(after, limit, until, usize::MAX),
-                || Request::AuditPage {
-                    after,
-                    limit,
-                    until,
-                },
-            )?;
+            let page = self.run(|s| s.audit_page(after, limit, until))?;
             entries.extend(page.entries);
             if !page.more {
                 return Ok(entries);
@@ -479,20 +454,74 @@ impl Vault {
 
     /// Flush every pending write to disk (in the owner).
     pub fn flush(&self) -> Result<()> {
-        self.run(|s| s.flush(), || Request::Flush)
+        self.run(|s| s.flush())
+    }
+
+    // ---- the async API -----------------------------------------------------------------
+    //
+    // Every backend call may block: sled on the disk, a relay on the owner (whose answer may
+    // take up to a refresh's budget). Code on a tokio worker uses these, which run the call on
+    // the blocking pool, so a slow disk or a slow owner stalls the calls that wait for it and
+    // never the other tasks of the runtime. The blocking methods above stay for the CLI.
+
+    /// Run `op` on this vault off the runtime's workers.
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Vault) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || op(&vault))
+            .await
+            .map_err(|e| Error::other(format!("a vault task failed: {e}")))?
+    }
+
+    /// [`Vault::list`], from async code.
+    pub async fn list_async(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        let user = user.map(String::from);
+        self.off_worker(move |v| v.list(user.as_deref())).await
+    }
+
+    /// [`Vault::providers_of`], from async code.
+    pub async fn providers_of_async(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        self.off_worker(move |v| v.providers_of(&user)).await
+    }
+
+    /// [`Vault::touch`], from async code: a use in the same second as the last one costs no
+    /// task at all.
+    pub async fn touch_async(&self, key: &ConnKey) {
+        if self.touched_now(key) {
+            let key = key.clone();
+            let _ = self
+                .off_worker(move |v| v.run(|s| s.touch(key.clone())))
+                .await;
+        }
+    }
+
+    /// [`Vault::audit`], from async code.
+    pub async fn audit_async(&self, entry: &AuditEntry) {
+        let entry = entry.clone();
+        let _ = self
+            .off_worker(move |v| {
+                v.audit(&entry);
+                Ok(())
+            })
+            .await;
+    }
+
+    /// [`Vault::users_get`], from async code.
+    pub async fn users_get_async(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = key.to_vec();
+        self.off_worker(move |v| v.users_get(&key)).await
     }
 
     /// Flush from async code without blocking the runtime's worker.
     pub async fn flush_async(&self) -> Result<()> {
-        let vault = self.clone();
-        tokio::task::spawn_blocking(move || vault.flush())
-            .await
-            .map_err(|e| Error::other(format!("flush task failed: {e}")))?
+        self.off_worker(|v| v.flush()).await
     }
 
     pub fn current_key_id(&self) -> u32 {
-        self.run(|s| Ok(s.current_key_id()), || Request::CurrentKeyId)
-            .unwrap_or(0)
+        self.run(|s| s.current_key_id()).unwrap_or(0)
     }
 
     pub fn master_key_id(&self) -> String {
@@ -505,12 +534,9 @@ impl Vault {
     /// Add a data key and re-seal every record under it (see [`store::Store::rotate_key`]).
     /// The outcome is audited (a partial rotation as an error naming how many records did not
     /// open) and flushed.
-    pub fn rotate_key(&self, progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
-        let progress = std::cell::RefCell::new(progress);
-        let report = self.run(
-            |s| s.rotate_key(|d, t| (progress.borrow_mut())(d, t)),
-            || Request::RotateKey,
-        )?;
+    pub fn rotate_key(&self, mut progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
+        let progress = std::cell::RefCell::new(&mut progress as &mut dyn FnMut(usize, usize));
+        let report = self.run(|s| s.rotate_key_reporting(&mut *progress.borrow_mut()))?;
         let outcome = if report.failed.is_empty() {
             "ok".to_string()
         } else {
@@ -524,12 +550,7 @@ impl Vault {
     /// Re-wrap the keyring under a new master key; returns where the new key lives. Audited and
     /// flushed.
     pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
-        let location = self.run(
-            |s| s.rekey(new_key_file),
-            || Request::Rekey {
-                new_key_file: new_key_file.map(|p| p.to_path_buf()),
-            },
-        )?;
+        let location = self.run(|s| s.rekey(new_key_file.map(|p| p.to_path_buf())))?;
         self.audit(&AuditEntry::new("-", "rekey", "ok"));
         self.flush()?;
         Ok(location)
@@ -538,44 +559,19 @@ impl Vault {
     // ---- the users tree (API keys) -------------------------------------------------------
 
     pub fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run(
-            |s| s.users_get(key),
-            || Request::UsersGet { key: key.to_vec() },
-        )
+        self.run(|s| s.users_get(key.to_vec()))
     }
 
     pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.run(
-            |s| {
-                let result = s.users_insert(key, value);
-                self.users_changed();
-                result
-            },
-            || Request::UsersInsert {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            },
-        )
+        self.run(|s| s.users_insert(key.to_vec(), value.to_vec()))
     }
 
     pub fn users_remove(&self, key: &[u8]) -> Result<()> {
-        self.run(
-            |s| {
-                let result = s.users_remove(key);
-                self.users_changed();
-                result
-            },
-            || Request::UsersRemove { key: key.to_vec() },
-        )
+        self.run(|s| s.users_remove(key.to_vec()))
     }
 
     pub fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.run(
-            |s| s.users_scan(prefix),
-            || Request::UsersScan {
-                prefix: prefix.to_vec(),
-            },
-        )
+        self.run(|s| s.users_scan(prefix.to_vec()))
     }
 
     // ---- test support --------------------------------------------------------------------
@@ -631,10 +627,11 @@ fn acquire(
     home: &Home,
     mode: OpenMode,
     changes: &tokio::sync::broadcast::Sender<ConnKey>,
+    users: &tokio::sync::watch::Sender<u64>,
 ) -> Result<Backend> {
     let deadline = Instant::now() + TAKEOVER_DEADLINE;
     loop {
-        match Store::open(home, mode, changes.clone()) {
+        match Store::open(home, mode, changes.clone(), users.clone()) {
             Ok(store) => return Ok(Backend::Local(Arc::new(store))),
             Err(Error::Busy(_)) => {}
             Err(e) => return Err(e),

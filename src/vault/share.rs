@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::store::Store;
-use super::{AuditEntry, ConnKey, Connection, Listed, TokenRecord, Vault};
+use super::{ConnKey, Vault};
 use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -62,9 +62,6 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const MAX_PEERS: usize = 128;
 /// How many connections one process keeps to the owner; more concurrent calls wait for one.
 const MAX_STREAMS: usize = 16;
-/// How much of the audit log one answer carries (JSON may grow when re-encoded: stay well
-/// below [`MAX_FRAME`]).
-const AUDIT_PAGE_BYTES: usize = MAX_FRAME / 8;
 
 /// The owner's limits on one peer. `idle`: how long a connection may wait between requests
 /// before the owner closes it (clients reopen closed idle connections by themselves); `frame`:
@@ -103,70 +100,11 @@ pub fn socket_path(home: &Home) -> PathBuf {
     home.dir.join("keyward.sock")
 }
 
-/// What a non-owner asks the owner to do.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Hello {
-        protocol: u32,
-        pid: u32,
-    },
-    Get {
-        key: ConnKey,
-    },
-    Put {
-        key: ConnKey,
-        expected: Option<u64>,
-        record: TokenRecord,
-    },
-    Remove {
-        key: ConnKey,
-    },
-    Touch {
-        key: ConnKey,
-    },
-    List {
-        user: Option<String>,
-    },
-    Keys,
-    Audit {
-        entry: AuditEntry,
-    },
-    /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest
-    /// `limit` of them if given, oldest first, as many as fit one answer ([`Request::AuditPage`]).
-    AuditPage {
-        after: u64,
-        limit: Option<usize>,
-        until: Option<u64>,
-    },
-    Flush,
-    CurrentKeyId,
-    RotateKey,
-    Rekey {
-        new_key_file: Option<PathBuf>,
-    },
-    UsersGet {
-        key: Vec<u8>,
-    },
-    UsersInsert {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    UsersRemove {
-        key: Vec<u8>,
-    },
-    UsersScan {
-        prefix: Vec<u8>,
-    },
-    Refresh {
-        key: ConnKey,
-        seen_version: u64,
-        force: bool,
-        budget_ms: u64,
-    },
-    /// Turn this connection into a stream of changed connection keys.
-    Subscribe,
-}
+use super::storage::dispatch;
+pub use super::storage::Request;
+
+/// The owner's answer to one request, as it travels.
+pub(crate) type Answer = std::result::Result<Value, Error>;
 
 /// One frame of a subscription stream (`Request::Subscribe`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -178,14 +116,57 @@ enum Notice {
     Users,
 }
 
-/// An [`Error`] on the wire. Messages never hold secrets (see [`crate::error`]).
+/// An [`Error`] on the wire: its serde mirror, variant for variant, so that an error the owner
+/// hits is the same typed error in the process that asked, and nobody decides anything on its
+/// text. Messages never hold secrets (see [`crate::error`]).
+///
+/// The JSON keeps the shape of protocol 3 (`{"kind", "message", "record"?}`): a peer of another
+/// version can still read why it was refused.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WireError {
-    kind: String,
-    message: String,
-    #[serde(default)]
-    // Boxed: the error travels inside every `Result` the relay returns; keep that small.
-    record: Option<Box<WireRecordRef>>,
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireError {
+    Usage {
+        message: String,
+    },
+    Config {
+        message: String,
+    },
+    /// An I/O error cannot travel; what it said and where does.
+    Io {
+        message: String,
+        #[serde(default)]
+        error: String,
+    },
+    MasterKey {
+        message: String,
+    },
+    Vault {
+        message: String,
+    },
+    #[serde(rename = "record")]
+    RecordCorrupt {
+        /// The error as text, for readers that only show it.
+        message: String,
+        record: WireRecordRef,
+    },
+    Conflict {
+        message: String,
+    },
+    NotFound {
+        message: String,
+    },
+    Busy {
+        message: String,
+    },
+    OwnerGone {
+        message: String,
+    },
+    Untrusted {
+        message: String,
+    },
+    Other {
+        message: String,
+    },
 }
 
 /// Which record failed to open, for [`Error::RecordCorrupt`] across the socket.
@@ -200,103 +181,97 @@ struct WireRecordRef {
 
 impl From<&Error> for WireError {
     fn from(e: &Error) -> WireError {
-        let (kind, record) = match e {
-            Error::Usage(_) => ("usage", None),
-            Error::Config(_) => ("config", None),
-            Error::MasterKey(_) => ("master_key", None),
-            Error::Conflict(_) => ("conflict", None),
-            Error::NotFound(_) => ("not_found", None),
-            Error::Untrusted(_) => ("untrusted", None),
+        match e {
+            Error::Usage(m) => WireError::Usage { message: m.clone() },
+            Error::Config(m) => WireError::Config { message: m.clone() },
+            Error::Io { context, source } => WireError::Io {
+                message: context.clone(),
+                error: source.to_string(),
+            },
+            Error::MasterKey(m) => WireError::MasterKey { message: m.clone() },
+            Error::Vault(m) => WireError::Vault { message: m.clone() },
             Error::RecordCorrupt {
                 record,
                 provider,
                 user,
                 account,
                 reason,
-            } => (
-                "record",
-                Some(Box::new(WireRecordRef {
+            } => WireError::RecordCorrupt {
+                message: e.to_string(),
+                record: WireRecordRef {
                     record: record.clone(),
                     provider: provider.clone(),
                     user: user.clone(),
                     account: account.clone(),
                     reason: reason.clone(),
-                })),
-            ),
-            _ => ("other", None),
-        };
-        let message = match e {
-            Error::Usage(m)
-            | Error::MasterKey(m)
-            | Error::Conflict(m)
-            | Error::NotFound(m)
-            | Error::Vault(m)
-            | Error::Other(m)
-            | Error::Busy(m)
-            | Error::Untrusted(m) => m.clone(),
-            Error::Config(m) => m.clone(),
-            other => other.to_string(),
-        };
-        WireError {
-            kind: kind.into(),
-            message,
-            record,
+                },
+            },
+            Error::Conflict(m) => WireError::Conflict { message: m.clone() },
+            Error::NotFound(m) => WireError::NotFound { message: m.clone() },
+            Error::Busy(m) => WireError::Busy { message: m.clone() },
+            Error::OwnerGone(m) => WireError::OwnerGone { message: m.clone() },
+            Error::Untrusted(m) => WireError::Untrusted { message: m.clone() },
+            Error::Other(m) => WireError::Other { message: m.clone() },
         }
     }
 }
 
 impl From<WireError> for Error {
     fn from(w: WireError) -> Error {
-        match (w.kind.as_str(), w.record.map(|r| *r)) {
-            (
-                "record",
-                Some(WireRecordRef {
-                    record,
-                    provider,
-                    user,
-                    account,
-                    reason,
-                }),
-            ) => Error::RecordCorrupt {
+        match w {
+            WireError::Usage { message } => Error::Usage(message),
+            WireError::Config { message } => Error::Config(message),
+            WireError::Io { message, error } => Error::io(message, std::io::Error::other(error)),
+            WireError::MasterKey { message } => Error::MasterKey(message),
+            WireError::Vault { message } => Error::Vault(message),
+            WireError::RecordCorrupt {
+                record:
+                    WireRecordRef {
+                        record,
+                        provider,
+                        user,
+                        account,
+                        reason,
+                    },
+                ..
+            } => Error::RecordCorrupt {
                 record,
                 provider,
                 user,
                 account,
                 reason,
             },
-            ("usage", _) => Error::Usage(w.message),
-            ("config", _) => Error::Config(w.message),
-            ("master_key", _) => Error::MasterKey(w.message),
-            ("conflict", _) => Error::Conflict(w.message),
-            ("not_found", _) => Error::NotFound(w.message),
-            ("untrusted", _) => Error::Untrusted(w.message),
-            _ => Error::Other(w.message),
+            WireError::Conflict { message } => Error::Conflict(message),
+            WireError::NotFound { message } => Error::NotFound(message),
+            WireError::Busy { message } => Error::Busy(message),
+            WireError::OwnerGone { message } => Error::OwnerGone(message),
+            WireError::Untrusted { message } => Error::Untrusted(message),
+            WireError::Other { message } => Error::Other(message),
         }
     }
 }
 
-/// One row of `list` on the wire.
-#[derive(Serialize, Deserialize)]
-pub enum WireListed {
-    Ok(Connection, Option<i64>),
-    Err(WireError),
-}
-
-impl From<Listed> for WireListed {
-    fn from(row: Listed) -> WireListed {
-        match row {
-            Ok((c, last)) => WireListed::Ok(c, last),
-            Err(e) => WireListed::Err(WireError::from(&e)),
-        }
+/// Errors travel as their wire mirror, so that results holding one (an answer, a `list` row)
+/// travel as they are.
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        WireError::from(self).serialize(s)
     }
 }
 
-impl WireListed {
-    pub fn into_listed(self) -> Listed {
-        match self {
-            WireListed::Ok(c, last) => Ok((c, last)),
-            WireListed::Err(e) => Err(e.into()),
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Error, D::Error> {
+        /// A kind this build does not know (a newer peer's) still carries its message.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            Known(WireError),
+            Unknown { message: String },
         }
+        Ok(match Any::deserialize(d)? {
+            Any::Known(w) => w.into(),
+            Any::Unknown { message } => Error::Other(message),
+        })
     }
 }
 
@@ -469,21 +444,14 @@ fn read_before(
 
 /// Send the owner's answer to one request. An answer too large for a frame (say, an enormous
 /// `list`) is replaced by an error saying so: the peer must not take it for a dead owner.
-fn write_answer(
-    stream: &mut UnixStream,
-    answer: &std::result::Result<Value, WireError>,
-) -> std::io::Result<()> {
+fn write_answer(stream: &mut UnixStream, answer: &Answer) -> std::io::Result<()> {
     match write_frame(stream, answer) {
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => write_frame(
             stream,
-            &Err::<Value, _>(WireError {
-                kind: "other".into(),
-                message: format!(
-                    "the vault owner's answer is too large for the vault socket ({e}); ask for \
-                     less (e.g. `keyward status --user NAME`)"
-                ),
-                record: None,
-            }),
+            &Err::<Value, _>(Error::other(format!(
+                "the vault owner's answer is too large for the vault socket ({e}); ask for \
+                 less (e.g. `keyward status --user NAME`)"
+            ))),
         ),
         other => other,
     }
@@ -544,14 +512,7 @@ fn linger(mut stream: UnixStream) {
 
 /// Answer a peer with an error it can show, then close.
 fn refuse(mut stream: UnixStream, message: String) {
-    let _ = write_frame(
-        &mut stream,
-        &Err::<(), _>(WireError {
-            kind: "other".into(),
-            message,
-            record: None,
-        }),
-    );
+    let _ = write_frame(&mut stream, &Err::<(), _>(Error::vault(message)));
     linger(stream);
 }
 
@@ -618,19 +579,15 @@ fn serve_peer(
                 "pid": std::process::id(),
                 "idle_ms": limits.idle.as_millis() as u64,
             });
-            if write_frame(&mut stream, &Ok::<_, WireError>(hello)).is_err() {
+            if write_frame(&mut stream, &Ok::<_, Error>(hello)).is_err() {
                 return;
             }
         }
         Ok(Request::Hello { protocol, .. }) => {
-            let _ = write_frame(&mut stream, &Err::<(), _>(WireError {
-                kind: "protocol".into(),
-                message: format!(
+            let _ = write_frame(&mut stream, &Err::<(), _>(Error::vault(format!(
                     "protocol mismatch: the keyward process that owns this vault (pid {}) speaks vault protocol v{PROTOCOL_VERSION}, this one v{protocol}; restart the older keyward (or its MCP client) so both run the same version",
                     std::process::id()
-                ),
-                record: None,
-            }));
+                ))));
             return;
         }
         _ => return,
@@ -696,66 +653,16 @@ fn stream_changes(
     })
 }
 
-fn to_answer<T: Serialize>(result: Result<T>) -> std::result::Result<Value, WireError> {
+pub(crate) fn to_answer<T: Serialize>(result: Result<T>) -> Answer {
     match result {
-        Ok(v) => serde_json::to_value(v).map_err(|e| WireError {
-            kind: "other".into(),
-            message: e.to_string(),
-            record: None,
-        }),
-        Err(e) => Err(WireError::from(&e)),
+        Ok(v) => serde_json::to_value(v).map_err(|e| Error::other(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 
-fn execute(
-    vault: &Vault,
-    store: &Store,
-    request: Request,
-) -> std::result::Result<Value, WireError> {
-    match request {
-        Request::Hello { .. } | Request::Subscribe => to_answer(Ok(())),
-        Request::Get { key } => to_answer(store.get(&key)),
-        Request::Put {
-            key,
-            expected,
-            record,
-        } => to_answer(store.put(&key, expected, &record)),
-        Request::Remove { key } => to_answer(store.remove(&key)),
-        Request::Touch { key } => {
-            store.touch(&key);
-            to_answer(Ok(()))
-        }
-        Request::List { user } => to_answer(
-            store
-                .list(user.as_deref())
-                .map(|rows| rows.into_iter().map(WireListed::from).collect::<Vec<_>>()),
-        ),
-        Request::Keys => to_answer(store.keys()),
-        Request::Audit { entry } => {
-            store.audit(&entry);
-            to_answer(Ok(()))
-        }
-        Request::AuditPage {
-            after,
-            limit,
-            until,
-        } => to_answer(store.audit_page(after, limit, until, AUDIT_PAGE_BYTES)),
-        Request::Flush => to_answer(store.flush()),
-        Request::CurrentKeyId => to_answer(Ok(store.current_key_id())),
-        Request::RotateKey => to_answer(store.rotate_key(|_, _| {})),
-        Request::Rekey { new_key_file } => to_answer(store.rekey(new_key_file.as_deref())),
-        Request::UsersGet { key } => to_answer(store.users_get(&key)),
-        Request::UsersInsert { key, value } => {
-            let result = store.users_insert(&key, &value);
-            vault.users_changed();
-            to_answer(result)
-        }
-        Request::UsersRemove { key } => {
-            let result = store.users_remove(&key);
-            vault.users_changed();
-            to_answer(result)
-        }
-        Request::UsersScan { prefix } => to_answer(store.users_scan(&prefix)),
+/// Answer one request of a peer: a storage operation on our store, or a refresh by our hook.
+fn execute(vault: &Vault, store: &Store, request: Request) -> Answer {
+    dispatch(store, request, |request| match request {
         Request::Refresh {
             key,
             seen_version,
@@ -780,7 +687,9 @@ fn execute(
             };
             to_answer(Ok(answer))
         }
-    }
+        // A hello after the first, or a subscription, are handled before; answered harmlessly.
+        _ => to_answer(Ok(())),
+    })
 }
 
 // ---- the other processes ----------------------------------------------------------------------
@@ -940,18 +849,14 @@ impl RemoteClient {
                     _ => return Err(e),
                 }
             }
-            match read_frame::<std::result::Result<Value, WireError>>(
-                stream,
-                Some(ANSWER_WAIT),
-                FRAME_WAIT,
-            ) {
+            match read_frame::<Answer>(stream, Some(ANSWER_WAIT), FRAME_WAIT) {
                 Ok(answer) => {
                     lease.give_back();
                     return Ok(match answer {
                         Ok(value) => serde_json::from_value(value).map_err(|e| {
                             Error::other(format!("unexpected answer from the vault owner: {e}"))
                         }),
-                        Err(e) => Err(e.into()),
+                        Err(e) => Err(e),
                     });
                 }
                 // The owner closes idle connections without reading from them, so a reused one
@@ -1016,12 +921,7 @@ fn open_stream(path: &Path) -> std::result::Result<(UnixStream, Duration), Conne
         },
     );
     // Read even when the hello could not be sent: a refusing owner says why before closing.
-    let hello = read_frame::<std::result::Result<Value, WireError>>(
-        &mut stream,
-        Some(HELLO_WAIT),
-        FRAME_WAIT,
-    )
-    .map_err(|e| {
+    let hello = read_frame::<Answer>(&mut stream, Some(HELLO_WAIT), FRAME_WAIT).map_err(|e| {
         let why = match sent {
             Err(sent) => sent.to_string(),
             Ok(()) => e.to_string(),
@@ -1035,7 +935,7 @@ fn open_stream(path: &Path) -> std::result::Result<(UnixStream, Duration), Conne
                 .map_or(Duration::from_secs(60), Duration::from_millis);
             Ok((stream, idle))
         }
-        Err(refused) => Err(ConnectError::Refused(Error::vault(refused.message))),
+        Err(refused) => Err(ConnectError::Refused(refused)),
     }
 }
 
@@ -1087,4 +987,49 @@ pub(crate) fn relay_changes(vault: &Vault) {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error crosses the socket as itself: same variant, same text. (Before the mirror,
+    /// `Vault`, `Busy` and `Io` arrived as `Other`, and a vault error lost its prefix.)
+    #[test]
+    fn every_error_crosses_the_socket_as_itself() {
+        let errors = [
+            Error::usage("u"),
+            Error::config("c"),
+            Error::io("reading x", std::io::Error::other("denied")),
+            Error::MasterKey("m".into()),
+            Error::vault("v"),
+            Error::RecordCorrupt {
+                record: "r".into(),
+                provider: "github".into(),
+                user: "default".into(),
+                account: "a".into(),
+                reason: "tampered".into(),
+            },
+            Error::Conflict("k".into()),
+            Error::NotFound("n".into()),
+            Error::Busy("b".into()),
+            Error::OwnerGone("g".into()),
+            Error::Untrusted("t".into()),
+            Error::other("o"),
+        ];
+        for error in errors {
+            let json = serde_json::to_string(&error).unwrap();
+            let back: Error = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&error),
+                "{json}"
+            );
+            assert_eq!(back.to_string(), error.to_string(), "{json}");
+        }
+        // A kind from a newer peer still says what happened.
+        let newer: Error =
+            serde_json::from_str(r#"{"kind": "from_the_future", "message": "why"}"#).unwrap();
+        assert_eq!(newer.to_string(), "why");
+    }
 }

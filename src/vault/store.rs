@@ -12,6 +12,7 @@ use super::audit::AuditEntry;
 use super::crypto;
 use super::keys::{self, KeySource, Keyring, MasterKey};
 use super::record::{ConnKey, Connection, TokenRecord};
+use super::storage::Storage;
 use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
 use crate::secret::SecretKey;
@@ -43,6 +44,9 @@ pub struct Store {
     /// Every put or remove of a connection, for servers that tell their clients the tool list
     /// changed.
     changes: tokio::sync::broadcast::Sender<ConnKey>,
+    /// The users tree's generation, moved on every change to it (see
+    /// [`super::Vault::watch_users`]).
+    users_generation: tokio::sync::watch::Sender<u64>,
     /// What `open` had to create, for the one-line notice the CLI prints.
     pub created: Vec<String>,
     /// The owner lock, held as long as the store is open. Declared last so that it is released
@@ -73,6 +77,7 @@ impl Store {
         home: &Home,
         mode: OpenMode,
         changes: tokio::sync::broadcast::Sender<ConnKey>,
+        users_generation: tokio::sync::watch::Sender<u64>,
     ) -> Result<Store> {
         home.check_trusted()?;
         let mut created = Vec::new();
@@ -171,6 +176,7 @@ impl Store {
             db,
             audit_seq: AtomicU64::new(next_seq),
             changes,
+            users_generation,
             created,
             _owner_lock: owner_lock,
         })
@@ -629,13 +635,20 @@ impl Store {
         Ok(self.users.get(key)?.map(|v| v.to_vec()))
     }
 
+    /// Add a users entry, flushed. Caches of API keys are told to forget, whatever the outcome.
     pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.users.insert(key, value)?;
+        let result = self.users.insert(key, value).map_err(Error::from);
+        super::bump(&self.users_generation);
+        result?;
         self.flush()
     }
 
+    /// Remove a users entry, flushed. Caches of API keys are told to forget, whatever the
+    /// outcome.
     pub fn users_remove(&self, key: &[u8]) -> Result<()> {
-        self.users.remove(key)?;
+        let result = self.users.remove(key).map_err(Error::from);
+        super::bump(&self.users_generation);
+        result?;
         self.flush()
     }
 
@@ -663,6 +676,73 @@ impl Store {
         self.flush()
     }
 }
+
+/// The embedded backend: each operation is the method of the same name above.
+impl Storage for Store {
+    fn get(&self, key: ConnKey) -> Result<Option<Connection>> {
+        Store::get(self, &key)
+    }
+    fn put(&self, key: ConnKey, expected: Option<u64>, record: TokenRecord) -> Result<u64> {
+        Store::put(self, &key, expected, &record)
+    }
+    fn remove(&self, key: ConnKey) -> Result<bool> {
+        Store::remove(self, &key)
+    }
+    fn touch(&self, key: ConnKey) -> Result<()> {
+        Store::touch(self, &key);
+        Ok(())
+    }
+    fn list(&self, user: Option<String>) -> Result<Vec<Listed>> {
+        Store::list(self, user.as_deref())
+    }
+    fn keys(&self) -> Result<Vec<ConnKey>> {
+        Store::keys(self)
+    }
+    fn audit(&self, entry: AuditEntry) -> Result<()> {
+        Store::audit(self, &entry);
+        Ok(())
+    }
+    fn audit_page(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+        until: Option<u64>,
+    ) -> Result<AuditPage> {
+        Store::audit_page(self, after, limit, until, AUDIT_PAGE_BYTES)
+    }
+    fn flush(&self) -> Result<()> {
+        Store::flush(self)
+    }
+    fn current_key_id(&self) -> Result<u32> {
+        Ok(Store::current_key_id(self))
+    }
+    fn rotate_key(&self) -> Result<RotateReport> {
+        Store::rotate_key(self, |_, _| {})
+    }
+    fn rotate_key_reporting(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<RotateReport> {
+        Store::rotate_key(self, progress)
+    }
+    fn rekey(&self, new_key_file: Option<std::path::PathBuf>) -> Result<String> {
+        Store::rekey(self, new_key_file.as_deref())
+    }
+    fn users_get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        Store::users_get(self, &key)
+    }
+    fn users_insert(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        Store::users_insert(self, &key, &value)
+    }
+    fn users_remove(&self, key: Vec<u8>) -> Result<()> {
+        Store::users_remove(self, &key)
+    }
+    fn users_scan(&self, prefix: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Store::users_scan(self, &prefix)
+    }
+}
+
+/// How much of the audit log one answer of the relay carries (JSON may grow when re-encoded:
+/// stay well below the socket's frame cap). The embedded store pages the same way, so every
+/// backend answers [`Storage::audit_page`] alike.
+pub const AUDIT_PAGE_BYTES: usize = super::share::MAX_FRAME / 8;
 
 impl Drop for Store {
     fn drop(&mut self) {

@@ -224,6 +224,32 @@ impl KeyCache {
     /// Like [`lookup_hash`], answered from memory when the key was found valid less than
     /// [`KEY_CACHE_TTL`] ago and no user was added or removed since.
     pub fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+        let (generation, known) = self.cached(hash);
+        if known.is_some() {
+            return known;
+        }
+        let name = lookup_hash(&self.vault, hash)?;
+        self.remember(hash, generation, &name);
+        Some(name)
+    }
+
+    /// [`KeyCache::lookup`] from async code: a key not in memory is read off the runtime's
+    /// workers (on every HTTP request of a non-owner this is a round trip to the owner).
+    pub async fn lookup_async(&self, hash: &[u8; 32]) -> Option<String> {
+        let (generation, known) = self.cached(hash);
+        if known.is_some() {
+            return known;
+        }
+        let (vault, owned) = (self.vault.clone(), *hash);
+        let name = tokio::task::spawn_blocking(move || lookup_hash(&vault, &owned))
+            .await
+            .ok()??;
+        self.remember(hash, generation, &name);
+        Some(name)
+    }
+
+    /// The users generation now, and the name `hash` was found valid for if that is recent.
+    fn cached(&self, hash: &[u8; 32]) -> (u64, Option<String>) {
         let generation = *self.generation.borrow();
         {
             let mut known = crate::sync::lock(&self.known);
@@ -233,17 +259,20 @@ impl KeyCache {
             }
             if let Some((name, at)) = known.keys.get(hash) {
                 if at.elapsed() < KEY_CACHE_TTL {
-                    return Some(name.clone());
+                    return (generation, Some(name.clone()));
                 }
             }
         }
-        let name = lookup_hash(&self.vault, hash)?;
+        (generation, None)
+    }
+
+    /// Keep what was read at `generation`.
+    fn remember(&self, hash: &[u8; 32], generation: u64, name: &str) {
         let mut known = crate::sync::lock(&self.known);
         // A change that landed while we read may not be in what we read: answer, don't keep.
         if known.generation == generation && *self.generation.borrow() == generation {
-            known.keys.insert(*hash, (name.clone(), Instant::now()));
+            known.keys.insert(*hash, (name.to_string(), Instant::now()));
         }
-        Some(name)
     }
 }
 

@@ -424,7 +424,7 @@ fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
     let client = share::RemoteClient::connect(&home).unwrap_or_else(|_| panic!("connect"));
     for _ in 0..2 {
         let keys: Vec<ConnKey> = client
-            .call(&share::Request::Keys)
+            .call(&share::Request::Keys {})
             .expect("the owner is alive: not a lost owner")
             .unwrap();
         assert!(keys.is_empty());
@@ -583,4 +583,69 @@ async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_pr
             "the dropped vault released the owner lock"
         );
     }
+}
+
+/// The hot path of a non-owner runs off the runtime's workers: while the owner sits on a request
+/// (here one that takes it and never answers), the call waits for it and every other task of
+/// the runtime goes on — even on a runtime with a single worker. A blocking relay call on that
+/// worker would stall the runtime until the owner answered.
+#[test]
+fn a_stalled_owner_stalls_only_the_calls_that_wait_for_it() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let kw = Kw::new();
+    kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
+    let home = Home { dir: kw.home() };
+    // Play the owner: hold its lock, greet, take one request and sit on it until released.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(kw.home().join(keyward::vault::store::OWNER_LOCK))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(share::socket_path(&home)).unwrap();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        read_raw(&mut stream).unwrap(); // the hello
+        let greeting = serde_json::json!({"Ok": {
+            "protocol": share::PROTOCOL_VERSION, "pid": 1, "idle_ms": 3_600_000,
+        }});
+        write_raw(&mut stream, &greeting).unwrap();
+        let request = read_raw(&mut stream).unwrap();
+        seen_tx.send(request["op"].clone()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(300));
+    });
+    let vault = Vault::open(&home, OpenMode::Existing).expect("open through the fake owner");
+    assert!(!vault.is_owner());
+
+    // The runtime runs on its own thread, so that a stalled runtime fails the test, not hangs it.
+    let (went_on_tx, went_on_rx) = mpsc::channel();
+    let runtime = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            tokio::spawn(async move { vault.list_async(None).await });
+            // Once the owner holds the request, the call is in flight: this task still runs.
+            let op =
+                tokio::task::spawn_blocking(move || seen_rx.recv_timeout(Duration::from_secs(120)))
+                    .await
+                    .unwrap();
+            went_on_tx.send(op).unwrap();
+        });
+        rt.shutdown_background();
+    });
+    let op = went_on_rx
+        .recv_timeout(Duration::from_secs(150))
+        .expect("the runtime stalled while the owner sat on a request")
+        .expect("the request reached the owner");
+    assert_eq!(op, "list");
+    let _ = release_tx.send(());
+    owner.join().unwrap();
+    runtime.join().unwrap();
+    drop(lock);
 }
