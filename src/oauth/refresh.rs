@@ -352,7 +352,8 @@ impl Refresher {
                         self.audit(
                             key,
                             &format!("error: the new token could not be saved ({})", e.message),
-                        );
+                        )
+                        .await;
                         if let Some(pair) = self.usable_latest(key, conn.version) {
                             return Ok(Some(pair));
                         }
@@ -362,7 +363,7 @@ impl Refresher {
                         });
                     }
                 };
-                self.audit(key, &format!("ok ({trigger})"));
+                self.audit(key, &format!("ok ({trigger})")).await;
                 super::test_hooks::pause_at("refresh-saved").await;
                 Ok(Some((merged.access_token.clone(), version)))
             }
@@ -373,7 +374,7 @@ impl Refresher {
                 if latest.version != conn.version
                     && latest.record.status == ConnectionStatus::Active
                 {
-                    self.audit(key, &format!("ok (refused with {reason}, but the record had been replaced meanwhile)"));
+                    self.audit(key, &format!("ok (refused with {reason}, but the record had been replaced meanwhile)")).await;
                     return Ok(Some((latest.record.access_token.clone(), latest.version)));
                 }
                 let mut broken = conn.record.clone();
@@ -386,14 +387,16 @@ impl Refresher {
                 self.audit(
                     key,
                     &format!("error: {reason} (connection needs reconnecting)"),
-                );
+                )
+                .await;
                 Err(RefreshError {
                     error: needs_reconnect(key, &reason),
                     grant_alive: false,
                 })
             }
             Err(Failure::Transient(reason)) => {
-                self.audit(key, &format!("error: {reason} (transient)"));
+                self.audit(key, &format!("error: {reason} (transient)"))
+                    .await;
                 Err(ToolError::new(format!(
                     "refreshing the {} token failed: {reason}",
                     key.provider
@@ -403,7 +406,7 @@ impl Refresher {
                 .into())
             }
             Err(Failure::Rejected(reason)) => {
-                self.audit(key, &format!("error: {reason}"));
+                self.audit(key, &format!("error: {reason}")).await;
                 Err(ToolError::new(format!(
                     "refreshing the {} token failed: {reason}",
                     key.provider
@@ -415,7 +418,7 @@ impl Refresher {
                 .into())
             }
             Err(Failure::Config(reason)) => {
-                self.audit(key, &format!("error: {reason}"));
+                self.audit(key, &format!("error: {reason}")).await;
                 Err(ToolError::new(format!(
                     "the {} token needs refreshing, but {reason}",
                     key.provider
@@ -468,10 +471,14 @@ impl Refresher {
             })
     }
 
-    fn audit(&self, key: &ConnKey, outcome: &str) {
-        self.vault.audit(
-            &AuditEntry::new(&key.user, "refresh", outcome).connection(&key.provider, &key.account),
-        );
+    /// Every refresh that reached the token endpoint is audited, off the async workers.
+    async fn audit(&self, key: &ConnKey, outcome: &str) {
+        self.vault
+            .audit_async(
+                &AuditEntry::new(&key.user, "refresh", outcome)
+                    .connection(&key.provider, &key.account),
+            )
+            .await;
     }
 
     /// One refresh at the token endpoint. Every reason in a [`Failure`] is already redacted
