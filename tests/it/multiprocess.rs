@@ -229,10 +229,11 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
     let version_before = status_json(&kw)[0]["version"].clone();
 
     let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = JoinSet::new();
     for _ in 0..CALLERS {
         let peer = survivor.client.peer().clone();
-        let killed = killed.clone();
+        let (killed, answered) = (killed.clone(), answered.clone());
         load.spawn(async move {
             let (mut ok, mut errors, mut after_kill) = (0usize, Vec::new(), 0usize);
             while after_kill < CALLS_AFTER_KILL {
@@ -249,6 +250,7 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
                     assert_eq!(ok_value(&result)["login"], GITHUB_LOGIN);
                     ok += 1;
                 }
+                answered.fetch_add(1, Ordering::SeqCst);
                 if was_killed {
                     after_kill += 1;
                 }
@@ -256,8 +258,11 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
             (ok, errors)
         });
     }
-    // Let the load run through the owner for a moment, then kill it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the load run through the owner (every caller answered a few times), then kill it.
+    assert!(
+        eventually(60, || answered.load(Ordering::SeqCst) >= 4 * CALLERS).await,
+        "the relay answered calls through the owner before the kill"
+    );
     kill9(owner.pid);
     killed.store(true, Ordering::SeqCst);
 

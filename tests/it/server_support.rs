@@ -287,6 +287,8 @@ pub struct StdioServer {
     pub stderr: Arc<Mutex<Vec<u8>>>,
     /// The process id, to `kill -9` it.
     pub pid: u32,
+    /// The task copying stderr into `stderr`; it ends when the process has exited.
+    stderr_copied: tokio::task::JoinHandle<()>,
 }
 
 pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
@@ -311,7 +313,8 @@ pub async fn serve_stdio_env(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> St
         .expect("spawn keyward serve");
     let pid = transport.id().expect("the child's pid");
     let log = Arc::new(Mutex::new(Vec::new()));
-    if let Some(mut stderr) = stderr {
+    let mut stderr = stderr.expect("stderr is piped");
+    let stderr_copied = {
         let log = log.clone();
         tokio::spawn(async move {
             use tokio::io::AsyncReadExt;
@@ -322,8 +325,8 @@ pub async fn serve_stdio_env(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> St
                 }
                 log.lock().unwrap().extend_from_slice(&buf[..n]);
             }
-        });
-    }
+        })
+    };
     let handler = TestClient::default();
     let client = handler.clone().serve(transport).await.expect("initialize");
     StdioServer {
@@ -331,13 +334,19 @@ pub async fn serve_stdio_env(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> St
         handler,
         stderr: log,
         pid,
+        stderr_copied,
     }
 }
 
 impl StdioServer {
     pub async fn finish(self) -> Vec<u8> {
+        // Cancelling closes stdin and waits for the process to exit (or kills it), so its
+        // stderr ends: everything it wrote is in the log once the copy is done.
         let _ = self.client.cancel().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::timeout(Duration::from_secs(60), self.stderr_copied)
+            .await
+            .expect("the stderr of keyward serve closed within 60 s after it was stopped")
+            .expect("the stderr copy task");
         let log = self.stderr.lock().unwrap().clone();
         assert_no_canary("stderr of keyward serve", &log);
         log

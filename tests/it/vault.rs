@@ -754,14 +754,18 @@ fn a_command_racing_an_exiting_owner_waits_and_takes_over() {
     let db = sled::open(kw.home().join("vault")).unwrap();
     assert!(!kw.home().join("keyward.sock").exists());
 
+    let tried = on_close_write(&kw.home().join("keyward.lock"));
     let status = kw
         .command(&["status", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // However the command's start and this release interleave, it must end up owning the vault.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Let go once the command has tried the lock (it opens the lock file, finds it taken and
+    // closes it): it must then wait and end up owning the vault.
+    tried
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("keyward status tried the owner lock within 60 s");
     drop(db);
     drop(lock);
     let out = status.wait_with_output().unwrap();
@@ -771,4 +775,21 @@ fn a_command_racing_an_exiting_owner_waits_and_takes_over() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"github\""));
+}
+
+/// Fires once a process closes `path` after opening it for writing: how a test sees that a
+/// command tried the owner lock (the test must hold the file open itself, or it would fire too).
+fn on_close_write(path: &std::path::Path) -> std::sync::mpsc::Receiver<()> {
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::CLOEXEC).unwrap();
+    inotify::add_watch(&watch, path, inotify::WatchFlags::CLOSE_WRITE).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A blocking read: the thread ends with the first event (or with the test binary).
+    std::thread::spawn(move || {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        if inotify::Reader::new(&watch, &mut buf).next().is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    rx
 }
