@@ -1,6 +1,5 @@
 mod canary;
 mod catalog;
-mod cli;
 mod exec;
 mod fake_upstream;
 mod multiprocess;

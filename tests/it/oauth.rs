@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
 use crate::oauth_fake_ext::*;
-use crate::server_support::eventually;
+use crate::support::canary::*;
+use crate::support::home::*;
+use crate::support::home::{Kw, Run};
+use crate::support::mcp::eventually;
+use crate::support::{FakeUpstream, Provider};
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 use keyward::catalog::Catalog;
 use keyward::config::{Config, Home};
 use keyward::exec::{CallContext, CallOutcome, Executor};

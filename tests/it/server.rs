@@ -10,8 +10,10 @@ use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ErrorCo
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{json, Value};
 
-use crate::cli::{bin, Kw};
 use crate::server_support::*;
+use crate::support::canary::{assert_no_canary, audit_json};
+use crate::support::home::{bin, Kw};
+use crate::support::mcp::*;
 
 #[tokio::test]
 async fn stdio_initialize_list_and_call_tools() {

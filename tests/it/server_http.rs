@@ -21,8 +21,11 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 use serde_json::{json, Value};
 
-use crate::cli::{contains_bytes, Kw};
 use crate::server_support::*;
+use crate::support::canary::assert_no_canary;
+use crate::support::canary::contains_bytes;
+use crate::support::home::Kw;
+use crate::support::mcp::*;
 
 struct Http {
     /// Keeps the temporary home folder alive.

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::cli::{bin, Kw};
 use crate::server_support::*;
+use crate::support::canary::assert_no_canary;
+use crate::support::home::{bin, Kw};
+use crate::support::mcp::*;
 
 fn python_available() -> bool {
     Command::new("python3")

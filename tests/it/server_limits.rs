@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cli::Kw;
 use crate::server_support::*;
+use crate::support::home::Kw;
+use crate::support::mcp::*;
 
 /// Generous bound for anything that must happen.
 const BOUND: Duration = Duration::from_secs(30);

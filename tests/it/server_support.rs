@@ -1,6 +1,7 @@
 //! Shared parts of the server tests: a small upstream that plays the GitHub API (with a slow
-//! endpoint that notices when its caller goes away, for cancellation), a home folder wired to it
-//! with connections imported through the real CLI, and MCP clients.
+//! endpoint that notices when its caller goes away, for cancellation) and a home folder wired to
+//! it with connections imported through the real CLI. The MCP clients are in
+//! `tests/support/mcp.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,13 +14,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
-use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, ServiceExt};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::home::Kw;
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 /// The issue number the upstream answers slowly (60 s), for cancellation tests.
 pub const SLOW_ISSUE: u64 = 999;
@@ -179,176 +177,4 @@ pub fn home_with(upstream: &Upstream, connections: &[(&str, &str)]) -> Kw {
         );
     }
     kw
-}
-
-/// A client handler that counts `notifications/tools/list_changed`.
-#[derive(Clone, Default)]
-pub struct TestClient {
-    pub list_changed: Arc<AtomicUsize>,
-}
-
-impl ClientHandler for TestClient {
-    fn on_tool_list_changed(
-        &self,
-        _context: NotificationContext<RoleClient>,
-    ) -> impl std::future::Future<Output = ()> + Send + '_ {
-        self.list_changed.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(())
-    }
-}
-
-pub type Client = RunningService<RoleClient, TestClient>;
-
-pub fn args(value: Value) -> JsonObject {
-    value.as_object().cloned().expect("arguments are an object")
-}
-
-pub async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
-        .await
-        .expect("tools/call answers")
-}
-
-/// The `structuredContent` of a successful result (panics with the text of a failed one).
-pub fn ok_value(result: &CallToolResult) -> Value {
-    assert_ne!(
-        result.is_error,
-        Some(true),
-        "the call failed: {:?}",
-        result.content
-    );
-    let structured = result
-        .structured_content
-        .clone()
-        .expect("structured content");
-    let text = &result.content[0].as_text().expect("text content").text;
-    assert_eq!(
-        serde_json::from_str::<Value>(text).unwrap(),
-        structured,
-        "text and structuredContent differ"
-    );
-    structured
-}
-
-/// The text of an error result.
-pub fn error_text(result: &CallToolResult) -> String {
-    assert_eq!(result.is_error, Some(true), "expected an error result");
-    result.content[0].as_text().expect("text").text.clone()
-}
-
-/// Wait until `cond` holds, polling (at most `secs`).
-pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    cond()
-}
-
-/// Assert that no canary token appears in `bytes`.
-pub fn assert_no_canary(what: &str, bytes: &[u8]) {
-    for canary in [CANARY_ACCESS, CANARY_REFRESH] {
-        assert!(
-            !crate::cli::contains_bytes(bytes, canary.as_bytes()),
-            "{what} contains a token"
-        );
-    }
-}
-
-/// Every audit record of the home, as JSON lines (via the real CLI).
-pub fn audit_json(kw: &Kw) -> Vec<Value> {
-    let run = kw.ok(&["audit", "--json"], "");
-    assert_no_canary("the audit log", run.stdout().as_bytes());
-    run.stdout()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Drain a child's stderr on a thread (a full pipe would block the child's logging), and hand
-/// back everything it wrote once it closes.
-pub fn drain(mut stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
-        buf
-    })
-}
-
-/// The real binary as an MCP server over stdio, with its stderr collected.
-pub struct StdioServer {
-    pub client: Client,
-    pub handler: TestClient,
-    pub stderr: Arc<Mutex<Vec<u8>>>,
-    /// The process id, to `kill -9` it.
-    pub pid: u32,
-    /// The task copying stderr into `stderr`; it ends when the process has exited.
-    stderr_copied: tokio::task::JoinHandle<()>,
-}
-
-pub async fn serve_stdio(kw: &Kw, args: &[&str]) -> StdioServer {
-    serve_stdio_env(kw, args, &[]).await
-}
-
-/// [`serve_stdio`] with extra environment variables (e.g. the debug-only test hooks).
-pub async fn serve_stdio_env(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> StdioServer {
-    let mut cmd = tokio::process::Command::new(crate::cli::bin());
-    cmd.arg("--home").arg(kw.home()).arg("serve").args(args);
-    cmd.env_remove("KEYWARD_MASTER_KEY")
-        .env_remove("KEYWARD_HOME")
-        .env_remove("KEYWARD_TOOLS_DIR")
-        .env("RUST_LOG", "debug");
-    for (k, v) in &kw.env {
-        cmd.env(k, v);
-    }
-    cmd.envs(env.iter().copied());
-    let (transport, stderr) = TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn keyward serve");
-    let pid = transport.id().expect("the child's pid");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let mut stderr = stderr.expect("stderr is piped");
-    let stderr_copied = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                log.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let handler = TestClient::default();
-    let client = handler.clone().serve(transport).await.expect("initialize");
-    StdioServer {
-        client,
-        handler,
-        stderr: log,
-        pid,
-        stderr_copied,
-    }
-}
-
-impl StdioServer {
-    pub async fn finish(self) -> Vec<u8> {
-        // Cancelling closes stdin and waits for the process to exit (or kills it), so its
-        // stderr ends: everything it wrote is in the log once the copy is done.
-        let _ = self.client.cancel().await;
-        tokio::time::timeout(Duration::from_secs(60), self.stderr_copied)
-            .await
-            .expect("the stderr of keyward serve closed within 60 s after it was stopped")
-            .expect("the stderr copy task");
-        let log = self.stderr.lock().unwrap().clone();
-        assert_no_canary("stderr of keyward serve", &log);
-        log
-    }
 }

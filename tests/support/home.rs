@@ -1,11 +1,16 @@
-//! Helpers to drive the real `keyward` binary in a temporary home folder.
+//! A temporary home folder and the real `keyward` binary run against it: commands to
+//! completion ([`Kw::run`]), a child whose stderr is read while it runs ([`Running`]), a vault
+//! owner ([`Kw::spawn_owner`]), and homes wired to the fake upstream ([`home_for`]).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-pub const CANARY_ACCESS: &str = "kwcanary_access_9f8e7d6c5b4a";
-pub const CANARY_REFRESH: &str = "kwcanary_refresh_1a2b3c4d5e6f";
+use serde_json::Value;
+
+use super::FakeUpstream;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyward")
@@ -119,10 +124,6 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// A `keyward serve` (stdio) child that owns the vault of a home while it runs. It ends when
 /// dropped: its stdin closes, which ends a stdio server.
 pub struct Owner {
@@ -174,6 +175,139 @@ pub fn token_json(access: &str, refresh: &str) -> String {
     serde_json::json!({
         "access_token": access, "refresh_token": refresh, "token_type": "bearer",
         "expires_in": 28800, "scope": "repo read:user",
+    })
+    .to_string()
+}
+
+/// A home folder whose config points every provider at `fake`, plus `extra` config lines per
+/// provider section (e.g. `refresh_margin_secs = …`).
+pub fn home_for(fake: &FakeUpstream, extra: &[(&str, &str)]) -> Kw {
+    let kw = Kw::new();
+    std::fs::create_dir_all(kw.home()).unwrap();
+    let mut config = fake.config_toml();
+    for (provider, line) in extra {
+        let header = format!("[providers.{provider}]\n");
+        config = config.replace(&header, &format!("{header}{line}\n"));
+    }
+    std::fs::write(kw.home().join("config.toml"), config).unwrap();
+    kw
+}
+
+/// `keyward status --json` as JSON.
+pub fn status(kw: &Kw) -> Vec<Value> {
+    let out = kw.ok(&["status", "--json"], "").stdout();
+    serde_json::from_str(&out).expect("status --json is JSON")
+}
+
+/// The status row of `provider` (account `default`), if any.
+pub fn status_of(kw: &Kw, provider: &str) -> Option<Value> {
+    status(kw)
+        .into_iter()
+        .find(|row| row["provider"] == provider)
+}
+
+/// A running `keyward` whose stderr lines arrive on a channel as they are printed.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(kw: &Kw, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = kw.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keyward");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// The first stderr line (from now) for which `pick` returns something.
+    pub fn wait_for<T>(&mut self, timeout: Duration, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = pick(&line);
+                    self.stderr.push(line);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Err(_) => panic!(
+                    "keyward did not print what the test waits for; stderr so far:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The authorize URL keyward printed.
+    pub fn authorize_url(&mut self) -> url::Url {
+        self.wait_for(Duration::from_secs(30), |line| {
+            line.trim()
+                .starts_with("http")
+                .then(|| url::Url::parse(line.trim()).expect("a URL"))
+        })
+    }
+
+    /// Wait for the process to end; returns its output with all of stderr.
+    pub fn finish(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(_status) = self.child.try_wait().unwrap() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "keyward did not finish in time; stderr:\n{}",
+                    self.stderr.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The reader thread ends with the pipe; collect what is left.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.stderr.push(line);
+        }
+        let mut output = self.child.wait_with_output().unwrap();
+        output.stderr = self.stderr.join("\n").into_bytes();
+        Run(output)
+    }
+
+    /// SIGKILL (kill -9) and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+/// A token response for `keyward import` whose access token expired `ago` seconds ago.
+pub fn expired_token_json(access: &str, refresh: &str, scope: &str) -> String {
+    serde_json::json!({
+        "access_token": access, "refresh_token": refresh, "token_type": "bearer",
+        "expires_at": chrono::Utc::now().timestamp() - 60, "scope": scope,
     })
     .to_string()
 }
