@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::server_support::*;
 use crate::support::canary::assert_no_canary;
-use crate::support::home::{bin, Kw};
+use crate::support::home::{bin, home_with, Kw};
 use crate::support::mcp::*;
+use crate::support::FakeUpstream;
 
 fn python_available() -> bool {
     Command::new("python3")
@@ -73,7 +73,7 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         return;
     }
     keyward::server::install_crypto_provider();
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default"), ("alice", "default")]);
 
     python(

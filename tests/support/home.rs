@@ -8,9 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::FakeUpstream;
+use super::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyward")
@@ -310,4 +310,28 @@ pub fn expired_token_json(access: &str, refresh: &str, scope: &str) -> String {
         "expires_at": chrono::Utc::now().timestamp() - 60, "scope": scope,
     })
     .to_string()
+}
+
+/// The access token of a test connection: starts with the canary, so any leak is caught.
+pub fn token(user: &str, account: &str) -> String {
+    format!("{CANARY_ACCESS}_{user}_{account}")
+}
+
+/// A home folder wired to `fake`, with one GitHub connection per (user, account), imported with
+/// the real CLI and granted at the fake as login `<user>-<account>`.
+pub fn home_with(fake: &FakeUpstream, connections: &[(&str, &str)]) -> Kw {
+    let kw = home_for(fake, &[]);
+    for (user, account) in connections {
+        let access = token(user, account);
+        fake.grant_github_as(&access, &format!("{user}-{account}"));
+        let response = json!({
+            "access_token": access, "refresh_token": format!("{CANARY_REFRESH}_{user}_{account}"),
+            "token_type": "bearer", "expires_in": 28800, "scope": "repo read:user",
+        });
+        kw.ok(
+            &["import", "github", "--user", user, "--account", account],
+            &response.to_string(),
+        );
+    }
+    kw
 }

@@ -321,6 +321,14 @@ pub struct SharedState {
     pub(crate) cache: Mutex<HashMap<String, Bytes>>,
     pub(crate) sequence: AtomicU64,
     pub(crate) token_echo: Mutex<[Option<echo::TokenEcho>; 3]>,
+    /// GitHub logins of tokens granted with [`SharedState::grant_github_as`].
+    pub(crate) github_logins: Mutex<HashMap<String, String>>,
+    /// Releases held API requests, one per [`SharedState::release_api`].
+    release: tokio::sync::Notify,
+    /// API requests that started waiting at a hold, and those abandoned (their connection
+    /// closed) before they were released.
+    held: AtomicU64,
+    held_abandoned: Arc<AtomicU64>,
 }
 
 /// The mutable provider data (created issues, posted messages, calendars and events).
@@ -343,6 +351,18 @@ struct ApiFailure {
 struct ApiKnobs {
     failures: Vec<ApiFailure>,
     delay: [Duration; 3],
+    /// Path substrings whose API requests wait for [`SharedState::release_api`].
+    holds: Vec<String>,
+}
+
+/// Counts a held request whose future is dropped before it was released: the server drops a
+/// handler when its client goes away.
+struct Abandoned(Arc<AtomicU64>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -367,6 +387,10 @@ impl SharedState {
             cache: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(1),
             token_echo: Mutex::new([None, None, None]),
+            github_logins: Mutex::new(HashMap::new()),
+            release: tokio::sync::Notify::new(),
+            held: AtomicU64::new(0),
+            held_abandoned: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -528,6 +552,36 @@ impl SharedState {
         lock(&self.api_knobs).delay[Provider::from_name(provider).index()] = delay;
     }
 
+    /// API requests whose raw path contains `path_substring` wait until the test calls
+    /// [`SharedState::release_api`] (one release per request): to cancel a call in flight, or
+    /// to act while it runs.
+    pub fn hold_api(&self, path_substring: &str) {
+        lock(&self.api_knobs).holds.push(path_substring.to_string());
+    }
+
+    /// Let one held API request (or the next one to arrive) go on.
+    pub fn release_api(&self) {
+        self.release.notify_one();
+    }
+
+    /// API requests that reached a hold.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Held API requests whose client went away before they were released.
+    pub fn held_abandoned(&self) -> u64 {
+        self.held_abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Make `access_token` a GitHub token (scopes `repo read:user`, never expiring) of the
+    /// account `login`: `GET /user` names it, and the issues of the repository `seen-by` say
+    /// which login read them.
+    pub fn grant_github_as(&self, access_token: &str, login: &str) {
+        self.grant("github", access_token, &["repo", "read:user"], None);
+        lock(&self.github_logins).insert(access_token.to_string(), login.to_string());
+    }
+
     // ----- internals --------------------------------------------------------------------------
 
     pub(crate) fn next_seq(&self) -> u64 {
@@ -579,6 +633,16 @@ impl SharedState {
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        let held = lock(&self.api_knobs)
+            .holds
+            .iter()
+            .any(|h| r.path.contains(h.as_str()));
+        if held {
+            let abandoned = Abandoned(self.held_abandoned.clone());
+            self.held.fetch_add(1, Ordering::SeqCst);
+            self.release.notified().await;
+            std::mem::forget(abandoned);
         }
         let (status, retry_after, echo) = failure?;
         if let Some(echo) = echo {
