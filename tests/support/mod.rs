@@ -34,7 +34,6 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -350,7 +349,6 @@ struct ApiFailure {
 #[derive(Default)]
 struct ApiKnobs {
     failures: Vec<ApiFailure>,
-    delay: [Duration; 3],
     /// Path substrings whose API requests wait for [`SharedState::release_api`].
     holds: Vec<String>,
 }
@@ -547,11 +545,6 @@ impl SharedState {
         });
     }
 
-    /// Every API request of `provider` waits this long before it is answered.
-    pub fn api_delay(&self, provider: &str, delay: Duration) {
-        lock(&self.api_knobs).delay[Provider::from_name(provider).index()] = delay;
-    }
-
     /// API requests whose raw path contains `path_substring` wait until the test calls
     /// [`SharedState::release_api`] (one release per request): to cancel a call in flight, or
     /// to act while it runs.
@@ -615,11 +608,10 @@ impl SharedState {
         }
     }
 
-    /// Injected failures and delays of API calls.
+    /// Injected failures and holds of API calls.
     async fn api_preamble(&self, p: Provider, r: &Req) -> Option<Response> {
-        let (failure, delay) = {
+        let failure = {
             let mut knobs = lock(&self.api_knobs);
-            let delay = knobs.delay[p.index()];
             let failure = knobs
                 .failures
                 .iter_mut()
@@ -629,11 +621,8 @@ impl SharedState {
                     (f.status, f.retry_after, f.echo)
                 });
             knobs.failures.retain(|f| f.remaining > 0);
-            (failure, delay)
+            failure
         };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
         let held = lock(&self.api_knobs)
             .holds
             .iter()
