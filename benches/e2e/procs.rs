@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::calls::Caller;
 use crate::report::progress;
+use crate::support::mcp::{free_port, wait_healthy};
 use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
 use crate::{GITHUB_SCOPES, TOOL};
 
@@ -179,14 +180,6 @@ pub(crate) struct HttpChild {
     pub(crate) base: String,
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub(crate) async fn serve_http(home: &BenchHome, logs: &Logs) -> HttpChild {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = home
@@ -202,20 +195,10 @@ pub(crate) async fn serve_http(home: &BenchHome, logs: &Logs) -> HttpChild {
         child.id().unwrap_or_default()
     ));
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "keyward serve --http did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        wait_healthy(&base, 15).await,
+        "keyward serve --http did not come up"
+    );
     HttpChild { child, base }
 }
 

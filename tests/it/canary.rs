@@ -365,12 +365,9 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
         .stdout()
         .trim()
         .to_string();
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = format!("127.0.0.1:{}", crate::support::mcp::free_port());
     let mut child = kw
-        .command(&["serve", "--http", &addr.to_string(), "--json-response"])
+        .command(&["serve", "--http", &addr, "--json-response"])
         .env("RUST_LOG", "trace")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -380,20 +377,10 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
     let stderr = crate::support::mcp::drain(child.stderr.take().unwrap());
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..400 {
-        if http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "keyward serve --http did not come up");
+    assert!(
+        crate::support::mcp::wait_healthy(&base, 30).await,
+        "keyward serve --http did not come up"
+    );
     let post = |body: Value, session: Option<String>| {
         let mut request = http
             .post(format!("{base}/mcp"))

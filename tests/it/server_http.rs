@@ -1033,14 +1033,6 @@ async fn clients_hear_tools_list_changed_when_connections_change() {
     h.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
     keyward::server::install_crypto_provider();
@@ -1074,20 +1066,7 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
         .unwrap();
     let stderr = drain(child.stderr.take().unwrap());
     let base = format!("http://{addr}");
-    let healthy = {
-        let mut ok = false;
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-                if r.status() == 200 {
-                    ok = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ok
-    };
-    assert!(healthy, "the server did not come up");
+    assert!(wait_healthy(&base, 30).await, "the server did not come up");
     let client = mcp_client(&base, &key).await;
     let me = ok_value(&call(&client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "alice-default");

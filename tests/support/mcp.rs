@@ -1,6 +1,6 @@
 //! MCP clients of the real binary: `keyward serve` over stdio driven by rmcp's client (with its
 //! stderr collected), a handler that counts `tools/list_changed`, and the helpers that call a
-//! tool and read its result.
+//! tool and read its result; a free port and a readiness wait for `keyward serve --http`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,4 +164,27 @@ impl StdioServer {
         assert_no_canary("stderr of keyward serve", &log);
         log
     }
+}
+
+/// A loopback port nobody listens on right now, for `keyward serve --http`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait (at most `secs`) until the server at `base` answers `GET /healthz` with 200.
+pub async fn wait_healthy(base: &str, secs: u64) -> bool {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        let answer = http.get(format!("{base}/healthz")).send().await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
 }
