@@ -61,11 +61,11 @@ async def run_session(read, write, mode):
         check(me.content[0].type == "text" and expect_login in me.content[0].text, "text")
 
         issue = await session.call_tool(
-            "github_get_issue", {"owner": "octo", "repo": "hello", "number": 5}
+            "github_get_issue", {"owner": "octo", "repo": "seen-by", "number": 5}
         )
         check(not issue.isError, f"github_get_issue failed: {issue.content}")
         title = issue.structuredContent["title"]
-        check(title == f"octo/hello#5 seen by {expect_login}", f"title: {title}")
+        check(title == f"octo/seen-by#5 seen by {expect_login}", f"title: {title}")
 
         bad = await session.call_tool("github_get_issue", {"owner": "octo"})
         check(bad.isError, "missing arguments are an error result")
@@ -76,7 +76,7 @@ async def run_session(read, write, mode):
         results = await asyncio.gather(
             *[
                 session.call_tool(
-                    "github_get_issue", {"owner": "octo", "repo": "hello", "number": n}
+                    "github_get_issue", {"owner": "octo", "repo": "seen-by", "number": n}
                 )
                 for n in range(1, 21)
             ]

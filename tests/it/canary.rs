@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{Kw, Run};
-use crate::oauth_fake_ext::{expired_token_json, fake_secrets, status};
-use crate::server_support::{error_text, serve_stdio};
+use crate::support::canary::fake_secrets;
+use crate::support::home::{expired_token_json, status};
+use crate::support::home::{Kw, Run};
+use crate::support::mcp::{error_text, serve_stdio};
 use crate::support::{Echo, FakeUpstream};
 
 /// Every secret the fake has seen or issued, plus the canaries and client secrets.
@@ -51,7 +52,7 @@ async fn traced_setup() -> (FakeUpstream, Kw) {
 
 async fn traced_home(expired: bool) -> (FakeUpstream, Kw) {
     let fake = FakeUpstream::start().await;
-    let mut kw = crate::oauth_fake_ext::home_for(&fake, &[]);
+    let mut kw = crate::support::home::home_for(&fake, &[]);
     kw.env.push(("RUST_LOG".into(), "trace".into()));
     let scopes = [
         ("github", "repo read:user"),
@@ -62,8 +63,8 @@ async fn traced_home(expired: bool) -> (FakeUpstream, Kw) {
         ),
     ];
     for (provider, scope) in scopes {
-        let access = format!("{}_{provider}", crate::cli::CANARY_ACCESS);
-        let refresh = format!("{}_{provider}", crate::cli::CANARY_REFRESH);
+        let access = format!("{}_{provider}", crate::support::CANARY_ACCESS);
+        let refresh = format!("{}_{provider}", crate::support::CANARY_REFRESH);
         let list: Vec<&str> = scope.split(' ').collect();
         fake.grant_with_refresh(
             provider,
@@ -318,7 +319,7 @@ async fn tool_errors_over_stdio_carry_no_token_in_content_structured_content_or_
     ];
     for (path, echo, n, tool, args) in cases {
         fake.echo_api(path, n, echo);
-        let result = crate::server_support::call(&server.client, tool, args).await;
+        let result = crate::support::mcp::call(&server.client, tool, args).await;
         let all = secrets(&fake, &[]);
         let wire = serde_json::to_string(&result).unwrap();
         assert_no_secret(&format!("{tool} {echo:?} result"), &wire, &all);
@@ -337,8 +338,7 @@ async fn tool_errors_over_stdio_carry_no_token_in_content_structured_content_or_
     // quoting the refresh token and the client secret.
     fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(401));
     fake.echo_token_errors("google", 1, 400, "invalid_grant");
-    let result =
-        crate::server_support::call(&server.client, "calendar_list_events", json!({})).await;
+    let result = crate::support::mcp::call(&server.client, "calendar_list_events", json!({})).await;
     let wire = serde_json::to_string(&result).unwrap();
     assert_no_secret("token error result", &wire, &secrets(&fake, &[]));
     let text = error_text(&result);
@@ -365,35 +365,22 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
         .stdout()
         .trim()
         .to_string();
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = format!("127.0.0.1:{}", crate::support::mcp::free_port());
     let mut child = kw
-        .command(&["serve", "--http", &addr.to_string(), "--json-response"])
+        .command(&["serve", "--http", &addr, "--json-response"])
         .env("RUST_LOG", "trace")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = crate::server_support::drain(child.stderr.take().unwrap());
+    let stderr = crate::support::mcp::drain(child.stderr.take().unwrap());
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..400 {
-        if http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "keyward serve --http did not come up");
+    assert!(
+        crate::support::mcp::wait_healthy(&base, 30).await,
+        "keyward serve --http did not come up"
+    );
     let post = |body: Value, session: Option<String>| {
         let mut request = http
             .post(format!("{base}/mcp"))
@@ -513,8 +500,8 @@ fn a_config_error_names_file_line_and_key_but_never_the_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_exchange_refusal_quoting_the_code_and_client_secret_is_redacted() {
     let fake = FakeUpstream::start().await;
-    let kw = crate::oauth_fake_ext::home_for(&fake, &[]);
-    let mut run = crate::oauth_fake_ext::Running::spawn(
+    let kw = crate::support::home::home_for(&fake, &[]);
+    let mut run = crate::support::home::Running::spawn(
         &kw,
         &["connect", "github", "--no-browser", "--timeout", "60"],
         &[("RUST_LOG", "trace")],

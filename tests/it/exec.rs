@@ -4,8 +4,9 @@
 
 use serde_json::{json, Value};
 
-use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::home::{Kw, Run};
 use crate::support::{FakeUpstream, RecordedRequest};
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 const GITHUB_SCOPES: &str = "repo read:user";
 const SLACK_SCOPES: &str = "channels:read,channels:history,chat:write,search:read,users:read";
@@ -885,7 +886,7 @@ mod manifest_provider {
     use serde_json::{json, Value};
 
     use super::{call, err_json, ok_json};
-    use crate::cli::Kw;
+    use crate::support::home::Kw;
 
     /// The one token the upstream refuses with its auth-failure code.
     const STALE: &str = "acme-stale-token";

@@ -1,6 +1,5 @@
 mod canary;
 mod catalog;
-mod cli;
 mod exec;
 mod fake_upstream;
 mod multiprocess;
@@ -10,7 +9,6 @@ mod server;
 mod server_http;
 mod server_interop;
 mod server_limits;
-mod server_support;
 mod share;
 #[path = "../support/mod.rs"]
 mod support;

@@ -10,12 +10,14 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
-use crate::oauth_fake_ext::{expired_token_json, home_for, FakeUpstream};
-use crate::server_support::{
+use crate::support::home::{expired_token_json, home_for};
+use crate::support::home::{Kw, Run};
+use crate::support::mcp::{
     args, call, error_text, eventually, ok_value, serve_stdio, serve_stdio_env, Client, StdioServer,
 };
+use crate::support::FakeUpstream;
 use crate::support::GITHUB_LOGIN;
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 fn access_token(tag: &str) -> String {
     format!("{CANARY_ACCESS}.gho_{tag}")
@@ -62,7 +64,7 @@ fn status_json(kw: &Kw) -> Vec<Value> {
 
 /// Whether `server` has printed `needle` on stderr so far.
 fn said(server: &StdioServer, needle: &str) -> bool {
-    crate::cli::contains_bytes(&server.stderr.lock().unwrap(), needle.as_bytes())
+    crate::support::canary::contains_bytes(&server.stderr.lock().unwrap(), needle.as_bytes())
 }
 
 /// `github_get_me` on `client`, failing (not hanging) when it does not answer in two minutes.
@@ -152,7 +154,7 @@ async fn two_servers_and_the_cli_share_one_vault() {
     for server in [&first, &second] {
         ok_value(&get_me(&server.client).await);
     }
-    let audit = crate::server_support::audit_json(&kw);
+    let audit = crate::support::canary::audit_json(&kw);
     let calls = audit
         .iter()
         .filter(|e| e["tool"] == "github_get_me" && e["outcome"] == "ok")
@@ -229,10 +231,11 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
     let version_before = status_json(&kw)[0]["version"].clone();
 
     let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = JoinSet::new();
     for _ in 0..CALLERS {
         let peer = survivor.client.peer().clone();
-        let killed = killed.clone();
+        let (killed, answered) = (killed.clone(), answered.clone());
         load.spawn(async move {
             let (mut ok, mut errors, mut after_kill) = (0usize, Vec::new(), 0usize);
             while after_kill < CALLS_AFTER_KILL {
@@ -249,6 +252,7 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
                     assert_eq!(ok_value(&result)["login"], GITHUB_LOGIN);
                     ok += 1;
                 }
+                answered.fetch_add(1, Ordering::SeqCst);
                 if was_killed {
                     after_kill += 1;
                 }
@@ -256,8 +260,11 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
             (ok, errors)
         });
     }
-    // Let the load run through the owner for a moment, then kill it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the load run through the owner (every caller answered a few times), then kill it.
+    assert!(
+        eventually(60, || answered.load(Ordering::SeqCst) >= 4 * CALLERS).await,
+        "the relay answered calls through the owner before the kill"
+    );
     kill9(owner.pid);
     killed.store(true, Ordering::SeqCst);
 
@@ -479,7 +486,7 @@ fn processes_starting_on_a_fresh_home_at_once_all_succeed() {
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn keyward serve");
-            servers.push((i, crate::cli::Owner { child: server }));
+            servers.push((i, crate::support::home::Owner { child: server }));
         }
     }
     // An import reads its token before it opens the vault: handing out the tokens back to back
@@ -488,7 +495,7 @@ fn processes_starting_on_a_fresh_home_at_once_all_succeed() {
         let mut stdin = child.stdin.take().unwrap();
         std::io::Write::write_all(
             &mut stdin,
-            crate::cli::token_json(&format!("{CANARY_ACCESS}-{account}"), CANARY_REFRESH)
+            crate::support::home::token_json(&format!("{CANARY_ACCESS}-{account}"), CANARY_REFRESH)
                 .as_bytes(),
         )
         .unwrap();

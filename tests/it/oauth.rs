@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::{Kw, Run, CANARY_ACCESS, CANARY_REFRESH};
 use crate::oauth_fake_ext::*;
+use crate::support::canary::*;
+use crate::support::home::*;
+use crate::support::home::{Kw, Run};
+use crate::support::mcp::eventually;
+use crate::support::{FakeUpstream, Provider};
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 use keyward::catalog::Catalog;
 use keyward::config::{Config, Home};
 use keyward::exec::{CallContext, CallOutcome, Executor};
@@ -467,10 +472,13 @@ async fn device_flow_honours_slow_down() {
             .nth(1)
             .map(|rest| rest.split_whitespace().next().unwrap().to_string())
     });
-    // The user approves after 3 s. Poll 1 (t = 1 s) gets the forced slow_down, so the next
-    // poll waits 1 + 5 s (t = 7 s) and gets the token. A client that polled again sooner would
-    // hit the still-pending code too early and earn more slow_downs, hence more requests.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The user approves once poll 1 (t = 1 s) got the forced slow_down, so the next poll
+    // waits 1 + 5 s (t = 7 s) and gets the token. A client that polled again sooner would hit
+    // the still-pending code too early and earn more slow_downs, hence more requests.
+    assert!(
+        eventually(30, || fake.token_requests("github") >= 1).await,
+        "keyward polled the token endpoint"
+    );
     assert!(
         fake.approve_device(&code),
         "the printed code is the fake's user code"
@@ -518,7 +526,10 @@ async fn google_device_flow_waits_while_pending_and_stops_on_denial() {
             .map(|rest| rest.split_whitespace().next().unwrap().to_string())
     });
     // Two polls see authorization_pending (HTTP 428 at Google) before the user approves.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(
+        eventually(30, || fake.token_requests("google") >= 2).await,
+        "keyward polled the token endpoint twice"
+    );
     assert!(fake.approve_device(&code));
     let out = run.finish(Duration::from_secs(30));
     assert_eq!(out.code(), Some(0), "{}", out.stderr());

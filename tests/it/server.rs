@@ -10,12 +10,17 @@ use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ErrorCo
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{json, Value};
 
-use crate::cli::{bin, Kw};
-use crate::server_support::*;
+use crate::support::canary::{assert_no_canary, audit_json};
+use crate::support::home::{bin, home_with, Kw};
+use crate::support::mcp::*;
+use crate::support::FakeUpstream;
+
+/// The issue the cancellation test asks for (held at the fake).
+const SLOW_ISSUE: u64 = 999;
 
 #[tokio::test]
 async fn stdio_initialize_list_and_call_tools() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let server = serve_stdio(&kw, &[]).await;
 
@@ -56,31 +61,31 @@ async fn stdio_initialize_list_and_call_tools() {
         &call(
             &server.client,
             "github_get_issue",
-            json!({"owner": "octo", "repo": "hello", "number": 7}),
+            json!({"owner": "octo", "repo": "seen-by", "number": 7}),
         )
         .await,
     );
-    assert_eq!(issue["title"], "octo/hello#7 seen by default-default");
+    assert_eq!(issue["title"], "octo/seen-by#7 seen by default-default");
     assert_eq!(issue["author"], "default-default");
     assert!(up
-        .seen()
+        .requests()
         .iter()
-        .any(|s| s.path == "/github/repos/octo/hello/issues/7"));
+        .any(|s| s.path == "/github/repos/octo/seen-by/issues/7"));
     assert!(
         issue.get("url").is_none(),
         "projection keeps declared fields"
     );
 
     // Bad arguments: an error result with a reason, and no upstream request.
-    let before = up.seen().len();
+    let before = up.requests().len();
     let bad = call(
         &server.client,
         "github_get_issue",
-        json!({"owner": "octo", "repo": "hello", "number": "seven"}),
+        json!({"owner": "octo", "repo": "seen-by", "number": "seven"}),
     )
     .await;
     assert!(error_text(&bad).contains("number"), "{}", error_text(&bad));
-    assert_eq!(up.seen().len(), before);
+    assert_eq!(up.requests().len(), before);
 
     // A tool that does not exist is a JSON-RPC invalid-params error.
     let unknown = server
@@ -116,7 +121,7 @@ async fn stdio_initialize_list_and_call_tools() {
 
 #[tokio::test]
 async fn stdio_filters_decide_what_is_listed_and_callable() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
 
     // --all-tools lists providers that are not connected too.
@@ -195,13 +200,15 @@ async fn stdio_filters_decide_what_is_listed_and_callable() {
 
 #[tokio::test]
 async fn stdio_cancellation_aborts_the_upstream_request() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
+    // Held at the fake and never released: the call is in flight until it is cancelled.
+    up.hold_api(&format!("/seen-by/issues/{SLOW_ISSUE}"));
     let server = serve_stdio(&kw, &[]).await;
 
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(
         CallToolRequestParams::new("github_get_issue").with_arguments(args(
-            json!({"owner": "octo", "repo": "hello", "number": SLOW_ISSUE}),
+            json!({"owner": "octo", "repo": "seen-by", "number": SLOW_ISSUE}),
         )),
     ));
     let handle = server
@@ -209,18 +216,16 @@ async fn stdio_cancellation_aborts_the_upstream_request() {
         .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    let state = up.state.clone();
     assert!(
-        eventually(10, || state.slow_started.load(Ordering::SeqCst) == 1).await,
+        eventually(10, || up.held() == 1).await,
         "the upstream request never started"
     );
     handle
         .cancel(Some("the user changed their mind".into()))
         .await
         .unwrap();
-    let state = up.state.clone();
     assert!(
-        eventually(5, || state.slow_dropped.load(Ordering::SeqCst) == 1).await,
+        eventually(5, || up.held_abandoned() == 1).await,
         "the upstream request was not aborted"
     );
 
@@ -239,7 +244,7 @@ async fn stdio_cancellation_aborts_the_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stdio_client_hears_tools_list_changed_after_a_cli_import() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let server = serve_stdio(&kw, &[]).await;
     let before = server.client.list_all_tools().await.unwrap();
@@ -317,7 +322,7 @@ fn wait_with_timeout(child: &mut std::process::Child, secs: u64) -> std::process
 
 #[tokio::test]
 async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let mut child = raw_server(&kw);
     let mut stdin = child.stdin.take().unwrap();
@@ -334,7 +339,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
         let line = if id.is_multiple_of(2) {
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
                 "name": "github_get_issue",
-                "arguments": {"owner": "octo", "repo": "hello", "number": id}}})
+                "arguments": {"owner": "octo", "repo": "seen-by", "number": id}}})
         } else {
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
                 "name": "github_get_me", "arguments": {}}})
@@ -380,7 +385,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
         if id.is_multiple_of(2) {
             assert_eq!(
                 structured["title"],
-                format!("octo/hello#{id} seen by default-default")
+                format!("octo/seen-by#{id} seen by default-default")
             );
         } else {
             assert_eq!(structured["login"], "default-default");
@@ -408,7 +413,7 @@ async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
 
 #[tokio::test]
 async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let mut child = raw_server(&kw);
     let mut stdin = child.stdin.take().unwrap();
@@ -476,7 +481,7 @@ fn stdout_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<
 
 #[tokio::test]
 async fn stdio_unreadable_lines_get_jsonrpc_errors_and_the_session_goes_on() {
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default")]);
     let mut child = raw_server(&kw);
     let mut stdin = child.stdin.take().unwrap();

@@ -21,13 +21,16 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 use serde_json::{json, Value};
 
-use crate::cli::{contains_bytes, Kw};
-use crate::server_support::*;
+use crate::support::canary::assert_no_canary;
+use crate::support::canary::contains_bytes;
+use crate::support::home::{home_with, token, Kw};
+use crate::support::mcp::*;
+use crate::support::FakeUpstream;
 
 struct Http {
     /// Keeps the temporary home folder alive.
     _kw: Kw,
-    up: Upstream,
+    up: FakeUpstream,
     state: Arc<ServerState>,
     server: Option<HttpServer>,
     base: String,
@@ -66,7 +69,7 @@ impl Http {
 
 async fn http_with(connections: &[(&str, &str)], offer: Offer, json_response: bool) -> Http {
     keyward::server::install_crypto_provider();
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, connections);
     let home = Home { dir: kw.home() };
     let config = Config::load(&home).unwrap();
@@ -124,6 +127,9 @@ fn post(base: &str, path: &str, key: Option<&str>, body: &Value) -> reqwest::Req
     request
 }
 
+/// The issue the resumption test asks for: held at the fake until the test releases it.
+const GATED_ISSUE: u64 = 998;
+
 #[tokio::test]
 async fn streamable_http_with_sse_replies() {
     let h = http(&[("alice", "default")]).await;
@@ -150,11 +156,11 @@ async fn streamable_http_with_sse_replies() {
         &call(
             &client,
             "github_get_issue",
-            json!({"owner": "octo", "repo": "hello", "number": 3}),
+            json!({"owner": "octo", "repo": "seen-by", "number": 3}),
         )
         .await,
     );
-    assert_eq!(issue["title"], "octo/hello#3 seen by alice-default");
+    assert_eq!(issue["title"], "octo/seen-by#3 seen by alice-default");
     let _ = client.cancel().await;
 
     let audit = h.audit();
@@ -488,9 +494,10 @@ async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_miss
 
     // A request's stream: its own ids, unique in the session too. The client drops it after
     // the priming event, and resumes from there while the call is still running.
+    h.up.hold_api(&format!("/seen-by/issues/{GATED_ISSUE}"));
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                       "params": {"name": "github_get_issue",
-                                 "arguments": {"owner": "octo", "repo": "hello", "number": GATED_ISSUE}}});
+                                 "arguments": {"owner": "octo", "repo": "seen-by", "number": GATED_ISSUE}}});
     let answer = raw_post(&h.base, &key, Some(&session), call.to_string())
         .send()
         .await
@@ -509,7 +516,7 @@ async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_miss
     drop(first);
     let resumed = get(Some(&priming_id)).await.unwrap();
     assert_eq!(resumed.status(), 200);
-    h.up.state.gate.notify_one();
+    h.up.release_api();
     let events = all_events(resumed).await;
     let resent: Vec<&SseEvent> = events.iter().filter(|e| e.id.is_some()).collect();
     assert_eq!(
@@ -526,7 +533,7 @@ async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_miss
     assert_eq!(reply["id"], 7);
     assert_eq!(
         reply["result"]["structuredContent"]["title"],
-        format!("octo/hello#{GATED_ISSUE} seen by alice-default")
+        format!("octo/seen-by#{GATED_ISSUE} seen by alice-default")
     );
     h.stop().await;
 }
@@ -882,16 +889,18 @@ async fn one_users_session_never_reaches_another_users_tokens() {
 
     // Of every upstream request made for alice, none carried a token of bob's.
     let alice_token = token("alice", "default");
-    let seen = h.up.seen();
-    assert!(seen.iter().any(|s| s.token == alice_token));
+    let seen: Vec<String> =
+        h.up.requests()
+            .iter()
+            .filter_map(|r| r.bearer_token().map(String::from))
+            .collect();
+    assert!(seen.contains(&alice_token));
     assert!(seen
         .iter()
-        .filter(|s| bob_tokens.contains(&s.token))
-        .all(|s| s.token == token("bob", "work")));
+        .filter(|t| bob_tokens.contains(t))
+        .all(|t| *t == token("bob", "work")));
     assert_eq!(
-        seen.iter()
-            .filter(|s| bob_tokens.contains(&s.token))
-            .count(),
+        seen.iter().filter(|t| bob_tokens.contains(t)).count(),
         1,
         "only bob's own call used a token of bob's"
     );
@@ -955,7 +964,7 @@ async fn two_hundred_concurrent_calls_over_one_http_session() {
             let result = call(
                 &client,
                 "github_get_issue",
-                json!({"owner": "octo", "repo": "hello", "number": n}),
+                json!({"owner": "octo", "repo": "seen-by", "number": n}),
             )
             .await;
             (n, ok_value(&result))
@@ -966,7 +975,7 @@ async fn two_hundred_concurrent_calls_over_one_http_session() {
     for (n, value) in results {
         assert_eq!(
             value["title"],
-            format!("octo/hello#{n} seen by alice-default")
+            format!("octo/seen-by#{n} seen by alice-default")
         );
         assert_eq!(value["number"], n);
     }
@@ -1024,18 +1033,10 @@ async fn clients_hear_tools_list_changed_when_connections_change() {
     h.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
     keyward::server::install_crypto_provider();
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("alice", "default")]);
 
     let refused = kw.run(&["serve", "--http", "0.0.0.0:0"], "");
@@ -1065,20 +1066,7 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
         .unwrap();
     let stderr = drain(child.stderr.take().unwrap());
     let base = format!("http://{addr}");
-    let healthy = {
-        let mut ok = false;
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{base}/healthz")).await {
-                if r.status() == 200 {
-                    ok = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ok
-    };
-    assert!(healthy, "the server did not come up");
+    assert!(wait_healthy(&base, 30).await, "the server did not come up");
     let client = mcp_client(&base, &key).await;
     let me = ok_value(&call(&client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "alice-default");

@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::cli::{bin, Kw};
-use crate::server_support::*;
+use crate::support::canary::assert_no_canary;
+use crate::support::home::{bin, home_with, Kw};
+use crate::support::mcp::*;
+use crate::support::FakeUpstream;
 
 fn python_available() -> bool {
     Command::new("python3")
@@ -71,7 +72,7 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         return;
     }
     keyward::server::install_crypto_provider();
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("default", "default"), ("alice", "default")]);
 
     python(
@@ -90,12 +91,7 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         .stdout()
         .trim()
         .to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut child = kw
         .command(&["serve", "--http", &addr])
         .stdin(Stdio::null())
@@ -104,17 +100,10 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         .spawn()
         .unwrap();
     let stderr = drain(child.stderr.take().unwrap());
-    let mut up_ok = false;
-    for _ in 0..200 {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/healthz")).await {
-            if r.status() == 200 {
-                up_ok = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up_ok, "keyward serve --http did not come up");
+    assert!(
+        wait_healthy(&format!("http://{addr}"), 30).await,
+        "keyward serve --http did not come up"
+    );
 
     python(
         &kw,

@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cli::Kw;
-use crate::server_support::*;
+use crate::support::home::{home_with, Kw};
+use crate::support::mcp::*;
+use crate::support::FakeUpstream;
 
 /// Generous bound for anything that must happen.
 const BOUND: Duration = Duration::from_secs(30);
@@ -93,9 +94,9 @@ impl Drop for Server {
 }
 
 /// A Kw home with alice connected to a fake GitHub, and alice's API key.
-async fn home_with_alice() -> (Upstream, Kw, String) {
+async fn home_with_alice() -> (FakeUpstream, Kw, String) {
     keyward::server::install_crypto_provider();
-    let up = Upstream::start().await;
+    let up = FakeUpstream::start().await;
     let kw = home_with(&up, &[("alice", "default")]);
     let key = kw
         .ok(&["users", "add", "alice"], "")

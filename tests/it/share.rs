@@ -7,7 +7,8 @@ use std::os::unix::net::UnixStream;
 use keyward::config::Home;
 use keyward::vault::{share, ConnKey, OpenMode, Vault};
 
-use crate::cli::{Kw, CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::home::Kw;
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 fn open(kw: &Kw) -> Vault {
     Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).expect("open vault")
@@ -257,7 +258,10 @@ fn an_owner_socket_others_can_write_to_is_refused() {
     let socket = share::socket_path(owner.home());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let run = kw.run(&["import", "slack"], &crate::cli::token_json("xoxp-1", "r"));
+    let run = kw.run(
+        &["import", "slack"],
+        &crate::support::home::token_json("xoxp-1", "r"),
+    );
     assert_eq!(run.code(), Some(1), "{}", run.stdout());
     assert!(
         run.stderr()
@@ -333,7 +337,7 @@ except Exception:
 
     let run = kw.run(
         &["import", "github", "--account", "b"],
-        &crate::cli::token_json(CANARY_ACCESS, CANARY_REFRESH),
+        &crate::support::home::token_json(CANARY_ACCESS, CANARY_REFRESH),
     );
     let _ = fake.kill();
     let _ = fake.wait();
@@ -516,7 +520,7 @@ fn an_audit_log_larger_than_a_frame_reads_through_another_process() {
 /// in per vault, a process-wide one served whichever home asked first and kept it open for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_processes() {
-    use crate::oauth_fake_ext::{expired_token_json, home_for};
+    use crate::support::home::{expired_token_json, home_for};
     use crate::support::FakeUpstream;
     use keyward::oauth::peers::open_vault;
 
@@ -553,7 +557,7 @@ async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_pr
         let call = tokio::task::spawn_blocking({
             let home = kw.home();
             move || {
-                std::process::Command::new(crate::cli::bin())
+                std::process::Command::new(crate::support::home::bin())
                     .arg("--home")
                     .arg(home)
                     .args(["call", "github_get_me"])

@@ -9,7 +9,9 @@ use keyward::config::Home;
 use keyward::secret::SecretString;
 use keyward::vault::{ConnKey, ConnectionStatus, OpenMode, TokenRecord, Vault};
 
-use crate::cli::{contains_bytes, files_under, Kw, CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::canary::contains_bytes;
+use crate::support::home::{files_under, Kw};
+use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 fn open(kw: &Kw) -> Vault {
     Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).expect("open vault")
@@ -400,7 +402,7 @@ fn every_vault_administration_command_leaves_its_audit_entry() {
     assert_eq!(kw.run(&["rotate-key"], "").code(), Some(1));
     kw.ok(&["rekey"], "");
 
-    let events: Vec<String> = crate::server_support::audit_json(&kw)
+    let events: Vec<String> = crate::support::canary::audit_json(&kw)
         .iter()
         .map(|e| {
             let field = |name: &str| e[name].as_str().unwrap_or("").to_string();
@@ -649,7 +651,7 @@ fn chmod(path: &std::path::Path, mode: u32) {
 }
 
 /// A refused command: exit 1, and stderr names `path` and the command that fixes it.
-fn assert_refused(run: &crate::cli::Run, path: &std::path::Path, fix: &str) {
+fn assert_refused(run: &crate::support::home::Run, path: &std::path::Path, fix: &str) {
     assert_eq!(run.code(), Some(1), "not refused: {}", run.stdout());
     let stderr = run.stderr();
     assert!(
@@ -675,7 +677,7 @@ fn paths_others_can_write_to_are_refused_with_the_fix() {
     );
     let import = kw.run(
         &["import", "github", "--account", "b"],
-        &crate::cli::token_json("x", "y"),
+        &crate::support::home::token_json("x", "y"),
     );
     assert_refused(&import, &home, "chmod 700");
     chmod(&home, 0o700);
@@ -728,7 +730,7 @@ fn a_home_owned_by_another_user_is_refused() {
     assert_refused(&kw.run(&["status"], ""), &home, &fix);
     let import = kw.run(
         &["import", "github", "--account", "b"],
-        &crate::cli::token_json("x", "y"),
+        &crate::support::home::token_json("x", "y"),
     );
     assert_refused(&import, &home, &fix);
     std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
@@ -754,14 +756,18 @@ fn a_command_racing_an_exiting_owner_waits_and_takes_over() {
     let db = sled::open(kw.home().join("vault")).unwrap();
     assert!(!kw.home().join("keyward.sock").exists());
 
+    let tried = on_close_write(&kw.home().join("keyward.lock"));
     let status = kw
         .command(&["status", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // However the command's start and this release interleave, it must end up owning the vault.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Let go once the command has tried the lock (it opens the lock file, finds it taken and
+    // closes it): it must then wait and end up owning the vault.
+    tried
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("keyward status tried the owner lock within 60 s");
     drop(db);
     drop(lock);
     let out = status.wait_with_output().unwrap();
@@ -771,4 +777,21 @@ fn a_command_racing_an_exiting_owner_waits_and_takes_over() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"github\""));
+}
+
+/// Fires once a process closes `path` after opening it for writing: how a test sees that a
+/// command tried the owner lock (the test must hold the file open itself, or it would fire too).
+fn on_close_write(path: &std::path::Path) -> std::sync::mpsc::Receiver<()> {
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::CLOEXEC).unwrap();
+    inotify::add_watch(&watch, path, inotify::WatchFlags::CLOSE_WRITE).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A blocking read: the thread ends with the first event (or with the test binary).
+    std::thread::spawn(move || {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        if inotify::Reader::new(&watch, &mut buf).next().is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    rx
 }

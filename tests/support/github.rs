@@ -4,7 +4,8 @@
 //! `needs-scope` (403 "Resource not accessible by integration" with scope headers), `moved`
 //! (302 to the other host), `renamed` (301 to `hello-world` on the same host), `ratelimited`
 //! (403 rate limit, `Retry-After: 1`), `ratelimited-429` (429, `Retry-After: 1`), `empty` (no
-//! pull requests, issues or files).
+//! pull requests, issues or files), `seen-by` (every issue number exists; its title and author
+//! name the login of the token that read it, see `SharedState::grant_github_as`).
 
 #![allow(clippy::result_large_err)]
 
@@ -89,6 +90,8 @@ struct Ctx<'a> {
     api: String,
     /// `None` for anonymous requests.
     scopes: Option<Vec<String>>,
+    /// The account the token belongs to.
+    login: String,
 }
 
 impl Ctx<'_> {
@@ -119,11 +122,16 @@ pub(crate) fn handle(st: &SharedState, r: &Req, segs: &[String]) -> Response {
             _ => return finish(st, bad_credentials(), None, ""),
         },
     };
+    let login = r
+        .bearer(true)
+        .and_then(|token| lock(&st.github_logins).get(token).cloned())
+        .unwrap_or_else(|| GITHUB_LOGIN.to_string());
     let ctx = Ctx {
         st,
         r,
         api: st.github_api_base(),
         scopes,
+        login,
     };
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let (resp, accepted) = match (r.method.as_str(), s.as_slice()) {
@@ -180,7 +188,9 @@ fn get_user(ctx: &Ctx) -> Response {
         return requires_auth(doc);
     }
     let private = ctx.has_scope(&["user", "read:user"]);
-    json_response(200, &gd::authenticated_user(&ctx.api, private))
+    let mut user = gd::authenticated_user(&ctx.api, private);
+    user["login"] = json!(ctx.login);
+    json_response(200, &user)
 }
 
 fn repo_route(ctx: &Ctx, owner: &str, repo: &str, rest: &[&str]) -> Response {
@@ -193,6 +203,7 @@ fn repo_route(ctx: &Ctx, owner: &str, repo: &str, rest: &[&str]) -> Response {
     let after_prefix = r.path.strip_prefix("/github").unwrap_or(&r.path);
     match repo {
         "private-repo" => return not_found(DOCS),
+        "seen-by" => return seen_by(ctx, owner, rest),
         "needs-scope" => {
             let mut resp = gh_error(
                 403,
@@ -932,4 +943,25 @@ fn contents(ctx: &Ctx, owner: &str, repo: &str, path: &[&str]) -> Response {
 
 fn fake_git_sha(owner: &str, repo: &str, git_ref: &str, path: &str) -> String {
     super::fake_sha(&[owner, repo, git_ref, path])
+}
+
+/// The repository `seen-by`: issue N of any owner, titled with the login that read it.
+fn seen_by(ctx: &Ctx, owner: &str, rest: &[&str]) -> Response {
+    let doc = "https://docs.github.com/rest/issues/issues#get-an-issue";
+    let ["issues", n] = rest else {
+        return not_found(doc);
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        return not_found(doc);
+    };
+    let login = &ctx.login;
+    json_response(
+        200,
+        &json!({
+            "number": n, "title": format!("{owner}/seen-by#{n} seen by {login}"),
+            "state": "open", "user": {"login": login}, "body": "text",
+            "labels": [{"name": "bug"}], "assignees": [], "comments": 0,
+            "url": format!("{}/repos/{owner}/seen-by/issues/{n}", ctx.api),
+        }),
+    )
 }

@@ -20,10 +20,13 @@
 //! - A second listener on 127.0.0.2 (another host) records everything sent to it: the GitHub
 //!   repository `moved` redirects there ([`SharedState::steal_requests`]).
 
+pub mod canary;
 mod echo;
 mod github;
 mod github_data;
 mod google;
+pub mod home;
+pub mod mcp;
 mod oauth;
 mod slack;
 
@@ -31,7 +34,6 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -318,6 +320,14 @@ pub struct SharedState {
     pub(crate) cache: Mutex<HashMap<String, Bytes>>,
     pub(crate) sequence: AtomicU64,
     pub(crate) token_echo: Mutex<[Option<echo::TokenEcho>; 3]>,
+    /// GitHub logins of tokens granted with [`SharedState::grant_github_as`].
+    pub(crate) github_logins: Mutex<HashMap<String, String>>,
+    /// Releases held API requests, one per [`SharedState::release_api`].
+    release: tokio::sync::Notify,
+    /// API requests that started waiting at a hold, and those abandoned (their connection
+    /// closed) before they were released.
+    held: AtomicU64,
+    held_abandoned: Arc<AtomicU64>,
 }
 
 /// The mutable provider data (created issues, posted messages, calendars and events).
@@ -339,7 +349,18 @@ struct ApiFailure {
 #[derive(Default)]
 struct ApiKnobs {
     failures: Vec<ApiFailure>,
-    delay: [Duration; 3],
+    /// Path substrings whose API requests wait for [`SharedState::release_api`].
+    holds: Vec<String>,
+}
+
+/// Counts a held request whose future is dropped before it was released: the server drops a
+/// handler when its client goes away.
+struct Abandoned(Arc<AtomicU64>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -364,6 +385,10 @@ impl SharedState {
             cache: Mutex::new(HashMap::new()),
             sequence: AtomicU64::new(1),
             token_echo: Mutex::new([None, None, None]),
+            github_logins: Mutex::new(HashMap::new()),
+            release: tokio::sync::Notify::new(),
+            held: AtomicU64::new(0),
+            held_abandoned: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -520,9 +545,34 @@ impl SharedState {
         });
     }
 
-    /// Every API request of `provider` waits this long before it is answered.
-    pub fn api_delay(&self, provider: &str, delay: Duration) {
-        lock(&self.api_knobs).delay[Provider::from_name(provider).index()] = delay;
+    /// API requests whose raw path contains `path_substring` wait until the test calls
+    /// [`SharedState::release_api`] (one release per request): to cancel a call in flight, or
+    /// to act while it runs.
+    pub fn hold_api(&self, path_substring: &str) {
+        lock(&self.api_knobs).holds.push(path_substring.to_string());
+    }
+
+    /// Let one held API request (or the next one to arrive) go on.
+    pub fn release_api(&self) {
+        self.release.notify_one();
+    }
+
+    /// API requests that reached a hold.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Held API requests whose client went away before they were released.
+    pub fn held_abandoned(&self) -> u64 {
+        self.held_abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Make `access_token` a GitHub token (scopes `repo read:user`, never expiring) of the
+    /// account `login`: `GET /user` names it, and the issues of the repository `seen-by` say
+    /// which login read them.
+    pub fn grant_github_as(&self, access_token: &str, login: &str) {
+        self.grant("github", access_token, &["repo", "read:user"], None);
+        lock(&self.github_logins).insert(access_token.to_string(), login.to_string());
     }
 
     // ----- internals --------------------------------------------------------------------------
@@ -558,11 +608,10 @@ impl SharedState {
         }
     }
 
-    /// Injected failures and delays of API calls.
+    /// Injected failures and holds of API calls.
     async fn api_preamble(&self, p: Provider, r: &Req) -> Option<Response> {
-        let (failure, delay) = {
+        let failure = {
             let mut knobs = lock(&self.api_knobs);
-            let delay = knobs.delay[p.index()];
             let failure = knobs
                 .failures
                 .iter_mut()
@@ -572,10 +621,17 @@ impl SharedState {
                     (f.status, f.retry_after, f.echo)
                 });
             knobs.failures.retain(|f| f.remaining > 0);
-            (failure, delay)
+            failure
         };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let held = lock(&self.api_knobs)
+            .holds
+            .iter()
+            .any(|h| r.path.contains(h.as_str()));
+        if held {
+            let abandoned = Abandoned(self.held_abandoned.clone());
+            self.held.fetch_add(1, Ordering::SeqCst);
+            self.release.notified().await;
+            std::mem::forget(abandoned);
         }
         let (status, retry_after, echo) = failure?;
         if let Some(echo) = echo {

@@ -92,11 +92,9 @@ pub(crate) struct Knobs {
     fail_status: u16,
     token_delay: Duration,
     omit_refresh: bool,
-    omit_expires: bool,
     force_invalid_grant: bool,
     access_ttl: Duration,
     rotate: bool,
-    require_secret: bool,
     device_interval: u64,
     device_ttl: Duration,
     force_slow_down: u32,
@@ -203,11 +201,9 @@ impl ProviderAuth {
                 fail_status: 503,
                 token_delay: Duration::ZERO,
                 omit_refresh: false,
-                omit_expires: false,
                 force_invalid_grant: false,
                 access_ttl: ttl,
                 rotate,
-                require_secret: true,
                 device_interval: 1,
                 device_ttl,
                 force_slow_down: 0,
@@ -322,8 +318,8 @@ impl ProviderAuth {
         grant_type: &str,
     ) -> IssuedToken {
         let access = self.new_access_token(false);
-        let expires_in = (!self.knobs.omit_expires).then_some(self.knobs.access_ttl.as_secs());
-        let expires_at = (!self.knobs.omit_expires).then(|| Instant::now() + self.knobs.access_ttl);
+        let expires_in = Some(self.knobs.access_ttl.as_secs());
+        let expires_at = Some(Instant::now() + self.knobs.access_ttl);
         self.access.insert(
             access.clone(),
             AccessEntry {
@@ -478,7 +474,7 @@ impl ProviderAuth {
         }
         match secret {
             Some(s) if s != self.provider.client_secret() => Err(Fail::BadSecret),
-            None if secret_needed && self.knobs.require_secret => Err(Fail::BadSecret),
+            None if secret_needed => Err(Fail::BadSecret),
             _ => Ok(()),
         }
     }
@@ -1179,18 +1175,6 @@ impl SharedState {
         false
     }
 
-    /// Revoke a token (access or refresh) and its family, as if the user removed the app.
-    pub fn revoke_token(&self, provider: &str, token: &str) -> bool {
-        self.with_auth(provider, |pa| {
-            let family = pa
-                .access
-                .get(token)
-                .map(|e| e.family)
-                .or_else(|| pa.refresh.get(token).map(|e| e.family));
-            family.map(|f| pa.revoke_family(f)).is_some()
-        })
-    }
-
     /// The next `n` token-endpoint requests answer `status` (5xx/429) with an HTML body.
     pub fn fail_token_endpoint(&self, provider: &str, n: u32, status: u16) {
         self.with_auth(provider, |pa| {
@@ -1209,29 +1193,14 @@ impl SharedState {
         self.with_auth(provider, |pa| pa.knobs.omit_refresh = on);
     }
 
-    /// Token responses leave out `expires_in` (and the issued tokens never expire).
-    pub fn omit_expires_in(&self, provider: &str, on: bool) {
-        self.with_auth(provider, |pa| pa.knobs.omit_expires = on);
-    }
-
     /// Every refresh_token grant fails with the provider's invalid_grant equivalent.
     pub fn force_invalid_grant(&self, provider: &str, on: bool) {
         self.with_auth(provider, |pa| pa.knobs.force_invalid_grant = on);
     }
 
-    /// Whether refresh tokens are single-use and rotate (GitHub, Slack: yes; Google: no).
-    pub fn rotate_refresh_tokens(&self, provider: &str, on: bool) {
-        self.with_auth(provider, |pa| pa.knobs.rotate = on);
-    }
-
     /// Lifetime of access tokens issued from now on (GitHub 8 h, Slack 12 h, Google 3599 s).
     pub fn access_token_ttl(&self, provider: &str, ttl: Duration) {
         self.with_auth(provider, |pa| pa.knobs.access_ttl = ttl);
-    }
-
-    /// Whether the token endpoint insists on the client secret (default true).
-    pub fn require_client_secret(&self, provider: &str, on: bool) {
-        self.with_auth(provider, |pa| pa.knobs.require_secret = on);
     }
 
     /// The authorize endpoint answers `error=access_denied` (the user clicked "Cancel").
@@ -1249,11 +1218,6 @@ impl SharedState {
     /// The polling interval announced for new device codes (default 1 s for fast tests).
     pub fn device_interval(&self, provider: &str, secs: u64) {
         self.with_auth(provider, |pa| pa.knobs.device_interval = secs);
-    }
-
-    /// The lifetime of new device codes (GitHub 900 s, Google 1800 s).
-    pub fn device_expires_in(&self, provider: &str, ttl: Duration) {
-        self.with_auth(provider, |pa| pa.knobs.device_ttl = ttl);
     }
 
     /// Token responses claim this `expires_in` (any JSON value, e.g. an absurd number) while
