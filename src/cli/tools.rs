@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use keyward::config::Home;
 use keyward::error::{Error, Result};
-use keyward::exec::{CallContext, CallOutcome, Executor};
+use keyward::exec::{CallContext, Executor};
 use keyward::vault::{OpenMode, DEFAULT_USER};
 
 #[derive(Args)]
@@ -112,11 +112,11 @@ pub async fn call(home: &Home, args: CallArgs) -> Result<()> {
     // The process ends next: the call's audit entry must be on disk first.
     executor.vault().flush()?;
     match outcome {
-        CallOutcome::Ok(value) => {
+        Ok(value) => {
             println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
             Ok(())
         }
-        CallOutcome::Err(e) => {
+        Err(e) => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&e.to_json()).expect("JSON")

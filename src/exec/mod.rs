@@ -58,18 +58,8 @@ impl CallContext {
     }
 }
 
-/// What a call produced.
-#[derive(Debug)]
-pub enum CallOutcome {
-    Ok(Value),
-    Err(ToolError),
-}
-
-impl CallOutcome {
-    pub fn is_error(&self) -> bool {
-        matches!(self, CallOutcome::Err(_))
-    }
-}
+/// What a call produced: the (projected, redacted) result, or the (redacted) tool error.
+pub type CallOutcome = Result<Value, ToolError>;
 
 /// Runs tool calls. Cheap to share behind an `Arc`.
 pub struct Executor {
@@ -154,7 +144,7 @@ impl Executor {
     ) -> CallOutcome {
         let started = Instant::now();
         let Some((provider, tool)) = self.catalog.tool(tool_name) else {
-            return CallOutcome::Err(
+            return Err(
                 ToolError::new(format!("there is no tool named {tool_name:?}"))
                     .hint("`keyward tools` lists the tools (or ask the client for tools/list)"),
             );
@@ -172,11 +162,11 @@ impl Executor {
             .await;
         audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let outcome = match outcome {
-            Ok(v) => CallOutcome::Ok(redactor.value(v)),
+            Ok(v) => Ok(redactor.value(v)),
             Err(e) => {
                 let e = e.redacted(&redactor);
                 audit.outcome = format!("error: {}", e.message);
-                CallOutcome::Err(e)
+                Err(e)
             }
         };
         self.vault.audit_async(&audit).await;

@@ -70,8 +70,8 @@ pub fn success(value: Value) -> CallToolResult {
 /// model reads it and can act on it.
 pub fn result(outcome: CallOutcome) -> CallToolResult {
     match outcome {
-        CallOutcome::Ok(value) => success(value),
-        CallOutcome::Err(error) => {
+        Ok(value) => success(value),
+        Err(error) => {
             let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
             result.structured_content = Some(error.to_json());
             result
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn results_carry_structured_content_and_the_same_text() {
-        let ok = result(CallOutcome::Ok(json!({"number": 7, "title": "x"})));
+        let ok = result(Ok(json!({"number": 7, "title": "x"})));
         assert_eq!(ok.is_error, Some(false));
         let text = ok.content[0].as_text().unwrap().text.clone();
         assert_eq!(
@@ -116,14 +116,14 @@ mod tests {
             ok.structured_content.clone().unwrap()
         );
 
-        let wrapped = result(CallOutcome::Ok(json!([1, 2])));
+        let wrapped = result(Ok(json!([1, 2])));
         assert_eq!(
             wrapped.structured_content.unwrap(),
             json!({"result": [1, 2]})
         );
 
-        let err = result(CallOutcome::Err(
-            ToolError::new("no connection").hint("run `keyward connect github`"),
+        let err = result(Err(
+            ToolError::new("no connection").hint("run `keyward connect github`")
         ));
         assert_eq!(err.is_error, Some(true));
         let text = &err.content[0].as_text().unwrap().text;

@@ -17,7 +17,7 @@ use crate::support::{FakeUpstream, Provider};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 use keyward::catalog::Catalog;
 use keyward::config::{Config, Home};
-use keyward::exec::{CallContext, CallOutcome, Executor};
+use keyward::exec::{CallContext, Executor};
 use keyward::vault::{ConnKey, OpenMode, Vault};
 
 const RECONNECT: &str = "connection needs reconnecting: run `keyward connect";
@@ -642,8 +642,8 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
     let mut ok = 0;
     for task in tasks {
         match task.await.unwrap() {
-            CallOutcome::Ok(_) => ok += 1,
-            CallOutcome::Err(e) => panic!("a call failed: {e}"),
+            Ok(_) => ok += 1,
+            Err(e) => panic!("a call failed: {e}"),
         }
     }
     let wall = started.elapsed();
@@ -700,7 +700,7 @@ async fn tokens_living_shorter_than_the_margin_are_refreshed_once_and_then_used(
         }));
     }
     for task in tasks {
-        if let CallOutcome::Err(e) = task.await.unwrap() {
+        if let Err(e) = task.await.unwrap() {
             panic!("a call failed: {e}");
         }
     }
@@ -711,7 +711,7 @@ async fn tokens_living_shorter_than_the_margin_are_refreshed_once_and_then_used(
     );
     // And the calls after it use that token too.
     for _ in 0..5 {
-        if let CallOutcome::Err(e) = exec
+        if let Err(e) = exec
             .call(
                 &CallContext::new("default"),
                 "github_get_me",
