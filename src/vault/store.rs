@@ -834,10 +834,11 @@ pub struct RotateReport {
 }
 
 /// `KEYWARD_TEST_ROTATE_PAUSE_MS`: sleep after each re-sealed record, so a test can kill a
-/// rotation in the middle. It only slows the command down; it cannot weaken anything.
+/// rotation in the middle. Debug builds only, like the other fault injection; at most a second.
 fn test_hook_rotate_pause() -> Option<std::time::Duration> {
-    std::env::var("KEYWARD_TEST_ROTATE_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_millis)
+    cfg!(debug_assertions)
+        .then(|| std::env::var("KEYWARD_TEST_ROTATE_PAUSE_MS").ok())
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| std::time::Duration::from_millis(ms.min(1000)))
 }
