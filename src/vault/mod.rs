@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     /// When this process last recorded each connection's use (unix seconds), see [`Vault::touch`].
     touched: Mutex<HashMap<ConnKey, i64>>,
     /// How this process refreshes for others while it owns the vault (see [`share::PeerRefresh`]).
-    peer_refresh: RwLock<Option<Arc<dyn share::PeerRefresh>>>,
+    peer_refresh: Option<Arc<dyn share::PeerRefresh>>,
     master_key_id: String,
     created: Vec<String>,
 }
@@ -138,7 +138,7 @@ impl Vault {
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
-                peer_refresh: RwLock::new(peer_refresh),
+                peer_refresh,
                 master_key_id,
                 created,
             }),
@@ -370,14 +370,8 @@ impl Vault {
         &self.inner.changes
     }
 
-    /// Hand in how this process refreshes connections for other processes while it owns the
-    /// vault. Without one, their refresh requests fail with a retryable error.
-    pub fn set_peer_refresh(&self, hook: Arc<dyn share::PeerRefresh>) {
-        *crate::sync::write(&self.inner.peer_refresh) = Some(hook);
-    }
-
     pub(crate) fn peer_refresh(&self) -> Option<Arc<dyn share::PeerRefresh>> {
-        crate::sync::read(&self.inner.peer_refresh).clone()
+        self.inner.peer_refresh.clone()
     }
 
     /// The lock whose holder may refresh `key` in this process.

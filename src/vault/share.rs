@@ -305,7 +305,7 @@ impl RefreshFailure {
 ///
 /// The vault relays the request but cannot refresh: that needs the provider's token endpoint,
 /// client credentials and the refresher's single-flight rule, which live above it. The
-/// composition root (the server, the CLI) hands one in with [`Vault::set_peer_refresh`]; it is
+/// composition root (the server, the CLI) hands one in with [`Vault::open_with`]; it is
 /// given the vault to refresh in on every call and must not hold one itself, so that dropping the
 /// last handle still closes the database and lets go of the owner lock.
 pub trait PeerRefresh: Send + Sync {
