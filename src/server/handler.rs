@@ -19,7 +19,7 @@
 //!   tool's provider. It can only ever name an account of the session's own user.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData,
@@ -35,6 +35,7 @@ use super::auth::AuthUser;
 use super::tools::{self, META_ACCOUNT};
 use super::ServerState;
 use crate::exec::CallContext;
+use crate::sync::lock;
 use crate::vault::AuditEntry;
 
 /// The newest protocol revision keyward speaks. It has sessions, which keyward needs: they bind
@@ -56,6 +57,10 @@ pub struct KeywardServer {
     state: Arc<ServerState>,
     binding: Binding,
     session_user: OnceLock<String>,
+    /// The providers behind the last `tools/list` this session answered (`None` inside: all
+    /// tools), for the `list_changed` watcher: a watcher that subscribes after the vault opened
+    /// compares against what the client was told.
+    served: Arc<Mutex<Option<Visible>>>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -68,6 +73,7 @@ impl KeywardServer {
             state,
             binding,
             session_user: OnceLock::new(),
+            served: Arc::default(),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         }
@@ -130,9 +136,33 @@ impl KeywardServer {
         }
         let state = self.state.clone();
         let stop = self.stop.clone();
-        let mut changes = state.executor().vault().subscribe_changes();
-        let mut last = state.visible_providers(&user);
+        let served = self.served.clone();
+        // Subscribed before this returns when the vault is open, so that no change after
+        // `notifications/initialized` is missed; else as soon as it opens (see `subscribe`).
+        let subscribed = state
+            .executor_now()
+            .map(|executor| subscribe(&state, executor, &served, &user));
         tokio::spawn(async move {
+            let (mut changes, mut last, now) = match subscribed {
+                Some(subscribed) => subscribed,
+                None => {
+                    let executor = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        executor = state.executor() => match executor {
+                            Ok(executor) => executor,
+                            // A vault that does not open has no changes (and ends the server).
+                            Err(_) => return,
+                        },
+                    };
+                    subscribe(&state, &executor, &served, &user)
+                }
+            };
+            if now != last {
+                last = now;
+                if peer.notify_tool_list_changed().await.is_err() {
+                    return;
+                }
+            }
             loop {
                 let changed = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -143,7 +173,9 @@ impl KeywardServer {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                let now = state.visible_providers(&user);
+                let Ok(now) = state.visible_providers(&user).await else {
+                    return;
+                };
                 if now != last {
                     last = now;
                     tracing::debug!(user, "connections changed: tools/list_changed");
@@ -154,6 +186,37 @@ impl KeywardServer {
             }
         });
     }
+}
+
+/// A request that needs the vault, when the vault did not open: the error says why and what to
+/// do (the server also logs it and stops).
+fn not_open(e: Arc<crate::error::Error>) -> ErrorData {
+    ErrorData::internal_error(e.to_string(), None)
+}
+
+/// The providers whose tools a user sees (`None`: all), as [`ServerState::visible_with`] says.
+type Visible = Option<Vec<String>>;
+
+/// Subscribe to the vault's changes for a session's watcher: the receiver, what the client was
+/// last told (the last `tools/list` answered, else what it would be told now) and what it would
+/// be told now. Under the `served` lock, which `tools/list` holds from reading the connections
+/// to recording them: every list is either recorded before this reads it, or read after the
+/// subscription, so a change is never lost between a list and a late subscription.
+fn subscribe(
+    state: &ServerState,
+    executor: &crate::exec::Executor,
+    served: &Mutex<Option<Visible>>,
+    user: &str,
+) -> (
+    tokio::sync::broadcast::Receiver<crate::vault::ConnKey>,
+    Visible,
+    Visible,
+) {
+    let served = lock(served);
+    let changes = executor.vault().subscribe_changes();
+    let now = state.visible_with(executor, user);
+    let told = served.clone().unwrap_or_else(|| now.clone());
+    (changes, told, now)
 }
 
 fn account_from_meta(meta: Option<&serde_json::Map<String, Value>>) -> Option<String> {
@@ -212,7 +275,18 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let (user, _) = self.who(&context.extensions)?;
-        Ok(ListToolsResult::with_all_items(self.state.tools_for(&user)))
+        let visible = if self.state.offer().all_tools {
+            None
+        } else {
+            let executor = self.state.executor().await.map_err(not_open)?;
+            let mut served = lock(&self.served);
+            let visible = self.state.visible_with(&executor, &user);
+            *served = Some(visible.clone());
+            visible
+        };
+        Ok(ListToolsResult::with_all_items(
+            self.state.tools_visible(visible.as_deref()),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -241,7 +315,7 @@ impl ServerHandler for KeywardServer {
             session,
         };
         let args = request.arguments.unwrap_or_default();
-        let executor = self.state.executor();
+        let executor = self.state.executor().await.map_err(not_open)?;
         tokio::select! {
             outcome = executor.call(&ctx, name, args) => Ok(tools::result(outcome).into()),
             // Dropping the call aborts the upstream request; rmcp sends no response for a

@@ -28,9 +28,11 @@ pub mod tools;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
+
 use crate::catalog::{Catalog, ToolFilter};
 use crate::config::{Config, Home};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::vault::OpenMode;
 
@@ -72,9 +74,23 @@ impl Offer {
     }
 }
 
+/// The executor as it is being opened: the vault and the HTTP client, built on the blocking
+/// pool from the moment the state exists (see [`ServerState::start`]). Shared, so that every
+/// request waiting for it gets the same outcome and a waiter that goes away (a cancelled call)
+/// loses nothing.
+type Opening = Shared<BoxFuture<'static, std::result::Result<Arc<Executor>, Arc<Error>>>>;
+
 /// What every session of one server process shares.
+///
+/// The catalog and the tool definitions are built when the state is made: a bad manifest or a
+/// misspelled `--tools` name fails the command before it serves anything. The executor — the
+/// vault (master key, sled, the owner socket) and the HTTP client (the system's trust roots) —
+/// is what `tools/list` and `tools/call` need and `initialize` does not, so a stdio server
+/// answers `initialize` while it opens; requests that need it wait for it
+/// ([`ServerState::executor`]).
 pub struct ServerState {
-    executor: Arc<Executor>,
+    catalog: Arc<Catalog>,
+    executor: Opening,
     offer: Offer,
     /// The tools the filter allows, in catalog order, with their MCP definitions built once.
     offered: Vec<tools::Offered>,
@@ -91,11 +107,20 @@ impl std::fmt::Debug for ServerState {
 }
 
 impl ServerState {
-    /// Check the filter against the catalog and build the tool definitions.
+    /// Check the filter against the executor's catalog and build the tool definitions.
     pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
-        offer.filter.validate(executor.catalog())?;
-        let offered: Vec<tools::Offered> = executor
-            .catalog()
+        let catalog = executor.catalog().clone();
+        let opened: Opening = futures::future::ready(Ok(executor)).boxed().shared();
+        ServerState::with_opening(catalog, opened, offer)
+    }
+
+    fn with_opening(
+        catalog: Arc<Catalog>,
+        executor: Opening,
+        offer: Offer,
+    ) -> Result<Arc<ServerState>> {
+        offer.filter.validate(&catalog)?;
+        let offered: Vec<tools::Offered> = catalog
             .tools()
             .filter(|(provider, tool)| offer.filter.allows(provider, tool))
             .map(|(provider, tool)| tools::Offered {
@@ -109,6 +134,7 @@ impl ServerState {
             .map(|(i, o)| (o.tool.name.to_string(), i))
             .collect();
         Ok(Arc::new(ServerState {
+            catalog,
             executor,
             offer,
             offered,
@@ -116,30 +142,48 @@ impl ServerState {
         }))
     }
 
-    /// Load the catalog, open (or create) the vault in `home` and build the executor.
+    /// Load the catalog, open (or create) the vault in `home` and build the executor, all
+    /// before returning.
     pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
-        // The HTTP client reads and parses the system's trust roots, a few milliseconds of a
-        // cold start: build it on another thread while the catalog and the vault load.
-        let limits = config.executor.clone();
-        let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
-        if !vault.created().is_empty() {
-            tracing::warn!(
-                "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
-                vault.created().join(", "),
-                home.key_file().display()
-            );
-        }
-        let upstream = upstream
-            .join()
-            .map_err(|_| crate::error::Error::other("building the HTTP client failed"))??;
-        let executor = Executor::with_upstream(catalog, Arc::new(vault), config, upstream);
+        let executor = open_executor(home, config, catalog)?;
         ServerState::new(Arc::new(executor), offer)
     }
 
-    pub fn executor(&self) -> &Arc<Executor> {
-        &self.executor
+    /// Load the catalog and check the offer now; open the vault and build the HTTP client on
+    /// the blocking pool, for [`ServerState::executor`] to wait for. Must run inside a tokio
+    /// runtime.
+    pub fn start(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+        let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
+        let (home, config, for_executor) = (home.clone(), config.clone(), catalog.clone());
+        let task = tokio::task::spawn_blocking(move || open_executor(&home, &config, for_executor));
+        let opening: Opening = async move {
+            match task.await {
+                Ok(Ok(executor)) => Ok(Arc::new(executor)),
+                Ok(Err(e)) => Err(Arc::new(e)),
+                Err(join) => Err(Arc::new(Error::other(format!(
+                    "opening the vault failed: {join}"
+                )))),
+            }
+        }
+        .boxed()
+        .shared();
+        ServerState::with_opening(catalog, opening, offer)
+    }
+
+    /// The executor, once the vault is open. The error (a wrong master key, a home folder
+    /// keyward does not trust, …) is the same for every caller, and says what to do.
+    pub async fn executor(&self) -> std::result::Result<Arc<Executor>, Arc<Error>> {
+        self.executor.clone().await
+    }
+
+    /// The executor if it is open already ([`ServerState::open`] opens it before returning).
+    pub fn executor_now(&self) -> Option<&Arc<Executor>> {
+        self.executor.peek().and_then(|opened| opened.as_ref().ok())
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn offer(&self) -> &Offer {
@@ -151,31 +195,88 @@ impl ServerState {
         self.by_name.get(name).map(|&i| &self.offered[i])
     }
 
-    /// The providers whose tools `user` sees: `None` means all (`all_tools`).
-    pub fn visible_providers(&self, user: &str) -> Option<Vec<String>> {
+    /// The providers whose tools `user` sees: `None` means all (`all_tools`, which needs no
+    /// vault).
+    pub async fn visible_providers(
+        &self,
+        user: &str,
+    ) -> std::result::Result<Option<Vec<String>>, Arc<Error>> {
+        if self.offer.all_tools {
+            return Ok(None);
+        }
+        let executor = self.executor().await?;
+        Ok(self.visible_with(&executor, user))
+    }
+
+    /// [`ServerState::visible_providers`] with the executor at hand.
+    pub fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<String>> {
         if self.offer.all_tools {
             None
         } else {
-            Some(self.executor.connected_providers(user))
+            Some(executor.connected_providers(user))
         }
     }
 
     /// The tools `user` sees in `tools/list`.
-    pub fn tools_for(&self, user: &str) -> Vec<rmcp::model::Tool> {
-        let visible = self.visible_providers(user);
+    pub async fn tools_for(
+        &self,
+        user: &str,
+    ) -> std::result::Result<Vec<rmcp::model::Tool>, Arc<Error>> {
+        let visible = self.visible_providers(user).await?;
+        Ok(self.tools_visible(visible.as_deref()))
+    }
+
+    /// The offered tools of the `visible` providers (`None`: all).
+    pub fn tools_visible(&self, visible: Option<&[String]>) -> Vec<rmcp::model::Tool> {
         self.offered
             .iter()
-            .filter(|o| visible.as_ref().is_none_or(|v| v.contains(&o.provider)))
+            .filter(|o| visible.is_none_or(|v| v.contains(&o.provider)))
             .map(|o| o.tool.clone())
             .collect()
     }
 
-    /// Flush the vault (audit lines are appended without a flush of their own).
+    /// Flush the vault (audit lines are appended without a flush of their own). A vault still
+    /// opening is waited for, so that it is closed in order; one that did not open has nothing
+    /// to flush.
     pub async fn flush(&self) {
-        if let Err(e) = self.executor.vault().flush_async().await {
+        let Ok(executor) = self.executor().await else {
+            return;
+        };
+        if let Err(e) = executor.vault().flush_async().await {
             tracing::error!("could not flush the vault: {e}");
         }
     }
+}
+
+/// The error of a vault that did not open, for a caller that returns it: the same message and
+/// exit code (the shared original stays with the state, for every other waiter).
+pub(crate) fn unshared(e: Arc<Error>) -> Error {
+    Arc::try_unwrap(e).unwrap_or_else(|shared| Error::other(shared.to_string()))
+}
+
+/// Open (or create) the vault in `home` and build the executor over `catalog`. The HTTP client
+/// reads and parses the system's trust roots, a few milliseconds: it is built on another
+/// thread while the vault opens.
+fn open_executor(home: &Home, config: &Config, catalog: Arc<Catalog>) -> Result<Executor> {
+    let limits = config.executor.clone();
+    let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
+    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
+    if !vault.created().is_empty() {
+        tracing::warn!(
+            "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
+            vault.created().join(", "),
+            home.key_file().display()
+        );
+    }
+    let upstream = upstream
+        .join()
+        .map_err(|_| Error::other("building the HTTP client failed"))??;
+    Ok(Executor::with_upstream(
+        catalog,
+        Arc::new(vault),
+        config,
+        upstream,
+    ))
 }
 
 /// A short random id (hex), for sessions keyward names itself.
@@ -227,7 +328,6 @@ pub struct ServeOptions {
 /// runtime (the binary's one), which the caller shuts down with a timeout afterwards: a task
 /// stuck in a blocking call would otherwise hold the process (see the end of this function).
 pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
-    use crate::error::Error;
     install_crypto_provider();
     init_logging(options.log_level.as_deref());
     let config = Config::load(home)?;
@@ -259,7 +359,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
         options.account.clone(),
     );
     let result = async {
-        let state = ServerState::open(home, &config, offer)?;
+        let state = ServerState::start(home, &config, offer)?;
         match http_addr {
             Some(addr) => {
                 let http_options = http::HttpOptions {

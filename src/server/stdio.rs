@@ -36,7 +36,20 @@ pub async fn serve(state: Arc<ServerState>, user: &str) -> Result<()> {
     let server = KeywardServer::for_user(state.clone(), user, session);
     let stop = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(stop.clone()));
-    let result = serve_until(server, stop).await;
+    // The vault opens while the session starts (see `ServerState::start`). If it cannot open
+    // (a wrong master key, a home folder keyward does not trust) the server ends with that
+    // error, as it did when it opened the vault before serving: the message is on stderr and
+    // the exit code is 1. Requests waiting for the vault are answered with the same message.
+    let not_open = async {
+        match state.executor().await {
+            Err(e) => super::unshared(e),
+            Ok(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = serve_until(server, stop) => result,
+        e = not_open => Err(e),
+    };
     signals.abort();
     state.flush().await;
     result
