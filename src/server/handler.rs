@@ -188,8 +188,8 @@ impl KeywardServer {
     }
 }
 
-/// A request that needs the vault, when the vault did not open: the error says why and what to
-/// do (the server also logs it and stops).
+/// A request that needs the tools or the vault, when they could not be built: the error says why
+/// and what to do (the server also ends with it).
 fn not_open(e: Arc<crate::error::Error>) -> ErrorData {
     ErrorData::internal_error(e.to_string(), None)
 }
@@ -275,6 +275,7 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let (user, _) = self.who(&context.extensions)?;
+        let tools = self.state.tools().await.map_err(not_open)?;
         let visible = if self.state.offer().all_tools {
             None
         } else {
@@ -285,12 +286,14 @@ impl ServerHandler for KeywardServer {
             visible
         };
         Ok(ListToolsResult::with_all_items(
-            self.state.tools_visible(visible.as_deref()),
+            tools.visible(visible.as_deref()),
         ))
     }
 
+    /// Used by the Streamable HTTP service, whose server builds its tools before it listens.
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.state.offered(name).map(|o| o.tool.clone())
+        let tools = self.state.tools_now()?;
+        tools.offered(name).map(|o| o.tool.clone())
     }
 
     async fn call_tool(
@@ -299,12 +302,13 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.as_ref();
-        if self.state.offered(name).is_none() {
+        let tools = self.state.tools().await.map_err(not_open)?;
+        let Some(offered) = tools.offered(name) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {name}"),
                 Some(serde_json::json!({ "tool": name })),
             ));
-        }
+        };
         let (user, session) = self.who(&context.extensions)?;
         let account = account_from_meta(Some(&context.meta.0 .0))
             .or_else(|| account_from_meta(request.meta.as_ref().map(|m| &m.0 .0)))
@@ -324,7 +328,7 @@ impl ServerHandler for KeywardServer {
                 let mut entry = AuditEntry::new(&ctx.user, "tool-call", "error: cancelled by the client");
                 entry.tool = Some(name.to_string());
                 entry.session = ctx.session.clone();
-                entry.provider = self.state.offered(name).map(|o| o.provider.clone());
+                entry.provider = Some(offered.provider.clone());
                 entry.account = ctx.account.clone();
                 executor.vault().audit(&entry);
                 Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the request was cancelled", None))

@@ -160,7 +160,9 @@ impl HttpServer {
         options: HttpOptions,
     ) -> Result<HttpServer> {
         server_config.check_http_limits()?;
-        // HTTP needs the vault for every request (API keys): it is open before the port is.
+        // HTTP needs the vault for every request (API keys), and the Streamable HTTP service
+        // reads the tools synchronously: both are built before the port is opened.
+        state.ready().await?;
         let executor = state.executor().await.map_err(super::unshared)?;
         check_bind(&options.addr, executor.vault())?;
         let listener = tokio::net::TcpListener::bind(options.addr)

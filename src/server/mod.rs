@@ -74,51 +74,24 @@ impl Offer {
     }
 }
 
-/// The executor as it is being opened: the vault and the HTTP client, built on the blocking
-/// pool from the moment the state exists (see [`ServerState::start`]). Shared, so that every
-/// request waiting for it gets the same outcome and a waiter that goes away (a cancelled call)
-/// loses nothing.
-type Opening = Shared<BoxFuture<'static, std::result::Result<Arc<Executor>, Arc<Error>>>>;
+/// Something the server builds after it starts, on the blocking pool (see
+/// [`ServerState::start`]). Shared, so that every request waiting for it gets the same outcome
+/// and a waiter that goes away (a cancelled call) loses nothing.
+type Pending<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, Arc<Error>>>>;
 
-/// What every session of one server process shares.
-///
-/// The catalog and the tool definitions are built when the state is made: a bad manifest or a
-/// misspelled `--tools` name fails the command before it serves anything. The executor — the
-/// vault (master key, sled, the owner socket) and the HTTP client (the system's trust roots) —
-/// is what `tools/list` and `tools/call` need and `initialize` does not, so a stdio server
-/// answers `initialize` while it opens; requests that need it wait for it
-/// ([`ServerState::executor`]).
-pub struct ServerState {
+/// The tools a server offers: the catalog, checked against the offer, with the MCP definitions
+/// of the tools the filter allows built once.
+#[derive(Debug)]
+pub struct Tools {
     catalog: Arc<Catalog>,
-    executor: Opening,
-    offer: Offer,
-    /// The tools the filter allows, in catalog order, with their MCP definitions built once.
+    /// The tools the filter allows, in catalog order.
     offered: Vec<tools::Offered>,
     by_name: HashMap<String, usize>,
 }
 
-impl std::fmt::Debug for ServerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerState")
-            .field("offer", &self.offer)
-            .field("tools", &self.offered.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerState {
-    /// Check the filter against the executor's catalog and build the tool definitions.
-    pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
-        let catalog = executor.catalog().clone();
-        let opened: Opening = futures::future::ready(Ok(executor)).boxed().shared();
-        ServerState::with_opening(catalog, opened, offer)
-    }
-
-    fn with_opening(
-        catalog: Arc<Catalog>,
-        executor: Opening,
-        offer: Offer,
-    ) -> Result<Arc<ServerState>> {
+impl Tools {
+    /// Check the filter against the catalog and build the tool definitions.
+    fn new(catalog: Arc<Catalog>, offer: &Offer) -> Result<Tools> {
         offer.filter.validate(&catalog)?;
         let offered: Vec<tools::Offered> = catalog
             .tools()
@@ -133,12 +106,87 @@ impl ServerState {
             .enumerate()
             .map(|(i, o)| (o.tool.name.to_string(), i))
             .collect();
-        Ok(Arc::new(ServerState {
+        Ok(Tools {
             catalog,
-            executor,
-            offer,
             offered,
             by_name,
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// A tool the server offers (allowed by the filter), by name.
+    pub fn offered(&self, name: &str) -> Option<&tools::Offered> {
+        self.by_name.get(name).map(|&i| &self.offered[i])
+    }
+
+    /// The offered tools of the `visible` providers (`None`: all).
+    pub fn visible(&self, visible: Option<&[String]>) -> Vec<rmcp::model::Tool> {
+        self.offered
+            .iter()
+            .filter(|o| visible.is_none_or(|v| v.contains(&o.provider)))
+            .map(|o| o.tool.clone())
+            .collect()
+    }
+}
+
+/// What every session of one server process shares.
+///
+/// Nothing of it is needed to answer `initialize`, so a stdio server answers that first: MCP
+/// clients spawn their servers when they start and wait for `initialize` (issue 11: cold
+/// start). [`ServerState::start`] builds the rest on the blocking pool at once: the tools
+/// (parsing and compiling the manifests), and the executor — the vault (master key, sled, the
+/// owner socket) and the HTTP client (the system's trust roots). Requests wait for what they
+/// need. What fails the command before it serves anything is what the command line and
+/// `config.toml` say (bad flags, a bad config, an untrusted config file); a bad manifest, a
+/// misspelled `--tools` name or a vault that does not open ends the server with that error
+/// and its exit code as soon as it is known (see [`stdio::serve`]).
+pub struct ServerState {
+    offer: Offer,
+    tools: Pending<Tools>,
+    executor: Pending<Executor>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("offer", &self.offer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ready<T: Send + Sync + 'static>(value: Arc<T>) -> Pending<T> {
+    futures::future::ready(Ok(value)).boxed().shared()
+}
+
+/// `work` on the blocking pool, from now on.
+fn pending<T: Send + Sync + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Pending<T> {
+    let task = tokio::task::spawn_blocking(work);
+    async move {
+        match task.await {
+            Ok(Ok(value)) => Ok(Arc::new(value)),
+            Ok(Err(e)) => Err(Arc::new(e)),
+            Err(join) => Err(Arc::new(Error::other(format!(
+                "starting the server failed: {join}"
+            )))),
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+impl ServerState {
+    /// Check the filter against the executor's catalog and build the tool definitions.
+    pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
+        let tools = Tools::new(executor.catalog().clone(), &offer)?;
+        Ok(Arc::new(ServerState {
+            offer,
+            tools: ready(Arc::new(tools)),
+            executor: ready(executor),
         }))
     }
 
@@ -146,29 +194,63 @@ impl ServerState {
     /// before returning.
     pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let executor = open_executor(home, config, catalog)?;
+        let (vault, upstream) = open_vault_and_client(home, config)?;
+        let executor = Executor::with_upstream(catalog, vault, config, upstream);
         ServerState::new(Arc::new(executor), offer)
     }
 
-    /// Load the catalog and check the offer now; open the vault and build the HTTP client on
-    /// the blocking pool, for [`ServerState::executor`] to wait for. Must run inside a tokio
+    /// Start building the tools and the executor on the blocking pool (the vault and the HTTP
+    /// client while the manifests compile), and return at once. Must run inside a tokio
     /// runtime.
-    pub fn start(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
-        let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let (home, config, for_executor) = (home.clone(), config.clone(), catalog.clone());
-        let task = tokio::task::spawn_blocking(move || open_executor(&home, &config, for_executor));
-        let opening: Opening = async move {
-            match task.await {
-                Ok(Ok(executor)) => Ok(Arc::new(executor)),
-                Ok(Err(e)) => Err(Arc::new(e)),
-                Err(join) => Err(Arc::new(Error::other(format!(
-                    "opening the vault failed: {join}"
-                )))),
+    pub fn start(home: &Home, config: &Config, offer: Offer) -> Arc<ServerState> {
+        let tools = {
+            let (config, offer) = (config.clone(), offer.clone());
+            pending(move || {
+                let catalog = Catalog::load(&config.tools_dirs, &config.providers)?;
+                Tools::new(Arc::new(catalog), &offer)
+            })
+        };
+        // Awaited by `executor` alone, which is shared: no need to share this too.
+        let opened = {
+            let (home, config) = (home.clone(), config.clone());
+            tokio::task::spawn_blocking(move || open_vault_and_client(&home, &config))
+        };
+        let executor = {
+            let (tools, config) = (tools.clone(), config.clone());
+            async move {
+                let (vault, upstream) = match opened.await {
+                    Ok(opened) => opened.map_err(Arc::new)?,
+                    Err(join) => {
+                        return Err(Arc::new(Error::other(format!(
+                            "opening the vault failed: {join}"
+                        ))))
+                    }
+                };
+                let tools = tools.await?;
+                let catalog = tools.catalog().clone();
+                Ok(Arc::new(Executor::with_upstream(
+                    catalog, vault, &config, upstream,
+                )))
             }
-        }
-        .boxed()
-        .shared();
-        ServerState::with_opening(catalog, opening, offer)
+            .boxed()
+            .shared()
+        };
+        Arc::new(ServerState {
+            offer,
+            tools,
+            executor,
+        })
+    }
+
+    /// The tools, once the manifests are compiled. The error (a bad manifest, a `--tools` name
+    /// that does not exist) is the same for every caller.
+    pub async fn tools(&self) -> std::result::Result<Arc<Tools>, Arc<Error>> {
+        self.tools.clone().await
+    }
+
+    /// The tools if they are built already ([`ServerState::open`] builds them first).
+    pub fn tools_now(&self) -> Option<&Arc<Tools>> {
+        self.tools.peek().and_then(|built| built.as_ref().ok())
     }
 
     /// The executor, once the vault is open. The error (a wrong master key, a home folder
@@ -182,17 +264,8 @@ impl ServerState {
         self.executor.peek().and_then(|opened| opened.as_ref().ok())
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
     pub fn offer(&self) -> &Offer {
         &self.offer
-    }
-
-    /// A tool the server offers (allowed by the filter), by name.
-    pub fn offered(&self, name: &str) -> Option<&tools::Offered> {
-        self.by_name.get(name).map(|&i| &self.offered[i])
     }
 
     /// The providers whose tools `user` sees: `None` means all (`all_tools`, which needs no
@@ -222,17 +295,16 @@ impl ServerState {
         &self,
         user: &str,
     ) -> std::result::Result<Vec<rmcp::model::Tool>, Arc<Error>> {
+        let tools = self.tools().await?;
         let visible = self.visible_providers(user).await?;
-        Ok(self.tools_visible(visible.as_deref()))
+        Ok(tools.visible(visible.as_deref()))
     }
 
-    /// The offered tools of the `visible` providers (`None`: all).
-    pub fn tools_visible(&self, visible: Option<&[String]>) -> Vec<rmcp::model::Tool> {
-        self.offered
-            .iter()
-            .filter(|o| visible.is_none_or(|v| v.contains(&o.provider)))
-            .map(|o| o.tool.clone())
-            .collect()
+    /// Wait until everything is built; the first error if something could not be.
+    pub async fn ready(&self) -> Result<()> {
+        self.tools().await.map_err(unshared)?;
+        self.executor().await.map_err(unshared)?;
+        Ok(())
     }
 
     /// Flush the vault (audit lines are appended without a flush of their own). A vault still
@@ -248,16 +320,47 @@ impl ServerState {
     }
 }
 
-/// The error of a vault that did not open, for a caller that returns it: the same message and
-/// exit code (the shared original stays with the state, for every other waiter).
+/// The error of something the server could not build, for a caller that returns it: the same
+/// variant, message and exit code (the shared original stays with the state, for every other
+/// waiter).
 pub(crate) fn unshared(e: Arc<Error>) -> Error {
-    Arc::try_unwrap(e).unwrap_or_else(|shared| Error::other(shared.to_string()))
+    Arc::try_unwrap(e).unwrap_or_else(|shared| match &*shared {
+        Error::Usage(m) => Error::Usage(m.clone()),
+        Error::Config(m) => Error::Config(m.clone()),
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::MasterKey(m) => Error::MasterKey(m.clone()),
+        Error::Vault(m) => Error::Vault(m.clone()),
+        Error::RecordCorrupt {
+            record,
+            provider,
+            user,
+            account,
+            reason,
+        } => Error::RecordCorrupt {
+            record: record.clone(),
+            provider: provider.clone(),
+            user: user.clone(),
+            account: account.clone(),
+            reason: reason.clone(),
+        },
+        Error::Conflict(m) => Error::Conflict(m.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::Busy(m) => Error::Busy(m.clone()),
+        Error::Untrusted(m) => Error::Untrusted(m.clone()),
+        Error::Other(m) => Error::Other(m.clone()),
+    })
 }
 
-/// Open (or create) the vault in `home` and build the executor over `catalog`. The HTTP client
-/// reads and parses the system's trust roots, a few milliseconds: it is built on another
-/// thread while the vault opens.
-fn open_executor(home: &Home, config: &Config, catalog: Arc<Catalog>) -> Result<Executor> {
+/// Open (or create) the vault in `home` and build the HTTP client. The client reads and parses
+/// the system's trust roots, a few milliseconds: it is built on another thread while the vault
+/// opens.
+fn open_vault_and_client(
+    home: &Home,
+    config: &Config,
+) -> Result<(Arc<crate::vault::Vault>, crate::exec::client::Upstream)> {
     let limits = config.executor.clone();
     let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
     let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
@@ -271,12 +374,7 @@ fn open_executor(home: &Home, config: &Config, catalog: Arc<Catalog>) -> Result<
     let upstream = upstream
         .join()
         .map_err(|_| Error::other("building the HTTP client failed"))??;
-    Ok(Executor::with_upstream(
-        catalog,
-        Arc::new(vault),
-        config,
-        upstream,
-    ))
+    Ok((Arc::new(vault), upstream))
 }
 
 /// A short random id (hex), for sessions keyward names itself.
@@ -359,7 +457,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
         options.account.clone(),
     );
     let result = async {
-        let state = ServerState::start(home, &config, offer)?;
+        let state = ServerState::start(home, &config, offer);
         match http_addr {
             Some(addr) => {
                 let http_options = http::HttpOptions {
