@@ -436,6 +436,25 @@ async fn stdio_with_a_wrong_master_key_exits_with_the_error() {
     }
 }
 
+/// The manifests compile after `initialize` too: a bad one still ends `keyward serve` with an
+/// error that names the file, and exit code 1, also when the client leaves at once.
+#[test]
+fn stdio_with_a_bad_manifest_exits_with_the_error() {
+    let kw = Kw::new();
+    let tools = kw.dir.path().join("more-tools");
+    std::fs::create_dir_all(kw.home()).unwrap();
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        kw.home().join("config.toml"),
+        format!("tools_dirs = [{:?}]\n", tools.display().to_string()),
+    )
+    .unwrap();
+    std::fs::write(tools.join("broken.toml"), "[provider]\nname = 5\n").unwrap();
+    let run = kw.run(&["serve"], "");
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    assert!(run.stderr().contains("broken.toml"), "{}", run.stderr());
+}
+
 #[tokio::test]
 async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
     let up = Upstream::start().await;
