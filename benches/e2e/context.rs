@@ -41,11 +41,7 @@ pub(crate) async fn probes(
             json!({"owner": "octo", "repo": "hello", "number": 3}),
             false,
         ),
-        (
-            "github_get_issue",
-            json!({"owner": "octo", "repo": "hello", "number": 2}),
-            false,
-        ),
+        ("github_get_issue", crate::issue_args(), false),
         ("slack_list_channels", json!({"limit": 20}), true),
         (
             "slack_read_channel",

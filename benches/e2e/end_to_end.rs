@@ -26,6 +26,9 @@ pub(crate) struct EndToEnd {
     http_minimal: Run,
     me_direct: Run,
     me_stdio: Run,
+    /// Issue 11's small call: github_get_issue, direct and through stdio.
+    pub(crate) issue_direct: Run,
+    pub(crate) issue_stdio: Run,
     /// Row (b)'s server after its calls.
     pub(crate) busy_mem: Mem,
     /// Messages on the legacy SSE stream that contained the token marker.
@@ -54,6 +57,7 @@ async fn measure(
 ) -> EndToEnd {
     let replay = replays[TOOL].0.clone();
     let me_replay = replays["github_get_me"].0.clone();
+    let issue_replay = replays["github_get_issue"].0.clone();
     let mut e2e: HashMap<(char, usize), Run> = HashMap::new();
     let http = reqwest::Client::new();
     let direct = Caller::Direct(http.clone(), Arc::new(replay));
@@ -74,6 +78,15 @@ async fn measure(
     let me_direct = row(&Caller::Direct(http.clone(), Arc::new(me_replay)), 1).await;
     let me_stdio = row(
         &Caller::Mcp(stdio.client.peer().clone(), "github_get_me"),
+        1,
+    )
+    .await;
+    // Issue 11's small call: github_get_issue (8 KB upstream), measured against GitHub's own MCP
+    // server with the same call.
+    progress("github_get_issue, direct and through stdio, 1 caller");
+    let issue_direct = row(&Caller::Direct(http.clone(), Arc::new(issue_replay)), 1).await;
+    let issue_stdio = row(
+        &Caller::Mcp(stdio.client.peer().clone(), "github_get_issue"),
         1,
     )
     .await;
@@ -138,6 +151,8 @@ async fn measure(
         http_minimal,
         me_direct,
         me_stdio,
+        issue_direct,
+        issue_stdio,
         busy_mem,
         sse_leaks,
         owner_socket,
@@ -151,6 +166,8 @@ fn report(table: &mut Table, m: &EndToEnd) {
         http_minimal,
         me_direct,
         me_stdio,
+        issue_direct,
+        issue_stdio,
         owner_socket,
         ..
     } = m;
@@ -259,6 +276,16 @@ fn report(table: &mut Table, m: &EndToEnd) {
             me_stdio,
             Some(me_direct),
         ),
+        (
+            "(a\") github_get_issue, direct (8 KB answer)",
+            issue_direct,
+            None,
+        ),
+        (
+            "(b\") github_get_issue through stdio",
+            issue_stdio,
+            Some(issue_direct),
+        ),
     ] {
         let (o50, o99) = match floor {
             Some(a) => (
@@ -288,6 +315,8 @@ fn report(table: &mut Table, m: &EndToEnd) {
             (("c-".to_string(), 1), http_minimal),
             (("a'".to_string(), 1), me_direct),
             (("b'".to_string(), 1), me_stdio),
+            (("a\"".to_string(), 1), issue_direct),
+            (("b\"".to_string(), 1), issue_stdio),
         ])
     {
         if r.errors > 0 {

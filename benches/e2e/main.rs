@@ -74,11 +74,16 @@ fn tool_args() -> Value {
 
 /// The arguments the bench calls `tool` with (the standard request's, or none).
 fn args_for(tool: &str) -> Value {
-    if tool == TOOL {
-        tool_args()
-    } else {
-        json!({})
+    match tool {
+        TOOL => tool_args(),
+        "github_get_issue" => issue_args(),
+        _ => json!({}),
     }
+}
+
+/// The small call of issue 11's comparison with GitHub's own MCP server.
+pub(crate) fn issue_args() -> Value {
+    json!({"owner": "octo", "repo": "hello", "number": 2})
 }
 
 // ---- the run ----------------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ pub struct KeywardServer {
     state: Arc<ServerState>,
     binding: Binding,
     session_user: OnceLock<String>,
+    /// The providers behind the last `tools/list` this session answered (`None` inside: all
+    /// tools), for the `list_changed` watcher: a watcher that subscribes after the vault opened
+    /// compares against what the client was told.
+    served: Arc<tokio::sync::Mutex<Option<Visible>>>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -68,6 +72,7 @@ impl KeywardServer {
             state,
             binding,
             session_user: OnceLock::new(),
+            served: Arc::default(),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         }
@@ -130,10 +135,35 @@ impl KeywardServer {
         }
         let state = self.state.clone();
         let stop = self.stop.clone();
-        let mut changes = state.executor().vault().subscribe_changes();
+        let served = self.served.clone();
+        // Subscribed before this returns when the vault is open, so that no change after
+        // `notifications/initialized` is missed; else as soon as it opens (see `baseline`).
+        let subscribed = state
+            .executor_now()
+            .map(|executor| (executor.clone(), executor.vault().subscribe_changes()));
         tokio::spawn(async move {
-            // Read after subscribing, so that no change falls between the two.
-            let mut last = state.visible_providers(&user).await;
+            let (executor, mut changes) = match subscribed {
+                Some(subscribed) => subscribed,
+                None => {
+                    let executor = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        executor = state.executor() => match executor {
+                            Ok(executor) => executor,
+                            // A vault that does not open has no changes (and ends the server).
+                            Err(_) => return,
+                        },
+                    };
+                    let changes = executor.vault().subscribe_changes();
+                    (executor, changes)
+                }
+            };
+            let (mut last, now) = baseline(&state, &executor, &served, &user).await;
+            if now != last {
+                last = now;
+                if peer.notify_tool_list_changed().await.is_err() {
+                    return;
+                }
+            }
             loop {
                 let changed = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -144,7 +174,9 @@ impl KeywardServer {
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                let now = state.visible_providers(&user).await;
+                let Ok(now) = state.visible_providers(&user).await else {
+                    return;
+                };
                 if now != last {
                     last = now;
                     tracing::debug!(user, "connections changed: tools/list_changed");
@@ -155,6 +187,32 @@ impl KeywardServer {
             }
         });
     }
+}
+
+/// A request that needs the tools or the vault, when they could not be built: the error says why
+/// and what to do (the server also ends with it).
+fn not_open(e: Arc<crate::error::Error>) -> ErrorData {
+    ErrorData::internal_error(e.to_string(), None)
+}
+
+/// The providers whose tools a user sees (`None`: all), as [`ServerState::visible_with`] says.
+type Visible = Option<Vec<String>>;
+
+/// Where a session's watcher starts, once it has subscribed to the vault's changes: what the
+/// client was last told (the last `tools/list` answered, else what it would be told now) and
+/// what it would be told now. Under the `served` lock, which `tools/list` holds from reading the
+/// connections to recording them: every list is either recorded before this reads it, or read
+/// after the subscription, so a change is never lost between a list and a late subscription.
+async fn baseline(
+    state: &ServerState,
+    executor: &crate::exec::Executor,
+    served: &tokio::sync::Mutex<Option<Visible>>,
+    user: &str,
+) -> (Visible, Visible) {
+    let served = served.lock().await;
+    let now = state.visible_with(executor, user).await;
+    let told = served.clone().unwrap_or_else(|| now.clone());
+    (told, now)
 }
 
 fn account_from_meta(meta: Option<&serde_json::Map<String, Value>>) -> Option<String> {
@@ -213,13 +271,25 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let (user, _) = self.who(&context.extensions)?;
+        let tools = self.state.tools().await.map_err(not_open)?;
+        let visible = if self.state.offer().all_tools {
+            None
+        } else {
+            let executor = self.state.executor().await.map_err(not_open)?;
+            let mut served = self.served.lock().await;
+            let visible = self.state.visible_with(&executor, &user).await;
+            *served = Some(visible.clone());
+            visible
+        };
         Ok(ListToolsResult::with_all_items(
-            self.state.tools_for(&user).await,
+            tools.visible(visible.as_deref()),
         ))
     }
 
+    /// Used by the Streamable HTTP service, whose server builds its tools before it listens.
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.state.offered(name).map(|o| o.tool.clone())
+        let tools = self.state.tools_now()?;
+        tools.offered(name).map(|o| o.tool.clone())
     }
 
     async fn call_tool(
@@ -228,12 +298,13 @@ impl ServerHandler for KeywardServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.as_ref();
-        if self.state.offered(name).is_none() {
+        let tools = self.state.tools().await.map_err(not_open)?;
+        let Some(offered) = tools.offered(name) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {name}"),
                 Some(serde_json::json!({ "tool": name })),
             ));
-        }
+        };
         let (user, session) = self.who(&context.extensions)?;
         let account = account_from_meta(Some(&context.meta.0 .0))
             .or_else(|| account_from_meta(request.meta.as_ref().map(|m| &m.0 .0)))
@@ -244,7 +315,7 @@ impl ServerHandler for KeywardServer {
             session,
         };
         let args = request.arguments.unwrap_or_default();
-        let executor = self.state.executor();
+        let executor = self.state.executor().await.map_err(not_open)?;
         tokio::select! {
             outcome = executor.call(&ctx, name, args) => Ok(tools::result(outcome).into()),
             // Dropping the call aborts the upstream request; rmcp sends no response for a
@@ -253,7 +324,7 @@ impl ServerHandler for KeywardServer {
                 let mut entry = AuditEntry::new(&ctx.user, "tool-call", "error: cancelled by the client");
                 entry.tool = Some(name.to_string());
                 entry.session = ctx.session.clone();
-                entry.provider = self.state.offered(name).map(|o| o.provider.clone());
+                entry.provider = Some(offered.provider.clone());
                 entry.account = ctx.account.clone();
                 executor.vault().audit(&entry);
                 Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the request was cancelled", None))

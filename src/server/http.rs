@@ -160,7 +160,11 @@ impl HttpServer {
         options: HttpOptions,
     ) -> Result<HttpServer> {
         server_config.check_http_limits()?;
-        check_bind(&options.addr, state.executor().vault())?;
+        // HTTP needs the vault for every request (API keys), and the Streamable HTTP service
+        // reads the tools synchronously: both are built before the port is opened.
+        state.ready().await?;
+        let executor = state.executor().await.map_err(super::unshared)?;
+        check_bind(&options.addr, executor.vault())?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
             .map_err(|e| Error::io(format!("listening on {}", options.addr), e))?;
@@ -169,7 +173,7 @@ impl HttpServer {
             .map_err(|e| Error::io("reading the bound address", e))?;
         let shutdown = CancellationToken::new();
         let app = App {
-            keys: Arc::new(KeyCache::new(Vault::clone(state.executor().vault()))),
+            keys: Arc::new(KeyCache::new(Vault::clone(executor.vault()))),
             state,
             access: Arc::new(Access::new(local_addr, server_config)),
             owners: Arc::new(SessionOwners::new(server_config.max_sessions_per_user)),

@@ -28,9 +28,11 @@ pub mod tools;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
+
 use crate::catalog::{Catalog, ToolFilter};
 use crate::config::{Config, Home};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::vault::OpenMode;
 
@@ -72,30 +74,26 @@ impl Offer {
     }
 }
 
-/// What every session of one server process shares.
-pub struct ServerState {
-    executor: Arc<Executor>,
-    offer: Offer,
-    /// The tools the filter allows, in catalog order, with their MCP definitions built once.
+/// Something the server builds after it starts, on the blocking pool (see
+/// [`ServerState::start`]). Shared, so that every request waiting for it gets the same outcome
+/// and a waiter that goes away (a cancelled call) loses nothing.
+type Pending<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, Arc<Error>>>>;
+
+/// The tools a server offers: the catalog, checked against the offer, with the MCP definitions
+/// of the tools the filter allows built once.
+#[derive(Debug)]
+pub struct Tools {
+    catalog: Arc<Catalog>,
+    /// The tools the filter allows, in catalog order.
     offered: Vec<tools::Offered>,
     by_name: HashMap<String, usize>,
 }
 
-impl std::fmt::Debug for ServerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerState")
-            .field("offer", &self.offer)
-            .field("tools", &self.offered.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerState {
+impl Tools {
     /// Check the filter against the catalog and build the tool definitions.
-    pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
-        offer.filter.validate(executor.catalog())?;
-        let offered: Vec<tools::Offered> = executor
-            .catalog()
+    fn new(catalog: Arc<Catalog>, offer: &Offer) -> Result<Tools> {
+        offer.filter.validate(&catalog)?;
+        let offered: Vec<tools::Offered> = catalog
             .tools()
             .filter(|(provider, tool)| offer.filter.allows(provider, tool))
             .map(|(provider, tool)| tools::Offered {
@@ -108,42 +106,15 @@ impl ServerState {
             .enumerate()
             .map(|(i, o)| (o.tool.name.to_string(), i))
             .collect();
-        Ok(Arc::new(ServerState {
-            executor,
-            offer,
+        Ok(Tools {
+            catalog,
             offered,
             by_name,
-        }))
+        })
     }
 
-    /// Load the catalog, open (or create) the vault in `home` and build the executor.
-    pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
-        // The HTTP client reads and parses the system's trust roots, a few milliseconds of a
-        // cold start: build it on another thread while the catalog and the vault load.
-        let limits = config.executor.clone();
-        let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
-        let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
-        if !vault.created().is_empty() {
-            tracing::warn!(
-                "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
-                vault.created().join(", "),
-                home.key_file().display()
-            );
-        }
-        let upstream = upstream
-            .join()
-            .map_err(|_| crate::error::Error::other("building the HTTP client failed"))??;
-        let executor = Executor::with_upstream(catalog, Arc::new(vault), config, upstream);
-        ServerState::new(Arc::new(executor), offer)
-    }
-
-    pub fn executor(&self) -> &Arc<Executor> {
-        &self.executor
-    }
-
-    pub fn offer(&self) -> &Offer {
-        &self.offer
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     /// A tool the server offers (allowed by the filter), by name.
@@ -151,31 +122,261 @@ impl ServerState {
         self.by_name.get(name).map(|&i| &self.offered[i])
     }
 
-    /// The providers whose tools `user` sees: `None` means all (`all_tools`).
-    pub async fn visible_providers(&self, user: &str) -> Option<Vec<String>> {
+    /// The offered tools of the `visible` providers (`None`: all).
+    pub fn visible(&self, visible: Option<&[String]>) -> Vec<rmcp::model::Tool> {
+        self.offered
+            .iter()
+            .filter(|o| visible.is_none_or(|v| v.contains(&o.provider)))
+            .map(|o| o.tool.clone())
+            .collect()
+    }
+}
+
+/// What every session of one server process shares.
+///
+/// Nothing of it is needed to answer `initialize`, so a stdio server answers that first: MCP
+/// clients spawn their servers when they start and wait for `initialize` (issue 11: cold
+/// start). [`ServerState::start`] builds the rest on the blocking pool at once: the tools
+/// (parsing and compiling the manifests), and the executor — the vault (master key, sled, the
+/// owner socket) and the HTTP client (the system's trust roots). Requests wait for what they
+/// need. What fails the command before it serves anything is what the command line and
+/// `config.toml` say (bad flags, a bad config, an untrusted config file); a bad manifest, a
+/// misspelled `--tools` name or a vault that does not open ends the server with that error
+/// and its exit code as soon as it is known (see [`stdio::serve`]).
+pub struct ServerState {
+    offer: Offer,
+    tools: Pending<Tools>,
+    executor: Pending<Executor>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("offer", &self.offer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ready<T: Send + Sync + 'static>(value: Arc<T>) -> Pending<T> {
+    futures::future::ready(Ok(value)).boxed().shared()
+}
+
+/// `work` on the blocking pool, from now on.
+fn pending<T: Send + Sync + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Pending<T> {
+    let task = tokio::task::spawn_blocking(work);
+    async move {
+        match task.await {
+            Ok(Ok(value)) => Ok(Arc::new(value)),
+            Ok(Err(e)) => Err(Arc::new(e)),
+            Err(join) => Err(Arc::new(Error::other(format!(
+                "starting the server failed: {join}"
+            )))),
+        }
+    }
+    .boxed()
+    .shared()
+}
+
+impl ServerState {
+    /// Check the filter against the executor's catalog and build the tool definitions.
+    pub fn new(executor: Arc<Executor>, offer: Offer) -> Result<Arc<ServerState>> {
+        let tools = Tools::new(executor.catalog().clone(), &offer)?;
+        Ok(Arc::new(ServerState {
+            offer,
+            tools: ready(Arc::new(tools)),
+            executor: ready(executor),
+        }))
+    }
+
+    /// Load the catalog, open (or create) the vault in `home` and build the executor, all
+    /// before returning.
+    pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+        let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
+        let (vault, upstream) = open_vault_and_client(home, config)?;
+        let executor = Executor::with_upstream(catalog, vault, config, upstream);
+        ServerState::new(Arc::new(executor), offer)
+    }
+
+    /// Start building the tools and the executor on the blocking pool (the vault and the HTTP
+    /// client while the manifests compile), and return at once. Must run inside a tokio
+    /// runtime.
+    pub fn start(home: &Home, config: &Config, offer: Offer) -> Arc<ServerState> {
+        let tools = {
+            let (config, offer) = (config.clone(), offer.clone());
+            pending(move || {
+                let catalog = Catalog::load(&config.tools_dirs, &config.providers)?;
+                Tools::new(Arc::new(catalog), &offer)
+            })
+        };
+        // Awaited by `executor` alone, which is shared: no need to share this too.
+        let opened = {
+            let (home, config) = (home.clone(), config.clone());
+            tokio::task::spawn_blocking(move || open_vault_and_client(&home, &config))
+        };
+        let executor = {
+            let (tools, config) = (tools.clone(), config.clone());
+            async move {
+                let (vault, upstream) = match opened.await {
+                    Ok(opened) => opened.map_err(Arc::new)?,
+                    Err(join) => {
+                        return Err(Arc::new(Error::other(format!(
+                            "opening the vault failed: {join}"
+                        ))))
+                    }
+                };
+                let tools = tools.await?;
+                let catalog = tools.catalog().clone();
+                Ok(Arc::new(Executor::with_upstream(
+                    catalog, vault, &config, upstream,
+                )))
+            }
+            .boxed()
+            .shared()
+        };
+        Arc::new(ServerState {
+            offer,
+            tools,
+            executor,
+        })
+    }
+
+    /// The tools, once the manifests are compiled. The error (a bad manifest, a `--tools` name
+    /// that does not exist) is the same for every caller.
+    pub async fn tools(&self) -> std::result::Result<Arc<Tools>, Arc<Error>> {
+        self.tools.clone().await
+    }
+
+    /// The tools if they are built already ([`ServerState::open`] builds them first).
+    pub fn tools_now(&self) -> Option<&Arc<Tools>> {
+        self.tools.peek().and_then(|built| built.as_ref().ok())
+    }
+
+    /// The executor, once the vault is open. The error (a wrong master key, a home folder
+    /// keyward does not trust, …) is the same for every caller, and says what to do.
+    pub async fn executor(&self) -> std::result::Result<Arc<Executor>, Arc<Error>> {
+        self.executor.clone().await
+    }
+
+    /// The executor if it is open already ([`ServerState::open`] opens it before returning).
+    pub fn executor_now(&self) -> Option<&Arc<Executor>> {
+        self.executor.peek().and_then(|opened| opened.as_ref().ok())
+    }
+
+    pub fn offer(&self) -> &Offer {
+        &self.offer
+    }
+
+    /// The providers whose tools `user` sees: `None` means all (`all_tools`, which needs no
+    /// vault).
+    pub async fn visible_providers(
+        &self,
+        user: &str,
+    ) -> std::result::Result<Option<Vec<String>>, Arc<Error>> {
+        if self.offer.all_tools {
+            return Ok(None);
+        }
+        let executor = self.executor().await?;
+        Ok(self.visible_with(&executor, user).await)
+    }
+
+    /// [`ServerState::visible_providers`] with the executor at hand (the vault read runs off
+    /// the async workers).
+    pub async fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<String>> {
         if self.offer.all_tools {
             None
         } else {
-            Some(self.executor.connected_providers(user).await)
+            Some(executor.connected_providers(user).await)
         }
     }
 
     /// The tools `user` sees in `tools/list`.
-    pub async fn tools_for(&self, user: &str) -> Vec<rmcp::model::Tool> {
-        let visible = self.visible_providers(user).await;
-        self.offered
-            .iter()
-            .filter(|o| visible.as_ref().is_none_or(|v| v.contains(&o.provider)))
-            .map(|o| o.tool.clone())
-            .collect()
+    pub async fn tools_for(
+        &self,
+        user: &str,
+    ) -> std::result::Result<Vec<rmcp::model::Tool>, Arc<Error>> {
+        let tools = self.tools().await?;
+        let visible = self.visible_providers(user).await?;
+        Ok(tools.visible(visible.as_deref()))
     }
 
-    /// Flush the vault (audit lines are appended without a flush of their own).
+    /// Wait until everything is built; the first error if something could not be.
+    pub async fn ready(&self) -> Result<()> {
+        self.tools().await.map_err(unshared)?;
+        self.executor().await.map_err(unshared)?;
+        Ok(())
+    }
+
+    /// Flush the vault (audit lines are appended without a flush of their own). A vault still
+    /// opening is waited for, so that it is closed in order; one that did not open has nothing
+    /// to flush.
     pub async fn flush(&self) {
-        if let Err(e) = self.executor.vault().flush_async().await {
+        let Ok(executor) = self.executor().await else {
+            return;
+        };
+        if let Err(e) = executor.vault().flush_async().await {
             tracing::error!("could not flush the vault: {e}");
         }
     }
+}
+
+/// The error of something the server could not build, for a caller that returns it: the same
+/// variant, message and exit code (the shared original stays with the state, for every other
+/// waiter).
+pub(crate) fn unshared(e: Arc<Error>) -> Error {
+    Arc::try_unwrap(e).unwrap_or_else(|shared| match &*shared {
+        Error::Usage(m) => Error::Usage(m.clone()),
+        Error::Config(m) => Error::Config(m.clone()),
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::MasterKey(m) => Error::MasterKey(m.clone()),
+        Error::Vault(m) => Error::Vault(m.clone()),
+        Error::RecordCorrupt {
+            record,
+            provider,
+            user,
+            account,
+            reason,
+        } => Error::RecordCorrupt {
+            record: record.clone(),
+            provider: provider.clone(),
+            user: user.clone(),
+            account: account.clone(),
+            reason: reason.clone(),
+        },
+        Error::Conflict(m) => Error::Conflict(m.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::Busy(m) => Error::Busy(m.clone()),
+        Error::Untrusted(m) => Error::Untrusted(m.clone()),
+        Error::OwnerGone(m) => Error::OwnerGone(m.clone()),
+        Error::Other(m) => Error::Other(m.clone()),
+    })
+}
+
+/// Open (or create) the vault in `home` and build the HTTP client. The client reads and parses
+/// the system's trust roots, a few milliseconds: it is built on another thread while the vault
+/// opens.
+fn open_vault_and_client(
+    home: &Home,
+    config: &Config,
+) -> Result<(Arc<crate::vault::Vault>, crate::exec::client::Upstream)> {
+    let limits = config.executor.clone();
+    let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
+    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
+    if !vault.created().is_empty() {
+        tracing::warn!(
+            "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
+            vault.created().join(", "),
+            home.key_file().display()
+        );
+    }
+    let upstream = upstream
+        .join()
+        .map_err(|_| Error::other("building the HTTP client failed"))??;
+    Ok((Arc::new(vault), upstream))
 }
 
 /// A short random id (hex), for sessions keyward names itself.
@@ -227,7 +428,6 @@ pub struct ServeOptions {
 /// runtime (the binary's one), which the caller shuts down with a timeout afterwards: a task
 /// stuck in a blocking call would otherwise hold the process (see the end of this function).
 pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
-    use crate::error::Error;
     install_crypto_provider();
     init_logging(options.log_level.as_deref());
     let config = Config::load(home)?;
@@ -259,7 +459,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
         options.account.clone(),
     );
     let result = async {
-        let state = ServerState::open(home, &config, offer)?;
+        let state = ServerState::start(home, &config, offer);
         match http_addr {
             Some(addr) => {
                 let http_options = http::HttpOptions {

@@ -36,7 +36,24 @@ pub async fn serve(state: Arc<ServerState>, user: &str) -> Result<()> {
     let server = KeywardServer::for_user(state.clone(), user, session);
     let stop = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(stop.clone()));
-    let result = serve_until(server, stop).await;
+    // The tools and the vault are built while the session starts (see `ServerState::start`).
+    // If either cannot be (a bad manifest or `--tools` name, a wrong master key, a home folder
+    // keyward does not trust) the server ends with that error and its exit code, as it did when
+    // it built them before serving: requests waiting for them are answered with the same
+    // message, and a client that left before they were known still gets the exit code.
+    let not_ready = async {
+        match state.ready().await {
+            Err(e) => e,
+            Ok(()) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = serve_until(server, stop) => match result {
+            Ok(()) => state.ready().await,
+            Err(e) => Err(e),
+        },
+        e = not_ready => Err(e),
+    };
     signals.abort();
     state.flush().await;
     result

@@ -52,6 +52,16 @@ fn is_owner_socket_live(kw: &Kw) -> bool {
     std::os::unix::net::UnixStream::connect(kw.home().join("keyward.sock")).is_ok()
 }
 
+/// Wait (bounded) until the home's owner answers on its socket. A stdio server answers
+/// `initialize` while its vault opens, so the first server of a home owns the vault only once
+/// its socket answers; a second one started before that might own it instead.
+async fn owner_listening(kw: &Kw) {
+    assert!(
+        eventually(60, || is_owner_socket_live(kw)).await,
+        "the first server owns the vault (its socket answers)"
+    );
+}
+
 async fn get_me(client: &Client) -> CallToolResult {
     call(client, "github_get_me", json!({})).await
 }
@@ -108,8 +118,8 @@ async fn two_servers_and_the_cli_share_one_vault() {
     let fake = FakeUpstream::start().await;
     let kw = home_with_github(&fake);
     let first = serve_stdio(&kw, &[]).await;
+    owner_listening(&kw).await;
     let second = serve_stdio(&kw, &[]).await;
-    assert!(is_owner_socket_live(&kw), "the first server owns the vault");
 
     for server in [&first, &second] {
         let me = ok_value(&get_me(&server.client).await);
@@ -179,6 +189,7 @@ async fn a_refresh_storm_split_across_two_servers_refreshes_once() {
     fake.token_endpoint_delay("github", Duration::from_millis(300));
 
     let owner = serve_stdio(&kw, &[]).await;
+    owner_listening(&kw).await;
     let relay = serve_stdio(&kw, &[]).await;
     let mut calls = JoinSet::new();
     for i in 0..1000 {
@@ -227,6 +238,7 @@ async fn kill_9_of_the_owner_under_load_keeps_the_other_server_answering() {
     fake.set_recording(false);
     let kw = home_with_github(&fake);
     let owner = serve_stdio(&kw, &[]).await;
+    owner_listening(&kw).await;
     let survivor = serve_stdio(&kw, &[]).await;
     let version_before = status_json(&kw)[0]["version"].clone();
 
@@ -319,6 +331,7 @@ async fn short_lived_tokens_are_refreshed_once_across_two_servers() {
     fake.access_token_ttl("github", Duration::from_secs(60));
     let kw = home_with_expired_github(&fake, "short");
     let owner = serve_stdio(&kw, &[]).await;
+    owner_listening(&kw).await;
     let relay = serve_stdio(&kw, &[]).await;
     let mut calls = JoinSet::new();
     for i in 0..100 {
@@ -353,7 +366,7 @@ async fn a_relay_that_becomes_the_owner_while_holding_the_refresh_lock_goes_on()
     let fake = FakeUpstream::start().await;
     let kw = home_with_expired_github(&fake, "takeover");
     let owner = serve_stdio(&kw, &[]).await;
-    assert!(is_owner_socket_live(&kw), "the first server owns the vault");
+    owner_listening(&kw).await;
     let resume = kw.home().join("test-resume-refresh");
     let relay = serve_stdio_env(
         &kw,

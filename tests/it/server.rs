@@ -320,6 +320,146 @@ fn wait_with_timeout(child: &mut std::process::Child, secs: u64) -> std::process
     }
 }
 
+/// `initialize` needs nothing from the vault, so a stdio server answers it while the vault is
+/// still opening; the requests that need the vault wait for it and then work. (Cold start: MCP
+/// clients spawn their servers when they start, and wait for `initialize`.)
+#[tokio::test]
+async fn stdio_answers_initialize_while_the_vault_is_still_opening() {
+    let up = FakeUpstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    // sled's own lock on the database, as a previous owner that is still closing holds it: the
+    // server takes the owner lock and waits (up to 20 s) for this one to go.
+    let held = sled::Config::new()
+        .path(kw.home().join("vault"))
+        .open()
+        .expect("open the vault's database");
+    // The waits below block: off the runtime, which serves the fake upstream meanwhile.
+    tokio::task::spawn_blocking(move || drive_while_the_vault_opens(&kw, held))
+        .await
+        .unwrap();
+}
+
+fn drive_while_the_vault_opens(kw: &Kw, held: sled::Db) {
+    let mut child = raw_server(kw);
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = stdout_lines(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+
+    writeln!(stdin, "{}", initialize_line(0)).unwrap();
+    let init = lines
+        .recv_timeout(Duration::from_secs(15))
+        .expect("initialize is answered while the vault is still opening");
+    assert_eq!(init["id"], 0, "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "keyward", "{init}");
+
+    // The vault opens once the database is free; what was asked meanwhile is answered then.
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "github_get_issue", "arguments": {"owner": "octo", "repo": "seen-by", "number": 7}}})
+    )
+    .unwrap();
+    drop(held);
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 2 {
+        let message = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("tools/list and tools/call are answered once the vault opens");
+        answers.insert(message["id"].as_u64().expect("a response"), message);
+    }
+    let tools = answers[&1]["result"]["tools"].as_array().expect("tools");
+    assert!(
+        tools.iter().any(|t| t["name"] == "github_get_issue"),
+        "{}",
+        answers[&1]
+    );
+    let call = &answers[&2]["result"];
+    assert_eq!(call["isError"], false, "{call}");
+    assert_eq!(
+        call["structuredContent"]["title"],
+        "octo/seen-by#7 seen by default-default"
+    );
+
+    drop(stdin);
+    let status = wait_with_timeout(&mut child, 10);
+    assert!(status.success(), "exit status {status:?}");
+    assert_no_canary("stderr", &stderr.join().unwrap());
+}
+
+/// What the vault needs is checked while the session starts, and a vault that does not open
+/// still ends `keyward serve` with the error that says what to do, and exit code 1.
+#[tokio::test]
+async fn stdio_with_a_wrong_master_key_exits_with_the_error() {
+    let up = FakeUpstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let mut cmd: Command = kw.command(&["serve"]);
+    cmd.env(
+        "KEYWARD_MASTER_KEY",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn keyward serve");
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = stdout_lines(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    // The server may end before or after it reads these; either way they must not keep it up.
+    let _ = writeln!(stdin, "{}", initialize_line(0));
+    let _ = writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    );
+    let status = wait_with_timeout(&mut child, 30);
+    assert_eq!(status.code(), Some(1));
+    let log = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(
+        log.contains("the master key does not open this vault")
+            && log.contains("check KEYWARD_MASTER_KEY / master.key"),
+        "{log}"
+    );
+    // Nothing on stdout says the tools are there: the list, if it was answered, is an error.
+    while let Ok(message) = lines.try_recv() {
+        assert!(
+            message.get("result").is_none() || message["id"] == 0,
+            "{message}"
+        );
+    }
+}
+
+/// The manifests compile after `initialize` too: a bad one still ends `keyward serve` with an
+/// error that names the file, and exit code 1, also when the client leaves at once.
+#[test]
+fn stdio_with_a_bad_manifest_exits_with_the_error() {
+    let kw = Kw::new();
+    let tools = kw.dir.path().join("more-tools");
+    std::fs::create_dir_all(kw.home()).unwrap();
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        kw.home().join("config.toml"),
+        format!("tools_dirs = [{:?}]\n", tools.display().to_string()),
+    )
+    .unwrap();
+    std::fs::write(tools.join("broken.toml"), "[provider]\nname = 5\n").unwrap();
+    let run = kw.run(&["serve"], "");
+    assert_eq!(run.code(), Some(1), "{}", run.stderr());
+    assert!(run.stderr().contains("broken.toml"), "{}", run.stderr());
+}
+
 #[tokio::test]
 async fn stdio_200_pipelined_calls_then_clean_exit_on_eof() {
     let up = FakeUpstream::start().await;

@@ -38,7 +38,10 @@ struct Http {
 
 impl Http {
     fn vault(&self) -> &keyward::vault::Vault {
-        self.state.executor().vault()
+        self.state
+            .executor_now()
+            .expect("ServerState::open opens the vault")
+            .vault()
     }
 
     fn add_user(&self, name: &str) -> String {
