@@ -988,18 +988,11 @@ response = {{ fields = ["id = widget.id", "color = widget.color"] }}
         });
 
         let kw = Kw::new();
-        let tools = kw.dir.path().join("acme-tools");
-        std::fs::create_dir_all(kw.home()).unwrap();
-        std::fs::create_dir_all(&tools).unwrap();
+        let tools = kw.with_tools_dir(
+            "acme-tools",
+            "\n[providers.acme]\nclient_id = \"acme-id\"\nclient_secret = \"acme-secret\"\n",
+        );
         std::fs::write(tools.join("acme.toml"), manifest(&base)).unwrap();
-        std::fs::write(
-            kw.home().join("config.toml"),
-            format!(
-                "tools_dirs = [{:?}]\n\n[providers.acme]\nclient_id = \"acme-id\"\nclient_secret = \"acme-secret\"\n",
-                tools.display().to_string()
-            ),
-        )
-        .unwrap();
         let import = json!({"access_token": STALE, "refresh_token": "acme-refresh-1",
                             "token_type": "bearer", "expires_in": 28800});
         kw.ok(&["import", "acme"], &import.to_string());
@@ -1055,14 +1048,7 @@ response = {{ fields = ["id = widget.id", "color = widget.color"] }}
     #[test]
     fn a_bad_errors_table_fails_with_file_line_and_reason() {
         let kw = Kw::new();
-        let tools = kw.dir.path().join("acme-tools");
-        std::fs::create_dir_all(kw.home()).unwrap();
-        std::fs::create_dir_all(&tools).unwrap();
-        std::fs::write(
-            kw.home().join("config.toml"),
-            format!("tools_dirs = [{:?}]\n", tools.display().to_string()),
-        )
-        .unwrap();
+        let tools = kw.with_tools_dir("acme-tools", "");
         let good = manifest("http://127.0.0.1:9");
         let line_of =
             |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;

@@ -446,14 +446,7 @@ async fn stdio_with_a_wrong_master_key_exits_with_the_error() {
 #[test]
 fn stdio_with_a_bad_manifest_exits_with_the_error() {
     let kw = Kw::new();
-    let tools = kw.dir.path().join("more-tools");
-    std::fs::create_dir_all(kw.home()).unwrap();
-    std::fs::create_dir_all(&tools).unwrap();
-    std::fs::write(
-        kw.home().join("config.toml"),
-        format!("tools_dirs = [{:?}]\n", tools.display().to_string()),
-    )
-    .unwrap();
+    let tools = kw.with_tools_dir("more-tools", "");
     std::fs::write(tools.join("broken.toml"), "[provider]\nname = 5\n").unwrap();
     let run = kw.run(&["serve"], "");
     assert_eq!(run.code(), Some(1), "{}", run.stderr());

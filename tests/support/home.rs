@@ -30,6 +30,20 @@ impl Kw {
         }
     }
 
+    /// A home whose `config.toml` names one extra tools folder, `NAME` beside the home (created,
+    /// empty); `extra` is appended to the config. Returns the folder.
+    pub fn with_tools_dir(&self, name: &str, extra: &str) -> PathBuf {
+        let tools = self.dir.path().join(name);
+        std::fs::create_dir_all(self.home()).unwrap();
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(
+            self.home().join("config.toml"),
+            format!("tools_dirs = [{:?}]\n{extra}", tools.display().to_string()),
+        )
+        .unwrap();
+        tools
+    }
+
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
