@@ -19,16 +19,20 @@
 //!   tool's provider. It can only ever name an account of the session's own user.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData,
-    Extensions, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode,
+    ErrorData, Extensions, Implementation, InitializeRequestParams, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::ServerHandler;
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::auth::AuthUser;
@@ -37,9 +41,21 @@ use super::ServerState;
 use crate::exec::CallContext;
 use crate::vault::AuditEntry;
 
-/// The newest protocol revision keyward speaks. It has sessions, which keyward needs: they bind
-/// an HTTP client to its user, carry `tools/list_changed`, and group calls in the audit log.
-pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+/// The newest protocol revision keyward speaks with an `initialize` handshake: what a handshake
+/// asking for a newer one is answered with. Its sessions bind an HTTP client to its user, carry
+/// `tools/list_changed`, and group calls in the audit log.
+pub const MAX_HANDSHAKE_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+/// The newest revision keyward speaks: 2026-07-28, stateless. Each request carries its version,
+/// the client's capabilities and info in `_meta`; the user comes from the request's credential
+/// (HTTP) or the process (stdio), never from a session (invariant 14).
+pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2026_07_28;
+
+/// How long a 2026-07-28 client may keep a `tools/list` answer (`ttlMs`). The list depends on
+/// the user's connections, which change when they run `keyward connect` — a person waits for
+/// that, so ten seconds is the longest a client that does not listen for changes
+/// (`subscriptions/listen`) shows a stale list; one that listens is told at once.
+pub const TOOLS_LIST_TTL_MS: u64 = 10_000;
 
 /// Who a session acts for.
 #[derive(Debug, Clone)]
@@ -60,6 +76,11 @@ pub struct KeywardServer {
     /// tools), for the `list_changed` watcher: a watcher that subscribes after the vault opened
     /// compares against what the client was told.
     served: Arc<tokio::sync::Mutex<Option<Visible>>>,
+    /// Subscriptions to the vault's changes taken when a `subscriptions/listen` was accepted,
+    /// before rmcp acknowledged it, for its `listen` to take (see
+    /// [`ServerHandler::accepted_subscription_filter`] below): a change right after the
+    /// acknowledgment is never missed.
+    listening: Mutex<VecDeque<broadcast::Receiver<crate::vault::ConnKey>>>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -73,6 +94,7 @@ impl KeywardServer {
             binding,
             session_user: OnceLock::new(),
             served: Arc::default(),
+            listening: Mutex::default(),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         }
@@ -142,7 +164,7 @@ impl KeywardServer {
             .executor_now()
             .map(|executor| (executor.clone(), executor.vault().subscribe_changes()));
         tokio::spawn(async move {
-            let (executor, mut changes) = match subscribed {
+            let (executor, changes) = match subscribed {
                 Some(subscribed) => subscribed,
                 None => {
                     let executor = tokio::select! {
@@ -157,35 +179,53 @@ impl KeywardServer {
                     (executor, changes)
                 }
             };
-            let (mut last, now) = baseline(&state, &executor, &served, &user).await;
-            if now != last {
-                last = now;
-                if peer.notify_tool_list_changed().await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let changed = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    change = changes.recv() => change,
-                };
-                match changed {
-                    Ok(key) if key.user != user => continue,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-                let Ok(now) = state.visible_providers(&user).await else {
-                    return;
-                };
-                if now != last {
-                    last = now;
-                    tracing::debug!(user, "connections changed: tools/list_changed");
-                    if peer.notify_tool_list_changed().await.is_err() {
-                        return;
-                    }
-                }
+            let (told, now) = baseline(&state, &executor, &served, &user).await;
+            let notify = || async { peer.notify_tool_list_changed().await.is_ok() };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = follow_connections(&state, changes, &user, told, now, notify) => {}
             }
         });
+    }
+}
+
+/// Call `notify` (`tools/list_changed`) whenever the providers `user` sees differ from what the
+/// client was last told (`told`), starting with `now` if it already does, and after each change
+/// of the user's connections `changes` reports; until `notify` fails or the vault goes away.
+/// What 2025-era sessions and 2026-07-28 `subscriptions/listen` streams are told is the same.
+async fn follow_connections<N, F>(
+    state: &ServerState,
+    mut changes: broadcast::Receiver<crate::vault::ConnKey>,
+    user: &str,
+    mut told: Visible,
+    now: Visible,
+    mut notify: N,
+) where
+    N: FnMut() -> F,
+    F: Future<Output = bool>,
+{
+    if now != told {
+        told = now;
+        if !notify().await {
+            return;
+        }
+    }
+    loop {
+        match changes.recv().await {
+            Ok(key) if key.user != user => continue,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        let Ok(now) = state.visible_providers(user).await else {
+            return;
+        };
+        if now != told {
+            told = now;
+            tracing::debug!(user, "connections changed: tools/list_changed");
+            if !notify().await {
+                return;
+            }
+        }
     }
 }
 
@@ -215,6 +255,25 @@ async fn baseline(
     (told, now)
 }
 
+/// Whether a change of `user`'s connections is waiting in `changes` (or some were missed).
+fn changed_for(changes: &mut broadcast::Receiver<crate::vault::ConnKey>, user: &str) -> bool {
+    let mut changed = false;
+    loop {
+        match changes.try_recv() {
+            Ok(key) => changed |= key.user == user,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => changed = true,
+            Err(_) => return changed,
+        }
+    }
+}
+
+/// Whether a request speaks a stateless revision (2026-07-28 and later: no `initialize`).
+fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| !version.has_initialize())
+}
+
 fn account_from_meta(meta: Option<&serde_json::Map<String, Value>>) -> Option<String> {
     meta?.get(META_ACCOUNT)?.as_str().map(String::from)
 }
@@ -227,7 +286,7 @@ impl ServerHandler for KeywardServer {
                 .enable_tool_list_changed()
                 .build(),
         )
-        .with_protocol_version(MAX_PROTOCOL)
+        .with_protocol_version(MAX_HANDSHAKE_PROTOCOL)
         .with_server_info(
             Implementation::new("keyward", env!("CARGO_PKG_VERSION")).with_title("keyward"),
         )
@@ -265,6 +324,50 @@ impl ServerHandler for KeywardServer {
         }
     }
 
+    /// `subscriptions/listen` (2026-07-28): keyward's one change notification is
+    /// `tools/list_changed`. The subscription to the vault's changes is taken here, before rmcp
+    /// sends the acknowledgment, and handed to [`Self::listen`].
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        if requested.tools_list_changed == Some(true) {
+            if let Some(executor) = self.state.executor_now() {
+                crate::sync::lock(&self.listening).push_back(executor.vault().subscribe_changes());
+            }
+        }
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// One `subscriptions/listen` stream: the same `tools/list_changed` events a 2025-era
+    /// session gets (a connection of the user added or removed, by any local process), until
+    /// the client cancels it or goes away.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        if context.accepted().tools_list_changed != Some(true) || self.state.offer().all_tools {
+            context.cancelled().await; // nothing will ever change
+            return Ok(());
+        }
+        let (user, _) = self.who(&context.request_context().extensions)?;
+        let executor = self.state.executor().await.map_err(not_open)?;
+        // The oldest subscription taken before an acknowledgment: at least as old as this
+        // stream's own (several listens at once on one stdio connection share the queue).
+        let taken = crate::sync::lock(&self.listening).pop_front();
+        let mut changes = taken.unwrap_or_else(|| executor.vault().subscribe_changes());
+        let now = self.state.visible_with(&executor, &user).await;
+        let sink = context.sink().clone();
+        let notify = || async { sink.notify_tool_list_changed().await.is_ok() };
+        // A change since the subscription may or may not be in `now`, and the client may have
+        // listed its tools before it: tell it to list again.
+        if changed_for(&mut changes, &user) && !notify().await {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = follow_connections(&self.state, changes, &user, now.clone(), now, notify) => {}
+        }
+        Ok(())
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -281,9 +384,16 @@ impl ServerHandler for KeywardServer {
             *served = Some(visible.clone());
             visible
         };
-        Ok(ListToolsResult::with_all_items(
-            tools.visible(visible.as_deref()),
-        ))
+        let result = ListToolsResult::with_all_items(tools.visible(visible.as_deref()));
+        // Caching directives are 2026-07-28's; 2025-era answers stay as they were. The list
+        // depends on the user's connections: only their own client may keep it.
+        Ok(if is_stateless(&context) {
+            result
+                .with_ttl_ms(TOOLS_LIST_TTL_MS)
+                .with_cache_scope(CacheScope::Private)
+        } else {
+            result
+        })
     }
 
     /// Used by the Streamable HTTP service, whose server builds its tools before it listens.

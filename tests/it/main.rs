@@ -9,6 +9,7 @@ mod server;
 mod server_http;
 mod server_interop;
 mod server_limits;
+mod server_stateless;
 mod share;
 #[path = "../support/mod.rs"]
 mod support;
