@@ -6,6 +6,7 @@ mod multiprocess;
 mod oauth;
 mod oauth_fake_ext;
 mod server;
+mod server_conformance;
 mod server_http;
 mod server_interop;
 mod server_limits;
