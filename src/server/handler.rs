@@ -36,6 +36,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::auth::AuthUser;
+use super::sign_in::{SignIns, SIGN_IN_REQUEST};
 use super::tools::{self, META_ACCOUNT};
 use super::ServerState;
 use crate::exec::CallContext;
@@ -81,6 +82,8 @@ pub struct KeywardServer {
     /// [`ServerHandler::accepted_subscription_filter`] below): a change right after the
     /// acknowledgment is never missed.
     listening: Mutex<VecDeque<broadcast::Receiver<crate::vault::ConnKey>>>,
+    /// stdio only: sign-ins started for 2026-07-28 clients that can show the user a URL.
+    sign_ins: Option<SignIns>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -95,6 +98,7 @@ impl KeywardServer {
             session_user: OnceLock::new(),
             served: Arc::default(),
             listening: Mutex::default(),
+            sign_ins: None,
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         }
@@ -113,6 +117,13 @@ impl KeywardServer {
                 session: session.into(),
             },
         )
+    }
+
+    /// Ask 2026-07-28 clients that declared `elicitation.url` to sign in when a call needs it
+    /// (stdio: the browser and keyward are on the same machine).
+    pub fn with_sign_ins(mut self, sign_ins: SignIns) -> KeywardServer {
+        self.sign_ins = Some(sign_ins);
+        self
     }
 
     /// A Streamable HTTP session: the user comes with each request (see [`AuthUser`]).
@@ -265,6 +276,22 @@ fn changed_for(changes: &mut broadcast::Receiver<crate::vault::ConnKey>, user: &
             Err(_) => return changed,
         }
     }
+}
+
+/// Whether the request's client can show its user a URL (`elicitation.url`).
+fn declares_url_elicitation(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .client_capabilities()
+        .and_then(|capabilities| capabilities.elicitation)
+        .is_some_and(|elicitation| elicitation.url.is_some())
+}
+
+/// Whether the user accepted keyward's sign-in request (a retry's `inputResponses`).
+fn accepted(responses: Option<&rmcp::model::InputResponses>) -> bool {
+    responses
+        .and_then(|r| r.get(SIGN_IN_REQUEST))
+        .and_then(|answer| serde_json::from_value::<rmcp::model::ElicitResult>(answer.clone()).ok())
+        .is_some_and(|answer| answer.action == rmcp::model::ElicitationAction::Accept)
 }
 
 /// Whether a request speaks a stateless revision (2026-07-28 and later: no `initialize`).
@@ -426,8 +453,57 @@ impl ServerHandler for KeywardServer {
         };
         let args = request.arguments.unwrap_or_default();
         let executor = self.state.executor().await.map_err(not_open)?;
+        // A client that can show the user a URL is asked to sign in (MRTR), once per call: a
+        // retry (it carries the sealed `requestState`) waits for that sign-in and gets the
+        // outcome of the call either way.
+        let sign_ins = self
+            .sign_ins
+            .as_ref()
+            .filter(|_| is_stateless(&context) && declares_url_elicitation(&context));
+        let retry = match (&request.request_state, &self.sign_ins) {
+            (None, _) => None,
+            (Some(sealed), Some(sign_ins)) => Some(
+                sign_ins
+                    .open(sealed, &ctx.user, name, &args)
+                    .map_err(|why| {
+                        ErrorData::invalid_params(
+                            format!(
+                                "requestState is not one keyward issued for this call ({why});                                  call the tool again without it"
+                            ),
+                            None,
+                        )
+                    })?,
+            ),
+            (Some(_), None) => {
+                return Err(ErrorData::invalid_params(
+                    "requestState is not one keyward issued for this call; call the tool again                      without it",
+                    None,
+                ))
+            }
+        };
+        let call = async {
+            if let (Some(key), Some(sign_ins)) = (&retry, &self.sign_ins) {
+                if accepted(request.input_responses.as_ref()) {
+                    sign_ins.wait(key).await;
+                }
+            }
+            let outcome = executor.call(&ctx, name, args.clone()).await;
+            if let (Err(e), Some(sign_ins), None) = (&outcome, sign_ins, &retry) {
+                if let Some(sign_in) = &e.sign_in {
+                    let vault = executor.vault();
+                    match sign_ins
+                        .ask(vault, executor.catalog(), sign_in, name, &args)
+                        .await
+                    {
+                        Ok(ask) => return CallToolResponse::InputRequired(ask),
+                        Err(why) => tracing::warn!("could not start a sign-in: {why}"),
+                    }
+                }
+            }
+            tools::result(outcome).into()
+        };
         tokio::select! {
-            outcome = executor.call(&ctx, name, args) => Ok(tools::result(outcome).into()),
+            response = call => Ok(response),
             // Dropping the call aborts the upstream request; rmcp sends no response for a
             // request the client cancelled. The executor had no chance to audit it: do it here.
             _ = context.ct.cancelled() => {

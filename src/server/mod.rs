@@ -20,6 +20,7 @@ pub mod auth;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
+pub mod sign_in;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;
@@ -468,7 +469,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
                 };
                 http::serve(state, &config.server, http_options).await
             }
-            None => stdio::serve(state, &user).await,
+            None => stdio::serve(state, &user, &config).await,
         }
     }
     .await;

@@ -500,3 +500,111 @@ async fn http_subscriptions_listen_hears_a_connection_the_cli_adds() {
     drop(events);
     server.stop().await;
 }
+
+/// A call with `elicitation.url` declared: a 2026-07-28 request of a client that can show its
+/// user a URL.
+fn call_tool_eliciting(id: u64, name: &str, arguments: Value) -> Value {
+    let mut call = call_tool(id, name, arguments);
+    call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"elicitation": {"url": {}}});
+    call
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_a_missing_connection_is_a_sign_in_the_client_completes_and_retries() {
+    let up = FakeUpstream::start().await;
+    // No connection at all; the fake provider's OAuth app is configured.
+    let kw = crate::support::home::home_for(&up, &[]);
+    let mut child = raw_server(&kw);
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = stdout_lines(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let args = json!({"owner": "octo", "repo": "seen-by", "number": 3});
+
+    // A client that cannot show a URL gets the error result that names the command.
+    send(&mut stdin, &call_tool(1, "github_get_issue", args.clone()));
+    let plain = next_reply(&lines);
+    assert_eq!(plain["result"]["isError"], true, "{plain}");
+    assert!(
+        plain.to_string().contains("keyward connect github"),
+        "{plain}"
+    );
+
+    // One that can is asked to send its user to the provider's sign-in.
+    send(
+        &mut stdin,
+        &call_tool_eliciting(2, "github_get_issue", args.clone()),
+    );
+    let asked = next_reply(&lines)["result"].clone();
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    let elicit = &asked["inputRequests"]["sign-in"];
+    assert_eq!(elicit["method"], "elicitation/create", "{asked}");
+    assert_eq!(elicit["params"]["mode"], "url", "{asked}");
+    assert!(elicit["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GitHub"));
+    let url = url::Url::parse(elicit["params"]["url"].as_str().unwrap()).unwrap();
+    let state = asked["requestState"].as_str().unwrap().to_string();
+    // The URL is the provider's authorization URL: PKCE, a loopback redirect, no secret.
+    assert_no_canary("the sign-in URL", url.as_str().as_bytes());
+    assert_no_canary("the requestState", state.as_bytes());
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(query("code_challenge_method").as_deref(), Some("S256"));
+    assert!(query("code_verifier").is_none() && query("client_secret").is_none());
+    assert!(query("redirect_uri")
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+
+    // Asked again before the user is done: the same sign-in, not a second one.
+    send(
+        &mut stdin,
+        &call_tool_eliciting(3, "github_get_issue", args.clone()),
+    );
+    let again = next_reply(&lines)["result"].clone();
+    assert_eq!(
+        again["inputRequests"]["sign-in"]["params"]["url"],
+        url.as_str()
+    );
+
+    // A requestState is never trusted unsealed: tampered, or for other arguments, it is
+    // refused.
+    let mut forged = call_tool_eliciting(4, "github_get_issue", args.clone());
+    forged["params"]["requestState"] = json!(format!("{state}x"));
+    send(&mut stdin, &forged);
+    assert_eq!(next_reply(&lines)["error"]["code"], -32602);
+    let mut other = call_tool_eliciting(
+        5,
+        "github_get_issue",
+        json!({"owner": "x", "repo": "y", "number": 1}),
+    );
+    other["params"]["requestState"] = json!(state);
+    send(&mut stdin, &other);
+    assert_eq!(next_reply(&lines)["error"]["code"], -32602);
+
+    // The user signs in (the browser follows the provider's redirect to keyward's loopback)…
+    let (status, page) = crate::oauth_fake_ext::play_browser(&url, |u| u).await;
+    assert_eq!(status, 200, "{page}");
+    // … and the client retries with the answer and the state: the call goes through.
+    let mut retry = call_tool_eliciting(6, "github_get_issue", args.clone());
+    retry["params"]["inputResponses"] = json!({"sign-in": {"action": "accept"}});
+    retry["params"]["requestState"] = json!(state);
+    send(&mut stdin, &retry);
+    let done = next_reply(&lines);
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(done["result"]["isError"], false, "{done}");
+    assert_eq!(
+        done["result"]["structuredContent"]["title"],
+        format!("octo/seen-by#3 seen by {}", crate::support::GITHUB_LOGIN)
+    );
+    let status = crate::support::home::status_of(&kw, "github").expect("a stored connection");
+    assert_eq!(status["status"], "active", "{status}");
+
+    drop(stdin);
+    assert!(wait_with_timeout(&mut child, 30).success());
+    assert_no_canary("stderr of keyward serve", &stderr.join().unwrap());
+}
