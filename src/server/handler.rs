@@ -17,6 +17,10 @@
 //!   no response is sent for it.
 //! - A request's `_meta` may carry `keyward/account` to pick one of the user's accounts of the
 //!   tool's provider. It can only ever name an account of the session's own user.
+//! - 2026-07-28 (stateless): `tools/list` carries `ttlMs` ([`TOOLS_LIST_TTL_MS`]) and
+//!   `cacheScope: private`; `subscriptions/listen` delivers the same `tools/list_changed` a
+//!   2025-era session gets; on stdio a call that needs the user to sign in is answered, for a
+//!   client that declared `elicitation.url`, with an `InputRequiredResult` ([`super::sign_in`]).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
