@@ -21,9 +21,10 @@ pub struct ToolError {
     pub retryable: bool,
     /// The provider's HTTP status, when there was one.
     pub status: Option<u16>,
-    /// Set when only the user can fix this by signing in with the provider (again).
+    /// Set when only the user can fix this by signing in with the provider (again). Boxed: an
+    /// error is on every call's return path, and this is rarely there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sign_in: Option<SignIn>,
+    pub sign_in: Option<Box<SignIn>>,
 }
 
 /// A failure the user fixes by signing in with the provider: the connection is missing, needs
@@ -61,10 +62,10 @@ impl ToolError {
     }
     /// The user fixes this by signing in: `key`, with exactly `scopes` if given.
     pub fn sign_in(mut self, key: &ConnKey, scopes: Option<Vec<String>>) -> ToolError {
-        self.sign_in = Some(SignIn {
+        self.sign_in = Some(Box::new(SignIn {
             key: key.clone(),
             scopes,
-        });
+        }));
         self
     }
 

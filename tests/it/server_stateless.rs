@@ -279,12 +279,15 @@ fn post(base: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
     post_with(base, key, body, &[])
 }
 
-/// [`post`] with some of those headers replaced (`Some`) or left out (`None`).
+/// Headers to replace (`Some`) or leave out (`None`).
+type HeaderChanges<'a> = &'a [(&'a str, Option<&'a str>)];
+
+/// [`post`] with some of those headers replaced or left out.
 fn post_with(
     base: &str,
     key: &str,
     body: &Value,
-    changes: &[(&str, Option<&str>)],
+    changes: HeaderChanges,
 ) -> reqwest::RequestBuilder {
     let mut headers = vec![
         ("mcp-protocol-version", Some(V2026)),
@@ -417,7 +420,7 @@ async fn http_header_mismatches_are_400_with_32020() {
     let base = &server.base;
     let body = call_tool(1, "github_get_me", json!({}));
 
-    let mismatches: [(&str, &[(&str, Option<&str>)]); 5] = [
+    let mismatches: [(&str, HeaderChanges); 5] = [
         (
             "the version header differs from _meta",
             &[("mcp-protocol-version", Some("2025-11-25"))],
