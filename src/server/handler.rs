@@ -464,27 +464,28 @@ impl ServerHandler for KeywardServer {
             .sign_ins
             .as_ref()
             .filter(|_| is_stateless(&context) && declares_url_elicitation(&context));
-        let retry = match (&request.request_state, &self.sign_ins) {
-            (None, _) => None,
-            (Some(sealed), Some(sign_ins)) => Some(
-                sign_ins
-                    .open(sealed, &ctx.user, name, &args)
-                    .map_err(|why| {
-                        ErrorData::invalid_params(
-                            format!(
-                                "requestState is not one keyward issued for this call ({why});                                  call the tool again without it"
+        let retry =
+            match (&request.request_state, &self.sign_ins) {
+                (None, _) => None,
+                (Some(sealed), Some(sign_ins)) => Some(
+                    sign_ins
+                        .open(sealed, &ctx.user, name, &args)
+                        .map_err(|why| {
+                            ErrorData::invalid_params(
+                                format!(
+                                "requestState is not one keyward issued for this call ({why}); \
+                                 call the tool again without it"
                             ),
-                            None,
-                        )
-                    })?,
-            ),
-            (Some(_), None) => {
-                return Err(ErrorData::invalid_params(
-                    "requestState is not one keyward issued for this call; call the tool again                      without it",
+                                None,
+                            )
+                        })?,
+                ),
+                (Some(_), None) => return Err(ErrorData::invalid_params(
+                    "requestState is not one keyward issued for this call; call the tool again \
+                     without it",
                     None,
-                ))
-            }
-        };
+                )),
+            };
         let call = async {
             if let (Some(key), Some(sign_ins)) = (&retry, &self.sign_ins) {
                 if accepted(request.input_responses.as_ref()) {
