@@ -230,8 +230,18 @@ async fn stdio_subscriptions_listen_hears_a_connection_the_cli_adds() {
 /// A `keyward serve --http` process on `kw`'s home, and its stderr.
 struct HttpProcess {
     child: std::process::Child,
-    stderr: std::thread::JoinHandle<Vec<u8>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
     base: String,
+}
+
+/// A test that fails midway leaves no server running.
+impl Drop for HttpProcess {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl HttpProcess {
@@ -252,7 +262,7 @@ impl HttpProcess {
         );
         HttpProcess {
             child,
-            stderr,
+            stderr: Some(stderr),
             base,
         }
     }
@@ -263,14 +273,16 @@ impl HttpProcess {
             .args(["-TERM", &pid])
             .status()
             .unwrap();
-        let status = tokio::task::spawn_blocking(move || wait_with_timeout(&mut self.child, 30))
-            .await
-            .unwrap();
+        let stderr = self.stderr.take().expect("stopped once");
+        let status = tokio::task::spawn_blocking(move || {
+            let status = wait_with_timeout(&mut self.child, 30);
+            (status, self)
+        })
+        .await
+        .unwrap()
+        .0;
         assert!(status.success(), "{status:?}");
-        assert_no_canary(
-            "stderr of keyward serve --http",
-            &self.stderr.join().unwrap(),
-        );
+        assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
     }
 }
 
