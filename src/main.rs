@@ -59,6 +59,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::users::UsersCommand,
     },
+    /// Manage the token-exchange clients: programs that may exchange a user's credential for
+    /// a provider token at POST /oauth/token
+    Clients {
+        #[command(subcommand)]
+        command: cli::clients::ClientsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => block_on(cli::tools::call(&home, args)),
         Command::Serve(args) => block_on(cli::serve::run(&home, args)),
         Command::Users { command } => cli::users::run(&home, command),
+        Command::Clients { command } => cli::clients::run(&home, command),
     }
 }
 

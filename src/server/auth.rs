@@ -243,10 +243,56 @@ pub async fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUs
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(rejected(false));
     }
-    let key_hash = users::key_hash(key.trim());
-    match keys.lookup_async(&key_hash).await {
-        Some(name) => Ok(AuthUser { name, key_hash }),
-        None => Err(rejected(true)),
+    user_of_credential(keys, key.trim())
+        .await
+        .ok_or_else(|| rejected(true))
+}
+
+/// The user a credential belongs to: the one place that decides it, for the bearer of an MCP
+/// request ([`authenticate`]) and for the `subject_token` of a token exchange
+/// ([`resolve_subject`]). Today a credential is a keyward API key; an identity provider's
+/// access token (`[server.auth]`) is to be accepted here too, so that both paths take it at once.
+pub async fn user_of_credential(keys: &KeyCache, credential: &str) -> Option<AuthUser> {
+    let key_hash = users::key_hash(credential);
+    let name = keys.lookup_async(&key_hash).await?;
+    Some(AuthUser { name, key_hash })
+}
+
+/// What a token exchange says its `subject_token` is (RFC 8693 §3 token type identifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectType {
+    /// `urn:ietf:params:oauth:token-type:access_token`: a credential keyward's HTTP server
+    /// accepts as a bearer.
+    AccessToken,
+    /// `urn:ietf:params:oauth:token-type:jwt`: an identity provider's JWT.
+    Jwt,
+}
+
+/// Why a `subject_token` names no user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRefusal {
+    /// Not a kind of credential this server takes (`unsupported_token_type`); says what is.
+    Unsupported(&'static str),
+    /// Not a current credential of any user (`invalid_grant`).
+    Invalid,
+}
+
+/// The user whose credential a token exchange presents as its `subject_token`: exactly the
+/// user an MCP request with that credential as its bearer would act as.
+pub async fn resolve_subject(
+    keys: &KeyCache,
+    token: &str,
+    kind: SubjectType,
+) -> Result<AuthUser, SubjectRefusal> {
+    match kind {
+        SubjectType::AccessToken => user_of_credential(keys, token)
+            .await
+            .ok_or(SubjectRefusal::Invalid),
+        SubjectType::Jwt => Err(SubjectRefusal::Unsupported(
+            "this server takes no JWT subject tokens (no identity provider is configured): send \
+             the user's keyward API key with subject_token_type \
+             urn:ietf:params:oauth:token-type:access_token",
+        )),
     }
 }
 

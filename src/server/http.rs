@@ -6,7 +6,11 @@
 //!   `--json-response`), GET for the session's server-to-client stream, DELETE to end a session;
 //!   sessions are named by `Mcp-Session-Id`;
 //! - `GET /sse` + `POST /messages?sessionId=…` — the legacy HTTP+SSE transport ([`super::sse`]);
-//! - `GET /healthz` — `ok`, without authentication and without details.
+//! - `GET /healthz` — `ok`, without authentication and without details;
+//! - with `[exchange] enabled`: `POST /oauth/token` (RFC 8693 token exchange, [`super::exchange`])
+//!   and its RFC 8414 metadata at `/.well-known/oauth-authorization-server`. They are not
+//!   behind the API key: a client authenticates with its own credentials, and the metadata is
+//!   public. Host and Origin are checked as everywhere.
 //!
 //! Every other request goes through `guard`: Host and Origin checks (403), the bearer API key
 //! (401), and the session's owner (404 for another user's session); see [`super::auth`].
@@ -48,10 +52,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Access, AuthUser, Ownership, SessionKind, SessionOwners};
+use super::exchange::{self, Exchange};
 use super::sse::{self, SseSessions};
 use super::streamable;
 use super::{KeywardServer, ServerState};
-use crate::config::ServerConfig;
+use crate::config::{ExchangeConfig, ServerConfig};
 use crate::error::{Error, Result};
 use crate::vault::users::{self, KeyCache};
 use crate::vault::Vault;
@@ -68,6 +73,8 @@ pub struct HttpOptions {
     /// Answer a POST with `application/json` when its reply is a single message (the default is
     /// an SSE stream, which also carries progress and keeps long calls alive through proxies).
     pub json_response: bool,
+    /// `[exchange]`: the token-exchange endpoint, when enabled.
+    pub exchange: ExchangeConfig,
 }
 
 /// Refuse to expose the server beyond this machine without API keys (invariant 9).
@@ -160,6 +167,7 @@ impl HttpServer {
         options: HttpOptions,
     ) -> Result<HttpServer> {
         server_config.check_http_limits()?;
+        options.exchange.check()?;
         // HTTP needs the vault for every request (API keys), and the Streamable HTTP service
         // reads the tools synchronously: both are built before the port is opened.
         state.ready().await?;
@@ -172,8 +180,16 @@ impl HttpServer {
             .local_addr()
             .map_err(|e| Error::io("reading the bound address", e))?;
         let shutdown = CancellationToken::new();
+        let keys = Arc::new(KeyCache::new(Vault::clone(executor.vault())));
+        let exchange = options.exchange.enabled.then(|| {
+            Arc::new(Exchange::new(
+                executor.clone(),
+                keys.clone(),
+                options.exchange.clone(),
+            ))
+        });
         let app = App {
-            keys: Arc::new(KeyCache::new(Vault::clone(executor.vault()))),
+            keys,
             state,
             access: Arc::new(Access::new(local_addr, server_config)),
             owners: Arc::new(SessionOwners::new(server_config.max_sessions_per_user)),
@@ -183,7 +199,7 @@ impl HttpServer {
             json_response: options.json_response,
         };
         tokio::spawn(reap(app.clone()));
-        let router = router(app);
+        let router = router(app, exchange);
         let limits = Limits {
             header_read_timeout: Duration::from_millis(server_config.header_read_timeout_ms),
             max_unauthenticated: server_config.max_unauthenticated_connections,
@@ -192,6 +208,12 @@ impl HttpServer {
         tracing::info!(
             "serving MCP on http://{local_addr}/mcp (Streamable HTTP) and http://{local_addr}/sse (legacy SSE)"
         );
+        if options.exchange.enabled {
+            tracing::info!(
+                "serving token exchange (RFC 8693) on http://{local_addr}{}",
+                exchange::TOKEN_PATH
+            );
+        }
         Ok(HttpServer {
             local_addr,
             shutdown,
@@ -345,7 +367,7 @@ async fn pause_after_accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn router(app: App) -> Router {
+fn router(app: App, exchange: Option<Arc<Exchange>>) -> Router {
     let state = app.state.clone();
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(app.shutdown.child_token())
@@ -361,19 +383,72 @@ fn router(app: App) -> Router {
     let edges = streamable::Edges {
         json_response: app.json_response,
     };
-    Router::new()
+    let mut router = Router::new()
         .route_service("/mcp", mcp)
         // Only `/mcp`: what rmcp answers wrongly there (see `streamable`).
         .route_layer(middleware::from_fn_with_state(edges, streamable::edges))
         .route("/sse", get(sse::open))
         .route("/messages", post(sse::message))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
-        .route("/healthz", get(healthz))
-        .with_state(app)
+        .route("/healthz", get(healthz));
+    if let Some(exchange) = exchange {
+        // After the API-key guard: these routes check Host and Origin themselves.
+        let (token, metadata) = (
+            (exchange.clone(), app.access.clone()),
+            (exchange, app.access.clone()),
+        );
+        router = router
+            .route(
+                exchange::TOKEN_PATH,
+                post(move |request: Request| {
+                    let (exchange, access) = token.clone();
+                    token_endpoint(exchange, access, request)
+                }),
+            )
+            .route(
+                exchange::METADATA_PATH,
+                get(move |headers: http::HeaderMap| {
+                    let (exchange, access) = metadata.clone();
+                    async move { token_metadata(&exchange, &access, &headers) }
+                }),
+            );
+    }
+    router.with_state(app)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `POST /oauth/token`: Host and Origin as for every route, then the exchange (which
+/// authenticates the client itself).
+async fn token_endpoint(
+    exchange: Arc<Exchange>,
+    access: Arc<Access>,
+    request: Request,
+) -> Response {
+    if let Err(rejection) = access
+        .check_host(request.headers())
+        .and_then(|()| access.check_origin(request.headers()))
+    {
+        return rejection.into_response();
+    }
+    let admission = request.extensions().get::<Arc<Admission>>().cloned();
+    let handled = exchange.handle(request).await;
+    if handled.client_authenticated {
+        if let Some(admission) = admission {
+            admission.authenticated();
+        }
+    }
+    handled.response
+}
+
+/// RFC 8414 metadata of the token endpoint: public, Host checked.
+fn token_metadata(exchange: &Exchange, access: &Access, headers: &http::HeaderMap) -> Response {
+    if let Err(rejection) = access.check_host(headers) {
+        return rejection.into_response();
+    }
+    exchange.metadata(headers)
 }
 
 /// Host, Origin, API key and session owner, for every route but `/healthz`.

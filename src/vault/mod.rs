@@ -6,7 +6,8 @@
 //!   `connections` (user␀provider␀account → version ‖ sealed record),
 //!   `versions` (same key → the latest version ever written, kept after a disconnect so a
 //!   reconnect never reuses a version number), `usage` (same key → last use, unsealed),
-//!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version);
+//!   `audit` (sequence → entry), `users` (API key hash → user, and the token-exchange clients
+//!   of [`clients`]) and `meta` (format version);
 //! - `keyward.sock` — the socket through which other local keyward processes reach the
 //!   process that has the database open ([`share`]);
 //! - `keyward.lock` — held (flock) by that process for as long as it has the database open;
@@ -19,6 +20,7 @@
 //! "could not acquire lock" (invariant 10).
 
 pub mod audit;
+pub mod clients;
 pub mod crypto;
 pub mod keys;
 pub mod record;

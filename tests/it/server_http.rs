@@ -83,6 +83,7 @@ async fn http_with(connections: &[(&str, &str)], offer: Offer, json_response: bo
         HttpOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             json_response,
+            exchange: Default::default(),
         },
     )
     .await
