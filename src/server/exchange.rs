@@ -67,7 +67,7 @@ use crate::config::ExchangeConfig;
 use crate::exec::{Executor, ToolError};
 use crate::secret::{Redactor, SecretString};
 use crate::tool_error::connect_command;
-use crate::vault::clients::{self, Client};
+use crate::vault::clients::{self, Client, LastExchange};
 use crate::vault::users::KeyCache;
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, DEFAULT_ACCOUNT};
 
@@ -396,6 +396,8 @@ struct Subject {
     provider: Option<String>,
     account: Option<String>,
     scopes: Option<Vec<String>>,
+    /// Set once the user's connection was found: its last exchange is noted for `status`.
+    connection: Option<ConnKey>,
 }
 
 impl Exchange {
@@ -450,10 +452,22 @@ impl Exchange {
         audit.provider = subject.provider.clone();
         audit.account = subject.account.clone();
         audit.scopes = subject.scopes.clone();
+        let vault = self.executor.vault();
+        if let Some(key) = &subject.connection {
+            let note = LastExchange {
+                time: chrono::Utc::now().timestamp(),
+                client: client.name.clone(),
+                outcome: match &outcome {
+                    Ok(_) => "ok".to_string(),
+                    Err(refusal) => refusal.code.as_str().to_string(),
+                },
+            };
+            vault.note_exchange_async(key, note).await;
+        }
         let response = match outcome {
             Ok((conn, answer)) => {
                 audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                self.executor.vault().audit_async(&audit).await;
+                vault.audit_async(&audit).await;
                 tracing::info!(
                     client = client.name,
                     connection = %conn.key,
@@ -465,7 +479,7 @@ impl Exchange {
                 audit.outcome =
                     format!("error: {}: {}", refusal.code.as_str(), refusal.description);
                 audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                self.executor.vault().audit_async(&audit).await;
+                vault.audit_async(&audit).await;
                 tracing::info!(
                     client = client.name,
                     error = refusal.code.as_str(),
@@ -489,7 +503,7 @@ impl Exchange {
                 Refusal::new(
                     ErrorCode::InvalidClient,
                     "unknown client, or a wrong secret: `keyward clients list` lists the \
-                     clients; `keyward clients remove NAME` and `keyward clients add NAME …` \
+                     clients; `keyward clients remove NAME` and `keyward clients add NAME ...` \
                      make a new secret",
                 )
             })
@@ -545,7 +559,7 @@ impl Exchange {
                 ErrorCode::UnauthorizedClient,
                 format!(
                     "client {} is not registered for {}: register it again with the provider \
-                     (`keyward clients remove {0}`, then `keyward clients add {0} --providers …`)",
+                     (`keyward clients remove {0}`, then `keyward clients add {0} --providers LIST --scopes SCOPES`)",
                     client.name, provider.name
                 ),
             ));
@@ -584,6 +598,7 @@ impl Exchange {
         }
 
         let conn = self.connection(&key).await?;
+        subject.connection = Some(key.clone());
         check_grant(client, provider, &conn, &requested)?;
         let own = Redactor::of(
             std::iter::once(&conn.record.access_token).chain(&conn.record.refresh_token),

@@ -78,6 +78,18 @@ impl StoredClient {
     }
 }
 
+/// The last token exchange of a connection, as `keyward status` shows it (a hint, like the
+/// last use: stored unsealed and unflushed; it holds no secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExchange {
+    /// Unix seconds.
+    pub time: i64,
+    /// The client's name.
+    pub client: String,
+    /// `ok`, or the error code it was refused with.
+    pub outcome: String,
+}
+
 /// A client just added: the only time its secret exists outside the client.
 pub struct NewClient {
     pub client: Client,

@@ -316,6 +316,12 @@ impl Vault {
         Ok(rows)
     }
 
+    /// The latest token exchange of every connection (of `user`, if given) that had one, for
+    /// `keyward status`.
+    pub fn exchanges(&self, user: Option<&str>) -> Result<Vec<(ConnKey, clients::LastExchange)>> {
+        self.run(|s| s.exchanges(user.map(String::from)))
+    }
+
     /// Keys of every stored connection, without opening them.
     pub fn keys(&self) -> Result<Vec<ConnKey>> {
         self.run(|s| s.keys())
@@ -518,6 +524,14 @@ impl Vault {
                 v.audit(&entry);
                 Ok(())
             })
+            .await;
+    }
+
+    /// Note a connection's latest token exchange (a hint for `status`, like the last use).
+    pub async fn note_exchange_async(&self, key: &ConnKey, note: clients::LastExchange) {
+        let key = key.clone();
+        let _ = self
+            .quick(move |v| v.run(|s| s.note_exchange(key.clone(), note.clone())))
             .await;
     }
 

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::clients::LastExchange;
 use super::record::{ConnKey, Connection, TokenRecord};
 use super::share::{to_answer, Answer, RemoteClient};
 use super::store::{AuditPage, Listed, RotateReport};
@@ -102,6 +103,10 @@ storage_ops! {
     List => fn list(user: Option<String>) -> Vec<Listed>;
     /// Keys of every stored connection, without opening them.
     Keys => fn keys() -> Vec<ConnKey>;
+    /// Note a connection's latest token exchange (not flushed; a hint for `status`).
+    NoteExchange => fn note_exchange(key: ConnKey, note: LastExchange) -> ();
+    /// The latest token exchange of every connection (of `user`, if given) that had one.
+    Exchanges => fn exchanges(user: Option<String>) -> Vec<(ConnKey, LastExchange)>;
     /// Append an audit entry (not flushed one by one).
     Audit => fn audit(entry: AuditEntry) -> ();
     /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest

@@ -9,6 +9,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::audit::AuditEntry;
+use super::clients::LastExchange;
 use super::crypto;
 use super::keys::{self, KeySource, Keyring, MasterKey};
 use super::record::{ConnKey, Connection, TokenRecord};
@@ -38,6 +39,8 @@ pub struct Store {
     connections: sled::Tree,
     versions: sled::Tree,
     usage: sled::Tree,
+    /// Connection → its latest token exchange ([`LastExchange`], JSON, unsealed: no secret).
+    exchanges: sled::Tree,
     audit: sled::Tree,
     users: sled::Tree,
     audit_seq: AtomicU64,
@@ -171,6 +174,7 @@ impl Store {
             connections: db.open_tree("connections")?,
             versions: db.open_tree("versions")?,
             usage: db.open_tree("usage")?,
+            exchanges: db.open_tree("exchanges")?,
             users: db.open_tree("users")?,
             audit,
             db,
@@ -330,6 +334,7 @@ impl Store {
         let storage_key = key.storage_key();
         let existed = self.connections.remove(&storage_key)?.is_some();
         self.usage.remove(&storage_key)?;
+        self.exchanges.remove(&storage_key)?;
         self.flush()?;
         let _ = self.changes.send(key.clone());
         Ok(existed)
@@ -339,6 +344,32 @@ impl Store {
     pub fn touch(&self, key: &ConnKey) {
         let now = chrono::Utc::now().timestamp();
         let _ = self.usage.insert(key.storage_key(), &now.to_be_bytes());
+    }
+
+    /// Note a connection's latest token exchange (unflushed, like [`Store::touch`]).
+    pub fn note_exchange(&self, key: &ConnKey, note: &LastExchange) {
+        if let Ok(json) = serde_json::to_vec(note) {
+            let _ = self.exchanges.insert(key.storage_key(), json);
+        }
+    }
+
+    /// The latest token exchange of every connection (of `user`, if given) that had one.
+    pub fn exchanges(&self, user: Option<&str>) -> Result<Vec<(ConnKey, LastExchange)>> {
+        let iter = match user {
+            Some(user) => self.exchanges.scan_prefix(ConnKey::user_prefix(user)),
+            None => self.exchanges.iter(),
+        };
+        let mut notes = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if let (Some(key), Ok(note)) = (
+                ConnKey::from_storage_key(&k),
+                serde_json::from_slice::<LastExchange>(&v),
+            ) {
+                notes.push((key, note));
+            }
+        }
+        Ok(notes)
     }
 
     fn last_used(&self, storage_key: &[u8]) -> Option<i64> {
@@ -697,6 +728,13 @@ impl Storage for Store {
     }
     fn keys(&self) -> Result<Vec<ConnKey>> {
         Store::keys(self)
+    }
+    fn note_exchange(&self, key: ConnKey, note: LastExchange) -> Result<()> {
+        Store::note_exchange(self, &key, &note);
+        Ok(())
+    }
+    fn exchanges(&self, user: Option<String>) -> Result<Vec<(ConnKey, LastExchange)>> {
+        Store::exchanges(self, user.as_deref())
     }
     fn audit(&self, entry: AuditEntry) -> Result<()> {
         Store::audit(self, &entry);

@@ -227,11 +227,12 @@ async fn stdio_subscriptions_listen_hears_a_connection_the_cli_adds() {
     assert_no_canary("stderr of keyward serve", &stderr.join().unwrap());
 }
 
-/// A `keyward serve --http` process on `kw`'s home, and its stderr.
-struct HttpProcess {
+/// A `keyward serve --http` process on `kw`'s home, and its stderr (also used by
+/// `exchange.rs`).
+pub(crate) struct HttpProcess {
     child: std::process::Child,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
-    base: String,
+    pub(crate) base: String,
 }
 
 /// A test that fails midway leaves no server running.
@@ -245,7 +246,7 @@ impl Drop for HttpProcess {
 }
 
 impl HttpProcess {
-    async fn start(kw: &Kw) -> HttpProcess {
+    pub(crate) async fn start(kw: &Kw) -> HttpProcess {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut child = kw
             .command(&["serve", "--http", &addr])
@@ -267,7 +268,8 @@ impl HttpProcess {
         }
     }
 
-    async fn stop(mut self) {
+    /// SIGTERM, a clean exit, and no token in its stderr.
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
