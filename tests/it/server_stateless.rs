@@ -268,8 +268,8 @@ impl HttpProcess {
         }
     }
 
-    /// SIGTERM, a clean exit, and no token in its stderr.
-    pub(crate) async fn stop(mut self) {
+    /// SIGTERM, a clean exit, and no token in its stderr; returns the stderr.
+    pub(crate) async fn stop(mut self) -> Vec<u8> {
         let pid = self.child.id().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -284,7 +284,9 @@ impl HttpProcess {
         .unwrap()
         .0;
         assert!(status.success(), "{status:?}");
-        assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
+        let stderr = stderr.join().unwrap();
+        assert_no_canary("stderr of keyward serve --http", &stderr);
+        stderr
     }
 }
 
