@@ -16,7 +16,10 @@
 //! 4. start-up (spawn → `initialize` answered) and the idle memory of a server after 1000 calls;
 //! 5. context economy: the size of `tools/list`, and raw upstream bytes against what the model
 //!    gets back for the list/read tools;
-//! 6. the goals of issue 7, each met or not (nothing here fails anything).
+//! 6. the goals of issue 7, each met or not (nothing here fails anything);
+//! 7. (the PostgreSQL store, when built);
+//! 8. the token-exchange endpoint: one exchange warm and with a refresh, exchanges/s, a storm of
+//!    200 on an expired token. `cargo bench --bench e2e -- exchange` runs this section alone.
 //!
 //! Everything runs on loopback with the release binary (`CARGO_BIN_EXE_keyward`), bounded in
 //! count (warm-up + 2000 calls per row) and in time (20 s per row at most). Every token the bench
@@ -39,6 +42,7 @@ mod calls;
 mod clients;
 mod context;
 mod end_to_end;
+mod exchange;
 mod goals;
 mod in_process;
 mod procs;
@@ -113,6 +117,12 @@ async fn run(started: Instant) {
     let fake = FakeUpstream::start().await;
     fake.set_recording(false);
     let mut table = Table::default();
+    // `cargo bench --bench e2e -- exchange`: section 8 alone (cargo also passes `--bench`).
+    if std::env::args().skip(1).any(|a| a == "exchange") {
+        exchange::section(&mut table, &fake, &logs).await;
+        finish(started, &table, &logs, None, 0);
+        return;
+    }
 
     // The main home: GitHub, Slack and Google connected; an HTTP user.
     progress("setting up a home folder against the fake upstream");
@@ -146,17 +156,22 @@ async fn run(started: Instant) {
     let startup = startup::section(&mut table, &home, &logs, &e2e.busy_mem).await;
     context::report(&mut table, &context);
     goals::section(&mut table, &inproc, &e2e, &refresh, &startup, &context);
+    exchange::section(&mut table, &fake, &logs).await;
+    finish(started, &table, &logs, Some(&api_key), e2e.sse_leaks);
+    drop(fake);
+}
 
+/// Print the table, then the leak check: this output, every server's stderr, the legacy SSE
+/// stream (`sse_leaks`), for the canary marker and the HTTP user's `api_key`.
+fn finish(started: Instant, table: &Table, logs: &Logs, api_key: Option<&str>, sse_leaks: usize) {
     say("");
     for line in table.render() {
         say(line);
     }
-
-    // The leak check: this output, every server's stderr, the legacy SSE stream.
     let transcript = TRANSCRIPT.lock().unwrap().clone();
-    let leaked_output = transcript.contains(CANARY) || transcript.contains(&api_key);
-    let leaked_logs = logs.contains(CANARY) || logs.contains(&api_key);
-    let sse_leaks = e2e.sse_leaks;
+    let has_key = |text: &str| api_key.is_some_and(|key| text.contains(key));
+    let leaked_output = transcript.contains(CANARY) || has_key(&transcript);
+    let leaked_logs = logs.contains(CANARY) || api_key.is_some_and(|key| logs.contains(key));
     if leaked_output || leaked_logs || sse_leaks > 0 {
         say(format!(
             "LEAK: a token or API key appeared ({}{}{})",
@@ -178,5 +193,4 @@ async fn run(started: Instant) {
         "total run time {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    drop(fake);
 }

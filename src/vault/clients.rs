@@ -90,7 +90,9 @@ pub struct LastExchange {
     pub outcome: String,
 }
 
-/// A client just added: the only time its secret exists outside the client.
+/// A client just added: the only time its secret exists outside the client (Debug prints the
+/// secret as `[redacted]`).
+#[derive(Debug)]
 pub struct NewClient {
     pub client: Client,
     pub secret: SecretString,
