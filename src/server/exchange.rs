@@ -11,8 +11,8 @@
 //! 1. the form (`application/x-www-form-urlencoded`, at most [`MAX_FORM_BYTES`], no parameter
 //!    twice except `audience`/`resource`) — `invalid_request`;
 //! 2. the client, by HTTP Basic or `client_id`/`client_secret` in the form (one of them) —
-//!    `invalid_client`, 401 with a `Basic` challenge; unauthenticated attempts are logged, not
-//!    audited (they name nobody);
+//!    `invalid_client`, 401 with a `Basic` challenge; unauthenticated attempts are logged at
+//!    debug, not audited (they name nobody);
 //! 3. the client's rate limit (a token bucket per client in this process) — 429 with
 //!    `Retry-After`;
 //! 4. `grant_type` (`unsupported_grant_type`), `requested_token_type` and `actor_token`
@@ -162,6 +162,11 @@ impl Refusal {
 
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    fn redacted(mut self, redactor: &Redactor) -> Refusal {
+        redactor.scrub(&mut self.description);
+        self
     }
 }
 
@@ -427,10 +432,15 @@ impl Exchange {
             Ok(form) => form,
             Err(refusal) => return unauthenticated(refusal),
         };
-        let client = match self.authenticate(&parts.headers, &mut form).await {
+        // The request's own secrets, scrubbed from whatever is answered, logged or audited: a
+        // client that puts one in another parameter must not find it quoted back.
+        let subject_token = form.secret("subject_token");
+        let mut own = Redactor::of(subject_token.as_ref());
+        let client = match self.authenticate(&parts.headers, &mut form, &mut own).await {
             Ok(client) => client,
             Err(refusal) => {
-                tracing::warn!(
+                let refusal = refusal.redacted(&own);
+                tracing::debug!(
                     error = refusal.code.as_str(),
                     "token exchange refused before a client authenticated: {}",
                     refusal.description
@@ -441,16 +451,20 @@ impl Exchange {
         let mut subject = Subject::default();
         let outcome = match self.limiter.take(&client.name) {
             Err(secs) => Err(Refusal::rate_limited(secs)),
-            Ok(()) => self.exchange(&client, &mut form, &mut subject).await,
-        };
+            Ok(()) => {
+                self.exchange(&client, &form, subject_token.as_ref(), &mut subject)
+                    .await
+            }
+        }
+        .map_err(|refusal| refusal.redacted(&own));
         let mut audit = AuditEntry::new(
             subject.user.as_deref().unwrap_or("-"),
             "token-exchange",
             "ok",
         );
         audit.client = Some(client.name.clone());
-        audit.provider = subject.provider.clone();
-        audit.account = subject.account.clone();
+        audit.provider = subject.provider.as_deref().map(|p| own.text(p));
+        audit.account = subject.account.as_deref().map(|a| own.text(a));
         audit.scopes = subject.scopes.clone();
         let vault = self.executor.vault();
         if let Some(key) = &subject.connection {
@@ -495,8 +509,15 @@ impl Exchange {
         }
     }
 
-    async fn authenticate(&self, headers: &HeaderMap, form: &mut Form) -> Result<Client, Refusal> {
+    /// The client of the request; its secret joins `own`.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &mut Form,
+        own: &mut Redactor,
+    ) -> Result<Client, Refusal> {
         let (id, secret) = client_credentials(headers, form)?;
+        own.add(&secret);
         clients::authenticate(self.executor.vault(), &id, secret.expose())
             .await
             .ok_or_else(|| {
@@ -513,7 +534,8 @@ impl Exchange {
     async fn exchange(
         &self,
         client: &Client,
-        form: &mut Form,
+        form: &Form,
+        subject_token: Option<&SecretString>,
         subject: &mut Subject,
     ) -> Result<(Connection, Response), Refusal> {
         match form.one("grant_type") {
@@ -549,7 +571,7 @@ impl Exchange {
                 "actor_token is not supported: the registered client is the only actor",
             ));
         }
-        let user = self.subject_user(form).await?;
+        let user = self.subject_user(form, subject_token).await?;
         subject.user = Some(user.name.clone());
 
         let provider = self.target(form)?;
@@ -616,7 +638,11 @@ impl Exchange {
     }
 
     /// Step 5: the user whose credential the request presents.
-    async fn subject_user(&self, form: &mut Form) -> Result<AuthUser, Refusal> {
+    async fn subject_user(
+        &self,
+        form: &Form,
+        token: Option<&SecretString>,
+    ) -> Result<AuthUser, Refusal> {
         let kind = match form.one("subject_token_type") {
             Some(ACCESS_TOKEN_TYPE) => SubjectType::AccessToken,
             Some(JWT_TOKEN_TYPE) => SubjectType::Jwt,
@@ -639,7 +665,7 @@ impl Exchange {
                 ))
             }
         };
-        let Some(token) = form.secret("subject_token") else {
+        let Some(token) = token else {
             return Err(Refusal::new(
                 ErrorCode::InvalidRequest,
                 "subject_token is missing: send the credential of the user the exchange is for \
@@ -669,7 +695,7 @@ impl Exchange {
                 Refusal::new(
                     ErrorCode::InvalidTarget,
                     format!(
-                        "unknown audience {audience}: name a provider ({})",
+                        "unknown audience: name a provider ({})",
                         provider_names(catalog)
                     ),
                 )
@@ -685,7 +711,7 @@ impl Exchange {
                     Refusal::new(
                         ErrorCode::InvalidTarget,
                         format!(
-                            "unknown resource {resource}: give a provider's API base URL ({}), \
+                            "unknown resource: give a provider's API base URL ({}), \
                              or its name as audience",
                             catalog
                                 .providers()
