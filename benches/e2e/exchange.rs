@@ -132,6 +132,28 @@ impl Exchanger {
     }
 }
 
+/// A GitHub token pair the fake knows, imported as expired (and dead at the fake): only a
+/// refreshed token works.
+fn import_expired(fake: &FakeUpstream, home: &BenchHome, tag: &str) {
+    let (access, refresh) = (
+        format!("{CANARY_ACCESS}.gho_{tag}"),
+        format!("{CANARY_REFRESH}.ghr_{tag}"),
+    );
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(Duration::from_secs(3600)),
+    );
+    home.import(
+        "github",
+        &json!({"access_token": access, "refresh_token": refresh, "token_type": "bearer",
+                "expires_at": chrono::Utc::now().timestamp() - 60, "scope": GITHUB_SCOPES}),
+    );
+    fake.expire_access_token(&access);
+}
+
 pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs) {
     progress("token exchange: warm, 1 and 8 callers");
     let (home, client) = Exchanger::home(fake);
@@ -148,12 +170,11 @@ pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs)
     server.stop().await;
 
     progress("token exchange: every exchange refreshes first");
-    // As in section 3: the fake's token endpoint claims `expires_in: 0` (its tokens still
-    // work), and the imported token is dead, so every exchange finds a token to refresh.
+    // The imported token has expired, and the fake's token endpoint claims `expires_in: 0` for
+    // every new one (its tokens still work): every exchange finds a token to refresh.
     let (home, client) = Exchanger::home(fake);
-    connect_github(fake, &home, "exchange_refresh");
+    import_expired(fake, &home, "exchange_refresh");
     fake.advertise_expires_in("github", Some(json!(0)));
-    fake.expire_access_token(&format!("{CANARY_ACCESS}.gho_exchange_refresh"));
     let key = home
         .cli(&["users", "add", "default"], "")
         .trim()
@@ -169,23 +190,7 @@ pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs)
 
     progress("token exchange: 200 at once on an expired token");
     let (home, client) = Exchanger::home(fake);
-    let (access, refresh) = (
-        format!("{CANARY_ACCESS}.gho_exchange_storm"),
-        format!("{CANARY_REFRESH}.ghr_exchange_storm"),
-    );
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
-    home.import(
-        "github",
-        &json!({"access_token": access, "refresh_token": refresh, "token_type": "bearer",
-                "expires_at": chrono::Utc::now().timestamp() - 60, "scope": GITHUB_SCOPES}),
-    );
-    fake.expire_access_token(&access);
+    import_expired(fake, &home, "exchange_storm");
     let key = home
         .cli(&["users", "add", "default"], "")
         .trim()
