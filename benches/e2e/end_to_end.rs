@@ -1,6 +1,7 @@
-//! Section 2: the standard call end to end, five ways ((a) straight to the upstream, (b) stdio,
-//! (c) Streamable HTTP, (d) legacy HTTP+SSE, (e) stdio through a relay), at 1, 8 and 64
-//! callers, plus the minimal-client and tiny-answer comparisons that say where (b)'s overhead
+//! Section 2: the standard call end to end, seven ways ((a) straight to the upstream, (b) stdio,
+//! (c) Streamable HTTP, (d) legacy HTTP+SSE, (e) stdio through a relay, and Streamable HTTP with
+//! a minimal client: (f) a 2025-11-25 session, (g) 2026-07-28 stateless requests), at 1, 8 and
+//! 64 callers, plus the minimal-client and tiny-answer comparisons that say where (b)'s overhead
 //! goes.
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use crate::{CALLS, CONCURRENCY, ROW_CAP, TOOL, WARMUP};
 
 /// What section 2 measured; the later sections compare against it.
 pub(crate) struct EndToEnd {
-    /// Per path letter ('a'..='e') and number of callers.
+    /// Per path letter ('a'..='g') and number of callers.
     pub(crate) rows: HashMap<(char, usize), Run>,
     stdio_minimal: Run,
     http_minimal: Run,
@@ -126,7 +127,24 @@ async fn measure(
         ToolCall::of(TOOL),
     );
     let http_minimal = row(&raw_http, 1).await;
+    for c in CONCURRENCY {
+        progress(format!(
+            "(f) Streamable HTTP, 2025-11-25 session, minimal client, {c} callers"
+        ));
+        e2e.insert(('f', c), row(&raw_http, c).await);
+    }
     drop(raw_http);
+    let stateless = Caller::RawHttp(
+        Arc::new(RawHttp::stateless(&server.base, api_key)),
+        ToolCall::of(TOOL),
+    );
+    for c in CONCURRENCY {
+        progress(format!(
+            "(g) Streamable HTTP, 2026-07-28 stateless, minimal client, {c} callers"
+        ));
+        e2e.insert(('g', c), row(&stateless, c).await);
+    }
+    drop(stateless);
     let sse = Arc::new(SseClient::open(&server.base, api_key).await);
     let caller = Caller::Sse(sse.clone(), ToolCall::of(TOOL));
     for c in CONCURRENCY {
@@ -201,6 +219,14 @@ fn report(table: &mut Table, m: &EndToEnd) {
         ('c', "(c) keyward serve --http, Streamable HTTP"),
         ('d', "(d) keyward serve --http, legacy HTTP+SSE"),
         ('e', "(e) stdio through a non-owner (vault relay)"),
+        (
+            'f',
+            "(f) Streamable HTTP, 2025-11-25 session, minimal client",
+        ),
+        (
+            'g',
+            "(g) Streamable HTTP, 2026-07-28 stateless, minimal client",
+        ),
     ];
     for (k, name) in names {
         for c in CONCURRENCY {
@@ -354,6 +380,11 @@ fn report(table: &mut Table, m: &EndToEnd) {
     table.note(
         "(a')/(b'): the same comparison for a call whose answer is tiny: the fixed cost of a call; \
          the rest of (b)'s overhead grows with the upstream answer (parsed, projected, redacted)",
+    );
+    table.note(
+        "(f)/(g): the same minimal client, once in a 2025-11-25 session (Mcp-Session-Id) and once \
+         with 2026-07-28 stateless requests (no session: version, capabilities and client info \
+         in each request's _meta, Mcp-Method/Mcp-Name headers checked against the body)",
     );
     table.note(format!(
         "(e): the first server owns the vault{}; the second relays each vault operation to it",

@@ -249,6 +249,7 @@ impl Refresher {
                     hint: f.hint,
                     retryable: f.retryable,
                     status: f.status,
+                    sign_in: None,
                 },
             }),
             // This process took the vault over meanwhile: refresh here, still holding the lock.

@@ -11,6 +11,12 @@
 //!   sessions bound to the user that opened them. [`streamable`] fixes, around rmcp, what its
 //!   Streamable HTTP service answers wrongly (malformed bodies, `DELETE`, event ids), and
 //!   [`jsonrpc`] says what every transport answers to input that is not one MCP message.
+//! - [`sign_in`] — stdio: asking a 2026-07-28 client to sign its user in (MRTR).
+//!
+//! Revisions 2024-11-05 … 2025-11-25 open with `initialize` (and, over HTTP, a session);
+//! 2026-07-28 is stateless: rmcp reads each request's `_meta` (version, client capabilities and
+//! info), answers `server/discover`, checks the HTTP routing headers and serves such a request
+//! over HTTP without a session, so any process sharing the vault can answer it (invariant 14).
 //!
 //! Who the user is never comes from the client's JSON: over stdio it is `--user`, over HTTP it
 //! is the owner of the API key on the request. Everything a tool call may reach is derived from
@@ -20,6 +26,7 @@ pub mod auth;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
+pub mod sign_in;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;
@@ -505,7 +512,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
                 };
                 http::serve(state, &config.server, http_options).await
             }
-            None => stdio::serve(state, &user).await,
+            None => stdio::serve(state, &user, &config).await,
         }
     }
     .await;

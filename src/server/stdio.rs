@@ -26,14 +26,18 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, Refusal, MAX_MESSAGE_BYTES};
+use super::sign_in::SignIns;
 use super::{random_id, KeywardServer, ServerState};
+use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// Serve one MCP client on stdin/stdout until it goes away or a signal arrives.
-pub async fn serve(state: Arc<ServerState>, user: &str) -> Result<()> {
+/// Serve one MCP client on stdin/stdout until it goes away or a signal arrives. `config` is for
+/// the sign-ins a 2026-07-28 client may be asked to complete ([`super::sign_in`]).
+pub async fn serve(state: Arc<ServerState>, user: &str, config: &Config) -> Result<()> {
     let session = format!("stdio-{}", random_id(6));
     tracing::info!(user, session, "serving MCP on stdio");
-    let server = KeywardServer::for_user(state.clone(), user, session);
+    let sign_ins = SignIns::new(config.clone(), state.offer().filter.read_only);
+    let server = KeywardServer::for_user(state.clone(), user, session).with_sign_ins(sign_ins);
     let stop = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(stop.clone()));
     // The tools and the vault are built once `initialize` is answered (see `serve_until` and

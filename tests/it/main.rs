@@ -6,9 +6,11 @@ mod multiprocess;
 mod oauth;
 mod oauth_fake_ext;
 mod server;
+mod server_conformance;
 mod server_http;
 mod server_interop;
 mod server_limits;
+mod server_stateless;
 mod share;
 #[path = "../support/mod.rs"]
 mod support;

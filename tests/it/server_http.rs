@@ -542,22 +542,22 @@ async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_miss
 
 /// One server-sent event.
 #[derive(Debug)]
-struct SseEvent {
-    id: Option<String>,
-    name: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: Option<String>,
+    pub(crate) name: String,
     /// `None` for an event without `data:` lines; a priming event's data is empty.
-    data: Option<String>,
+    pub(crate) data: Option<String>,
 }
 
 /// Reads a `text/event-stream` body event by event, keeping every byte for leak checks.
-struct EventStream {
+pub(crate) struct EventStream {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buf: Vec<u8>,
     raw: Vec<u8>,
 }
 
 impl EventStream {
-    fn new(response: reqwest::Response) -> EventStream {
+    pub(crate) fn new(response: reqwest::Response) -> EventStream {
         EventStream {
             body: Box::pin(response.bytes_stream()),
             buf: Vec::new(),
@@ -567,7 +567,7 @@ impl EventStream {
 
     /// The next event with data (not a priming event): (event name, data). `None` when the
     /// stream ends.
-    async fn next(&mut self) -> Option<(String, String)> {
+    pub(crate) async fn next(&mut self) -> Option<(String, String)> {
         loop {
             let event = tokio::time::timeout(Duration::from_secs(10), self.next_event())
                 .await
@@ -614,7 +614,7 @@ impl EventStream {
         }
     }
 
-    async fn next_message(&mut self) -> Value {
+    pub(crate) async fn next_message(&mut self) -> Value {
         let (name, data) = self.next().await.expect("a message event");
         assert_eq!(name, "message");
         serde_json::from_str(&data).unwrap()
