@@ -384,7 +384,8 @@ struct Inner {
 /// An open PostgreSQL store. Every method takes `&self`; the listener task ends with it.
 pub struct PgStore {
     inner: Arc<Inner>,
-    listener: tokio::task::JoinHandle<()>,
+    /// The listener task, ended with the store.
+    _listener: AbortOnDrop,
     /// What `open` had to create, for the one-line notice the CLI prints.
     pub created: Vec<String>,
 }
@@ -394,12 +395,6 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("url", &self.inner.place.url)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        self.listener.abort();
     }
 }
 
@@ -457,10 +452,10 @@ impl PgStore {
             users_generation,
             listening: AtomicBool::new(false),
         });
-        let listener = tokio::spawn(listen(inner.clone()));
+        let listener = AbortOnDrop(tokio::spawn(listen(inner.clone())));
         Ok(PgStore {
             inner,
-            listener,
+            _listener: listener,
             created,
         })
     }
@@ -1411,37 +1406,47 @@ async fn listen_once(inner: &Arc<Inner>) -> std::result::Result<(), String> {
         .connect(tls)
         .await
         .map_err(|e| e.to_string())?;
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {CHANNEL}");
-    let listen = client.batch_execute(&statement);
-    tokio::pin!(listen);
-    loop {
-        tokio::select! {
-            done = &mut listen => {
-                done.map_err(|e| e.to_string())?;
-                break;
-            }
-            message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(n))) => apply(inner, n.payload()).await,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the connection closed".into()),
+    // The connection is driven by a task of its own, so that the queries below (LISTEN, the
+    // resync) get their answers while notifications queue up for this loop. It ends when the
+    // connection does: lost, or closed because `client` is dropped with this function.
+    let (heard, mut notifications) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if heard.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("the store's listening connection failed: {e}");
+                    break;
+                }
             }
         }
-    }
+    });
+    let _driver = AbortOnDrop(driver);
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
     inner.listening.store(true, Ordering::SeqCst);
     resync(inner, &client).await;
-    while let Some(message) = messages.next().await {
-        match message {
-            Ok(AsyncMessage::Notification(n)) => apply(inner, n.payload()).await,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!("the store's listening connection failed: {e}");
-                break;
-            }
-        }
+    while let Some(payload) = notifications.recv().await {
+        apply(inner, &payload).await;
     }
     Ok(())
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Announce everything a process that was not listening may have missed: every connection
