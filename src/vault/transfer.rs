@@ -331,3 +331,23 @@ fn write_sled(home: &Home, dump: &Dump, force: bool) -> Result<()> {
     db.flush()?;
     Ok(())
 }
+
+/// [`StoreStatus`] of a sled vault, through the vault (so also while another process owns it).
+pub fn sled_status(vault: &super::Vault) -> Result<StoreStatus> {
+    // Sequence numbers start at 1 and have no gaps: the newest one is the count.
+    let audit = vault
+        .audit_entries(0, Some(1))?
+        .last()
+        .map_or(0, |(seq, _)| *seq);
+    Ok(StoreStatus {
+        backend: "sled".into(),
+        location: vault.home().vault_dir().display().to_string(),
+        schema: store::FORMAT_VERSION,
+        connections: vault.keys()?.len() as u64,
+        users: vault.users_scan(b"u/")?.len() as u64,
+        audit_entries: audit,
+        server_version: None,
+        round_trip_ms: None,
+        master_key_id: Some(vault.master_key_id()),
+    })
+}
