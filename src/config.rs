@@ -2,7 +2,9 @@
 //!
 //! The home folder is `--home`, else `KEYWARD_HOME`, else `$XDG_DATA_HOME/keyward`, else
 //! `~/.local/share/keyward`. It holds the sled database (`vault/`), the master key file
-//! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`.
+//! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`. With
+//! `[store] url` (or `KEYWARD_STORE_URL`) the vault is in PostgreSQL instead of `vault/`; the
+//! URL is a secret (it may hold a password), so it is kept and reported like one.
 //! Provider sections of the config override a manifest's endpoints and carry the OAuth client
 //! credentials; their keys are fixed because GitHub Enterprise users and the tests rely on them.
 //!
