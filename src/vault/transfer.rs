@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 pub enum Location {
     /// The sled database in this home folder.
     Sled(Home),
-    /// A PostgreSQL database.
-    Postgres(StoreUrl),
+    /// A PostgreSQL database (boxed: a parsed URL is large).
+    Postgres(Box<StoreUrl>),
 }
 
 impl std::fmt::Display for Location {
@@ -47,10 +47,10 @@ impl Location {
     pub fn of(home: &Home) -> Result<Location> {
         let config = Config::load(home)?;
         match &config.store.url {
-            Some(url) => Ok(Location::Postgres(StoreUrl::parse(
+            Some(url) => Ok(Location::Postgres(Box::new(StoreUrl::parse(
                 url.expose(),
                 &Config::store_url_origin(home),
-            )?)),
+            )?))),
             None => Ok(Location::Sled(home.clone())),
         }
     }
@@ -58,7 +58,7 @@ impl Location {
     /// A location given on the command line: a `postgres://` URL, else a home folder.
     pub fn parse(text: &str, what: &str) -> Result<Location> {
         if StoreUrl::is_postgres(text) {
-            Ok(Location::Postgres(StoreUrl::parse(text, what)?))
+            Ok(Location::Postgres(Box::new(StoreUrl::parse(text, what)?)))
         } else {
             Ok(Location::Sled(Home {
                 dir: std::path::PathBuf::from(text),

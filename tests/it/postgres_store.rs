@@ -443,7 +443,7 @@ async fn sealed_records_move_between_sled_and_postgres_verbatim_and_open_there()
         keyward::vault::users::add(&vault, "alice").unwrap();
     }
     let sled = Location::Sled(sled_home.clone());
-    let target = Location::Postgres(StoreUrl::parse(&url, "test").unwrap());
+    let target = Location::Postgres(Box::new(StoreUrl::parse(&url, "test").unwrap()));
     let report = transfer::copy(&sled, &target, false).await.unwrap();
     assert_eq!((report.connections, report.users), (1, 1), "{report:?}");
     // Refused a second time without --force; replaced with it.

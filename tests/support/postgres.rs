@@ -256,19 +256,20 @@ impl PgCluster {
                 self.data().display()
             )
         };
+        // Backgrounded by the shell, which then exits: the watchdog outlives this process (in a
+        // process group of its own, so a Ctrl-C of the tests does not end it first).
         let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}",
+            "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; \
+             rm -rf {}) </dev/null >/dev/null 2>&1 &",
             self.base.display()
         );
         use std::os::unix::process::CommandExt;
-        Command::new("sh")
+        let status = Command::new("sh")
             .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .process_group(0)
-            .spawn()
+            .status()
             .expect("start the PostgreSQL watchdog");
+        assert!(status.success(), "the PostgreSQL watchdog did not start");
     }
 }
 
