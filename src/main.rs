@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::clients::ClientsCommand,
     },
+    /// Where the vault is, and copying it between sled and PostgreSQL
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => block_on(cli::serve::run(&home, args)),
         Command::Users { command } => cli::users::run(&home, command),
         Command::Clients { command } => cli::clients::run(&home, command),
+        Command::Store { command } => block_on(cli::store::run(&home, command)),
     }
 }
 

@@ -23,10 +23,12 @@ pub mod audit;
 pub mod clients;
 pub mod crypto;
 pub mod keys;
+pub mod postgres;
 pub mod record;
 pub mod share;
 pub mod storage;
 pub mod store;
+pub mod transfer;
 pub mod users;
 
 use std::collections::HashMap;
