@@ -12,6 +12,11 @@
 //!    removed, so a removed user is locked out at once; the key is then taken off the request,
 //!    and what the MCP layer sees is only the [`AuthUser`] it belongs to.
 //!
+//! Which user a credential belongs to is decided in one place, [`user_of_credential`], for the
+//! bearer of an MCP request and for the `subject_token` of a token exchange
+//! ([`resolve_subject`], `super::exchange`): whatever credential the server comes to accept (an
+//! identity provider's access token, with `[server.auth]`), both paths accept it alike.
+//!
 //! MCP sessions are bound to the user that created them ([`SessionOwners`]): a request that
 //! carries another user's session id is answered 404, exactly like an unknown session, so it
 //! learns nothing about it. The same table caps each user's live sessions (both transports
