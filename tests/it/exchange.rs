@@ -603,7 +603,7 @@ async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_names_the_endpoint_and_the_grant() {
+async fn metadata_names_the_endpoint_and_the_grant_and_foreign_hosts_are_refused() {
     let s = Setup::start("").await;
     let response = reqwest::get(format!(
         "{}/.well-known/oauth-authorization-server",
@@ -626,6 +626,18 @@ async fn metadata_names_the_endpoint_and_the_grant() {
         metadata["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post"])
     );
+    // Host and Origin are checked as on every route (DNS rebinding, browsers).
+    for (name, value) in [("host", "evil.example"), ("origin", "https://evil.example")] {
+        let refused = reqwest::Client::new()
+            .post(format!("{}/oauth/token", s.base()))
+            .header(name, value)
+            .basic_auth(&s.client.id, Some(&s.client.secret))
+            .form(&[("grant_type", GRANT)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{name}");
+    }
     s.stop().await;
 }
 
