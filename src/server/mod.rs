@@ -136,7 +136,7 @@ impl Tools {
 ///
 /// Nothing of it is needed to answer `initialize`, so a stdio server answers that first: MCP
 /// clients spawn their servers when they start and wait for `initialize` (issue 11: cold
-/// start). [`ServerState::start`] builds the rest on the blocking pool at once: the tools
+/// start). [`ServerState::start`] starts building the rest at once, off the workers: the tools
 /// (parsing and compiling the manifests), and the executor — the vault (master key, sled, the
 /// owner socket) and the HTTP client (the system's trust roots). Requests wait for what they
 /// need. What fails the command before it serves anything is what the command line and
@@ -192,9 +192,9 @@ impl ServerState {
 
     /// Load the catalog, open (or create) the vault in `home` and build the executor, all
     /// before returning.
-    pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+    pub async fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let (vault, upstream) = open_vault_and_client(home, config)?;
+        let (vault, upstream) = open_vault_and_client(home, config).await?;
         let executor = Executor::with_upstream(catalog, vault, config, upstream);
         ServerState::new(Arc::new(executor), offer)
     }
@@ -213,7 +213,7 @@ impl ServerState {
         // Awaited by `executor` alone, which is shared: no need to share this too.
         let opened = {
             let (home, config) = (home.clone(), config.clone());
-            tokio::task::spawn_blocking(move || open_vault_and_client(&home, &config))
+            tokio::spawn(async move { open_vault_and_client(&home, &config).await })
         };
         let executor = {
             let (tools, config) = (tools.clone(), config.clone());
@@ -315,7 +315,7 @@ impl ServerState {
         let Ok(executor) = self.executor().await else {
             return;
         };
-        if let Err(e) = executor.vault().flush_async().await {
+        if let Err(e) = executor.vault().flush().await {
             tracing::error!("could not flush the vault: {e}");
         }
     }
@@ -357,15 +357,15 @@ pub(crate) fn unshared(e: Arc<Error>) -> Error {
 }
 
 /// Open (or create) the vault in `home` and build the HTTP client. The client reads and parses
-/// the system's trust roots, a few milliseconds: it is built on another thread while the vault
-/// opens.
-fn open_vault_and_client(
+/// the system's trust roots, a few milliseconds: it is built on the blocking pool while the
+/// vault opens.
+async fn open_vault_and_client(
     home: &Home,
     config: &Config,
 ) -> Result<(Arc<crate::vault::Vault>, crate::exec::client::Upstream)> {
     let limits = config.executor.clone();
-    let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
-    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
+    let upstream = tokio::task::spawn_blocking(move || crate::exec::client::Upstream::new(&limits));
+    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create).await?;
     if !vault.created().is_empty() {
         tracing::warn!(
             "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
@@ -374,8 +374,8 @@ fn open_vault_and_client(
         );
     }
     let upstream = upstream
-        .join()
-        .map_err(|_| Error::other("building the HTTP client failed"))??;
+        .await
+        .map_err(|e| Error::other(format!("building the HTTP client failed: {e}")))??;
     Ok((Arc::new(vault), upstream))
 }
 
