@@ -727,4 +727,23 @@ mod tests {
         assert_eq!(merged.refresh_token.unwrap().expose(), "r2");
         assert_eq!(merged.expires_at, None);
     }
+
+    /// A refresh error crosses the socket as itself: whether the grant is alive, and every
+    /// field of what the caller is told (before the mirror, a relay took every non-retryable
+    /// failure of the owner for a dead grant).
+    #[test]
+    fn a_refresh_error_crosses_the_socket_as_itself() {
+        let told = ToolError::new("refreshing failed")
+            .hint("run `keyward connect github`")
+            .status(400);
+        for error in [
+            RefreshError::GrantGone(told.clone()),
+            RefreshError::GrantAlive(told.clone()),
+            RefreshError::GrantAlive(told.clone().retryable()),
+        ] {
+            let json = serde_json::to_string(&RefreshFailure::from(error.clone())).unwrap();
+            let back: RefreshFailure = serde_json::from_str(&json).unwrap();
+            assert_eq!(RefreshError::from(back), error, "{json}");
+        }
+    }
 }

@@ -85,19 +85,6 @@ async fn stored_access_token(kw: &Kw, provider: &str) -> String {
         .to_string()
 }
 
-/// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
-/// then (an import stamps the import time, which makes its lifetime look shorter).
-async fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {
-    let vault = kw.vault().await;
-    let key = ConnKey::new("default", provider, "default").unwrap();
-    let mut conn = vault.get(&key).await.unwrap().unwrap();
-    conn.record.obtained_at -= secs;
-    vault
-        .put(&key, Some(conn.version), &conn.record)
-        .await
-        .unwrap();
-}
-
 // ---- connect: the browser flow -------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,19 @@ pub fn token_json(access: &str, refresh: &str) -> String {
     .to_string()
 }
 
+/// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
+/// then (an import stamps the import time, which makes its lifetime look shorter).
+pub async fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {
+    let vault = kw.vault().await;
+    let key = keyward::vault::ConnKey::new("default", provider, "default").unwrap();
+    let mut conn = vault.get(&key).await.unwrap().unwrap();
+    conn.record.obtained_at -= secs;
+    vault
+        .put(&key, Some(conn.version), &conn.record)
+        .await
+        .unwrap();
+}
+
 /// A home folder whose config points every provider at `fake`, plus `extra` config lines per
 /// provider section (e.g. `refresh_margin_secs = …`).
 pub fn home_for(fake: &FakeUpstream, extra: &[(&str, &str)]) -> Kw {

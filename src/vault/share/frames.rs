@@ -366,3 +366,99 @@ impl Writer {
         self.broken.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// A peer announcing 16 MiB and sending a few bytes costs the buffer it filled, not 16 MiB.
+    #[test]
+    fn a_large_announced_frame_costs_only_what_arrived() {
+        let mut frames = Frames::new();
+        // `FramedRead` starts with 8 KiB.
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        buf.extend_from_slice(&(MAX_FRAME as u32).to_be_bytes());
+        buf.extend_from_slice(b"{\"op\":\"ke");
+        assert!(frames.decode(&mut buf).unwrap().is_none());
+        assert!(frames.started.is_some(), "a frame has started");
+        assert!(buf.capacity() <= MIN_BUFFER, "{}", buf.capacity());
+        // Filling the buffer grows it by at most twice what is there.
+        let filler = vec![b'x'; buf.capacity() - buf.len()];
+        buf.extend_from_slice(&filler);
+        let filled = buf.len();
+        assert!(frames.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * filled,
+            "{} for {filled}",
+            buf.capacity()
+        );
+        assert!(buf.capacity() > buf.len(), "room for the next read");
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_limit_is_refused_from_its_header() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            Frames::new().decode(&mut buf),
+            Err(FrameError::TooLarge(len)) if len == MAX_FRAME + 1
+        ));
+    }
+
+    /// Frames arriving in pieces, several at once, or ending exactly at the buffer's end all come
+    /// out whole and in order, and the buffer always has room for the next read.
+    #[test]
+    fn frames_come_out_whole_however_the_bytes_arrive() {
+        let payloads: Vec<Vec<u8>> = (0..40)
+            .map(|i| {
+                let mut p = 7u64.to_be_bytes().to_vec();
+                p.extend(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "y".repeat(i * 997)).bytes());
+                p
+            })
+            .collect();
+        let stream: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+        for piece in [1, 3, 4096, 9000, stream.len()] {
+            let mut frames = Frames::new();
+            let mut buf = BytesMut::with_capacity(8 * 1024);
+            let mut out = Vec::new();
+            for chunk in stream.chunks(piece) {
+                // What a read adds: at most the room there is, as `FramedRead` does.
+                let mut chunk = chunk;
+                while !chunk.is_empty() {
+                    let room = buf.capacity() - buf.len();
+                    assert!(room > 0, "no room for the next read");
+                    let n = room.min(chunk.len());
+                    buf.extend_from_slice(&chunk[..n]);
+                    chunk = &chunk[n..];
+                    while let Some(frame) = frames.decode(&mut buf).unwrap() {
+                        out.push(frame);
+                    }
+                }
+            }
+            assert!(buf.is_empty() && frames.started.is_none());
+            assert_eq!(out.len(), payloads.len(), "pieces of {piece}");
+            for (i, frame) in out.iter().enumerate() {
+                let (id, value) = frame.with_id::<serde_json::Value>().unwrap();
+                assert_eq!((id, value["n"].as_u64()), (7, Some(i as u64)));
+            }
+        }
+    }
+
+    #[test]
+    fn an_outgoing_frame_is_length_id_json() {
+        let mut out = OutFrame::with_id(0, &serde_json::json!({"op": "keys"})).unwrap();
+        out.set_id(42);
+        let mut buf = BytesMut::from(out.bytes());
+        let frame = Frames::new().decode(&mut buf).unwrap().unwrap();
+        let (id, value) = frame.with_id::<serde_json::Value>().unwrap();
+        assert_eq!((id, value), (42, serde_json::json!({"op": "keys"})));
+        let too_large = OutFrame::hello(&"z".repeat(MAX_FRAME)).err().unwrap();
+        assert_eq!(too_large.kind(), io::ErrorKind::InvalidInput);
+    }
+}
