@@ -17,6 +17,12 @@
 //! process (we relay every operation to it). Which one is decided at open and again whenever
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).
+//!
+//! Every operation is async, whatever the backend ([`storage::Storage`]): a relayed one waits
+//! for the owner's answer without holding a runtime worker, and the owner serves the others on
+//! the runtime that opened the vault. What is written once, above the backends, lives here: the
+//! takeover-and-retry rule (`Vault::run`), the per-process refresh locks, and the memory of
+//! the last `touch` that saves a message per call.
 
 pub mod audit;
 pub mod crypto;

@@ -131,16 +131,17 @@ macro_rules! storage_ops {
         }
 
         /// In the owner: a relayed storage operation on `storage`, as a future of its encoded
-        /// answer; a request that is not a storage operation comes back.
+        /// answer; a request that is not a storage operation goes to `other`.
         pub(crate) fn dispatch<S: Storage + 'static>(
             storage: S,
             request: Request,
-        ) -> std::result::Result<BoxFuture<'static, Answer>, Request> {
+            other: impl FnOnce(Request) -> BoxFuture<'static, Answer>,
+        ) -> BoxFuture<'static, Answer> {
             match request {
-                $( Request::$variant { $($arg),* } => Ok(Box::pin(async move {
+                $( Request::$variant { $($arg),* } => Box::pin(async move {
                     Answer::of(&storage.$name($($arg),*).await)
-                })), )*
-                other => Err(other),
+                }), )*
+                request => other(request),
             }
         }
 

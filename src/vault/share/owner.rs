@@ -298,14 +298,13 @@ fn execute(vault: Vault, request: Request) -> BoxFuture<'static, Answer> {
         ));
         return Box::pin(std::future::ready(Answer::of(&gone)));
     };
-    match dispatch(store, request) {
-        Ok(work) => work,
-        Err(Request::Refresh {
+    dispatch(store, request, |request| match request {
+        Request::Refresh {
             key,
             seen_version,
             force,
             budget_ms,
-        }) => Box::pin(async move {
+        } => Box::pin(async move {
             let budget = Duration::from_millis(budget_ms);
             let answer: RefreshAnswer = match vault.peer_refresh() {
                 Some(hook) => hook.refresh(&vault, &key, seen_version, force, budget).await,
@@ -320,8 +319,8 @@ fn execute(vault: Vault, request: Request) -> BoxFuture<'static, Answer> {
             Answer::of(&Ok::<_, Error>(answer))
         }),
         // A hello after the first, or a subscription, are handled before; answered harmlessly.
-        Err(_) => Box::pin(std::future::ready(Answer::of(&Ok::<_, Error>(())))),
-    }
+        _ => Box::pin(std::future::ready(Answer::of(&Ok::<_, Error>(())))),
+    })
 }
 
 /// Push connection and users changes to a subscribed peer, in the order they happen, until it
