@@ -21,9 +21,8 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
-use super::frames::{next_frame, Frame, FrameError, Frames, OutFrame, Writer};
+use super::frames::{Frame, FrameError, OutFrame, Reader, Writer};
 use super::wire::{Greeting, Notice};
 use super::{socket_path, PROTOCOL_VERSION};
 use crate::config::{check_trusted, Fix, Home};
@@ -168,12 +167,9 @@ impl Link {
 
 /// Hand each answer to the call waiting for it (an answer nobody waits for any more is dropped,
 /// and zeroized); when the connection ends, tell every waiting call why.
-async fn read_answers(
-    mut reader: FramedRead<OwnedReadHalf, Frames>,
-    waiting: Arc<std::sync::Mutex<Waiting>>,
-) {
+async fn read_answers(mut reader: Reader<OwnedReadHalf>, waiting: Arc<std::sync::Mutex<Waiting>>) {
     let lost = loop {
-        match next_frame(&mut reader, || None, FRAME_WAIT).await {
+        match reader.next_frame(|| None, FRAME_WAIT).await {
             Ok(frame) => {
                 let Ok(id) = frame.id() else {
                     break Lost::Unreadable(FrameError::NoId.to_string());
@@ -302,14 +298,14 @@ impl RemoteClient {
 
 /// A subscription to the owner's change notices.
 struct Subscription {
-    reader: FramedRead<OwnedReadHalf, Frames>,
+    reader: Reader<OwnedReadHalf>,
     /// Kept open: the owner ends the stream when this side closes.
     _writer: Writer,
 }
 
 impl Subscription {
     async fn next(&mut self) -> std::result::Result<Notice, FrameError> {
-        let frame = next_frame(&mut self.reader, || None, FRAME_WAIT).await?;
+        let frame = self.reader.next_frame(|| None, FRAME_WAIT).await?;
         Ok(frame.with_id::<Notice>()?.1)
     }
 }
@@ -318,7 +314,7 @@ impl Subscription {
 /// and say hello.
 async fn open_stream(
     path: &Path,
-) -> std::result::Result<(FramedRead<OwnedReadHalf, Frames>, Writer, Greeting), ConnectError> {
+) -> std::result::Result<(Reader<OwnedReadHalf>, Writer, Greeting), ConnectError> {
     check_trusted(path, "the vault owner's socket", Fix::NoWrite).map_err(ConnectError::Refused)?;
     let stream = UnixStream::connect(path).await.map_err(|e| {
         ConnectError::Unreachable(Error::io(format!("connecting to {}", path.display()), e))
@@ -339,7 +335,7 @@ async fn open_stream(
         }
     }
     let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, Frames::new());
+    let mut reader = Reader::new(read);
     let writer = Writer::new(write, FRAME_WAIT);
     let hello = OutFrame::hello(&Request::Hello {
         protocol: PROTOCOL_VERSION,
@@ -349,7 +345,8 @@ async fn open_stream(
     let sent = writer.send(&hello).await;
     // Read even when the hello could not be sent: a refusing owner says why before closing.
     let hello_by = Instant::now() + HELLO_WAIT;
-    let answer = next_frame(&mut reader, || Some(hello_by), FRAME_WAIT)
+    let answer = reader
+        .next_frame(|| Some(hello_by), FRAME_WAIT)
         .await
         .and_then(|frame| frame.json::<std::result::Result<Greeting, Error>>())
         .map_err(|e| {

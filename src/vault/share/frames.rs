@@ -189,51 +189,68 @@ impl std::fmt::Display for FrameError {
     }
 }
 
-/// The next frame of `reader`. Its first byte must arrive by `first_byte_by()` (asked again
-/// whenever that time has come, so the answer may move on; `None`: wait for ever), the rest
-/// within `body` of the first byte.
-pub(super) async fn next_frame<R: AsyncRead + Unpin>(
-    reader: &mut FramedRead<R, Frames>,
-    first_byte_by: impl Fn() -> Option<Instant>,
-    body: Duration,
-) -> Result<Frame, FrameError> {
-    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-    let mut armed: Option<Instant> = None;
-    std::future::poll_fn(|cx| {
-        match reader.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Ok(frame)),
-            Poll::Ready(Some(Err(FrameError::Io(e))))
-                if e.kind() == io::ErrorKind::ConnectionReset
-                    && reader.decoder().started.is_none() =>
-            {
-                return Poll::Ready(Err(FrameError::Closed))
+/// The reading half of a connection, as frames. Whatever it holds when dropped — a frame cut
+/// off by the end of the connection, say — is zeroized.
+pub(super) struct Reader<R>(FramedRead<R, Frames>);
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    pub(super) fn new(io: R) -> Reader<R> {
+        Reader(FramedRead::new(io, Frames::new()))
+    }
+
+    /// The next frame. Its first byte must arrive by `first_byte_by()` (asked again whenever
+    /// that time has come, so the answer may move on; `None`: wait for ever), the rest within
+    /// `body` of the first byte.
+    pub(super) async fn next_frame(
+        &mut self,
+        first_byte_by: impl Fn() -> Option<Instant>,
+        body: Duration,
+    ) -> Result<Frame, FrameError> {
+        let reader = &mut self.0;
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut armed: Option<Instant> = None;
+        std::future::poll_fn(|cx| {
+            match reader.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Ok(frame)),
+                Poll::Ready(Some(Err(FrameError::Io(e))))
+                    if e.kind() == io::ErrorKind::ConnectionReset
+                        && reader.decoder().started.is_none() =>
+                {
+                    return Poll::Ready(Err(FrameError::Closed))
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                // The stream ended between frames (inside one, the codec reports an error first).
+                Poll::Ready(None) => return Poll::Ready(Err(FrameError::Closed)),
+                Poll::Pending => {}
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-            // The stream ended between frames (inside one, the codec reports an error first).
-            Poll::Ready(None) => return Poll::Ready(Err(FrameError::Closed)),
-            Poll::Pending => {}
-        }
-        let started = reader.decoder().started;
-        let Some(deadline) = started.map(|t| t + body).or_else(&first_byte_by) else {
-            return Poll::Pending;
-        };
-        if armed != Some(deadline) {
-            timer.as_mut().reset(deadline);
-            armed = Some(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(FrameError::Io(io::Error::new(
-                io::ErrorKind::TimedOut,
-                if started.is_some() {
-                    "the message took too long to arrive"
-                } else {
-                    "nothing arrived in time"
-                },
-            )))),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
+            let started = reader.decoder().started;
+            let Some(deadline) = started.map(|t| t + body).or_else(&first_byte_by) else {
+                return Poll::Pending;
+            };
+            if armed != Some(deadline) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    if started.is_some() {
+                        "the message took too long to arrive"
+                    } else {
+                        "nothing arrived in time"
+                    },
+                )))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+impl<R> Drop for Reader<R> {
+    fn drop(&mut self) {
+        self.0.read_buffer_mut().as_mut().zeroize();
+    }
 }
 
 /// An outgoing frame: length, request id (but in a hello), JSON. Zeroized when dropped.

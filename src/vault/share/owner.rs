@@ -20,15 +20,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
-use super::frames::{next_frame, Frames, OutFrame, Writer};
+use super::frames::{OutFrame, Reader, Writer};
 use super::wire::{Answer, Greeting, Notice, RefreshFailure};
 use super::{socket_path, RefreshAnswer, MAX_PEERS, PROTOCOL_VERSION};
 use crate::error::{Error, Result};
@@ -190,12 +188,12 @@ async fn serve_peer(
         return;
     };
     let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, Frames::new());
+    let mut reader = Reader::new(read);
     let writer = Arc::new(Writer::new(write, limits.idle));
 
     // The first frame must be a hello with our protocol version.
     let hello_by = Instant::now() + limits.idle;
-    let hello = next_frame(&mut reader, || Some(hello_by), limits.frame).await;
+    let hello = reader.next_frame(|| Some(hello_by), limits.frame).await;
     match hello.and_then(|frame| frame.json::<Request>()) {
         Ok(Request::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
             let greeting = Ok::<_, Error>(Greeting {
@@ -234,7 +232,7 @@ async fn serve_peer(
             let last = last_request.max(*crate::sync::lock(&last_answer));
             Some(if busy { Instant::now() } else { last } + limits.idle)
         };
-        let Ok(frame) = next_frame(&mut reader, idle_by, limits.frame).await else {
+        let Ok(frame) = reader.next_frame(idle_by, limits.frame).await else {
             return;
         };
         last_request = Instant::now();
@@ -251,7 +249,7 @@ async fn serve_peer(
             let changes = vault.changes_sender().subscribe();
             let users = vault.users_sender().subscribe();
             drop(vault);
-            stream_changes(id, changes, users, reader, &writer).await;
+            stream_changes(id, changes, users, reader, &writer, limits.frame).await;
             return;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -329,8 +327,9 @@ async fn stream_changes(
     id: u64,
     mut changes: tokio::sync::broadcast::Receiver<ConnKey>,
     mut users: tokio::sync::watch::Receiver<u64>,
-    mut reader: FramedRead<tokio::net::unix::OwnedReadHalf, Frames>,
+    mut reader: Reader<tokio::net::unix::OwnedReadHalf>,
     writer: &Writer,
+    frame_limit: Duration,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     // First, a users notice: the peer may have missed changes before it subscribed, and once it
@@ -356,7 +355,7 @@ async fn stream_changes(
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return,
                 },
-                _ = reader.next() => return,
+                _ = reader.next_frame(|| None, frame_limit) => return,
             }
         };
     }
