@@ -168,7 +168,11 @@ impl Link {
 /// Hand each answer to the call waiting for it (an answer nobody waits for any more is dropped,
 /// and zeroized); when the connection ends, tell every waiting call why.
 async fn read_answers(mut reader: Reader<OwnedReadHalf>, waiting: Arc<std::sync::Mutex<Waiting>>) {
-    let lost = loop {
+    let mut end = EndOfLink {
+        waiting: waiting.clone(),
+        why: Lost::Closed,
+    };
+    end.why = loop {
         match reader.next_frame(|| None, FRAME_WAIT).await {
             Ok(frame) => {
                 let Ok(id) = frame.id() else {
@@ -184,10 +188,22 @@ async fn read_answers(mut reader: Reader<OwnedReadHalf>, waiting: Arc<std::sync:
             Err(e) => break Lost::Unreadable(e.to_string()),
         }
     };
-    let mut waiting = crate::sync::lock(&waiting);
-    waiting.lost = Some(lost);
-    // Each waiting call wakes up to find its answer channel closed, and asks why.
-    waiting.answers.clear();
+}
+
+/// Marks the connection lost when its reader ends — also when the reader is dropped unfinished,
+/// with the runtime it ran on: each waiting call wakes up to find its answer channel closed,
+/// and asks why.
+struct EndOfLink {
+    waiting: Arc<std::sync::Mutex<Waiting>>,
+    why: Lost,
+}
+
+impl Drop for EndOfLink {
+    fn drop(&mut self) {
+        let mut waiting = crate::sync::lock(&self.waiting);
+        waiting.lost.get_or_insert_with(|| self.why.clone());
+        waiting.answers.clear();
+    }
 }
 
 impl RemoteClient {
