@@ -74,7 +74,7 @@ impl Offer {
     }
 }
 
-/// Something the server builds after it starts, on the blocking pool (see
+/// Something the server builds after it starts, off the workers (see
 /// [`ServerState::start`]). Shared, so that every request waiting for it gets the same outcome
 /// and a waiter that goes away (a cancelled call) loses nothing.
 type Pending<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, Arc<Error>>>>;
@@ -199,9 +199,9 @@ impl ServerState {
         ServerState::new(Arc::new(executor), offer)
     }
 
-    /// Start building the tools and the executor on the blocking pool (the vault and the HTTP
+    /// Start building the tools and the executor, off the workers (the vault and the HTTP
     /// client while the manifests compile), and return at once. Must run inside a tokio
-    /// runtime.
+    /// runtime, which then serves the vault to other processes while this one owns it.
     pub fn start(home: &Home, config: &Config, offer: Offer) -> Arc<ServerState> {
         let tools = {
             let (config, offer) = (config.clone(), offer.clone());
@@ -281,8 +281,8 @@ impl ServerState {
         Ok(self.visible_with(&executor, user).await)
     }
 
-    /// [`ServerState::visible_providers`] with the executor at hand (the vault read runs off
-    /// the async workers).
+    /// [`ServerState::visible_providers`] with the executor at hand (the vault read holds no
+    /// worker).
     pub async fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<String>> {
         if self.offer.all_tools {
             None
