@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::users::UsersCommand,
     },
+    /// Where the vault is, and copying it between sled and PostgreSQL
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => cli::tools::call(&home, args).await,
         Command::Serve(args) => cli::serve::run(&home, args).await,
         Command::Users { command } => cli::users::run(&home, command).await,
+        Command::Store { command } => cli::store::run(&home, command).await,
     }
 }
 

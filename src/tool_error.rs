@@ -21,6 +21,21 @@ pub struct ToolError {
     pub retryable: bool,
     /// The provider's HTTP status, when there was one.
     pub status: Option<u16>,
+    /// Set when only the user can fix this by signing in with the provider (again). Boxed: an
+    /// error is on every call's return path, and this is rarely there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in: Option<Box<SignIn>>,
+}
+
+/// A failure the user fixes by signing in with the provider: the connection is missing, needs
+/// reconnecting, or lacks scopes the tool needs. Typed, so that a server can ask the user
+/// through MCP (a URL elicitation, `server::handler`) without reading the message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SignIn {
+    /// The connection to create or replace.
+    pub key: ConnKey,
+    /// Exactly these scopes (`keyward connect --scopes`); `None`: the provider's default.
+    pub scopes: Option<Vec<String>>,
 }
 
 impl ToolError {
@@ -30,6 +45,7 @@ impl ToolError {
             hint: None,
             retryable: false,
             status: None,
+            sign_in: None,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> ToolError {
@@ -40,8 +56,26 @@ impl ToolError {
         self.retryable = true;
         self
     }
+    /// A vault error as a call reports it: retryable when it says so (a store that cannot
+    /// answer now, a write that lost a race), decided by its type, never its text.
+    pub fn from_vault(e: &crate::error::Error) -> ToolError {
+        let error = ToolError::new(e.to_string());
+        if e.is_retryable() {
+            error.retryable()
+        } else {
+            error
+        }
+    }
     pub fn status(mut self, status: u16) -> ToolError {
         self.status = Some(status);
+        self
+    }
+    /// The user fixes this by signing in: `key`, with exactly `scopes` if given.
+    pub fn sign_in(mut self, key: &ConnKey, scopes: Option<Vec<String>>) -> ToolError {
+        self.sign_in = Some(Box::new(SignIn {
+            key: key.clone(),
+            scopes,
+        }));
         self
     }
 
@@ -94,6 +128,7 @@ pub fn no_connection(key: &ConnKey) -> ToolError {
         key.provider,
         key.cli_flags()
     ))
+    .sign_in(key, None)
 }
 
 pub fn needs_reconnect(key: &ConnKey, reason: &str) -> ToolError {
@@ -105,4 +140,5 @@ pub fn needs_reconnect(key: &ConnKey, reason: &str) -> ToolError {
         "connection needs reconnecting: run `{}`",
         connect_command(key)
     ))
+    .sign_in(key, None)
 }

@@ -188,7 +188,14 @@ pub(crate) struct RawHttp {
     pub(crate) key: String,
     pub(crate) session: String,
     pub(crate) next_id: AtomicU64,
+    /// MCP 2026-07-28: no session; each request carries its version in `_meta` and headers.
+    pub(crate) stateless: bool,
 }
+
+/// The protocol revision of [`RawHttp`]'s sessions: the newest with an `initialize`.
+const SESSION_PROTOCOL: &str = "2025-11-25";
+/// The revision of [`RawHttp::stateless`].
+const STATELESS_PROTOCOL: &str = "2026-07-28";
 
 impl RawHttp {
     pub(crate) async fn open(base: &str, key: &str) -> RawHttp {
@@ -198,9 +205,10 @@ impl RawHttp {
             key: key.to_string(),
             session: String::new(),
             next_id: AtomicU64::new(1),
+            stateless: false,
         };
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
+            "protocolVersion": SESSION_PROTOCOL, "capabilities": {},
             "clientInfo": {"name": "keyward-bench", "version": "1"}}});
         let response = client.post(&init).await.expect("initialize over raw HTTP");
         client.session = response
@@ -219,6 +227,18 @@ impl RawHttp {
         client
     }
 
+    /// A 2026-07-28 client: nothing to open, every request stands alone.
+    pub(crate) fn stateless(base: &str, key: &str) -> RawHttp {
+        RawHttp {
+            http: reqwest::Client::new(),
+            url: format!("{base}/mcp"),
+            key: key.to_string(),
+            session: String::new(),
+            next_id: AtomicU64::new(1),
+            stateless: true,
+        }
+    }
+
     pub(crate) async fn post(&self, message: &Value) -> Result<reqwest::Response, String> {
         let mut request = self
             .http
@@ -230,7 +250,15 @@ impl RawHttp {
         if !self.session.is_empty() {
             request = request
                 .header("mcp-session-id", &self.session)
-                .header("mcp-protocol-version", "2025-06-18");
+                .header("mcp-protocol-version", SESSION_PROTOCOL);
+        }
+        if self.stateless {
+            request = request
+                .header("mcp-protocol-version", STATELESS_PROTOCOL)
+                .header("mcp-method", message["method"].as_str().unwrap_or_default());
+            if let Some(name) = message["params"]["name"].as_str() {
+                request = request.header("mcp-name", name);
+            }
         }
         let response = request.send().await.map_err(|e| e.to_string())?;
         if response.status().is_success() {
@@ -266,6 +294,14 @@ impl RawHttp {
 
     pub(crate) async fn request(&self, method: &str, params: Value) -> Result<Value, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut params = params;
+        if self.stateless {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": STATELESS_PROTOCOL,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "keyward-bench", "version": "1"},
+            });
+        }
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let response = self.post(&message).await?;
         RawHttp::answer(response, id).await

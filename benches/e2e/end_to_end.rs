@@ -1,6 +1,7 @@
-//! Section 2: the standard call end to end, five ways ((a) straight to the upstream, (b) stdio,
-//! (c) Streamable HTTP, (d) legacy HTTP+SSE, (e) stdio through a relay), at 1, 8 and 64
-//! callers, plus the minimal-client and tiny-answer comparisons that say where (b)'s overhead
+//! Section 2: the standard call end to end, seven ways ((a) straight to the upstream, (b) stdio,
+//! (c) Streamable HTTP, (d) legacy HTTP+SSE, (e) stdio through a relay, and Streamable HTTP with
+//! a minimal client: (f) a 2025-11-25 session, (g) 2026-07-28 stateless requests), at 1, 8 and
+//! 64 callers, plus the minimal-client and tiny-answer comparisons that say where (b)'s overhead
 //! goes.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 use serde_json::json;
 
-use crate::calls::{row, Caller, Replay, Run};
+use crate::calls::{row, Caller, Replay, Run, ToolCall};
 use crate::clients::{RawHttp, SseClient};
 use crate::procs::{serve_http, serve_stdio, BenchHome, Logs, Mem, RawStdio};
 use crate::report::{delta_ms, delta_us, ms, progress, Table};
@@ -20,7 +21,7 @@ use crate::{CALLS, CONCURRENCY, ROW_CAP, TOOL, WARMUP};
 
 /// What section 2 measured; the later sections compare against it.
 pub(crate) struct EndToEnd {
-    /// Per path letter ('a'..='e') and number of callers.
+    /// Per path letter ('a'..='g') and number of callers.
     pub(crate) rows: HashMap<(char, usize), Run>,
     stdio_minimal: Run,
     http_minimal: Run,
@@ -77,7 +78,7 @@ async fn measure(
     progress("github_get_me, direct and through stdio, 1 caller");
     let me_direct = row(&Caller::Direct(http.clone(), Arc::new(me_replay)), 1).await;
     let me_stdio = row(
-        &Caller::Mcp(stdio.client.peer().clone(), "github_get_me"),
+        &Caller::Mcp(stdio.client.peer().clone(), ToolCall::of("github_get_me")),
         1,
     )
     .await;
@@ -86,7 +87,10 @@ async fn measure(
     progress("github_get_issue, direct and through stdio, 1 caller");
     let issue_direct = row(&Caller::Direct(http.clone(), Arc::new(issue_replay)), 1).await;
     let issue_stdio = row(
-        &Caller::Mcp(stdio.client.peer().clone(), "github_get_issue"),
+        &Caller::Mcp(
+            stdio.client.peer().clone(),
+            ToolCall::of("github_get_issue"),
+        ),
         1,
     )
     .await;
@@ -100,7 +104,7 @@ async fn measure(
     raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         .await;
     let raw = Arc::new(tokio::sync::Mutex::new((raw, 100)));
-    let stdio_minimal = row(&Caller::RawStdio(raw.clone()), 1).await;
+    let stdio_minimal = row(&Caller::RawStdio(raw.clone(), ToolCall::of(TOOL)), 1).await;
     if let Ok(raw) = Arc::try_unwrap(raw) {
         raw.into_inner().0.stop().await;
     }
@@ -111,18 +115,38 @@ async fn measure(
         .max_concurrent_requests(256);
     let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
     let client = ().serve(transport).await.expect("initialize over Streamable HTTP");
-    let caller = Caller::Mcp(client.peer().clone(), TOOL);
+    let caller = Caller::Mcp(client.peer().clone(), ToolCall::of(TOOL));
     for c in CONCURRENCY {
         progress(format!("(c) Streamable HTTP, {c} callers"));
         e2e.insert(('c', c), row(&caller, c).await);
     }
     let _ = client.cancel().await;
     progress("Streamable HTTP with a minimal client, 1 caller");
-    let raw_http = Caller::RawHttp(Arc::new(RawHttp::open(&server.base, api_key).await));
+    let raw_http = Caller::RawHttp(
+        Arc::new(RawHttp::open(&server.base, api_key).await),
+        ToolCall::of(TOOL),
+    );
     let http_minimal = row(&raw_http, 1).await;
+    for c in CONCURRENCY {
+        progress(format!(
+            "(f) Streamable HTTP, 2025-11-25 session, minimal client, {c} callers"
+        ));
+        e2e.insert(('f', c), row(&raw_http, c).await);
+    }
     drop(raw_http);
+    let stateless = Caller::RawHttp(
+        Arc::new(RawHttp::stateless(&server.base, api_key)),
+        ToolCall::of(TOOL),
+    );
+    for c in CONCURRENCY {
+        progress(format!(
+            "(g) Streamable HTTP, 2026-07-28 stateless, minimal client, {c} callers"
+        ));
+        e2e.insert(('g', c), row(&stateless, c).await);
+    }
+    drop(stateless);
     let sse = Arc::new(SseClient::open(&server.base, api_key).await);
-    let caller = Caller::Sse(sse.clone());
+    let caller = Caller::Sse(sse.clone(), ToolCall::of(TOOL));
     for c in CONCURRENCY {
         progress(format!("(d) legacy SSE, {c} callers"));
         e2e.insert(('d', c), row(&caller, c).await);
@@ -195,6 +219,14 @@ fn report(table: &mut Table, m: &EndToEnd) {
         ('c', "(c) keyward serve --http, Streamable HTTP"),
         ('d', "(d) keyward serve --http, legacy HTTP+SSE"),
         ('e', "(e) stdio through a non-owner (vault relay)"),
+        (
+            'f',
+            "(f) Streamable HTTP, 2025-11-25 session, minimal client",
+        ),
+        (
+            'g',
+            "(g) Streamable HTTP, 2026-07-28 stateless, minimal client",
+        ),
     ];
     for (k, name) in names {
         for c in CONCURRENCY {
@@ -348,6 +380,11 @@ fn report(table: &mut Table, m: &EndToEnd) {
     table.note(
         "(a')/(b'): the same comparison for a call whose answer is tiny: the fixed cost of a call; \
          the rest of (b)'s overhead grows with the upstream answer (parsed, projected, redacted)",
+    );
+    table.note(
+        "(f)/(g): the same minimal client, once in a 2025-11-25 session (Mcp-Session-Id) and once \
+         with 2026-07-28 stateless requests (no session: version, capabilities and client info \
+         in each request's _meta, Mcp-Method/Mcp-Name headers checked against the body)",
     );
     table.note(format!(
         "(e): the first server owns the vault{}; the second relays each vault operation to it",

@@ -16,7 +16,8 @@
 //! 4. start-up (spawn → `initialize` answered) and the idle memory of a server after 1000 calls;
 //! 5. context economy: the size of `tools/list`, and raw upstream bytes against what the model
 //!    gets back for the list/read tools;
-//! 6. the goals of issue 7, each met or not (nothing here fails anything).
+//! 6. the goals of issue 7, each met or not (nothing here fails anything);
+//! 7. the PostgreSQL store on loopback: token read, touch, audit append (issue 13).
 //!
 //! Everything runs on loopback with the release binary (`CARGO_BIN_EXE_keyward`), bounded in
 //! count (warm-up + 2000 calls per row) and in time (20 s per row at most). Every token the bench
@@ -26,7 +27,7 @@
 
 //!
 //! One file per section ([`in_process`], [`end_to_end`], [`refresh`], [`startup`], [`context`],
-//! [`goals`]), each measuring and then writing its part of the table; what they share is in
+//! [`goals`], [`postgres`]), each measuring and then writing its part of the table; what they share is in
 //! [`report`] (output, statistics, the machine), [`procs`] (home folders and keyward processes),
 //! [`clients`] (the legacy SSE and raw Streamable HTTP clients) and [`calls`] (one call of the
 //! standard request, five ways, and the rows of calls). `run` below keeps the order of the
@@ -41,14 +42,13 @@ mod context;
 mod end_to_end;
 mod goals;
 mod in_process;
+mod postgres;
 mod procs;
 mod refresh;
 mod report;
 mod startup;
 
 use std::time::{Duration, Instant};
-
-use serde_json::{json, Value};
 
 use procs::{connect_github, token_response, BenchHome, Logs};
 use report::{machine, progress, say, Table, TRANSCRIPT};
@@ -60,31 +60,14 @@ const WARMUP: usize = 200;
 /// No row runs longer than this (it then reports the calls it made).
 const ROW_CAP: Duration = Duration::from_secs(20);
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
-/// The request of every end-to-end row.
+/// The request of every end-to-end row (its arguments, like every call's here, are its
+/// fixture's: `tests/fixtures/<tool>.json`).
 const TOOL: &str = "github_list_pull_requests";
 /// Every token the bench hands keyward contains this; none may ever be printed.
 const CANARY: &str = "kwcanary_";
 const GITHUB_SCOPES: &str = "repo read:user";
 const SLACK_SCOPES: &str = "channels:read,channels:history,chat:write,search:read,users:read";
 const GOOGLE_SCOPES: &str = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly";
-
-fn tool_args() -> Value {
-    json!({"owner": "octo", "repo": "hello", "state": "open", "per_page": 10})
-}
-
-/// The arguments the bench calls `tool` with (the standard request's, or none).
-fn args_for(tool: &str) -> Value {
-    match tool {
-        TOOL => tool_args(),
-        "github_get_issue" => issue_args(),
-        _ => json!({}),
-    }
-}
-
-/// The small call of issue 11's comparison with GitHub's own MCP server.
-pub(crate) fn issue_args() -> Value {
-    json!({"owner": "octo", "repo": "hello", "number": 2})
-}
 
 // ---- the run ----------------------------------------------------------------------------------------
 
@@ -146,6 +129,7 @@ async fn run(started: Instant) {
     let startup = startup::section(&mut table, &home, &logs, &e2e.busy_mem).await;
     context::report(&mut table, &context);
     goals::section(&mut table, &inproc, &e2e, &refresh, &startup, &context);
+    postgres::section(&mut table).await;
 
     say("");
     for line in table.render() {

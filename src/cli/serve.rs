@@ -9,11 +9,19 @@ use keyward::error::Result;
 use keyward::server::ServeOptions;
 
 #[derive(Args)]
+#[command(
+    after_help = "Protocol revisions: 2024-11-05, 2025-03-26, 2025-06-18 and 2025-11-25 \
+(with an initialize handshake and, over HTTP, a session), and 2026-07-28 (stateless: every \
+request stands alone, so any keyward process sharing the vault can answer it; no sticky \
+sessions behind a load balancer).\n\nThe legacy HTTP+SSE transport (/sse, /messages; \
+protocol 2024-11-05) is deprecated: it stays for old clients and gets no new features. Use \
+Streamable HTTP at /mcp."
+)]
 pub struct ServeArgs {
     /// The keyward user whose connections a stdio session uses [default: default]
     #[arg(long)]
     user: Option<String>,
-    /// Serve Streamable HTTP (/mcp) and legacy SSE (/sse) instead of stdio
+    /// Serve Streamable HTTP (/mcp) and the deprecated legacy SSE (/sse) instead of stdio
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = keyward::server::http::DEFAULT_ADDR)]
     http: Option<String>,
     /// Offer only these providers or provider:toolset groups (e.g. github,slack:chat)

@@ -48,6 +48,7 @@ pub fn missing_scopes(
         connect_command(key),
         wanted.join(",")
     ))
+    .sign_in(key, Some(wanted))
 }
 
 /// True when the provider says the token itself was not accepted: HTTP 401, or one of the

@@ -210,6 +210,30 @@ async fn browser_flow(
     request: &ConnectRequest,
     notify: Notify<'_>,
 ) -> Result<Authorized> {
+    let prepared = prepare_browser(app, &requested).await?;
+    notify(&format!(
+        "keyward: open this URL in a browser to connect {} (waiting up to {}s):",
+        app.title,
+        request.timeout.as_secs()
+    ));
+    notify(&prepared.url);
+    if request.open_browser {
+        open_browser(&prepared.url);
+    }
+    finish_browser(http, app, prepared, requested, request, notify).await
+}
+
+/// The first half of the browser flow: the loopback listener is bound and the authorization
+/// URL (PKCE challenge, single-use `state`) is built; nothing has been sent anywhere.
+struct PreparedBrowser {
+    url: String,
+    state: CsrfToken,
+    verifier: oauth2::PkceCodeVerifier,
+    loopback: Loopback,
+    redirect_uri: String,
+}
+
+async fn prepare_browser(app: &OAuthApp, requested: &[String]) -> Result<PreparedBrowser> {
     let client = app.client(true, false)?;
     let loopback = Loopback::bind(app.redirect_port, &app.provider).await?;
     let redirect_uri = loopback.redirect_uri();
@@ -239,16 +263,32 @@ async fn browser_flow(
         auth = auth.add_extra_param(*name, *value);
     }
     let (url, state) = auth.url();
-    notify(&format!(
-        "keyward: open this URL in a browser to connect {} (waiting up to {}s):",
-        app.title,
-        request.timeout.as_secs()
-    ));
-    notify(url.as_str());
-    if request.open_browser {
-        open_browser(url.as_str());
-    }
+    Ok(PreparedBrowser {
+        url: url.to_string(),
+        state,
+        verifier,
+        loopback,
+        redirect_uri,
+    })
+}
 
+/// The second half: wait for the redirect, exchange the code.
+async fn finish_browser(
+    http: &OAuthHttp,
+    app: &OAuthApp,
+    prepared: PreparedBrowser,
+    requested: Vec<String>,
+    request: &ConnectRequest,
+    notify: Notify<'_>,
+) -> Result<Authorized> {
+    let PreparedBrowser {
+        state,
+        verifier,
+        loopback,
+        redirect_uri,
+        ..
+    } = prepared;
+    let client = app.client(true, false)?;
     let Some((callback, reply, server)) = loopback
         .wait(state.secret(), &app.title, request.timeout, notify)
         .await?
@@ -307,6 +347,76 @@ async fn browser_flow(
             server.stop().await;
             Err(e)
         }
+    }
+}
+
+/// A browser sign-in started on demand: `keyward serve` asks an MCP client to show the user
+/// [`BrowserSignIn::url`] (an MCP URL elicitation) and finishes the flow in the background.
+/// The URL carries what any authorization URL carries — client id, redirect URI, scopes, the
+/// PKCE challenge and the single-use `state` — and no secret: the client secret and the PKCE
+/// verifier stay here.
+pub struct BrowserSignIn {
+    pub url: String,
+    prepared: PreparedBrowser,
+    app: OAuthApp,
+    http: OAuthHttp,
+    requested: Vec<String>,
+    request: ConnectRequest,
+}
+
+impl BrowserSignIn {
+    /// Bind the loopback redirect and build the authorization URL for `request` (the browser
+    /// flow; `request.device` is ignored).
+    pub async fn start(
+        config: &Config,
+        catalog: &Catalog,
+        request: ConnectRequest,
+    ) -> Result<BrowserSignIn> {
+        let spec = catalog
+            .provider(&request.key.provider)
+            .ok_or_else(|| Error::usage(format!("unknown provider {:?}", request.key.provider)))?;
+        let requested = requested_scopes(catalog, spec, &request.selection)?;
+        let app = OAuthApp::new(spec, config);
+        let http = OAuthHttp::new(Duration::from_millis(
+            config.executor.read_timeout_ms.max(1000),
+        ))?;
+        let prepared = prepare_browser(&app, &requested).await?;
+        Ok(BrowserSignIn {
+            url: prepared.url.clone(),
+            prepared,
+            app,
+            http,
+            requested,
+            request,
+        })
+    }
+
+    /// Wait for the browser, exchange the code and store the grant (audited as `keyward
+    /// connect` audits it); the error says why nothing was stored.
+    pub async fn finish(
+        self,
+        vault: &Vault,
+        catalog: &Catalog,
+        notify: Notify<'_>,
+    ) -> Result<Connected> {
+        let BrowserSignIn {
+            prepared,
+            app,
+            http,
+            requested,
+            request,
+            ..
+        } = self;
+        let result = async {
+            let authorized =
+                finish_browser(&http, &app, prepared, requested, &request, notify).await?;
+            store(vault, catalog, &request.key, authorized).await
+        }
+        .await;
+        if let Err(e) = &result {
+            audit_failure(vault, &request.key, e).await;
+        }
+        result
     }
 }
 

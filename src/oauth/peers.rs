@@ -93,6 +93,7 @@ impl PeerRefresh for PeerRefresher {
                     hint: None,
                     retryable: false,
                     status: None,
+                    sign_in: None,
                 })
             })?;
             let refresher = Refresher::new(

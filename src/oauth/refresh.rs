@@ -52,7 +52,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
 use crate::secret::{Redactor, SecretString};
-use crate::tool_error::{connect_command, needs_reconnect, no_connection, ToolError};
+use crate::tool_error::{connect_command, needs_reconnect, no_connection, SignIn, ToolError};
 use crate::vault::{
     AuditEntry, ConnKey, Connection, ConnectionStatus, FailureReport, RefreshFailure, RefreshTurn,
     TokenRecord, Vault,
@@ -152,6 +152,7 @@ impl From<RefreshError> for RefreshFailure {
             hint: e.hint,
             retryable: e.retryable,
             status: e.status,
+            sign_in: e.sign_in.map(|s| (s.key, s.scopes)),
         };
         if alive {
             RefreshFailure::Alive(report)
@@ -173,6 +174,9 @@ impl From<RefreshFailure> for RefreshError {
             hint: r.hint,
             retryable: r.retryable,
             status: r.status,
+            sign_in: r
+                .sign_in
+                .map(|(key, scopes)| Box::new(SignIn { key, scopes })),
         };
         if alive {
             RefreshError::GrantAlive(error)
@@ -530,14 +534,14 @@ impl Refresher {
     }
 
     fn vault_error(&self, e: Error) -> RefreshError {
-        ToolError::new(e.to_string()).into()
+        ToolError::from_vault(&e).into()
     }
 
     async fn read(&self, key: &ConnKey) -> Result<Connection, ToolError> {
         self.vault
             .get(key)
             .await
-            .map_err(|e| ToolError::new(e.to_string()))?
+            .map_err(|e| ToolError::from_vault(&e))?
             .ok_or_else(|| no_connection(key))
     }
 
@@ -736,7 +740,9 @@ mod tests {
         let told = ToolError::new("refreshing failed")
             .hint("run `keyward connect github`")
             .status(400);
+        let key = ConnKey::new("default", "github", "work").unwrap();
         for error in [
+            RefreshError::GrantGone(needs_reconnect(&key, "revoked")),
             RefreshError::GrantGone(told.clone()),
             RefreshError::GrantAlive(told.clone()),
             RefreshError::GrantAlive(told.clone().retryable()),

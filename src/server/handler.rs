@@ -17,29 +17,50 @@
 //!   no response is sent for it.
 //! - A request's `_meta` may carry `keyward/account` to pick one of the user's accounts of the
 //!   tool's provider. It can only ever name an account of the session's own user.
+//! - 2026-07-28 (stateless): `tools/list` carries `ttlMs` ([`TOOLS_LIST_TTL_MS`]) and
+//!   `cacheScope: private`; `subscriptions/listen` delivers the same `tools/list_changed` a
+//!   2025-era session gets; on stdio a call that needs the user to sign in is answered, for a
+//!   client that declared `elicitation.url`, with an `InputRequiredResult` ([`super::sign_in`]).
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode, ErrorData,
-    Extensions, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CustomRequest, CustomResult, ErrorCode,
+    ErrorData, Extensions, Implementation, InitializeRequestParams, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 use rmcp::ServerHandler;
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::auth::AuthUser;
+use super::sign_in::{SignIns, SIGN_IN_REQUEST};
 use super::tools::{self, META_ACCOUNT};
 use super::ServerState;
 use crate::exec::CallContext;
 use crate::vault::AuditEntry;
 
-/// The newest protocol revision keyward speaks. It has sessions, which keyward needs: they bind
-/// an HTTP client to its user, carry `tools/list_changed`, and group calls in the audit log.
-pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+/// The newest protocol revision keyward speaks with an `initialize` handshake: what a handshake
+/// asking for a newer one is answered with. Its sessions bind an HTTP client to its user, carry
+/// `tools/list_changed`, and group calls in the audit log.
+pub const MAX_HANDSHAKE_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+/// The newest revision keyward speaks: 2026-07-28, stateless. Each request carries its version,
+/// the client's capabilities and info in `_meta`; the user comes from the request's credential
+/// (HTTP) or the process (stdio), never from a session (invariant 14).
+pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2026_07_28;
+
+/// How long a 2026-07-28 client may keep a `tools/list` answer (`ttlMs`). The list depends on
+/// the user's connections, which change when they run `keyward connect` — a person waits for
+/// that, so ten seconds is the longest a client that does not listen for changes
+/// (`subscriptions/listen`) shows a stale list; one that listens is told at once.
+pub const TOOLS_LIST_TTL_MS: u64 = 10_000;
 
 /// Who a session acts for.
 #[derive(Debug, Clone)]
@@ -60,6 +81,13 @@ pub struct KeywardServer {
     /// tools), for the `list_changed` watcher: a watcher that subscribes after the vault opened
     /// compares against what the client was told.
     served: Arc<tokio::sync::Mutex<Option<Visible>>>,
+    /// Subscriptions to the vault's changes taken when a `subscriptions/listen` was accepted,
+    /// before rmcp acknowledged it, for its `listen` to take (see
+    /// [`ServerHandler::accepted_subscription_filter`] below): a change right after the
+    /// acknowledgment is never missed.
+    listening: Mutex<VecDeque<broadcast::Receiver<crate::vault::ConnKey>>>,
+    /// stdio only: sign-ins started for 2026-07-28 clients that can show the user a URL.
+    sign_ins: Option<SignIns>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -73,6 +101,8 @@ impl KeywardServer {
             binding,
             session_user: OnceLock::new(),
             served: Arc::default(),
+            listening: Mutex::default(),
+            sign_ins: None,
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
         }
@@ -91,6 +121,13 @@ impl KeywardServer {
                 session: session.into(),
             },
         )
+    }
+
+    /// Ask 2026-07-28 clients that declared `elicitation.url` to sign in when a call needs it
+    /// (stdio: the browser and keyward are on the same machine).
+    pub fn with_sign_ins(mut self, sign_ins: SignIns) -> KeywardServer {
+        self.sign_ins = Some(sign_ins);
+        self
     }
 
     /// A Streamable HTTP session: the user comes with each request (see [`AuthUser`]).
@@ -142,7 +179,7 @@ impl KeywardServer {
             .executor_now()
             .map(|executor| (executor.clone(), executor.vault().subscribe_changes()));
         tokio::spawn(async move {
-            let (executor, mut changes) = match subscribed {
+            let (executor, changes) = match subscribed {
                 Some(subscribed) => subscribed,
                 None => {
                     let executor = tokio::select! {
@@ -157,35 +194,53 @@ impl KeywardServer {
                     (executor, changes)
                 }
             };
-            let (mut last, now) = baseline(&state, &executor, &served, &user).await;
-            if now != last {
-                last = now;
-                if peer.notify_tool_list_changed().await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let changed = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    change = changes.recv() => change,
-                };
-                match changed {
-                    Ok(key) if key.user != user => continue,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-                let Ok(now) = state.visible_providers(&user).await else {
-                    return;
-                };
-                if now != last {
-                    last = now;
-                    tracing::debug!(user, "connections changed: tools/list_changed");
-                    if peer.notify_tool_list_changed().await.is_err() {
-                        return;
-                    }
-                }
+            let (told, now) = baseline(&state, &executor, &served, &user).await;
+            let notify = || async { peer.notify_tool_list_changed().await.is_ok() };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = follow_connections(&state, changes, &user, told, now, notify) => {}
             }
         });
+    }
+}
+
+/// Call `notify` (`tools/list_changed`) whenever the providers `user` sees differ from what the
+/// client was last told (`told`), starting with `now` if it already does, and after each change
+/// of the user's connections `changes` reports; until `notify` fails or the vault goes away.
+/// What 2025-era sessions and 2026-07-28 `subscriptions/listen` streams are told is the same.
+async fn follow_connections<N, F>(
+    state: &ServerState,
+    mut changes: broadcast::Receiver<crate::vault::ConnKey>,
+    user: &str,
+    mut told: Visible,
+    now: Visible,
+    mut notify: N,
+) where
+    N: FnMut() -> F,
+    F: Future<Output = bool>,
+{
+    if now != told {
+        told = now;
+        if !notify().await {
+            return;
+        }
+    }
+    loop {
+        match changes.recv().await {
+            Ok(key) if key.user != user => continue,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        let Ok(now) = state.visible_providers(user).await else {
+            return;
+        };
+        if now != told {
+            told = now;
+            tracing::debug!(user, "connections changed: tools/list_changed");
+            if !notify().await {
+                return;
+            }
+        }
     }
 }
 
@@ -215,6 +270,41 @@ async fn baseline(
     (told, now)
 }
 
+/// Whether a change of `user`'s connections is waiting in `changes` (or some were missed).
+fn changed_for(changes: &mut broadcast::Receiver<crate::vault::ConnKey>, user: &str) -> bool {
+    let mut changed = false;
+    loop {
+        match changes.try_recv() {
+            Ok(key) => changed |= key.user == user,
+            Err(broadcast::error::TryRecvError::Lagged(_)) => changed = true,
+            Err(_) => return changed,
+        }
+    }
+}
+
+/// Whether the request's client can show its user a URL (`elicitation.url`).
+fn declares_url_elicitation(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .client_capabilities()
+        .and_then(|capabilities| capabilities.elicitation)
+        .is_some_and(|elicitation| elicitation.url.is_some())
+}
+
+/// Whether the user accepted keyward's sign-in request (a retry's `inputResponses`).
+fn accepted(responses: Option<&rmcp::model::InputResponses>) -> bool {
+    responses
+        .and_then(|r| r.get(SIGN_IN_REQUEST))
+        .and_then(|answer| serde_json::from_value::<rmcp::model::ElicitResult>(answer.clone()).ok())
+        .is_some_and(|answer| answer.action == rmcp::model::ElicitationAction::Accept)
+}
+
+/// Whether a request speaks a stateless revision (2026-07-28 and later: no `initialize`).
+fn is_stateless(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| !version.has_initialize())
+}
+
 fn account_from_meta(meta: Option<&serde_json::Map<String, Value>>) -> Option<String> {
     meta?.get(META_ACCOUNT)?.as_str().map(String::from)
 }
@@ -227,7 +317,7 @@ impl ServerHandler for KeywardServer {
                 .enable_tool_list_changed()
                 .build(),
         )
-        .with_protocol_version(MAX_PROTOCOL)
+        .with_protocol_version(MAX_HANDSHAKE_PROTOCOL)
         .with_server_info(
             Implementation::new("keyward", env!("CARGO_PKG_VERSION")).with_title("keyward"),
         )
@@ -265,6 +355,50 @@ impl ServerHandler for KeywardServer {
         }
     }
 
+    /// `subscriptions/listen` (2026-07-28): keyward's one change notification is
+    /// `tools/list_changed`. The subscription to the vault's changes is taken here, before rmcp
+    /// sends the acknowledgment, and handed to [`Self::listen`].
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        if requested.tools_list_changed == Some(true) {
+            if let Some(executor) = self.state.executor_now() {
+                crate::sync::lock(&self.listening).push_back(executor.vault().subscribe_changes());
+            }
+        }
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// One `subscriptions/listen` stream: the same `tools/list_changed` events a 2025-era
+    /// session gets (a connection of the user added or removed, by any local process), until
+    /// the client cancels it or goes away.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        if context.accepted().tools_list_changed != Some(true) || self.state.offer().all_tools {
+            context.cancelled().await; // nothing will ever change
+            return Ok(());
+        }
+        let (user, _) = self.who(&context.request_context().extensions)?;
+        let executor = self.state.executor().await.map_err(not_open)?;
+        // The oldest subscription taken before an acknowledgment: at least as old as this
+        // stream's own (several listens at once on one stdio connection share the queue).
+        let taken = crate::sync::lock(&self.listening).pop_front();
+        let mut changes = taken.unwrap_or_else(|| executor.vault().subscribe_changes());
+        let now = self.state.visible_with(&executor, &user).await;
+        let sink = context.sink().clone();
+        let notify = || async { sink.notify_tool_list_changed().await.is_ok() };
+        // A change since the subscription may or may not be in `now`, and the client may have
+        // listed its tools before it: tell it to list again.
+        if changed_for(&mut changes, &user) && !notify().await {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = follow_connections(&self.state, changes, &user, now.clone(), now, notify) => {}
+        }
+        Ok(())
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -281,9 +415,16 @@ impl ServerHandler for KeywardServer {
             *served = Some(visible.clone());
             visible
         };
-        Ok(ListToolsResult::with_all_items(
-            tools.visible(visible.as_deref()),
-        ))
+        let result = ListToolsResult::with_all_items(tools.visible(visible.as_deref()));
+        // Caching directives are 2026-07-28's; 2025-era answers stay as they were. The list
+        // depends on the user's connections: only their own client may keep it.
+        Ok(if is_stateless(&context) {
+            result
+                .with_ttl_ms(TOOLS_LIST_TTL_MS)
+                .with_cache_scope(CacheScope::Private)
+        } else {
+            result
+        })
     }
 
     /// Used by the Streamable HTTP service, whose server builds its tools before it listens.
@@ -316,8 +457,58 @@ impl ServerHandler for KeywardServer {
         };
         let args = request.arguments.unwrap_or_default();
         let executor = self.state.executor().await.map_err(not_open)?;
+        // A client that can show the user a URL is asked to sign in (MRTR), once per call: a
+        // retry (it carries the sealed `requestState`) waits for that sign-in and gets the
+        // outcome of the call either way.
+        let sign_ins = self
+            .sign_ins
+            .as_ref()
+            .filter(|_| is_stateless(&context) && declares_url_elicitation(&context));
+        let retry =
+            match (&request.request_state, &self.sign_ins) {
+                (None, _) => None,
+                (Some(sealed), Some(sign_ins)) => Some(
+                    sign_ins
+                        .open(sealed, &ctx.user, name, &args)
+                        .map_err(|why| {
+                            ErrorData::invalid_params(
+                                format!(
+                                "requestState is not one keyward issued for this call ({why}); \
+                                 call the tool again without it"
+                            ),
+                                None,
+                            )
+                        })?,
+                ),
+                (Some(_), None) => return Err(ErrorData::invalid_params(
+                    "requestState is not one keyward issued for this call; call the tool again \
+                     without it",
+                    None,
+                )),
+            };
+        let call = async {
+            if let (Some(key), Some(sign_ins)) = (&retry, &self.sign_ins) {
+                if accepted(request.input_responses.as_ref()) {
+                    sign_ins.wait(key).await;
+                }
+            }
+            let outcome = executor.call(&ctx, name, args.clone()).await;
+            if let (Err(e), Some(sign_ins), None) = (&outcome, sign_ins, &retry) {
+                if let Some(sign_in) = &e.sign_in {
+                    let vault = executor.vault();
+                    match sign_ins
+                        .ask(vault, executor.catalog(), sign_in, name, &args)
+                        .await
+                    {
+                        Ok(ask) => return CallToolResponse::InputRequired(ask),
+                        Err(why) => tracing::warn!("could not start a sign-in: {why}"),
+                    }
+                }
+            }
+            tools::result(outcome).into()
+        };
         tokio::select! {
-            outcome = executor.call(&ctx, name, args) => Ok(tools::result(outcome).into()),
+            response = call => Ok(response),
             // Dropping the call aborts the upstream request; rmcp sends no response for a
             // request the client cancelled. The executor had no chance to audit it: do it here.
             _ = context.ct.cancelled() => {

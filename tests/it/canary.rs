@@ -443,6 +443,43 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
             "{body}"
         );
     }
+    // The same failures asked for statelessly (MCP 2026-07-28): no session, the version and
+    // the client's capabilities in `_meta`, the routing headers beside it.
+    for (i, (path, echo, n, tool)) in cases.into_iter().enumerate() {
+        fake.echo_api(path, n, echo);
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}},
+                          "io.modelcontextprotocol/clientInfo": {"name": "canary", "version": "1"}});
+        let response = http
+            .post(format!("{base}/mcp"))
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .body(
+                json!({"jsonrpc": "2.0", "id": 50 + i, "method": "tools/call",
+                       "params": {"name": tool, "arguments": {}, "_meta": meta}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let headers = format!("{:?}", response.headers());
+        let body = String::from_utf8_lossy(&response.bytes().await.unwrap()).into_owned();
+        let all = secrets(&fake, &[&key]);
+        assert_no_secret(
+            &format!("2026 {tool} {echo:?}: HTTP headers"),
+            &headers,
+            &all,
+        );
+        assert_no_secret(&format!("2026 {tool} {echo:?}: HTTP body"), &body, &all);
+        assert!(
+            body.contains("\"isError\":true") && body.contains("\"resultType\":\"complete\""),
+            "{body}"
+        );
+    }
     // A token error over HTTP, as over stdio.
     fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(401));
     fake.echo_token_errors("google", 1, 400, "invalid_grant");

@@ -5,10 +5,14 @@ mod fake_upstream;
 mod multiprocess;
 mod oauth;
 mod oauth_fake_ext;
+mod postgres_cli;
+mod postgres_store;
 mod server;
+mod server_conformance;
 mod server_http;
 mod server_interop;
 mod server_limits;
+mod server_stateless;
 mod share;
 #[path = "../support/mod.rs"]
 mod support;

@@ -290,14 +290,7 @@ async fn stdio_client_hears_tools_list_changed_after_a_cli_import() {
     server.finish().await;
 }
 
-fn initialize_line(id: u64) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "1"}}})
-    .to_string()
-}
-
-fn raw_server(kw: &Kw) -> std::process::Child {
+pub(crate) fn raw_server(kw: &Kw) -> std::process::Child {
     let mut cmd: Command = kw.command(&["serve"]);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -306,7 +299,10 @@ fn raw_server(kw: &Kw) -> std::process::Child {
         .expect("spawn keyward serve")
 }
 
-fn wait_with_timeout(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+pub(crate) fn wait_with_timeout(
+    child: &mut std::process::Child,
+    secs: u64,
+) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -598,7 +594,7 @@ async fn stdio_malformed_requests_get_jsonrpc_errors_and_sigterm_exits_cleanly()
 }
 
 /// Every line the server writes to stdout, as JSON, delivered by a reader thread.
-fn stdout_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Value> {
+pub(crate) fn stdout_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Value> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {

@@ -1,7 +1,8 @@
 //! Interoperability: the official Python MCP SDK drives the real binary over stdio, Streamable
-//! HTTP and the legacy SSE transport (tests/interop/). The SDK is installed into
-//! target/interop-venv on first use. Without python3 the test is skipped, except in CI
-//! (`CI=true`), where it must run.
+//! HTTP and the legacy SSE transport (tests/interop/): the 1.x SDK with the 2025 revisions, the
+//! 2.x SDK with 2026-07-28 (`mode="2026-07-28"` and the default `auto`), over stdio and HTTP.
+//! The SDKs are installed into target/interop-venv and target/interop-venv2 on first use.
+//! Without python3 the test is skipped, except in CI (`CI=true`), where it must run.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -27,9 +28,15 @@ fn run_sh() -> PathBuf {
 
 /// Run the Python client; panic with its output when it fails.
 async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
+    python_env(kw, args, expect_login, &[]).await
+}
+
+/// [`python`] with extra environment variables for the client.
+async fn python_env(kw: &Kw, args: Vec<String>, expect_login: &str, env: &[(&str, &str)]) {
     let mut cmd = Command::new("bash");
     cmd.arg(run_sh())
         .args(&args)
+        .envs(env.iter().copied())
         .env("EXPECT_LOGIN", expect_login)
         .env_remove("KEYWARD_MASTER_KEY")
         .env_remove("KEYWARD_HOME")
@@ -85,6 +92,23 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         "default-default",
     )
     .await;
+    // 2026-07-28, pinned and negotiated; the last one also listens for a connection the CLI
+    // adds while it runs.
+    for (mode, listen) in [("2026-07-28", "0"), ("auto", "1")] {
+        python_env(
+            &kw,
+            vec![
+                "sdk2".into(),
+                "stdio".into(),
+                mode.into(),
+                bin().into(),
+                kw.home().display().to_string(),
+            ],
+            "default-default",
+            &[("LISTEN", listen)],
+        )
+        .await;
+    }
 
     let key = kw
         .ok(&["users", "add", "alice"], "")
@@ -117,6 +141,20 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         "alice-default",
     )
     .await;
+    for mode in ["2026-07-28", "auto"] {
+        python(
+            &kw,
+            vec![
+                "sdk2".into(),
+                "http".into(),
+                mode.into(),
+                format!("http://{addr}/mcp"),
+                key.clone(),
+            ],
+            "alice-default",
+        )
+        .await;
+    }
 
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -93,6 +93,10 @@ pub struct FailureReport {
     /// The same call may succeed later.
     pub retryable: bool,
     pub status: Option<u16>,
+    /// Only the user can fix this, by signing in with the provider (again) for this connection,
+    /// with exactly these scopes if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in: Option<(ConnKey, Option<Vec<String>>)>,
 }
 
 impl RefreshFailure {
@@ -104,6 +108,7 @@ impl RefreshFailure {
             hint: Some(hint.to_string()),
             retryable: true,
             status: None,
+            sign_in: None,
         })
     }
 }
@@ -156,6 +161,9 @@ enum WireError {
     Untrusted {
         message: String,
     },
+    Unavailable {
+        message: String,
+    },
     Other {
         message: String,
     },
@@ -203,6 +211,7 @@ impl From<&Error> for WireError {
             Error::Busy(m) => WireError::Busy { message: m.clone() },
             Error::OwnerGone(m) => WireError::OwnerGone { message: m.clone() },
             Error::Untrusted(m) => WireError::Untrusted { message: m.clone() },
+            Error::Unavailable(m) => WireError::Unavailable { message: m.clone() },
             Error::Other(m) => WireError::Other { message: m.clone() },
         }
     }
@@ -238,6 +247,7 @@ impl From<WireError> for Error {
             WireError::Busy { message } => Error::Busy(message),
             WireError::OwnerGone { message } => Error::OwnerGone(message),
             WireError::Untrusted { message } => Error::Untrusted(message),
+            WireError::Unavailable { message } => Error::Unavailable(message),
             WireError::Other { message } => Error::Other(message),
         }
     }
@@ -293,6 +303,7 @@ mod tests {
             Error::Busy("b".into()),
             Error::OwnerGone("g".into()),
             Error::Untrusted("t".into()),
+            Error::Unavailable("a".into()),
             Error::other("o"),
         ];
         for error in errors {
