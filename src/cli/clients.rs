@@ -35,7 +35,7 @@ pub enum ClientsCommand {
     Remove { name: String },
 }
 
-pub fn run(home: &Home, command: ClientsCommand) -> Result<()> {
+pub async fn run(home: &Home, command: ClientsCommand) -> Result<()> {
     match command {
         ClientsCommand::Add {
             name,
@@ -48,10 +48,10 @@ pub fn run(home: &Home, command: ClientsCommand) -> Result<()> {
                 scopes: split_scopes(&scopes),
                 accounts: dedup(accounts),
             };
-            add(home, &name, allowance)
+            add(home, &name, allowance).await
         }
-        ClientsCommand::List { json } => list(home, json),
-        ClientsCommand::Remove { name } => remove(home, &name),
+        ClientsCommand::List { json } => list(home, json).await,
+        ClientsCommand::Remove { name } => remove(home, &name).await,
     }
 }
 
@@ -67,15 +67,15 @@ fn dedup(items: Vec<String>) -> Vec<String> {
     out
 }
 
-fn add(home: &Home, name: &str, allowance: Allowance) -> Result<()> {
+async fn add(home: &Home, name: &str, allowance: Allowance) -> Result<()> {
     // Before the vault is opened (or created): a bad registration changes nothing on disk.
     clients::check(name, &allowance)?;
     let (_, catalog) = super::load_catalog(home)?;
     for provider in &allowance.providers {
         super::check_provider(&catalog, provider)?;
     }
-    let vault = super::open_for_write(home)?;
-    let new = clients::add(&vault, name, allowance)?;
+    let vault = super::open_for_write(home).await?;
+    let new = clients::add(&vault, name, allowance).await?;
     eprintln!(
         "registered client {name}: it may exchange a user's keyward credential for their {} \
          token carrying at most the scopes {}. The secret below is shown only this once; give \
@@ -90,9 +90,9 @@ fn add(home: &Home, name: &str, allowance: Allowance) -> Result<()> {
     Ok(())
 }
 
-fn list(home: &Home, json: bool) -> Result<()> {
-    let list = match super::open_existing(home)? {
-        Some(vault) => clients::list(&vault)?,
+async fn list(home: &Home, json: bool) -> Result<()> {
+    let list = match super::open_existing(home).await? {
+        Some(vault) => clients::list(&vault).await?,
         None => Vec::new(),
     };
     if json {
@@ -132,16 +132,16 @@ fn list(home: &Home, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn remove(home: &Home, name: &str) -> Result<()> {
+async fn remove(home: &Home, name: &str) -> Result<()> {
     let not_found = || {
         Error::NotFound(format!(
             "there is no client {name}: `keyward clients list` lists them"
         ))
     };
-    let Some(vault) = super::open_existing(home)? else {
+    let Some(vault) = super::open_existing(home).await? else {
         return Err(not_found());
     };
-    if !clients::remove(&vault, name)? {
+    if !clients::remove(&vault, name).await? {
         return Err(not_found());
     }
     println!("removed client {name}; its secret no longer works");

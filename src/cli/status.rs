@@ -24,8 +24,8 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub fn run(home: &Home, args: StatusArgs) -> Result<()> {
-    let Some(vault) = super::open_existing(home)? else {
+pub async fn run(home: &Home, args: StatusArgs) -> Result<()> {
+    let Some(vault) = super::open_existing(home).await? else {
         if args.json {
             println!("[]");
         } else {
@@ -34,9 +34,12 @@ pub fn run(home: &Home, args: StatusArgs) -> Result<()> {
         return Ok(());
     };
     let now = chrono::Utc::now().timestamp();
-    let rows = vault.status(args.user.as_deref())?;
-    let exchanges: HashMap<ConnKey, LastExchange> =
-        vault.exchanges(args.user.as_deref())?.into_iter().collect();
+    let rows = vault.status(args.user.as_deref()).await?;
+    let exchanges: HashMap<ConnKey, LastExchange> = vault
+        .exchanges(args.user.as_deref())
+        .await?
+        .into_iter()
+        .collect();
     if args.json {
         print_json(&rows, &exchanges, now);
     } else {

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use crate::catalog::{missing_scopes, Catalog, Provider, Tool};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
-use crate::oauth::refresh::Refresher;
+use crate::oauth::refresh::{RefreshError, Refresher};
 use crate::secret::{Redactor, SecretString};
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
 
@@ -128,10 +128,7 @@ impl Executor {
 
     /// Providers the user has a connection with.
     pub async fn connected_providers(&self, user: &str) -> Vec<String> {
-        self.vault
-            .providers_of_async(user)
-            .await
-            .unwrap_or_default()
+        self.vault.providers_of(user).await.unwrap_or_default()
     }
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
@@ -169,7 +166,7 @@ impl Executor {
                 Err(e)
             }
         };
-        self.vault.audit_async(&audit).await;
+        self.vault.audit(&audit).await;
         outcome
     }
 
@@ -243,7 +240,7 @@ impl Executor {
             }
             break response;
         };
-        self.vault.touch_async(&key).await;
+        self.vault.touch(&key).await;
         let reads = self.reads.get(&tool.name);
         let body = errors::check_with(provider, tool, &key, &response, reads)?;
         Ok(project::project(tool, &response.headers, body))
@@ -254,7 +251,7 @@ impl Executor {
     /// expiry — the one the refresher produces, single-flight with every tool call of the
     /// connection (invariant 5). Returns the record the token belongs to (after a refresh, the
     /// new one: its expiry and scopes are the token's). The connection counts as used.
-    pub async fn token_for(&self, conn: Connection) -> Result<Connection, ToolError> {
+    pub async fn token_for(&self, conn: Connection) -> Result<Connection, RefreshError> {
         let deadline = client::deadline_after(Duration::from_millis(self.limits.call_budget_ms));
         let key = conn.key.clone();
         let seen = conn.version;
@@ -267,11 +264,10 @@ impl Executor {
         } else {
             // The refresh wrote a new record: read it for the new token's expiry and scopes. A
             // writer after it (another refresh, a reconnect) left a token as good, if active.
-            let vault = self.vault.clone();
-            let read = key.clone();
-            let latest = tokio::task::spawn_blocking(move || vault.get(&read))
+            let latest = self
+                .vault
+                .get(&key)
                 .await
-                .map_err(|e| ToolError::new(format!("reading the vault failed: {e}")))?
                 .map_err(|e| ToolError::new(e.to_string()))?;
             let now = chrono::Utc::now().timestamp();
             match latest {
@@ -287,11 +283,12 @@ impl Executor {
                         "the {key} connection changed while its token was being refreshed"
                     ))
                     .hint("this is temporary; retry in a moment")
-                    .retryable())
+                    .retryable()
+                    .into())
                 }
             }
         };
-        self.vault.touch_async(&key).await;
+        self.vault.touch(&key).await;
         Ok(conn)
     }
 
@@ -305,7 +302,7 @@ impl Executor {
     ) -> Result<(Connection, Vec<SecretString>), ToolError> {
         let rows = self
             .vault
-            .list_async(Some(&ctx.user))
+            .list(Some(&ctx.user))
             .await
             .map_err(|e| ToolError::from_vault(&e))?;
         let mut secrets = Vec::new();

@@ -55,7 +55,7 @@ impl std::fmt::Debug for AuthUser {
 impl AuthUser {
     /// True while the key this user came in with is still theirs.
     pub async fn still_valid(&self, keys: &KeyCache) -> bool {
-        keys.lookup_async(&self.key_hash).await.as_deref() == Some(self.name.as_str())
+        keys.lookup(&self.key_hash).await.as_deref() == Some(self.name.as_str())
     }
 }
 
@@ -234,8 +234,8 @@ pub fn unauthorized(invalid: bool) -> Response {
     response
 }
 
-/// Check the bearer key of a request against the current keys (off the runtime's workers when
-/// the key is not in the cache).
+/// Check the bearer key of a request against the current keys (a key not in the cache is read
+/// from the vault, which never holds up a runtime worker).
 pub async fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
     let rejected = |invalid| Rejection::Unauthorized { invalid };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -259,7 +259,7 @@ pub async fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUs
 /// access token (`[server.auth]`) is to be accepted here too, so that both paths take it at once.
 pub async fn user_of_credential(keys: &KeyCache, credential: &str) -> Option<AuthUser> {
     let key_hash = users::key_hash(credential);
-    let name = keys.lookup_async(&key_hash).await?;
+    let name = keys.lookup(&key_hash).await?;
     Some(AuthUser { name, key_hash })
 }
 

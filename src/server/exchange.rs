@@ -64,7 +64,8 @@ use serde_json::json;
 use super::auth::{self, AuthUser, SubjectRefusal, SubjectType};
 use crate::catalog::{missing_scopes, split_scopes, Provider};
 use crate::config::ExchangeConfig;
-use crate::exec::{Executor, ToolError};
+use crate::exec::Executor;
+use crate::oauth::refresh::RefreshError;
 use crate::secret::{Redactor, SecretString};
 use crate::tool_error::connect_command;
 use crate::vault::clients::{self, Client, LastExchange};
@@ -476,12 +477,12 @@ impl Exchange {
                     Err(refusal) => refusal.code.as_str().to_string(),
                 },
             };
-            vault.note_exchange_async(key, note).await;
+            vault.note_exchange(key, note).await;
         }
         let response = match outcome {
             Ok((conn, answer)) => {
                 audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                vault.audit_async(&audit).await;
+                vault.audit(&audit).await;
                 tracing::info!(
                     client = client.name,
                     connection = %conn.key,
@@ -493,7 +494,7 @@ impl Exchange {
                 audit.outcome =
                     format!("error: {}: {}", refusal.code.as_str(), refusal.description);
                 audit.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                vault.audit_async(&audit).await;
+                vault.audit(&audit).await;
                 tracing::info!(
                     client = client.name,
                     error = refusal.code.as_str(),
@@ -744,16 +745,7 @@ impl Exchange {
 
     /// Step 8's read: the user's connection, usable.
     async fn connection(&self, key: &ConnKey) -> Result<Connection, Refusal> {
-        let vault = self.executor.vault().clone();
-        let read = key.clone();
-        let found = tokio::task::spawn_blocking(move || vault.get(&read))
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    ErrorCode::ServerError,
-                    format!("reading the vault failed: {e}"),
-                )
-            })?;
+        let found = self.executor.vault().get(key).await;
         let conn = match found {
             Ok(Some(conn)) => conn,
             Ok(None) => {
@@ -901,22 +893,27 @@ fn check_grant(
     Ok(())
 }
 
-/// A failure getting the token (a refresh, the vault): for now (503) or for good. Refresh errors
-/// are redacted where they are made; `own` (the connection's tokens) scrubs them once more, as
-/// the executor does with a tool call's error.
-fn refresh_refusal(error: ToolError, own: &Redactor) -> Refusal {
-    let error = error.redacted(own);
+/// A failure getting the token: the grant is gone (`invalid_grant`), or it lives and the failure
+/// is for now (503: the token endpoint, a refresh that took too long) or keyward's own (500: its
+/// OAuth client configuration, the vault). Refresh errors are redacted where they are made;
+/// `own` (the connection's tokens) scrubs them once more, as the executor does with a tool
+/// call's error.
+fn refresh_refusal(error: RefreshError, own: &Redactor) -> Refusal {
+    let gone = !error.grant_alive();
+    let error = error.into_tool_error().redacted(own);
     let mut text = error.message;
     if let Some(hint) = error.hint {
         text.push_str(": ");
         text.push_str(&hint);
     }
-    if error.retryable {
+    if gone {
+        Refusal::new(ErrorCode::InvalidGrant, text)
+    } else if error.retryable {
         Refusal {
             retry_after: Some(1),
             ..Refusal::new(ErrorCode::TemporarilyUnavailable, text)
         }
     } else {
-        Refusal::new(ErrorCode::InvalidGrant, text)
+        Refusal::new(ErrorCode::ServerError, text)
     }
 }

@@ -78,9 +78,9 @@ pub struct HttpOptions {
 }
 
 /// Refuse to expose the server beyond this machine without API keys (invariant 9).
-pub fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
+pub async fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
     if addr.ip().is_loopback() {
-        if !users::any(vault)? {
+        if !users::any(vault).await? {
             tracing::warn!(
                 "there are no users yet, so every request will get 401: add one with \
                  `keyward users add NAME` and send its key as `Authorization: Bearer <key>`"
@@ -88,7 +88,7 @@ pub fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
         }
         return Ok(());
     }
-    if !users::any(vault)? {
+    if !users::any(vault).await? {
         return Err(Error::usage(format!(
             "refusing to listen on {addr}: it is reachable from other machines and there are no \
              API keys yet. Create one with `keyward users add NAME` (clients send it as \
@@ -172,7 +172,7 @@ impl HttpServer {
         // reads the tools synchronously: both are built before the port is opened.
         state.ready().await?;
         let executor = state.executor().await.map_err(super::unshared)?;
-        check_bind(&options.addr, executor.vault())?;
+        check_bind(&options.addr, executor.vault()).await?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
             .map_err(|e| Error::io(format!("listening on {}", options.addr), e))?;

@@ -123,10 +123,10 @@ pub fn check(name: &str, allowance: &Allowance) -> Result<()> {
 
 /// Register a client and return it with its new secret. Fails when the name is taken. Audited
 /// as `client-add`.
-pub fn add(vault: &Vault, name: &str, allowance: Allowance) -> Result<NewClient> {
+pub async fn add(vault: &Vault, name: &str, allowance: Allowance) -> Result<NewClient> {
     check(name, &allowance)?;
     let by_name = key_of(BY_NAME, name.as_bytes());
-    if vault.users_get(&by_name)?.is_some() {
+    if vault.users_get(&by_name).await?.is_some() {
         return Err(Error::usage(format!(
             "there is already a client named {name}: pick another name, or `keyward clients \
              remove {name}` first to replace its secret"
@@ -142,10 +142,12 @@ pub fn add(vault: &Vault, name: &str, allowance: Allowance) -> Result<NewClient>
     };
     let record = serde_json::to_vec(&stored).expect("a client record serializes");
     // By name first: a client authenticates only once both entries exist and agree.
-    vault.users_insert(&by_name, &record)?;
-    vault.users_insert(&key_of(BY_ID, client_id.as_bytes()), name.as_bytes())?;
-    vault.audit(&client_event(name, "client-add"));
-    vault.flush()?;
+    vault.users_insert(&by_name, &record).await?;
+    vault
+        .users_insert(&key_of(BY_ID, client_id.as_bytes()), name.as_bytes())
+        .await?;
+    vault.audit(&client_event(name, "client-add")).await;
+    vault.flush().await?;
     Ok(NewClient {
         client: stored.client(name),
         secret,
@@ -153,9 +155,9 @@ pub fn add(vault: &Vault, name: &str, allowance: Allowance) -> Result<NewClient>
 }
 
 /// Every client, by name.
-pub fn list(vault: &Vault) -> Result<Vec<Client>> {
+pub async fn list(vault: &Vault) -> Result<Vec<Client>> {
     let mut clients = Vec::new();
-    for (k, v) in vault.users_scan(BY_NAME)? {
+    for (k, v) in vault.users_scan(BY_NAME).await? {
         let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
         if let Ok(stored) = serde_json::from_slice::<StoredClient>(&v) {
             clients.push(stored.client(&name));
@@ -166,21 +168,21 @@ pub fn list(vault: &Vault) -> Result<Vec<Client>> {
 
 /// Remove a client; its secret stops working for the very next request. `Ok(false)` when there
 /// was no such client. Audited as `client-remove`.
-pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
+pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let by_name = key_of(BY_NAME, name.as_bytes());
-    let existed = vault.users_get(&by_name)?.is_some();
+    let existed = vault.users_get(&by_name).await?.is_some();
     // Every id entry of this client goes first (one; more only after an interrupted add), so
     // the client is dead before the name is released.
-    for (k, v) in vault.users_scan(BY_ID)? {
+    for (k, v) in vault.users_scan(BY_ID).await? {
         if v.as_slice() == name.as_bytes() {
-            vault.users_remove(&k)?;
+            vault.users_remove(&k).await?;
         }
     }
-    vault.users_remove(&by_name)?;
+    vault.users_remove(&by_name).await?;
     if existed {
-        vault.audit(&client_event(name, "client-remove"));
+        vault.audit(&client_event(name, "client-remove")).await;
     }
-    vault.flush()?;
+    vault.flush().await?;
     Ok(existed)
 }
 
@@ -190,13 +192,10 @@ pub async fn authenticate(vault: &Vault, client_id: &str, secret: &str) -> Optio
         return None;
     }
     let name = vault
-        .users_get_async(&key_of(BY_ID, client_id.as_bytes()))
+        .users_get(&key_of(BY_ID, client_id.as_bytes()))
         .await
         .ok()??;
-    let record = vault
-        .users_get_async(&key_of(BY_NAME, &name))
-        .await
-        .ok()??;
+    let record = vault.users_get(&key_of(BY_NAME, &name)).await.ok()??;
     let stored: StoredClient = serde_json::from_slice(&record).ok()?;
     let expected = unhex(&stored.secret_sha256)?;
     // Both entries must agree, and the secret must be the current one.
@@ -220,12 +219,12 @@ mod tests {
     use crate::config::Home;
     use crate::vault::OpenMode;
 
-    fn vault() -> (tempfile::TempDir, Vault) {
+    async fn vault() -> (tempfile::TempDir, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let home = Home {
             dir: dir.path().join("home"),
         };
-        let vault = Vault::open(&home, OpenMode::Create).unwrap();
+        let vault = Vault::open(&home, OpenMode::Create).await.unwrap();
         (dir, vault)
     }
 
@@ -239,9 +238,9 @@ mod tests {
 
     #[tokio::test]
     async fn add_authenticate_list_remove() {
-        let (_dir, vault) = vault();
-        let ci = add(&vault, "ci-bot", allowance()).unwrap();
-        let other = add(&vault, "other", allowance()).unwrap();
+        let (_dir, vault) = vault().await;
+        let ci = add(&vault, "ci-bot", allowance()).await.unwrap();
+        let other = add(&vault, "other", allowance()).await.unwrap();
         assert!(ci.client.client_id.starts_with(CLIENT_ID_PREFIX));
         assert!(ci.secret.expose().starts_with(SECRET_PREFIX));
         assert_ne!(ci.client.client_id, other.client.client_id);
@@ -257,15 +256,23 @@ mod tests {
             .await
             .is_none());
         assert!(authenticate(&vault, &id, "").await.is_none());
-        let names: Vec<String> = list(&vault).unwrap().into_iter().map(|c| c.name).collect();
+        let names: Vec<String> = list(&vault)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         assert_eq!(names, ["ci-bot", "other"]);
         // Clients are not users.
-        assert!(!crate::vault::users::any(&vault).unwrap());
+        assert!(!crate::vault::users::any(&vault).await.unwrap());
 
-        let again = add(&vault, "ci-bot", allowance()).unwrap_err().to_string();
+        let again = add(&vault, "ci-bot", allowance())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(again.contains("already a client named ci-bot"), "{again}");
-        assert!(remove(&vault, "ci-bot").unwrap());
-        assert!(!remove(&vault, "ci-bot").unwrap());
+        assert!(remove(&vault, "ci-bot").await.unwrap());
+        assert!(!remove(&vault, "ci-bot").await.unwrap());
         assert!(authenticate(&vault, &id, ci.secret.expose())
             .await
             .is_none());
@@ -276,12 +283,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_the_secrets_hash_is_stored() {
-        let (_dir, vault) = vault();
-        let new = add(&vault, "svc", allowance()).unwrap();
+    #[tokio::test]
+    async fn only_the_secrets_hash_is_stored() {
+        let (_dir, vault) = vault().await;
+        let new = add(&vault, "svc", allowance()).await.unwrap();
         let secret = new.secret.expose().as_bytes();
-        for (k, v) in vault.users_scan(b"").unwrap() {
+        for (k, v) in vault.users_scan(b"").await.unwrap() {
             assert!(!k.windows(secret.len()).any(|w| w == secret));
             assert!(!v.windows(secret.len()).any(|w| w == secret));
         }

@@ -96,10 +96,10 @@ pub(super) fn new_key(prefix: &str, bytes: usize) -> SecretString {
 
 /// Add a user and return its new API key (the only time the key exists outside the client).
 /// Fails when the name is taken. Audited as `user-add`.
-pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
+pub async fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     check_user_name(name)?;
     let by_name = key_of(BY_NAME, name.as_bytes());
-    if vault.users_get(&by_name)?.is_some() {
+    if vault.users_get(&by_name).await?.is_some() {
         return Err(Error::usage(format!(
             "there is already a user named {name}: pick another name, or `keyward users remove \
              {name}` first to replace its key"
@@ -113,17 +113,19 @@ pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     };
     let record = serde_json::to_vec(&record).expect("a user record serializes");
     // By name first: a key is valid only once both entries exist and agree.
-    vault.users_insert(&by_name, &record)?;
-    vault.users_insert(&key_of(BY_HASH, &hash), name.as_bytes())?;
-    vault.audit(&AuditEntry::new(name, "user-add", "ok"));
-    vault.flush()?;
+    vault.users_insert(&by_name, &record).await?;
+    vault
+        .users_insert(&key_of(BY_HASH, &hash), name.as_bytes())
+        .await?;
+    vault.audit(&AuditEntry::new(name, "user-add", "ok")).await;
+    vault.flush().await?;
     Ok(key)
 }
 
 /// Every user, by name.
-pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
+pub async fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
     let mut users = Vec::new();
-    for (k, v) in vault.users_scan(BY_NAME)? {
+    for (k, v) in vault.users_scan(BY_NAME).await? {
         let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
         let created = serde_json::from_slice::<UserRecord>(&v)
             .map(|r| r.created)
@@ -135,21 +137,23 @@ pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
 
 /// Remove a user; its key stops working for the very next request. `Ok(false)` when there was
 /// no such user. A removal is audited as `user-remove`.
-pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
+pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let by_name = key_of(BY_NAME, name.as_bytes());
-    let existed = vault.users_get(&by_name)?.is_some();
+    let existed = vault.users_get(&by_name).await?.is_some();
     // Every key entry of this user goes first (normally one; more only after an interrupted
     // add), so the key is dead before the name is released.
-    for (k, v) in vault.users_scan(BY_HASH)? {
+    for (k, v) in vault.users_scan(BY_HASH).await? {
         if v.as_slice() == name.as_bytes() {
-            vault.users_remove(&k)?;
+            vault.users_remove(&k).await?;
         }
     }
-    vault.users_remove(&by_name)?;
+    vault.users_remove(&by_name).await?;
     if existed {
-        vault.audit(&AuditEntry::new(name, "user-remove", "ok"));
+        vault
+            .audit(&AuditEntry::new(name, "user-remove", "ok"))
+            .await;
     }
-    vault.flush()?;
+    vault.flush().await?;
     Ok(existed)
 }
 
@@ -164,14 +168,14 @@ pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The user an API key belongs to, if it is a current key.
-pub fn lookup(vault: &Vault, key: &str) -> Option<String> {
-    lookup_hash(vault, &key_hash(key))
+pub async fn lookup(vault: &Vault, key: &str) -> Option<String> {
+    lookup_hash(vault, &key_hash(key)).await
 }
 
 /// Like [`lookup`], from the key's hash (servers keep the hash of a session's key, not the key).
-pub fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
-    let name = vault.users_get(&key_of(BY_HASH, hash)).ok()??;
-    let record = vault.users_get(&key_of(BY_NAME, &name)).ok()??;
+pub async fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
+    let name = vault.users_get(&key_of(BY_HASH, hash)).await.ok()??;
+    let record = vault.users_get(&key_of(BY_NAME, &name)).await.ok()??;
     let record: UserRecord = serde_json::from_slice(&record).ok()?;
     let stored = unhex(&record.key_sha256)?;
     if !ct_eq(&stored, hash) {
@@ -216,27 +220,12 @@ impl KeyCache {
 
     /// Like [`lookup_hash`], answered from memory when the key was found valid less than
     /// [`KEY_CACHE_TTL`] ago and no user was added or removed since.
-    pub fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+    pub async fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
         let (generation, known) = self.cached(hash);
         if known.is_some() {
             return known;
         }
-        let name = lookup_hash(&self.vault, hash)?;
-        self.remember(hash, generation, &name);
-        Some(name)
-    }
-
-    /// [`KeyCache::lookup`] from async code: a key not in memory is read off the runtime's
-    /// workers (on every HTTP request of a non-owner this is a round trip to the owner).
-    pub async fn lookup_async(&self, hash: &[u8; 32]) -> Option<String> {
-        let (generation, known) = self.cached(hash);
-        if known.is_some() {
-            return known;
-        }
-        let (vault, owned) = (self.vault.clone(), *hash);
-        let name = tokio::task::spawn_blocking(move || lookup_hash(&vault, &owned))
-            .await
-            .ok()??;
+        let name = lookup_hash(&self.vault, hash).await?;
         self.remember(hash, generation, &name);
         Some(name)
     }
@@ -270,8 +259,8 @@ impl KeyCache {
 }
 
 /// True when at least one user exists.
-pub fn any(vault: &Vault) -> Result<bool> {
-    Ok(!vault.users_scan(BY_NAME)?.is_empty())
+pub async fn any(vault: &Vault) -> Result<bool> {
+    Ok(!vault.users_scan(BY_NAME).await?.is_empty())
 }
 
 #[cfg(test)]
@@ -280,47 +269,55 @@ mod tests {
     use crate::config::Home;
     use crate::vault::OpenMode;
 
-    fn vault() -> (tempfile::TempDir, Vault) {
+    async fn vault() -> (tempfile::TempDir, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let home = Home {
             dir: dir.path().join("home"),
         };
-        let vault = Vault::open(&home, OpenMode::Create).unwrap();
+        let vault = Vault::open(&home, OpenMode::Create).await.unwrap();
         (dir, vault)
     }
 
-    #[test]
-    fn add_lookup_list_remove() {
-        let (_dir, vault) = vault();
-        assert!(!any(&vault).unwrap());
-        let alice = add(&vault, "alice").unwrap();
-        let bob = add(&vault, "bob").unwrap();
+    #[tokio::test]
+    async fn add_lookup_list_remove() {
+        let (_dir, vault) = vault().await;
+        assert!(!any(&vault).await.unwrap());
+        let alice = add(&vault, "alice").await.unwrap();
+        let bob = add(&vault, "bob").await.unwrap();
         assert!(alice.expose().starts_with("kw_"));
         assert_eq!(alice.expose().len(), 3 + 43);
         assert_ne!(alice.expose(), bob.expose());
-        assert_eq!(lookup(&vault, alice.expose()).as_deref(), Some("alice"));
-        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
-        assert_eq!(lookup(&vault, "kw_nope"), None);
-        assert_eq!(lookup(&vault, ""), None);
-        let names: Vec<String> = list(&vault).unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(
+            lookup(&vault, alice.expose()).await.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert_eq!(lookup(&vault, "kw_nope").await, None);
+        assert_eq!(lookup(&vault, "").await, None);
+        let names: Vec<String> = list(&vault)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
         assert_eq!(names, ["alice", "bob"]);
 
-        let again = add(&vault, "alice").unwrap_err().to_string();
+        let again = add(&vault, "alice").await.unwrap_err().to_string();
         assert!(again.contains("already a user named alice"), "{again}");
-        assert!(add(&vault, "no spaces").is_err());
+        assert!(add(&vault, "no spaces").await.is_err());
 
-        assert!(remove(&vault, "alice").unwrap());
-        assert!(!remove(&vault, "alice").unwrap());
-        assert_eq!(lookup(&vault, alice.expose()), None);
-        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
-        assert!(any(&vault).unwrap());
+        assert!(remove(&vault, "alice").await.unwrap());
+        assert!(!remove(&vault, "alice").await.unwrap());
+        assert_eq!(lookup(&vault, alice.expose()).await, None);
+        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert!(any(&vault).await.unwrap());
     }
 
-    #[test]
-    fn only_the_hash_is_stored() {
-        let (_dir, vault) = vault();
-        let key = add(&vault, "carol").unwrap();
-        for (k, v) in vault.users_scan(b"").unwrap() {
+    #[tokio::test]
+    async fn only_the_hash_is_stored() {
+        let (_dir, vault) = vault().await;
+        let key = add(&vault, "carol").await.unwrap();
+        for (k, v) in vault.users_scan(b"").await.unwrap() {
             let secret = key.expose().as_bytes();
             assert!(!k.windows(secret.len()).any(|w| w == secret));
             assert!(!v.windows(secret.len()).any(|w| w == secret));

@@ -570,7 +570,7 @@ async fn token_exchange_refusals_carry_no_token_in_answers_or_logs() {
     let all = secrets(&fake, &[&key, &secret]);
     for (provider, status, code, echo) in [
         ("github", 400, "invalid_grant", (400, "invalid_grant")),
-        ("slack", 400, "invalid_grant", (401, "invalid_client")),
+        ("slack", 500, "server_error", (401, "invalid_client")),
         ("google", 503, "temporarily_unavailable", (503, "")),
     ] {
         let times = if echo.0 == 503 { 3 } else { 1 };
