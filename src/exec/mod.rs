@@ -21,6 +21,7 @@ pub mod client;
 pub mod errors;
 pub mod project;
 pub mod render;
+pub mod resolve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Executor {
     reads: HashMap<String, project::Reads>,
     /// The OAuth client secrets of every provider: redacted from every call's output.
     client_secrets: Redactor,
+    /// Names resolved to ids, per connection ([`resolve`]).
+    names: resolve::NameCache,
 }
 
 impl Executor {
@@ -115,6 +118,7 @@ impl Executor {
             limits: config.executor.clone(),
             reads,
             client_secrets,
+            names: resolve::NameCache::default(),
         }
     }
 
@@ -182,7 +186,7 @@ impl Executor {
         audit: &mut AuditEntry,
         redactor: &mut Redactor,
     ) -> Result<Value, ToolError> {
-        let valid = render::validate_args(tool, &args)
+        let mut valid = render::validate_args(tool, &args)
             .map_err(|e| ToolError::new(format!("invalid arguments for {}: {e}", tool.name)))?;
         // One read of the user's connections serves the whole call: the one it uses, and every
         // secret the vault holds for the user (redacted from the result). Through a relay this
@@ -206,19 +210,36 @@ impl Executor {
                 ));
             }
         }
-        let request = render::render(provider, tool, &valid).map_err(|e| {
-            ToolError::new(format!(
-                "{} cannot run with these arguments: {e}",
-                tool.name
-            ))
-        })?;
-        audit.method = Some(request.method.to_string());
-        audit.host = request.url.host_str().map(String::from);
-        audit.path = Some(request.url.path().to_string());
-
+        let render_request = |valid: &render::ValidArgs| {
+            render::render(provider, tool, valid).map_err(|e| {
+                ToolError::new(format!(
+                    "{} cannot run with these arguments: {e}",
+                    tool.name
+                ))
+            })
+        };
+        // Rendered before the token is touched: a refused argument costs no refresh.
+        let mut request = render_request(&valid)?;
+        let granted = conn.record.scopes.clone();
         let deadline = client::deadline_after(Duration::from_millis(self.limits.call_budget_ms));
         let (mut token, mut version) = self.refresher.fresh_token(&key, conn, deadline).await?;
         redactor.add(&token);
+        // Names become ids with the call's own connection and token.
+        let lookup = resolve::Lookup {
+            catalog: &self.catalog,
+            client: &self.client,
+            provider,
+            key: &key,
+            granted: &granted,
+            token: &token,
+            deadline,
+        };
+        if self.names.resolve(&lookup, tool, &mut valid).await? {
+            request = render_request(&valid)?;
+        }
+        audit.method = Some(request.method.to_string());
+        audit.host = request.url.host_str().map(String::from);
+        audit.path = Some(request.url.path().to_string());
         let mut refreshed_after_401 = false;
         let response = loop {
             let response = self.client.send(&request, &token, deadline).await?;

@@ -42,6 +42,13 @@ impl ValidArgs {
             .and_then(|(_, v)| v.as_ref())
     }
 
+    /// Replace the value of a declared argument (a name resolved to its id).
+    pub(crate) fn set(&mut self, name: &str, value: Value) {
+        if let Some((_, slot)) = self.values.iter_mut().find(|(n, _)| n == name) {
+            *slot = Some(value);
+        }
+    }
+
     /// The arguments that have a value, in declaration order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.values
