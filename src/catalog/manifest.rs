@@ -218,7 +218,9 @@ pub struct ParamSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ParamType,
-    /// For the model: what the value means, with an example where it helps.
+    /// For the model: what the value means, with an example where it helps. Left out when the
+    /// name says it all (`title`, `location`): every byte is in every session's context.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default)]
     pub required: bool,

@@ -33,7 +33,9 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     };
     // Hints, from the manifest: the tool only reads / may overwrite or delete / may be repeated
     // safely; every keyward tool reaches a third-party service, so the world is open.
-    let annotations = ToolAnnotations::with_title(spec.title.clone())
+    // The title is the definition's own `title`; repeating it in the annotations would cost
+    // every session's context the same words twice.
+    let annotations = ToolAnnotations::new()
         .read_only(spec.read_only)
         .destructive(!spec.read_only && spec.destructive)
         .idempotent(spec.is_idempotent())

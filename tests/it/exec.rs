@@ -12,7 +12,8 @@ use crate::support::{FakeUpstream, RecordedRequest};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
 const GITHUB_SCOPES: &str = "repo read:user";
-const SLACK_SCOPES: &str = "channels:read,channels:history,chat:write,search:read,users:read";
+const SLACK_SCOPES: &str =
+    "channels:read,channels:history,chat:write,search:read,users:read,reactions:write,im:write";
 const GOOGLE_SCOPES: &str = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly";
 
 /// A home folder configured against `fake`, with a GitHub, Slack and Google connection whose
