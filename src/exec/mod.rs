@@ -130,10 +130,10 @@ impl Executor {
         &self.vault
     }
 
-    /// Providers the user has a connection with.
-    pub async fn connected_providers(&self, user: &str) -> Vec<String> {
+    /// The providers the user has a connection with, each with its account names.
+    pub async fn connected_accounts(&self, user: &str) -> Vec<(String, Vec<String>)> {
         self.vault
-            .providers_of_async(user)
+            .accounts_of_async(user)
             .await
             .unwrap_or_default()
     }
@@ -147,6 +147,8 @@ impl Executor {
         args: Map<String, Value>,
     ) -> CallOutcome {
         let started = Instant::now();
+        let (ctx, args) = account_argument(ctx, self.catalog.tool(tool_name), args);
+        let ctx = &ctx;
         let Some((provider, tool)) = self.catalog.tool(tool_name) else {
             return Err(
                 ToolError::new(format!("there is no tool named {tool_name:?}"))
@@ -324,9 +326,11 @@ impl Executor {
                     provider.name,
                     names.join(", ")
                 ))
-                .hint(
-                    "start the server with `--account NAME` (or pass --account to `keyward call`)",
-                ));
+                .hint(format!(
+                    "pass the `{ACCOUNT_ARGUMENT}` argument (one of: {}), or start the server with \
+                     `--account NAME` (or pass --account to `keyward call`)",
+                    names.join(", ")
+                )));
             }
         };
         let key = ConnKey::new(&ctx.user, &provider.name, &wanted)
@@ -338,3 +342,33 @@ impl Executor {
         }
     }
 }
+
+/// The model-visible `account` argument: tools/list offers it (an enum of the user's accounts)
+/// on the tools of a provider the user has several accounts with. It picks the account unless
+/// the client already did (`_meta` `keyward/account`, `serve --account`: those win), and is
+/// taken out before the tool's own arguments are checked — unless the tool declares an
+/// `account` parameter of its own, which then keeps it.
+fn account_argument(
+    ctx: &CallContext,
+    tool: Option<(&Provider, &Tool)>,
+    mut args: Map<String, Value>,
+) -> (CallContext, Map<String, Value>) {
+    let mut ctx = ctx.clone();
+    let declared = tool.is_some_and(|(_, tool)| tool.param(ACCOUNT_ARGUMENT).is_some());
+    if !declared {
+        if let Some(value) = args.remove(ACCOUNT_ARGUMENT) {
+            if ctx.account.is_none() {
+                // Not a string: named as given, so that the "no such connection" error shows it.
+                ctx.account = match value {
+                    Value::Null => None,
+                    Value::String(name) => Some(name),
+                    other => Some(other.to_string()),
+                };
+            }
+        }
+    }
+    (ctx, args)
+}
+
+/// The name of the optional argument that picks one of the user's accounts of a provider.
+pub const ACCOUNT_ARGUMENT: &str = "account";

@@ -54,6 +54,24 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     .with_meta(meta)
 }
 
+/// `tool` as a user with `accounts` of its provider sees it: with several, an optional
+/// `account` argument whose enum lists them (see [`crate::exec::ACCOUNT_ARGUMENT`]).
+pub fn with_accounts(tool: &Tool, accounts: &[String]) -> Tool {
+    let mut tool = tool.clone();
+    if accounts.len() < 2 {
+        return tool;
+    }
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.insert(
+            crate::exec::ACCOUNT_ARGUMENT.into(),
+            json!({ "type": "string", "enum": accounts, "description": "Which account." }),
+        );
+    }
+    tool.input_schema = Arc::new(schema);
+    tool
+}
+
 /// A successful call: the projected JSON as `structuredContent` and the same JSON as text (for
 /// clients that only read `content`). Structured content is always an object.
 pub fn success(value: Value) -> CallToolResult {
