@@ -13,8 +13,8 @@ use url::Url;
 use super::errors::ErrorRules;
 use super::hosts::parse_endpoint;
 use super::manifest::{
-    BodyFormat, ErrorConvention, HttpMethod, ParamSpec, ParamType, ProviderSpec, ResponseKind,
-    ToolSpec,
+    BodyFormat, ErrorConvention, HttpMethod, Pagination, ParamSpec, ParamType, ProviderSpec,
+    ResponseKind, ToolSpec,
 };
 
 /// A provider as the call path uses it: the manifest's [`ProviderSpec`] (with the config's
@@ -217,6 +217,7 @@ impl CompiledTool {
         }
 
         let projection = compile_projection(tool)?;
+        check_paging(tool)?;
         Ok(CompiledTool {
             patterns,
             resolvers,
@@ -331,6 +332,27 @@ fn compile_params(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
         patterns.push(pattern);
     }
     Ok(patterns)
+}
+
+/// Lists page one way: the result's `next_page` goes back as the tool's `page` argument, its
+/// `next_cursor` as `cursor` — so a tool that announces a next page must take it back.
+fn check_paging(tool: &ToolSpec) -> Result<(), String> {
+    let wanted = match tool.response.pagination {
+        Pagination::None => return Ok(()),
+        Pagination::LinkHeader | Pagination::SlackPaging => "page",
+        Pagination::SlackCursor | Pagination::PageToken => "cursor",
+    };
+    if tool.param(wanted).is_none() {
+        return Err(format!(
+            "`pagination = \"{}\"` returns where the next page is; declare a `{wanted}` \
+             parameter to take it back",
+            serde_json::to_value(tool.response.pagination)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 /// The `unless` pattern of each parameter that declares `resolve`. Whether the lookup tool

@@ -165,6 +165,55 @@ fn every_catalog_tool_has_a_fixture() {
     );
 }
 
+/// Slack channel arguments take a name: `#general` is looked up with conversations.list (the
+/// connection's own token) and the call is sent with the id; an id needs no lookup; an unknown
+/// name is an error naming the tool that lists channels; one server process looks a workspace
+/// up once and answers later names from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_names_are_resolved_to_ids_once_per_connection() {
+    let (fake, kw) = setup().await;
+    let read = |channel: &str| json!({"channel": channel, "limit": 2});
+    let paths = |requests: &[RecordedRequest]| -> Vec<String> {
+        requests.iter().map(|r| r.path.clone()).collect()
+    };
+
+    fake.clear_requests();
+    let result = ok_json(&call(&kw, "slack_read_channel", read("#general")));
+    assert_eq!(result["count"], 2, "{result}");
+    let requests = api_requests(&fake);
+    assert_eq!(
+        paths(&requests),
+        ["/slack/api/conversations.list", "/slack/api/conversations.history"]
+    );
+    assert!(requests[1]
+        .query_pairs()
+        .contains(&("channel".into(), "C0GENERAL1".into())));
+
+    fake.clear_requests();
+    ok_json(&call(&kw, "slack_read_channel", read("C0GENERAL1")));
+    assert_eq!(only_request(&fake).path, "/slack/api/conversations.history");
+
+    fake.clear_requests();
+    let err = err_json(&call(&kw, "slack_post_message", json!({"channel": "nope", "text": "x"})));
+    assert!(
+        err["error"].as_str().unwrap().contains("no channel named \"nope\""),
+        "{err}"
+    );
+    assert!(err["hint"].as_str().unwrap().contains("slack_list_channels"), "{err}");
+    assert_eq!(paths(&api_requests(&fake)), ["/slack/api/conversations.list"]);
+
+    // One server: the second name comes from the cache.
+    fake.clear_requests();
+    let server = crate::support::mcp::serve_stdio(&kw, &[]).await;
+    for channel in ["#general", "random"] {
+        let result = crate::support::mcp::call(&server.client, "slack_read_channel", read(channel)).await;
+        crate::support::mcp::ok_value(&result);
+    }
+    server.finish().await;
+    let lists = fake.requests_to("conversations.list");
+    assert_eq!(lists.len(), 1, "{:?}", paths(&api_requests(&fake)));
+}
+
 /// What the fixtures do not show: an array argument of a list tool goes out comma-joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_query_arguments_are_joined_with_commas() {
