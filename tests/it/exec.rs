@@ -151,6 +151,36 @@ async fn every_tool_sends_its_fixtures_request_and_returns_its_result() {
     );
 }
 
+/// A list tool's result is at most 15% of the provider's answer (issue 16's budget), on the
+/// fixtures' realistic answers: whole objects as the APIs return them. The fixtures' results are
+/// what the binary returns (see above). Two lists are allowed more, because what they keep is
+/// most of what there is: a calendar list entry is little more than its id and name, and a
+/// search match's text and permalink are the match.
+#[test]
+fn list_projections_keep_at_most_15_percent_of_the_answer() {
+    const ALLOWED: [(&str, usize); 2] = [
+        ("calendar_list_calendars", 20),
+        ("slack_search_messages", 25),
+    ];
+    let mut over = Vec::new();
+    for fixture in fixtures::all() {
+        if !fixture.result.get("items").is_some_and(Value::is_array) {
+            continue;
+        }
+        let raw = serde_json::to_vec(&fixture.response.body).unwrap().len();
+        let kept = serde_json::to_vec(&fixture.result).unwrap().len();
+        let percent = ALLOWED
+            .iter()
+            .find(|(tool, _)| *tool == fixture.tool)
+            .map_or(15, |(_, percent)| *percent);
+        println!("{}: {kept} of {raw} bytes", fixture.tool);
+        if kept * 100 > raw * percent {
+            over.push(format!("{}: {kept} of {raw} bytes", fixture.tool));
+        }
+    }
+    assert!(over.is_empty(), "projections over their share of the answer: {over:?}");
+}
+
 /// Adding a tool means adding its fixture; a fixture outlives no tool.
 #[test]
 fn every_catalog_tool_has_a_fixture() {
