@@ -34,8 +34,7 @@ pub use filter::ToolFilter;
 pub use manifest::{
     BodyFormat, ErrorConvention, ErrorHint, ErrorsSpec, HttpMethod, Manifest, OrderedTable,
     Pagination, ParamSpec, ParamType, ProviderSpec, RequestSpec, ResolveSpec, ResponseKind,
-    ResponseSpec,
-    RevokeStyle, TokenPlacement, ToolSpec,
+    ResponseSpec, RevokeStyle, TokenPlacement, ToolSpec,
 };
 pub use schema::{manifest_schema_json, tool_input_schema};
 pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes};

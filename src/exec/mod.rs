@@ -132,10 +132,7 @@ impl Executor {
 
     /// The providers the user has a connection with, each with its account names.
     pub async fn connected_accounts(&self, user: &str) -> Vec<(String, Vec<String>)> {
-        self.vault
-            .accounts_of_async(user)
-            .await
-            .unwrap_or_default()
+        self.vault.accounts_of_async(user).await.unwrap_or_default()
     }
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that

@@ -76,7 +76,9 @@ impl NameCache {
             if unless.is_match(value) {
                 continue;
             }
-            let name = value.strip_prefix(spec.trim_prefix.as_str()).unwrap_or(value);
+            let name = value
+                .strip_prefix(spec.trim_prefix.as_str())
+                .unwrap_or(value);
             let id = self.id_of(lookup, spec, &param.name, name).await?;
             args.set(&param.name, json!(id));
             changed = true;
@@ -161,7 +163,8 @@ async fn list(
                 item.get(&spec.by).and_then(Value::as_str),
                 item.get(&spec.take).and_then(Value::as_str),
             ) {
-                ids.entry(by.to_string()).or_insert_with(|| take.to_string());
+                ids.entry(by.to_string())
+                    .or_insert_with(|| take.to_string());
             }
         }
         // Consistent paging: a list tool's `next_cursor` goes back as its `cursor`, its

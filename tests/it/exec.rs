@@ -178,7 +178,10 @@ fn list_projections_keep_at_most_15_percent_of_the_answer() {
             over.push(format!("{}: {kept} of {raw} bytes", fixture.tool));
         }
     }
-    assert!(over.is_empty(), "projections over their share of the answer: {over:?}");
+    assert!(
+        over.is_empty(),
+        "projections over their share of the answer: {over:?}"
+    );
 }
 
 /// Adding a tool means adding its fixture; a fixture outlives no tool.
@@ -213,7 +216,10 @@ async fn channel_names_are_resolved_to_ids_once_per_connection() {
     let requests = api_requests(&fake);
     assert_eq!(
         paths(&requests),
-        ["/slack/api/conversations.list", "/slack/api/conversations.history"]
+        [
+            "/slack/api/conversations.list",
+            "/slack/api/conversations.history"
+        ]
     );
     assert!(requests[1]
         .query_pairs()
@@ -224,19 +230,36 @@ async fn channel_names_are_resolved_to_ids_once_per_connection() {
     assert_eq!(only_request(&fake).path, "/slack/api/conversations.history");
 
     fake.clear_requests();
-    let err = err_json(&call(&kw, "slack_post_message", json!({"channel": "nope", "text": "x"})));
+    let err = err_json(&call(
+        &kw,
+        "slack_post_message",
+        json!({"channel": "nope", "text": "x"}),
+    ));
     assert!(
-        err["error"].as_str().unwrap().contains("no channel named \"nope\""),
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("no channel named \"nope\""),
         "{err}"
     );
-    assert!(err["hint"].as_str().unwrap().contains("slack_list_channels"), "{err}");
-    assert_eq!(paths(&api_requests(&fake)), ["/slack/api/conversations.list"]);
+    assert!(
+        err["hint"]
+            .as_str()
+            .unwrap()
+            .contains("slack_list_channels"),
+        "{err}"
+    );
+    assert_eq!(
+        paths(&api_requests(&fake)),
+        ["/slack/api/conversations.list"]
+    );
 
     // One server: the second name comes from the cache.
     fake.clear_requests();
     let server = crate::support::mcp::serve_stdio(&kw, &[]).await;
     for channel in ["#general", "random"] {
-        let result = crate::support::mcp::call(&server.client, "slack_read_channel", read(channel)).await;
+        let result =
+            crate::support::mcp::call(&server.client, "slack_read_channel", read(channel)).await;
         crate::support::mcp::ok_value(&result);
     }
     server.finish().await;

@@ -778,6 +778,9 @@ async fn a_second_account_adds_an_account_argument_that_picks_the_connection() {
 
     let pinned = serve_stdio(&kw, &["--account", "default"]).await;
     let me = ok_value(&call(&pinned.client, "github_get_me", json!({"account": "work"})).await);
-    assert_eq!(me["login"], "default-default", "--account wins over the argument");
+    assert_eq!(
+        me["login"], "default-default",
+        "--account wins over the argument"
+    );
     pinned.finish().await;
 }
