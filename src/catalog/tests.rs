@@ -409,5 +409,8 @@ fn required_scopes_follow_the_filter_and_drop_implied_ones() {
         toolsets: vec!["slack:chat".into()],
         ..Default::default()
     };
-    assert_eq!(catalog.required_scopes("slack", &chat), ["chat:write"]);
+    assert_eq!(
+        catalog.required_scopes("slack", &chat),
+        ["chat:write", "reactions:write", "im:write"]
+    );
 }

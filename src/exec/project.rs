@@ -46,7 +46,7 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
                     out.insert(rule.output.clone(), value);
                 }
             }
-            let next = next_page(spec.pagination, headers, &body);
+            let next = next_page(spec.pagination, &compiled.items_at, headers, &body);
             let items = match body.pointer_mut(&compiled.items_at).map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => Vec::new(),
@@ -127,6 +127,7 @@ fn extract(value: &Value, steps: &[Step]) -> Option<Value> {
 /// Where the next page is, as the key and value the model sees.
 fn next_page(
     pagination: Pagination,
+    items_at: &str,
     headers: &http::HeaderMap,
     body: &Value,
 ) -> Option<(&'static str, Value)> {
@@ -147,8 +148,19 @@ fn next_page(
             .get("nextPageToken")
             .and_then(Value::as_str)
             .filter(|token| !token.is_empty())
-            .map(|token| ("next_page_token", json!(token))),
+            .map(|token| ("next_cursor", json!(token))),
+        Pagination::SlackPaging => {
+            let paging = body.pointer(&format!("{}/paging", parent_pointer(items_at)))?;
+            let page = paging.get("page")?.as_u64()?;
+            let pages = paging.get("pages")?.as_u64()?;
+            (page < pages).then(|| ("next_page", json!(page + 1)))
+        }
     }
+}
+
+/// The JSON pointer of the object holding `items_at` (`/messages/matches` → `/messages`).
+fn parent_pointer(items_at: &str) -> &str {
+    items_at.rfind('/').map_or("", |at| &items_at[..at])
 }
 
 /// The `page` query parameter of the `rel="next"` link in an RFC 8288 `Link` header.
@@ -284,15 +296,19 @@ impl Reads {
                 for steps in projection.root_fields.iter().flat_map(|r| &r.alternatives) {
                     root.add(steps.iter().map(|s| s.key.as_str()));
                 }
-                match pointer_keys(&projection.items_at) {
-                    Some(keys) => root.node(keys.iter().map(String::as_str)).merge(item),
-                    None => return Reads::everything(),
-                }
+                let Some(keys) = pointer_keys(&projection.items_at) else {
+                    return Reads::everything();
+                };
                 match spec.pagination {
                     Pagination::SlackCursor => root.add(["response_metadata", "next_cursor"]),
                     Pagination::PageToken => root.add(["nextPageToken"]),
+                    Pagination::SlackPaging => {
+                        let parent = &keys[..keys.len().saturating_sub(1)];
+                        root.add(parent.iter().map(String::as_str).chain(["paging"]));
+                    }
                     Pagination::None | Pagination::LinkHeader => {}
                 }
+                root.node(keys.iter().map(String::as_str)).merge(item);
                 root
             }
         };
@@ -940,10 +956,12 @@ mod tests {
         });
         let projected = project(&tool("slack_search_messages"), &no_headers(), body);
         assert_eq!(projected["total"], 42);
-        assert_eq!(projected["page"], 1);
-        assert_eq!(projected["pages"], 3);
+        assert_eq!(projected["next_page"], 2);
         assert_eq!(projected["items"][0]["channel"], "ops");
-        assert_eq!(projected["items"][0]["channel_id"], "C1");
+        assert_eq!(
+            projected["items"][0]["permalink"],
+            "https://x.slack.com/archives/C1/p12"
+        );
     }
 
     #[test]
@@ -964,14 +982,14 @@ mod tests {
             ]
         });
         let projected = project(&tool("calendar_list_events"), &no_headers(), body);
-        assert_eq!(projected["next_page_token"], "CigKGjVhN");
+        assert_eq!(projected["next_cursor"], "CigKGjVhN");
         assert_eq!(projected["time_zone"], "Europe/Paris");
         assert_eq!(
             projected["items"][0],
             json!({
                 "id": "ev1", "summary": "Standup", "start": "2024-05-01T09:00:00+02:00",
-                "end": "2024-05-01T09:15:00+02:00", "attendees": ["a@example.com", "b@example.com"],
-                "status": "confirmed", "html_link": "https://www.google.com/calendar/event?eid=ZXYx"
+                "end": "2024-05-01T09:15:00+02:00",
+                "html_link": "https://www.google.com/calendar/event?eid=ZXYx"
             })
         );
         assert_eq!(projected["items"][1]["start"], "2024-05-08");

@@ -42,6 +42,13 @@ impl ValidArgs {
             .and_then(|(_, v)| v.as_ref())
     }
 
+    /// Replace the value of a declared argument (a name resolved to its id).
+    pub(crate) fn set(&mut self, name: &str, value: Value) {
+        if let Some((_, slot)) = self.values.iter_mut().find(|(n, _)| n == name) {
+            *slot = Some(value);
+        }
+    }
+
     /// The arguments that have a value, in declaration order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.values
@@ -619,7 +626,7 @@ mod tests {
              get("https://www.googleapis.com/calendar/v3/users/me/calendarList")),
             ("calendar_list_events", json!({ "time_min": "2024-05-01T00:00:00Z", "query": "standup" }),
              get("https://www.googleapis.com/calendar/v3/calendars/primary/events?timeMin=2024-05-01T00%3A00%3A00Z&q=standup&maxResults=25&singleEvents=true&orderBy=startTime")),
-            ("calendar_list_events", json!({ "calendar_id": "team@group.calendar.google.com", "max_results": 5, "page_token": "CigK" }),
+            ("calendar_list_events", json!({ "calendar_id": "team@group.calendar.google.com", "max_results": 5, "cursor": "CigK" }),
              get("https://www.googleapis.com/calendar/v3/calendars/team%40group.calendar.google.com/events?maxResults=5&pageToken=CigK&singleEvents=true&orderBy=startTime")),
             ("calendar_get_event", json!({ "calendar_id": "en.usa#holiday@group.v.calendar.google.com", "event_id": "abc_20240101" }),
              get("https://www.googleapis.com/calendar/v3/calendars/en.usa%23holiday%40group.v.calendar.google.com/events/abc_20240101")),
@@ -646,6 +653,28 @@ mod tests {
              with_body(Method::POST, "https://www.googleapis.com/calendar/v3/freeBusy",
                        json!({ "timeMin": "2024-05-01T08:00:00Z", "timeMax": "2024-05-01T18:00:00+02:00",
                                "items": [{ "id": "a@example.com" }, { "id": "en.usa#holiday@group.v.calendar.google.com" }] }))),
+            ("calendar_update_event", json!({ "event_id": "abc123", "summary": "Moved", "location": "Room 4" }),
+             with_body(Method::PATCH, "https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123",
+                       json!({ "summary": "Moved", "location": "Room 4" }))),
+            ("calendar_respond_to_event", json!({ "event_id": "abc123", "email": "me@example.com", "response": "tentative" }),
+             with_body(Method::PATCH, "https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123",
+                       json!({ "attendeesOmitted": true, "attendees": [{ "email": "me@example.com", "responseStatus": "tentative" }] }))),
+            ("calendar_quick_add", json!({ "text": "Lunch with Ana tomorrow 12:30" }),
+             Expect { method: Method::POST, url: "https://www.googleapis.com/calendar/v3/calendars/primary/events/quickAdd?text=Lunch+with+Ana+tomorrow+12%3A30", body: None }),
+            ("calendar_list_event_instances", json!({ "event_id": "abc123", "cursor": "CigK" }),
+             get("https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123/instances?maxResults=25&pageToken=CigK")),
+            ("slack_list_users", json!({ "cursor": "dXNlcjpV" }),
+             get("https://slack.com/api/users.list?limit=100&cursor=dXNlcjpV")),
+            ("slack_add_reaction", json!({ "channel": "C0123456789", "ts": "1712345678.000100", "name": "eyes" }),
+             with_body(Method::POST, "https://slack.com/api/reactions.add",
+                       json!({ "channel": "C0123456789", "timestamp": "1712345678.000100", "name": "eyes" }))),
+            // A form body, compared as an object of its fields.
+            ("slack_open_dm", json!({ "users": ["U0A", "U0B"] }),
+             with_body(Method::POST, "https://slack.com/api/conversations.open", json!({ "users": "U0A,U0B" }))),
+            ("slack_get_channel_info", json!({ "channel": "C0123456789" }),
+             get("https://slack.com/api/conversations.info?channel=C0123456789&include_num_members=true")),
+            ("slack_get_permalink", json!({ "channel": "C0123456789", "ts": "1712345678.000100" }),
+             get("https://slack.com/api/chat.getPermalink?channel=C0123456789&message_ts=1712345678.000100")),
         ];
         let catalog = Catalog::embedded();
         let mut covered: Vec<&str> = Vec::new();
@@ -659,7 +688,12 @@ mod tests {
             );
             let body = match request.body {
                 Some(RenderedBody::Json(value)) => Some(value),
-                Some(RenderedBody::Form(_)) => panic!("{tool}: unexpected form body"),
+                Some(RenderedBody::Form(fields)) => Some(Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                )),
                 None => None,
             };
             assert_eq!(body, expected.body, "{tool} {arguments}");

@@ -33,7 +33,9 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     };
     // Hints, from the manifest: the tool only reads / may overwrite or delete / may be repeated
     // safely; every keyward tool reaches a third-party service, so the world is open.
-    let annotations = ToolAnnotations::with_title(spec.title.clone())
+    // The title is the definition's own `title`; repeating it in the annotations would cost
+    // every session's context the same words twice.
+    let annotations = ToolAnnotations::new()
         .read_only(spec.read_only)
         .destructive(!spec.read_only && spec.destructive)
         .idempotent(spec.is_idempotent())
@@ -50,6 +52,24 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     .with_title(spec.title.clone())
     .with_annotations(annotations)
     .with_meta(meta)
+}
+
+/// `tool` as a user with `accounts` of its provider sees it: with several, an optional
+/// `account` argument whose enum lists them (see [`crate::exec::ACCOUNT_ARGUMENT`]).
+pub fn with_accounts(tool: &Tool, accounts: &[String]) -> Tool {
+    let mut tool = tool.clone();
+    if accounts.len() < 2 {
+        return tool;
+    }
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.insert(
+            crate::exec::ACCOUNT_ARGUMENT.into(),
+            json!({ "type": "string", "enum": accounts, "description": "Which account." }),
+        );
+    }
+    tool.input_schema = Arc::new(schema);
+    tool
 }
 
 /// A successful call: the projected JSON as `structuredContent` and the same JSON as text (for

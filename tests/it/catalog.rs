@@ -102,3 +102,40 @@ fn every_tool_is_described_for_the_model_within_the_context_budget() {
         "tools/list is {bytes} bytes, over the 32 KiB budget"
     );
 }
+
+/// Issue 16's context budget, over `tools/list --all-tools`: every session sends all tool
+/// definitions to the model, so together they stay within 30 KB and 650 bytes per tool on
+/// average (github-mcp-server 0.12.1: 682 B per tool). Measured as compact JSON of what the
+/// model reads — name, title, description, input schema, annotations — without `_meta`
+/// (`keyward/provider`, `keyward/toolset`, `keyward/scopes`), which is keyward's metadata for
+/// the client and not part of a model's tool list (and which github-mcp-server's definitions,
+/// the comparison, do not carry). The whole answer is printed too.
+#[test]
+fn the_catalog_fits_the_context_budget() {
+    let tools = served_tools();
+    let list = tools.as_array().unwrap();
+    let for_model: Vec<Value> = list
+        .iter()
+        .map(|tool| {
+            let mut tool = tool.clone();
+            tool.as_object_mut().unwrap().remove("_meta");
+            tool
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&for_model).unwrap().len();
+    let whole = serde_json::to_vec(&tools).unwrap().len();
+    let per_tool = bytes / list.len();
+    println!(
+        "tools/list --all-tools: {} tools, {bytes} bytes for the model ({per_tool} B/tool), \
+         {whole} bytes with _meta",
+        list.len()
+    );
+    assert!(
+        bytes <= 30 * 1024,
+        "the tool definitions take {bytes} bytes; the budget is 30 KB"
+    );
+    assert!(
+        per_tool <= 650,
+        "the tool definitions take {per_tool} bytes per tool on average; the budget is 650"
+    );
+}
