@@ -27,9 +27,13 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
             .clone()
             .unwrap_or_else(|| Value::Object(Map::new()));
     }
+    if let Some(name) = &spec.text_body {
+        return text_result(name, body, spec.max_text_bytes);
+    }
     let shape = Shape {
         fields: &compiled.fields,
         decode: spec.decode_base64.as_deref(),
+        cap: &spec.cap_text,
         max_text: spec.max_text_bytes,
     };
 
@@ -60,6 +64,7 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
 struct Shape<'a> {
     fields: &'a [FieldRule],
     decode: Option<&'a str>,
+    cap: &'a [String],
     max_text: usize,
 }
 
@@ -76,6 +81,13 @@ impl Shape<'_> {
         }
         if let Some(field) = self.decode {
             decode_text(&mut out, field, &source, self.max_text);
+        }
+        for field in self.cap {
+            if let Some(Value::String(text)) = out.get_mut(field.as_str()) {
+                if cut(text, self.max_text) {
+                    out.insert("truncated".into(), json!(true));
+                }
+            }
         }
         Value::Object(out)
     }
@@ -183,6 +195,37 @@ fn next_link_page(header: &str) -> Option<u64> {
     None
 }
 
+/// Cut `text` to at most `max` bytes on a character boundary; true when something was cut.
+fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+/// A tool whose answer is text (a diff): `{"<name>": text, "size": bytes}`, the text capped.
+/// `size` is the whole answer's, so a model seeing `truncated` knows how much it did not get.
+fn text_result(name: &str, body: Value, max_text: usize) -> Value {
+    let mut text = match body {
+        Value::String(text) => text,
+        // A JSON answer where text was expected: still the answer, shown as written.
+        other => other.to_string(),
+    };
+    let mut out = Map::new();
+    out.insert("size".into(), json!(text.len()));
+    let truncated = cut(&mut text, max_text);
+    out.insert(name.into(), Value::String(text));
+    if truncated {
+        out.insert("truncated".into(), json!(true));
+    }
+    Value::Object(out)
+}
+
 /// Replace base64 `field` with its text; binary content becomes `"binary": true` with its size.
 fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_text: usize) {
     let Some(Value::String(encoded)) = out.get(field) else {
@@ -214,16 +257,10 @@ fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_te
     let size = bytes.len();
     match String::from_utf8(bytes) {
         Ok(text) if !text.contains('\0') => {
-            let text = if text.len() > max_text {
-                let mut cut = max_text;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
+            let mut text = text;
+            if cut(&mut text, max_text) {
                 out.insert("truncated".into(), json!(true));
-                text[..cut].to_string()
-            } else {
-                text
-            };
+            }
             out.insert(field.into(), Value::String(text));
         }
         _ => {
