@@ -909,6 +909,34 @@ mod tests {
     }
 
     #[test]
+    fn capped_text_fields_are_cut_and_their_object_marked() {
+        let mut spec = tool("github_get_commit").spec().clone();
+        spec.response.max_text_bytes = 5;
+        let spec = Tool::compile(spec).unwrap();
+        let body = json!({"sha": "abc", "files": [
+            {"filename": "a.rs", "patch": "+abcdé€"},
+            {"filename": "b.rs", "patch": "+ab"},
+        ]});
+        let projected = project(&spec, &no_headers(), body);
+        assert_eq!(projected["sha"], "abc");
+        assert_eq!(projected["items"][0]["patch"], "+abcd");
+        assert_eq!(projected["items"][0]["truncated"], true);
+        assert_eq!(projected["items"][1]["patch"], "+ab");
+        assert!(projected["items"][1].get("truncated").is_none());
+    }
+
+    #[test]
+    fn a_text_body_is_returned_capped_with_its_whole_size() {
+        let mut spec = tool("github_get_pull_request_diff").spec().clone();
+        spec.response.max_text_bytes = 4;
+        let spec = Tool::compile(spec).unwrap();
+        let projected = project(&spec, &no_headers(), json!("diff --git"));
+        assert_eq!(projected, json!({"size": 10, "diff": "diff", "truncated": true}));
+        let whole = project(&tool("github_get_pull_request_diff"), &no_headers(), json!("+a"));
+        assert_eq!(whole, json!({"size": 2, "diff": "+a"}));
+    }
+
+    #[test]
     fn files_too_large_for_the_api_say_so() {
         let mut file = github_file("big.bin", b"");
         file["encoding"] = json!("none");
