@@ -931,8 +931,15 @@ mod tests {
         spec.response.max_text_bytes = 4;
         let spec = Tool::compile(spec).unwrap();
         let projected = project(&spec, &no_headers(), json!("diff --git"));
-        assert_eq!(projected, json!({"size": 10, "diff": "diff", "truncated": true}));
-        let whole = project(&tool("github_get_pull_request_diff"), &no_headers(), json!("+a"));
+        assert_eq!(
+            projected,
+            json!({"size": 10, "diff": "diff", "truncated": true})
+        );
+        let whole = project(
+            &tool("github_get_pull_request_diff"),
+            &no_headers(),
+            json!("+a"),
+        );
         assert_eq!(whole, json!({"size": 2, "diff": "+a"}));
     }
 
