@@ -5,6 +5,8 @@ mod fake_upstream;
 mod multiprocess;
 mod oauth;
 mod oauth_fake_ext;
+mod postgres_cli;
+mod postgres_store;
 mod server;
 mod server_conformance;
 mod server_http;

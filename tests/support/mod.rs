@@ -29,6 +29,7 @@ mod google;
 pub mod home;
 pub mod mcp;
 mod oauth;
+pub mod postgres;
 mod slack;
 
 use std::collections::HashMap;
