@@ -633,6 +633,28 @@ fn compile_projection(tool: &ToolSpec) -> Result<Projection, String> {
             ));
         }
     }
+    for capped in &response.cap_text {
+        if !fields.iter().any(|f| f.output == *capped) {
+            return Err(format!(
+                "`cap_text` names `{capped}`, which `fields` does not keep"
+            ));
+        }
+    }
+    if let Some(name) = &response.text_body {
+        // The whole answer is one text: there is nothing to pick fields or items from.
+        if !is_identifier(name) {
+            return Err(format!(
+                "`text_body` `{name}` must be letters, digits and `_`"
+            ));
+        }
+        if response.kind == ResponseKind::List
+            || !fields.is_empty()
+            || response.decode_base64.is_some()
+            || !response.cap_text.is_empty()
+        {
+            return Err("`text_body` takes no `kind = \"list\"`, `fields`, `decode_base64` or `cap_text`: the answer is one text".into());
+        }
+    }
     Ok(Projection {
         items_at,
         fields,

@@ -164,7 +164,10 @@ mod tests {
         };
         let message = typo.validate(&catalog).unwrap_err().to_string();
         assert!(message.contains("`gihub`"), "{message}");
-        assert!(message.contains("github, github:issues"), "{message}");
+        assert!(
+            message.contains("github, github:actions, github:issues"),
+            "{message}"
+        );
         assert!(message.contains("slack:chat"), "{message}");
 
         let typo = ToolFilter {

@@ -364,7 +364,16 @@ pub struct ResponseSpec {
     /// Output field holding base64 text to decode (GitHub file `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_base64: Option<String>,
-    /// Longest decoded text returned, in bytes; longer text is cut and marked `truncated`.
+    /// Output fields holding text to cap (a commit's per-file `patch`): a longer value is cut
+    /// at `max_text_bytes` and the object holding it is marked `truncated`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_text: Vec<String>,
+    /// The answer is text, not JSON (a diff asked for with `Accept: …diff`): the result is
+    /// `{"<this name>": text, "size": bytes}`, cut at `max_text_bytes` and marked `truncated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_body: Option<String>,
+    /// Longest text returned, in bytes (decoded base64, `cap_text` fields, a `text_body`);
+    /// longer text is cut on a character boundary and marked `truncated`.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
     /// Result returned when the API answers with an empty body (e.g. 204 No Content).

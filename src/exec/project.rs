@@ -27,9 +27,13 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
             .clone()
             .unwrap_or_else(|| Value::Object(Map::new()));
     }
+    if let Some(name) = &spec.text_body {
+        return text_result(name, body, spec.max_text_bytes);
+    }
     let shape = Shape {
         fields: &compiled.fields,
         decode: spec.decode_base64.as_deref(),
+        cap: &spec.cap_text,
         max_text: spec.max_text_bytes,
     };
 
@@ -60,6 +64,7 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
 struct Shape<'a> {
     fields: &'a [FieldRule],
     decode: Option<&'a str>,
+    cap: &'a [String],
     max_text: usize,
 }
 
@@ -76,6 +81,13 @@ impl Shape<'_> {
         }
         if let Some(field) = self.decode {
             decode_text(&mut out, field, &source, self.max_text);
+        }
+        for field in self.cap {
+            if let Some(Value::String(text)) = out.get_mut(field.as_str()) {
+                if cut(text, self.max_text) {
+                    out.insert("truncated".into(), json!(true));
+                }
+            }
         }
         Value::Object(out)
     }
@@ -195,6 +207,37 @@ fn next_link_page(header: &str) -> Option<u64> {
     None
 }
 
+/// Cut `text` to at most `max` bytes on a character boundary; true when something was cut.
+fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+/// A tool whose answer is text (a diff): `{"<name>": text, "size": bytes}`, the text capped.
+/// `size` is the whole answer's, so a model seeing `truncated` knows how much it did not get.
+fn text_result(name: &str, body: Value, max_text: usize) -> Value {
+    let mut text = match body {
+        Value::String(text) => text,
+        // A JSON answer where text was expected: still the answer, shown as written.
+        other => other.to_string(),
+    };
+    let mut out = Map::new();
+    out.insert("size".into(), json!(text.len()));
+    let truncated = cut(&mut text, max_text);
+    out.insert(name.into(), Value::String(text));
+    if truncated {
+        out.insert("truncated".into(), json!(true));
+    }
+    Value::Object(out)
+}
+
 /// Replace base64 `field` with its text; binary content becomes `"binary": true` with its size.
 fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_text: usize) {
     let Some(Value::String(encoded)) = out.get(field) else {
@@ -226,16 +269,10 @@ fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_te
     let size = bytes.len();
     match String::from_utf8(bytes) {
         Ok(text) if !text.contains('\0') => {
-            let text = if text.len() > max_text {
-                let mut cut = max_text;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
+            let mut text = text;
+            if cut(&mut text, max_text) {
                 out.insert("truncated".into(), json!(true));
-                text[..cut].to_string()
-            } else {
-                text
-            };
+            }
             out.insert(field.into(), Value::String(text));
         }
         _ => {
@@ -885,6 +922,41 @@ mod tests {
         );
         assert_eq!(projected["content"], "abcd");
         assert_eq!(projected["truncated"], true);
+    }
+
+    #[test]
+    fn capped_text_fields_are_cut_and_their_object_marked() {
+        let mut spec = tool("github_get_commit").spec().clone();
+        spec.response.max_text_bytes = 5;
+        let spec = Tool::compile(spec).unwrap();
+        let body = json!({"sha": "abc", "files": [
+            {"filename": "a.rs", "patch": "+abcdé€"},
+            {"filename": "b.rs", "patch": "+ab"},
+        ]});
+        let projected = project(&spec, &no_headers(), body);
+        assert_eq!(projected["sha"], "abc");
+        assert_eq!(projected["items"][0]["patch"], "+abcd");
+        assert_eq!(projected["items"][0]["truncated"], true);
+        assert_eq!(projected["items"][1]["patch"], "+ab");
+        assert!(projected["items"][1].get("truncated").is_none());
+    }
+
+    #[test]
+    fn a_text_body_is_returned_capped_with_its_whole_size() {
+        let mut spec = tool("github_get_pull_request_diff").spec().clone();
+        spec.response.max_text_bytes = 4;
+        let spec = Tool::compile(spec).unwrap();
+        let projected = project(&spec, &no_headers(), json!("diff --git"));
+        assert_eq!(
+            projected,
+            json!({"size": 10, "diff": "diff", "truncated": true})
+        );
+        let whole = project(
+            &tool("github_get_pull_request_diff"),
+            &no_headers(),
+            json!("+a"),
+        );
+        assert_eq!(whole, json!({"size": 2, "diff": "+a"}));
     }
 
     #[test]
