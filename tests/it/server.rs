@@ -39,7 +39,8 @@ async fn stdio_initialize_list_and_call_tools() {
     let get_issue = tools.iter().find(|t| t.name == "github_get_issue").unwrap();
     let json = serde_json::to_value(get_issue).unwrap();
     assert_eq!(json["annotations"]["readOnlyHint"], true);
-    assert_eq!(json["annotations"]["openWorldHint"], true);
+    // Only the hints that differ from the MCP defaults are sent (openWorld: true by default).
+    assert!(json["annotations"].get("openWorldHint").is_none());
     assert_eq!(json["_meta"]["keyward/scopes"], json!(["repo"]));
     assert_eq!(json["_meta"]["keyward/provider"], "github");
     assert_eq!(
