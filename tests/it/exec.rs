@@ -164,7 +164,11 @@ fn list_projections_keep_at_most_15_percent_of_the_answer() {
     ];
     let mut over = Vec::new();
     for fixture in fixtures::all() {
-        if !fixture.result.get("items").is_some_and(Value::is_array) {
+        // List tools only: a get tool whose answer has items (github_get_commit's changed
+        // files with their patches) returns the content that was asked for, capped per item.
+        if !fixture.result.get("items").is_some_and(Value::is_array)
+            || fixture.tool.contains("_get_")
+        {
             continue;
         }
         let raw = serde_json::to_vec(&fixture.response.body).unwrap().len();

@@ -51,10 +51,11 @@ async fn stdio_initialize_list_and_call_tools() {
         .iter()
         .find(|t| t.name == "github_create_issue")
         .unwrap();
-    assert_eq!(
-        create.annotations.as_ref().unwrap().read_only_hint,
-        Some(false)
-    );
+    // A tool that writes leaves readOnlyHint out (the MCP default, false) and says whether it
+    // may delete.
+    let hints = create.annotations.as_ref().unwrap();
+    assert_eq!(hints.read_only_hint, None);
+    assert_eq!(hints.destructive_hint, Some(false));
 
     let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "default-default");
