@@ -79,7 +79,7 @@ async fn http_with(connections: &[(&str, &str)], offer: Offer, json_response: bo
     let state = ServerState::open(&home, &config, offer).unwrap();
     let server = HttpServer::start(
         state.clone(),
-        &config.server,
+        &config,
         HttpOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             json_response,
