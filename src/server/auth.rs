@@ -430,10 +430,15 @@ impl Authenticator {
 /// resource's own path.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// `text` as a quoted-string's content (RFC 9110): no quotes, backslashes or control characters.
+/// `text` as a quoted-string's content (RFC 9110; RFC 6750 allows printable ASCII only): no
+/// quotes, backslashes, control or non-ASCII characters.
 fn quoted(text: &str) -> String {
     text.chars()
-        .map(|c| if c == '"' || c == '\\' || c.is_control() { '\'' } else { c })
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
         .collect()
 }
 

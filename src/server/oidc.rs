@@ -272,7 +272,7 @@ impl Oidc {
         if !ALLOWED.contains(&header.alg) {
             return Err(invalid(format!(
                 "the token's algorithm {:?} is not accepted: only asymmetric signatures (RS256, \
-                 ES256, EdDSA, …) are",
+                 ES256, EdDSA and the like) are",
                 header.alg
             )));
         }

@@ -101,7 +101,7 @@ async fn http(connections: &[(&str, &str)]) -> Http {
     http_with(connections, Offer::default(), false).await
 }
 
-async fn mcp_client(base: &str, key: &str) -> Client {
+pub(crate) async fn mcp_client(base: &str, key: &str) -> Client {
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
         .auth_header(key)
         .max_concurrent_requests(256);
