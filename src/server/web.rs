@@ -22,8 +22,9 @@
 //! - Every form carries the session's CSRF token, compared in constant time; `Host` and `Origin`
 //!   are checked as for `/mcp` (`public_url`'s host and origin are allowed).
 //! - Pages are sent with `Content-Security-Policy: default-src 'none'` (inline style only),
-//!   `frame-ancestors 'none'`, `Referrer-Policy: no-referrer` (a ticket in a URL never leaks in
-//!   a `Referer`) and `Cache-Control: no-store`.
+//!   `frame-ancestors 'none'`, `Referrer-Policy: same-origin` (a ticket in a URL never leaks in
+//!   a `Referer` to another site; `no-referrer` would make browsers send `Origin: null` with
+//!   the forms, which the Origin check refuses) and `Cache-Control: no-store`.
 //! - `next` after sign-in is a path on this server only (no open redirect).
 
 use std::sync::Arc;
@@ -148,7 +149,7 @@ async fn guard(State(web): State<Arc<Web>>, request: Request, next: Next) -> Res
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     ] {
@@ -237,6 +238,7 @@ header{background:#24292f;color:#fff;padding:14px 0}\
 header .wrap{display:flex;align-items:center;justify-content:space-between}\
 header strong{font-size:18px;letter-spacing:.02em}\
 header form{margin:0}\
+header .wrap>div{display:flex;align-items:center}\
 header span{margin-right:12px;color:#d0d7de}\
 .wrap{max-width:960px;margin:0 auto;padding:0 24px}\
 main{padding:28px 0}\

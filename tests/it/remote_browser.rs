@@ -15,7 +15,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use crate::remote_auth::Remote;
-use crate::support::home::{status_of, token_json};
+use crate::support::home::status_of;
 use crate::support::mcp::free_port;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -94,9 +94,13 @@ async fn the_account_page_in_headless_chromium_lists_and_disconnects() {
         return;
     }
     let remote = Remote::start(Algorithm::RS256, &["alice"], true).await;
+    let slack = json!({
+        "access_token": "xoxp-kwcanary_access_slack", "token_type": "bearer",
+        "scope": "channels:history,chat:write,users:read",
+    });
     remote.kw.ok(
         &["import", "slack", "--user", "alice", "--account", "work"],
-        &token_json("xoxp-kwcanary_access_slack", "kwcanary_refresh_slack"),
+        &slack.to_string(),
     );
     remote.issuer.sign_in_browser_as("alice");
     let driver = driver().await;
@@ -164,12 +168,19 @@ async fn the_account_page_in_headless_chromium_lists_and_disconnects() {
         .click()
         .await
         .unwrap();
-    let notice = client
+    let notice = match client
         .wait()
         .at_most(Duration::from_secs(60))
         .for_element(Locator::Css(".notice"))
         .await
-        .expect("a notice after disconnecting");
+    {
+        Ok(notice) => notice,
+        Err(e) => panic!(
+            "no notice after disconnecting ({e}); the browser is at {:?} showing:\n{}",
+            client.current_url().await.map(|u| u.to_string()),
+            client.source().await.unwrap_or_default()
+        ),
+    };
     assert!(
         notice.text().await.unwrap().contains("Disconnected github"),
         "{:?}",
