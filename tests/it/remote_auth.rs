@@ -28,6 +28,16 @@ pub(crate) struct Remote {
 impl Remote {
     /// `auth`: whether to configure `[server.auth]` (else API keys only, with `public_url`).
     pub(crate) async fn start(alg: Algorithm, users: &[&str], auth: bool) -> Remote {
+        Remote::start_with(alg, users, auth, &[]).await
+    }
+
+    /// [`Remote::start`] with extra environment for keyward (e.g. `RUST_LOG`).
+    pub(crate) async fn start_with(
+        alg: Algorithm,
+        users: &[&str],
+        auth: bool,
+        env: &[(&str, &str)],
+    ) -> Remote {
         keyward::server::install_crypto_provider();
         let up = FakeUpstream::start().await;
         let issuer = Issuer::start(alg).await;
@@ -51,6 +61,8 @@ impl Remote {
         let mut kw = kw;
         kw.env
             .push(("KEYWARD_AUTH_CLIENT_SECRET".into(), issuer::CLIENT_SECRET.into()));
+        kw.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let server = HttpProcess::start_at(&kw, &addr).await;
         Remote {
             up,

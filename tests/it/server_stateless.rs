@@ -271,7 +271,8 @@ impl HttpProcess {
         }
     }
 
-    pub(crate) async fn stop(mut self) {
+    /// SIGTERM, wait for a clean exit; its stderr (already checked for canaries).
+    pub(crate) async fn stop(mut self) -> Vec<u8> {
         let pid = self.child.id().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -286,7 +287,9 @@ impl HttpProcess {
         .unwrap()
         .0;
         assert!(status.success(), "{status:?}");
-        assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
+        let stderr = stderr.join().unwrap();
+        assert_no_canary("stderr of keyward serve --http", &stderr);
+        stderr
     }
 }
 

@@ -130,6 +130,8 @@ pub struct IssuerState {
     pub jwks_fetches: std::sync::atomic::AtomicUsize,
     /// Every authorization request, as query pairs.
     pub authorize_requests: Mutex<Vec<HashMap<String, String>>>,
+    /// Every token the token endpoint issued (access and ID tokens): secrets for canary greps.
+    pub issued: Mutex<Vec<String>>,
 }
 
 /// A running test issuer; dropping it stops the server.
@@ -164,6 +166,7 @@ impl Issuer {
             default_audience: Mutex::new(String::new()),
             jwks_fetches: Default::default(),
             authorize_requests: Mutex::default(),
+            issued: Mutex::default(),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -357,6 +360,10 @@ async fn token(
         id_claims["nonce"] = json!(nonce);
     }
     let id_token = st.sign(&st.current_key(), &id_claims);
+    st.issued
+        .lock()
+        .unwrap()
+        .extend([access.clone(), id_token.clone()]);
     Json(json!({
         "access_token": access, "token_type": "Bearer", "expires_in": 3600,
         "id_token": id_token, "scope": code.scope,
