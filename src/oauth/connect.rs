@@ -441,14 +441,7 @@ async fn finish_browser(
         }
     };
 
-    let exchanged = exchange_code(
-        http,
-        app,
-        code.secret(),
-        &redirect_uri,
-        verifier.secret(),
-    )
-    .await;
+    let exchanged = exchange_code(http, app, code.secret(), &redirect_uri, verifier.secret()).await;
     match exchanged {
         Ok(record) => Ok(Authorized {
             record,

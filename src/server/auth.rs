@@ -155,10 +155,17 @@ impl Access {
             .iter()
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .collect();
-        if let Some(public) = config.public_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+        if let Some(public) = config
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+        {
             if let Some(host) = public.host_str() {
                 hosts.push(HostRule {
-                    host: host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_ascii_lowercase(),
                     port: public.port(),
                 });
             }
@@ -331,7 +338,10 @@ impl Authenticator {
                 return Err(Refused::BadToken(reason));
             }
             Err(TokenError::InsufficientScope(missing)) => {
-                tracing::info!("refused an access token: it lacks the scopes {}", missing.join(" "));
+                tracing::info!(
+                    "refused an access token: it lacks the scopes {}",
+                    missing.join(" ")
+                );
                 return Err(Refused::InsufficientScope);
             }
             Err(TokenError::Unavailable(reason)) => return Err(Refused::Unavailable(reason)),
@@ -346,7 +356,9 @@ impl Authenticator {
                  (`keyward users add {} --oidc`)",
                 claims.user, claims.user
             ))),
-            Err(e) => Err(Refused::Unavailable(format!("checking the user failed: {e}"))),
+            Err(e) => Err(Refused::Unavailable(format!(
+                "checking the user failed: {e}"
+            ))),
         }
     }
 
@@ -368,7 +380,9 @@ impl Authenticator {
                     .to_string(),
             ),
             Refused::BadKey => {
-                challenge.push_str(", error=\"invalid_token\", error_description=\"the API key is not valid\"");
+                challenge.push_str(
+                    ", error=\"invalid_token\", error_description=\"the API key is not valid\"",
+                );
                 (
                     StatusCode::UNAUTHORIZED,
                     "401 Unauthorized: the API key is not valid (it may have been removed); ask \
@@ -408,7 +422,9 @@ impl Authenticator {
         };
         let mut response = (status, format!("{text}\n")).into_response();
         if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

@@ -32,7 +32,9 @@ use http::{header, HeaderMap, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 
 use super::seal::WebKey;
-use super::web::{self, clear_cookie, cookie, escape, message, page, redirect, set_cookie, Web, FLOW_TTL};
+use super::web::{
+    self, clear_cookie, cookie, escape, message, page, redirect, set_cookie, Web, FLOW_TTL,
+};
 use crate::oauth::connect::{Selection, WebFlow, WebPending};
 use crate::tool_error::SignIn;
 use crate::vault::users;
@@ -62,7 +64,9 @@ pub struct Links {
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Links").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Links")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,7 +96,10 @@ impl Links {
         };
         let sealed = self.key.seal("ticket", &ticket);
         Link {
-            url: format!("{}/connect/{}?ticket={sealed}", self.base, sign_in.key.provider),
+            url: format!(
+                "{}/connect/{}?ticket={sealed}",
+                self.base, sign_in.key.provider
+            ),
             expires_at,
         }
     }
@@ -168,18 +175,31 @@ pub(crate) async fn connect(
     }
     let executor = match web.state.executor().await {
         Ok(executor) => executor,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward is not ready", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        }
     };
     let key = match ConnKey::new(&ticket.user, &ticket.provider, &ticket.account) {
         Ok(key) => key,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "This link does not work", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "This link does not work",
+                &e.to_string(),
+            )
+        }
     };
     let vault = executor.vault().clone();
     let (id, exp) = (ticket.id.clone(), ticket.exp);
-    let fresh = tokio::task::spawn_blocking(move || users::redeem_ticket(&vault, id.as_bytes(), exp))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let fresh =
+        tokio::task::spawn_blocking(move || users::redeem_ticket(&vault, id.as_bytes(), exp))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
     match fresh {
         Ok(true) => {}
         Ok(false) => {
@@ -190,7 +210,13 @@ pub(crate) async fn connect(
                  again for a new link. Nothing was changed.",
             )
         }
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward could not check the link", &e),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward could not check the link",
+                &e,
+            )
+        }
     }
     start_provider_flow(&web, key, ticket.scopes, StatusCode::FOUND).await
 }
@@ -222,7 +248,13 @@ pub(crate) async fn start_provider_flow(
 ) -> Response {
     let executor = match web.state.executor().await {
         Ok(executor) => executor,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward is not ready", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        }
     };
     let selection = match scopes {
         Some(scopes) => Selection {
@@ -235,9 +267,21 @@ pub(crate) async fn start_provider_flow(
         },
     };
     let redirect_uri = format!("{}/oauth/callback/{}", web.base, key.provider);
-    let flow = match WebFlow::start(&web.config, executor.catalog(), &key.provider, &selection, &redirect_uri) {
+    let flow = match WebFlow::start(
+        &web.config,
+        executor.catalog(),
+        &key.provider,
+        &selection,
+        &redirect_uri,
+    ) {
         Ok(flow) => flow,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "Cannot connect that", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Cannot connect that",
+                &e.to_string(),
+            )
+        }
     };
     let sealed = web.key.seal(
         "connect",
@@ -254,7 +298,11 @@ pub(crate) async fn start_provider_flow(
         },
     );
     let (name, path) = flow_cookie(&key.provider);
-    redirect(status, &flow.url, vec![set_cookie(&name, &sealed, &path, FLOW_TTL)])
+    redirect(
+        status,
+        &flow.url,
+        vec![set_cookie(&name, &sealed, &path, FLOW_TTL)],
+    )
 }
 
 #[derive(Deserialize)]
@@ -274,17 +322,29 @@ pub(crate) async fn callback(
 ) -> Response {
     let executor = match web.state.executor().await {
         Ok(executor) => executor,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward is not ready", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        }
     };
     let Some(spec) = executor.catalog().provider(&provider) else {
-        return message(StatusCode::NOT_FOUND, "Unknown provider", "keyward has no such provider.");
+        return message(
+            StatusCode::NOT_FOUND,
+            "Unknown provider",
+            "keyward has no such provider.",
+        );
     };
     let title = spec.title.clone();
     let (name, path) = flow_cookie(&provider);
     let clear = clear_cookie(&name, &path);
     let done = |status: StatusCode, heading: &str, text: &str| {
         let mut response = message(status, heading, text);
-        response.headers_mut().append(header::SET_COOKIE, clear.clone());
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear.clone());
         response
     };
     let Some(flow) = cookie(&headers, &name)
@@ -321,7 +381,11 @@ pub(crate) async fn callback(
         } else {
             format!("{title} answered with an error ({error}{detail}). Nothing was stored.")
         };
-        return done(StatusCode::BAD_REQUEST, &format!("Could not connect {title}"), &text);
+        return done(
+            StatusCode::BAD_REQUEST,
+            &format!("Could not connect {title}"),
+            &text,
+        );
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
         return done(
@@ -332,7 +396,13 @@ pub(crate) async fn callback(
     };
     let key = match ConnKey::new(&flow.user, &provider, &flow.account) {
         Ok(key) => key,
-        Err(e) => return done(StatusCode::BAD_REQUEST, &format!("Could not connect {title}"), &e.to_string()),
+        Err(e) => {
+            return done(
+                StatusCode::BAD_REQUEST,
+                &format!("Could not connect {title}"),
+                &e.to_string(),
+            )
+        }
     };
     let stored = WebFlow::exchange(
         executor.vault(),
@@ -368,6 +438,10 @@ pub(crate) async fn callback(
             response.headers_mut().append(header::SET_COOKIE, clear);
             response
         }
-        Err(e) => done(StatusCode::BAD_GATEWAY, &format!("Could not connect {title}"), &e.to_string()),
+        Err(e) => done(
+            StatusCode::BAD_GATEWAY,
+            &format!("Could not connect {title}"),
+            &e.to_string(),
+        ),
     }
 }

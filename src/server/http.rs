@@ -418,7 +418,10 @@ fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .route("/healthz", get(healthz))
         .route(auth::METADATA_PATH, get(resource_metadata))
-        .route(&format!("{}/mcp", auth::METADATA_PATH), get(resource_metadata))
+        .route(
+            &format!("{}/mcp", auth::METADATA_PATH),
+            get(resource_metadata),
+        )
         .with_state(app.clone());
     if let Some(web) = &app.web {
         router = router.merge(web::routes(web.clone()));
@@ -435,7 +438,10 @@ async fn healthz() -> &'static str {
 async fn resource_metadata(State(app): State<App>) -> Response {
     let base = app.web.as_ref().map(|web| web.base.clone());
     let Some(document) = base.and_then(|base| app.auth.metadata(&base)) else {
-        return (http::StatusCode::NOT_FOUND, "404 Not Found: keyward has no [server.auth]\n")
+        return (
+            http::StatusCode::NOT_FOUND,
+            "404 Not Found: keyward has no [server.auth]\n",
+        )
             .into_response();
     };
     let mut response = axum::Json(document).into_response();

@@ -201,7 +201,10 @@ impl Oidc {
 
     /// Check an access token an MCP client sent: signature, issuer, audience, lifetime, user and
     /// the required scopes.
-    pub async fn validate_access_token(&self, token: &str) -> std::result::Result<Claims, TokenError> {
+    pub async fn validate_access_token(
+        &self,
+        token: &str,
+    ) -> std::result::Result<Claims, TokenError> {
         let claims = self.verify(token, &self.audience).await?;
         let scopes = token_scopes(&claims);
         let missing: Vec<String> = self
@@ -267,8 +270,9 @@ impl Oidc {
         token: &str,
         audience: &str,
     ) -> std::result::Result<Map<String, Value>, TokenError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| invalid("the token is not a JWT keyward accepts (malformed, or alg `none`)"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            invalid("the token is not a JWT keyward accepts (malformed, or alg `none`)")
+        })?;
         if !ALLOWED.contains(&header.alg) {
             return Err(invalid(format!(
                 "the token's algorithm {:?} is not accepted: only asymmetric signatures (RS256, \
@@ -330,7 +334,10 @@ impl Oidc {
             .fetch_json(&discovery.jwks_uri)
             .await
             .map_err(|e| TokenError::Unavailable(format!("the identity provider's keys: {e}")))?;
-        tracing::debug!(keys = set.keys.len(), "fetched the identity provider's JWKS");
+        tracing::debug!(
+            keys = set.keys.len(),
+            "fetched the identity provider's JWKS"
+        );
         cache.keys = Some(Arc::new(Keys {
             set,
             fetched: Instant::now(),
@@ -344,7 +351,10 @@ impl Oidc {
         self.discovered(&mut cache).await
     }
 
-    async fn discovered(&self, cache: &mut Cache) -> std::result::Result<Arc<Discovery>, TokenError> {
+    async fn discovered(
+        &self,
+        cache: &mut Cache,
+    ) -> std::result::Result<Arc<Discovery>, TokenError> {
         if let Some(discovery) = &cache.discovery {
             return Ok(discovery.clone());
         }
@@ -353,8 +363,7 @@ impl Oidc {
             .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY)
         {
             return Err(TokenError::Unavailable(
-                "the identity provider's discovery document could not be read a moment ago"
-                    .into(),
+                "the identity provider's discovery document could not be read a moment ago".into(),
             ));
         }
         match self.discover().await {
@@ -418,7 +427,8 @@ impl Oidc {
                 }
                 body.extend_from_slice(&chunk);
             }
-            serde_json::from_slice(&body).map_err(|e| Error::other(format!("not the JSON expected ({e})")))
+            serde_json::from_slice(&body)
+                .map_err(|e| Error::other(format!("not the JSON expected ({e})")))
         };
         tokio::time::timeout(FETCH_TIMEOUT, request)
             .await
@@ -433,7 +443,10 @@ fn discovery_urls(issuer: &str) -> Result<Vec<String>> {
     let path = url.path().trim_end_matches('/');
     let origin = url.origin().ascii_serialization();
     Ok(vec![
-        format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')),
+        format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ),
         format!("{origin}/.well-known/oauth-authorization-server{path}"),
     ])
 }
@@ -494,9 +507,8 @@ fn decoding_key(jwk: &Jwk, alg: Algorithm) -> std::result::Result<DecodingKey, T
             "the token's algorithm {alg:?} does not fit the identity provider's key it names"
         )));
     }
-    DecodingKey::from_jwk(jwk).map_err(|_| {
-        invalid("the identity provider's key for this token could not be read")
-    })
+    DecodingKey::from_jwk(jwk)
+        .map_err(|_| invalid("the identity provider's key for this token could not be read"))
 }
 
 /// The scopes a token carries: `scope` (space-separated) or `scp` (string or array).
@@ -505,12 +517,9 @@ fn token_scopes(claims: &Map<String, Value>) -> Vec<String> {
     for name in ["scope", "scp"] {
         match claims.get(name) {
             Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(String::from)),
-            Some(Value::Array(items)) => scopes.extend(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from),
-            ),
+            Some(Value::Array(items)) => {
+                scopes.extend(items.iter().filter_map(Value::as_str).map(String::from))
+            }
             _ => {}
         }
     }

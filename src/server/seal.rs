@@ -52,7 +52,8 @@ impl WebKey {
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
         match crate::vault::keys::write_private_atomically(&path, bytes.as_ref(), false) {
             Ok(()) => {}
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            }
             Err(e) => return Err(e),
         }
         read(&path)?.ok_or_else(|| Error::other(format!("{} vanished", path.display())))
@@ -60,8 +61,14 @@ impl WebKey {
 
     /// `value`, sealed for `purpose`, as URL-safe text.
     pub fn seal(&self, purpose: &str, value: &impl Serialize) -> String {
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(value).expect("sealed values serialize"));
-        B64.encode(crypto::seal(&self.aead, 0, &[b"keyward-web", purpose.as_bytes()], &plain))
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(value).expect("sealed values serialize"));
+        B64.encode(crypto::seal(
+            &self.aead,
+            0,
+            &[b"keyward-web", purpose.as_bytes()],
+            &plain,
+        ))
     }
 
     /// What [`WebKey::seal`] sealed for `purpose`; `None` for anything else (tampered, another
@@ -77,7 +84,8 @@ impl WebKey {
 
     /// The codec of `requestState` values a remote sign-in issues.
     pub fn request_state_codec(&self) -> RequestStateCodec {
-        RequestStateCodec::try_new(self.hmac.expose().to_vec()).expect("32 bytes are a long enough key")
+        RequestStateCodec::try_new(self.hmac.expose().to_vec())
+            .expect("32 bytes are a long enough key")
     }
 }
 
@@ -130,11 +138,17 @@ mod tests {
         };
         let key = WebKey::load_or_create(&home).unwrap();
         let sealed = key.seal("ticket", &("alice", 7));
-        assert_eq!(key.open::<(String, u32)>("ticket", &sealed), Some(("alice".into(), 7)));
+        assert_eq!(
+            key.open::<(String, u32)>("ticket", &sealed),
+            Some(("alice".into(), 7))
+        );
         assert_eq!(key.open::<(String, u32)>("session", &sealed), None);
         let mut tampered = sealed.clone().into_bytes();
         tampered[20] ^= 1;
-        assert_eq!(key.open::<(String, u32)>("ticket", std::str::from_utf8(&tampered).unwrap()), None);
+        assert_eq!(
+            key.open::<(String, u32)>("ticket", std::str::from_utf8(&tampered).unwrap()),
+            None
+        );
         // Another process of the same home reads the same key.
         let again = WebKey::load_or_create(&home).unwrap();
         assert!(again.open::<(String, u32)>("ticket", &sealed).is_some());

@@ -75,7 +75,7 @@ pub struct SignIns {
 
 enum Mode {
     /// stdio: `keyward connect`'s browser flow on this machine's loopback.
-    Local(Local),
+    Local(Box<Local>),
     /// HTTP with `public_url`: `/connect` links.
     Remote(Arc<Links>),
 }
@@ -122,11 +122,11 @@ impl SignIns {
             .expect("32 random bytes are a long enough key");
         SignIns {
             codec,
-            mode: Mode::Local(Local {
+            mode: Mode::Local(Box::new(Local {
                 config,
                 read_only,
                 running: Arc::default(),
-            }),
+            })),
         }
     }
 

@@ -95,7 +95,9 @@ impl Web {
 
     /// The signed-in user of a request, if its session cookie opens and is current.
     pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let session: Session = self.key.open("session", &cookie(headers, SESSION_COOKIE)?)?;
+        let session: Session = self
+            .key
+            .open("session", &cookie(headers, SESSION_COOKIE)?)?;
         (session.exp > Web::now()).then_some(session)
     }
 }
@@ -260,7 +262,12 @@ select,input[type=text]{font:inherit;font-size:14px;padding:5px 8px;border:1px s
 .muted{color:#57606a}";
 
 /// A whole page: `body` is HTML already escaped where it holds data.
-pub(crate) fn page(status: StatusCode, title: &str, user: Option<(&str, &str)>, body: &str) -> Response {
+pub(crate) fn page(
+    status: StatusCode,
+    title: &str,
+    user: Option<(&str, &str)>,
+    body: &str,
+) -> Response {
     let bar = match user {
         Some((user, csrf)) => format!(
             "<div><span>Signed in as <b>{}</b></span><form method=\"post\" action=\"/auth/sign-out\">\
@@ -313,7 +320,13 @@ async fn account(
     };
     let executor = match web.state.executor().await {
         Ok(executor) => executor,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward is not ready", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        }
     };
     let vault = executor.vault().clone();
     let user = session.user.clone();
@@ -326,7 +339,9 @@ async fn account(
     let csrf = escape(&session.csrf);
     let mut table = String::new();
     for row in rows {
-        let Ok((conn, _last_used)) = row else { continue };
+        let Ok((conn, _last_used)) = row else {
+            continue;
+        };
         let title = executor
             .catalog()
             .provider(&conn.key.provider)
@@ -383,7 +398,13 @@ async fn account(
     let options: String = executor
         .catalog()
         .providers()
-        .map(|p| format!("<option value=\"{}\">{}</option>", escape(&p.name), escape(&p.title)))
+        .map(|p| {
+            format!(
+                "<option value=\"{}\">{}</option>",
+                escape(&p.name),
+                escape(&p.title)
+            )
+        })
         .collect();
     let notice = match notice.notice.as_deref() {
         Some(text) => format!("<div class=\"notice\">{}</div>", escape(text)),
@@ -399,7 +420,12 @@ async fn account(
          value=\"default\" aria-label=\"account name\"><button class=\"primary\">Connect</button>\
          </form></div>"
     );
-    page(StatusCode::OK, "Your connections", Some((&session.user, &session.csrf)), &body)
+    page(
+        StatusCode::OK,
+        "Your connections",
+        Some((&session.user, &session.csrf)),
+        &body,
+    )
 }
 
 fn signed_out(web: &Web) -> Response {
@@ -432,17 +458,34 @@ pub(crate) struct AccountForm {
     account: String,
 }
 
-/// The session of a form POST whose CSRF token matches; else the page that says what to do.
-fn form_session(web: &Web, headers: &HeaderMap, csrf: &str) -> std::result::Result<Session, Response> {
-    let Some(session) = web.session(headers) else {
-        return Err(redirect(StatusCode::SEE_OTHER, "/", Vec::new()));
-    };
+/// Why a form POST was refused.
+enum FormRefusal {
+    SignedOut,
+    BadCsrf,
+}
+
+impl IntoResponse for FormRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            FormRefusal::SignedOut => redirect(StatusCode::SEE_OTHER, "/", Vec::new()),
+            FormRefusal::BadCsrf => message(
+                StatusCode::FORBIDDEN,
+                "The form has expired",
+                "Reload the page and try again.",
+            ),
+        }
+    }
+}
+
+/// The session of a form POST whose CSRF token matches.
+fn form_session(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> std::result::Result<Session, FormRefusal> {
+    let session = web.session(headers).ok_or(FormRefusal::SignedOut)?;
     if !crate::vault::users::ct_eq(session.csrf.as_bytes(), csrf.as_bytes()) {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            "The form has expired",
-            "Reload the page and try again.",
-        ));
+        return Err(FormRefusal::BadCsrf);
     }
     Ok(session)
 }
@@ -454,11 +497,17 @@ async fn account_connect(
 ) -> Response {
     let session = match form_session(&web, &headers, &form.csrf) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let key = match ConnKey::new(&session.user, &form.provider, form.account.trim()) {
         Ok(key) => key,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "Cannot connect that", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Cannot connect that",
+                &e.to_string(),
+            )
+        }
     };
     connect_web::start_provider_flow(&web, key, None, StatusCode::SEE_OTHER).await
 }
@@ -470,15 +519,27 @@ async fn account_disconnect(
 ) -> Response {
     let session = match form_session(&web, &headers, &form.csrf) {
         Ok(session) => session,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let key = match ConnKey::new(&session.user, &form.provider, &form.account) {
         Ok(key) => key,
-        Err(e) => return message(StatusCode::BAD_REQUEST, "Cannot disconnect that", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Cannot disconnect that",
+                &e.to_string(),
+            )
+        }
     };
     let executor = match web.state.executor().await {
         Ok(executor) => executor,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "keyward is not ready", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        }
     };
     // As `keyward disconnect --force`: the person asked for it to go, so a provider that cannot
     // revoke does not keep it; the notice says where to revoke by hand then.
@@ -492,13 +553,19 @@ async fn account_disconnect(
     .await;
     let notice = match done {
         Ok(done) => match done.revocation {
-            Ok(_) => format!("Disconnected {} ({}); the grant is revoked.", key.provider, key.account),
+            Ok(_) => format!(
+                "Disconnected {} ({}); the grant is revoked.",
+                key.provider, key.account
+            ),
             Err(reason) => format!(
                 "Disconnected {} ({}). The provider did not revoke the grant ({reason}): {}",
                 key.provider, key.account, done.manual_revoke
             ),
         },
-        Err(e) => format!("Could not disconnect {} ({}): {e}", key.provider, key.account),
+        Err(e) => format!(
+            "Could not disconnect {} ({}): {e}",
+            key.provider, key.account
+        ),
     };
     let location = format!(
         "/?notice={}",
@@ -532,7 +599,13 @@ async fn sign_in(State(web): State<Arc<Web>>, Query(next): Query<After>) -> Resp
     };
     let discovery = match oidc.discovery().await {
         Ok(discovery) => discovery,
-        Err(e) => return message(StatusCode::SERVICE_UNAVAILABLE, "Cannot reach the identity provider", &e.to_string()),
+        Err(e) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Cannot reach the identity provider",
+                &e.to_string(),
+            )
+        }
     };
     let Some(authorize) = discovery.authorization_endpoint.as_deref() else {
         return message(
@@ -551,10 +624,15 @@ async fn sign_in(State(web): State<Arc<Web>>, Query(next): Query<After>) -> Resp
     let challenge = {
         use base64::Engine;
         use sha2::Digest;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(flow.verifier.as_bytes()))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(flow.verifier.as_bytes()))
     };
     let Ok(mut url) = url::Url::parse(authorize) else {
-        return message(StatusCode::SERVICE_UNAVAILABLE, "Cannot sign in", "The identity provider's authorization endpoint is not a URL.");
+        return message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cannot sign in",
+            "The identity provider's authorization endpoint is not a URL.",
+        );
     };
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -592,11 +670,20 @@ async fn sign_in_callback(
     let clear = clear_cookie(SIGN_IN_COOKIE, "/auth");
     let fail = |text: String| {
         let mut response = message(StatusCode::BAD_REQUEST, "Sign-in failed", &text);
-        response.headers_mut().append(header::SET_COOKIE, clear.clone());
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear.clone());
         response
     };
-    let Some(flow) = web.key.open::<SignIn>("sign-in", &sealed).filter(|f| f.exp > Web::now()) else {
-        return fail("The sign-in took longer than 10 minutes, or its cookie was damaged. Start again.".into());
+    let Some(flow) = web
+        .key
+        .open::<SignIn>("sign-in", &sealed)
+        .filter(|f| f.exp > Web::now())
+    else {
+        return fail(
+            "The sign-in took longer than 10 minutes, or its cookie was damaged. Start again."
+                .into(),
+        );
     };
     let state_ok = query
         .state
@@ -606,8 +693,14 @@ async fn sign_in_callback(
         return fail("The answer does not belong to the sign-in this browser started (its state does not match). Start again.".into());
     }
     if let Some(error) = &query.error {
-        let detail = query.error_description.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-        return fail(format!("The identity provider refused the sign-in ({error}{detail})."));
+        let detail = query
+            .error_description
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        return fail(format!(
+            "The identity provider refused the sign-in ({error}{detail})."
+        ));
     }
     let Some(code) = query.code.as_deref() else {
         return fail("The identity provider sent no authorization code.".into());
@@ -620,9 +713,9 @@ async fn sign_in_callback(
         Ok(Admission::Admitted) => {}
         Ok(Admission::Removed) => {
             return fail(format!(
-                "You signed in as {user}, but {user} was removed from keyward; ask its administrator \
+            "You signed in as {user}, but {user} was removed from keyward; ask its administrator \
                  (`keyward users add {user} --oidc`)."
-            ))
+        ))
         }
         Err(e) => return fail(format!("keyward could not check the user: {e}")),
     }
@@ -667,12 +760,20 @@ async fn exchange_sign_in(
         form.push(("client_secret", secret.expose()));
     }
     let http = oidc.http();
-    let answer = crate::oauth::token_endpoint::request(http, token_url, &form, http.timeout()).await;
+    let answer =
+        crate::oauth::token_endpoint::request(http, token_url, &form, http.timeout()).await;
     let value = match answer {
         Answer::Token(value) => value,
-        Answer::Error(e) => return Err(format!("the identity provider refused the code ({})", e.reason())),
+        Answer::Error(e) => {
+            return Err(format!(
+                "the identity provider refused the code ({})",
+                e.reason()
+            ))
+        }
         Answer::Unavailable(why) | Answer::Malformed(why) => {
-            return Err(format!("the identity provider's token endpoint failed: {why}"))
+            return Err(format!(
+                "the identity provider's token endpoint failed: {why}"
+            ))
         }
     };
     let id_token = value
@@ -690,11 +791,19 @@ struct SignOut {
     csrf: String,
 }
 
-async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap, Form(form): Form<SignOut>) -> Response {
-    if let Err(response) = form_session(&web, &headers, &form.csrf) {
-        return response;
+async fn sign_out(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Form(form): Form<SignOut>,
+) -> Response {
+    if let Err(refusal) = form_session(&web, &headers, &form.csrf) {
+        return refusal.into_response();
     }
-    redirect(StatusCode::SEE_OTHER, "/", vec![clear_cookie(SESSION_COOKIE, "/")])
+    redirect(
+        StatusCode::SEE_OTHER,
+        "/",
+        vec![clear_cookie(SESSION_COOKIE, "/")],
+    )
 }
 
 /// The config the browser routes are built from, checked: `None` without `public_url`.
@@ -729,8 +838,17 @@ mod tests {
 
     #[test]
     fn next_is_a_local_path_only() {
-        assert_eq!(local_path(Some("/connect/github?ticket=x")), "/connect/github?ticket=x");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "evil", "/\n"] {
+        assert_eq!(
+            local_path(Some("/connect/github?ticket=x")),
+            "/connect/github?ticket=x"
+        );
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "evil",
+            "/\n",
+        ] {
             assert_eq!(local_path(Some(bad)), "/", "{bad}");
         }
         assert_eq!(local_path(None), "/");
@@ -739,7 +857,10 @@ mod tests {
     #[test]
     fn cookies_are_read_by_exact_name() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; keyward_session=xyz; b=2"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; keyward_session=xyz; b=2"),
+        );
         assert_eq!(cookie(&headers, "keyward_session").as_deref(), Some("xyz"));
         assert_eq!(cookie(&headers, "keyward"), None);
         let set = set_cookie("n", "v", "/", Duration::from_secs(5));

@@ -186,7 +186,10 @@ pub enum Admission {
 /// user of the same name is the same user, and is marked `oidc` too.
 pub fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
     check_user_name(name)?;
-    if vault.users_get(&key_of(REMOVED, name.as_bytes()))?.is_some() {
+    if vault
+        .users_get(&key_of(REMOVED, name.as_bytes()))?
+        .is_some()
+    {
         return Ok(Admission::Removed);
     }
     let by_name = key_of(BY_NAME, name.as_bytes());
@@ -246,7 +249,10 @@ pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
         let record = serde_json::from_slice::<UserRecord>(&v).ok();
         users.push(UserInfo {
             name,
-            created: record.as_ref().map(|r| r.created.clone()).unwrap_or_default(),
+            created: record
+                .as_ref()
+                .map(|r| r.created.clone())
+                .unwrap_or_default(),
             api_key: record.as_ref().is_some_and(|r| !r.key_sha256.is_empty()),
             oidc: record.as_ref().is_some_and(|r| r.oidc),
         });
@@ -271,7 +277,10 @@ pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
         let mark = serde_json::json!({
             "removed": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         });
-        vault.users_insert(&key_of(REMOVED, name.as_bytes()), mark.to_string().as_bytes())?;
+        vault.users_insert(
+            &key_of(REMOVED, name.as_bytes()),
+            mark.to_string().as_bytes(),
+        )?;
     }
     vault.users_remove(&by_name)?;
     if existed {
@@ -492,7 +501,11 @@ mod tests {
         // An API-key user of the same name is the same user, now also marked.
         let key = add(&vault, "erin").unwrap();
         assert_eq!(admit_oidc(&vault, "erin").unwrap(), Admission::Admitted);
-        let erin = list(&vault).unwrap().into_iter().find(|u| u.name == "erin").unwrap();
+        let erin = list(&vault)
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == "erin")
+            .unwrap();
         assert!(erin.oidc && erin.api_key, "{erin:?}");
         assert_eq!(lookup(&vault, key.expose()).as_deref(), Some("erin"));
         // Removed: the identity provider does not bring them back; `add --oidc` does.

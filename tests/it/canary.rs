@@ -635,7 +635,11 @@ async fn remote_users_refusals_links_sign_in_and_pages_carry_no_secret() {
     for (i, text) in shown.iter().enumerate() {
         assert_no_secret(&format!("answer {i} of the remote flow"), text, &all);
     }
-    assert_no_secret("stderr of keyward serve --http at trace level", &stderr, &all);
+    assert_no_secret(
+        "stderr of keyward serve --http at trace level",
+        &stderr,
+        &all,
+    );
     let audit = serde_json::to_string(&crate::support::canary::audit_json(&remote.kw)).unwrap();
     assert_no_secret("the audit log", &audit, &all);
     assert_no_secret(

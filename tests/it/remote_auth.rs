@@ -59,8 +59,10 @@ impl Remote {
         }
         std::fs::write(kw.home().join("config.toml"), config).unwrap();
         let mut kw = kw;
-        kw.env
-            .push(("KEYWARD_AUTH_CLIENT_SECRET".into(), issuer::CLIENT_SECRET.into()));
+        kw.env.push((
+            "KEYWARD_AUTH_CLIENT_SECRET".into(),
+            issuer::CLIENT_SECRET.into(),
+        ));
         kw.env
             .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let server = HttpProcess::start_at(&kw, &addr).await;
@@ -88,10 +90,7 @@ pub(crate) fn import_github(up: &FakeUpstream, kw: &Kw, user: &str) {
         "access_token": access, "refresh_token": format!("{CANARY_REFRESH}_{user}"),
         "token_type": "bearer", "expires_in": 28800, "scope": "repo read:user",
     });
-    kw.ok(
-        &["import", "github", "--user", user],
-        &response.to_string(),
-    );
+    kw.ok(&["import", "github", "--user", user], &response.to_string());
 }
 
 /// A 2026-07-28 `github_get_me` with `credential`: the HTTP status and the JSON-RPC answer (or
@@ -176,7 +175,10 @@ async fn a_valid_token_calls_as_its_user_who_appears_marked_oidc_and_sees_only_t
     // Stateless 2026-07-28: the user comes from the token on every request.
     let (status, me, _) = get_me(base, &remote.token("alice")).await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me["result"]["structuredContent"]["login"], "alice-gh", "{me}");
+    assert_eq!(
+        me["result"]["structuredContent"]["login"], "alice-gh",
+        "{me}"
+    );
     let (_, me, _) = get_me(base, &remote.token("bob")).await;
     assert_eq!(me["result"]["structuredContent"]["login"], "bob-gh", "{me}");
     // carol has no connection: her call never reaches another user's.
@@ -224,7 +226,10 @@ async fn every_wrong_token_is_refused_with_the_right_challenge() {
     let cases: Vec<(&str, String)> = vec![
         (
             "another audience",
-            issuer.sign(&key, &with(&|c| c["aud"] = json!("https://other.example/mcp"))),
+            issuer.sign(
+                &key,
+                &with(&|c| c["aud"] = json!("https://other.example/mcp")),
+            ),
         ),
         (
             "another issuer",
@@ -249,9 +254,12 @@ async fn every_wrong_token_is_refused_with_the_right_challenge() {
         ),
         (
             "no exp",
-            issuer.sign(&key, &with(&|c| {
-                c.as_object_mut().unwrap().remove("exp");
-            })),
+            issuer.sign(
+                &key,
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+            ),
         ),
         ("not a JWT", "not-a-jwt".to_string()),
     ];
@@ -308,7 +316,11 @@ async fn a_key_rotation_at_the_issuer_is_picked_up_without_a_restart() {
         .issuer
         .jwks_fetches
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert!(after <= fetched + 1, "fetched the JWKS {} times", after - fetched);
+    assert!(
+        after <= fetched + 1,
+        "fetched the JWKS {} times",
+        after - fetched
+    );
     remote.server.stop().await;
 }
 

@@ -23,9 +23,8 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Chromium and its driver, installed under CI when missing. `false`: not here (skip).
 fn chromium_available() -> bool {
-    let present = || {
-        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists()
-    };
+    let present =
+        || std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if present() {
         return true;
     }
@@ -141,7 +140,10 @@ async fn the_account_page_in_headless_chromium_lists_and_disconnects() {
         .expect("the account page after sign-in");
     let text = table.text().await.unwrap();
     assert!(text.contains("GitHub") && text.contains("Slack"), "{text}");
-    assert!(text.contains("read:user") && text.contains("active"), "{text}");
+    assert!(
+        text.contains("read:user") && text.contains("active"),
+        "{text}"
+    );
     let page = client.source().await.unwrap();
     assert!(page.contains("Signed in as"), "{page}");
     crate::support::canary::assert_no_canary("the account page", page.as_bytes());

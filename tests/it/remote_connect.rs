@@ -52,9 +52,16 @@ async fn a_missing_connection_becomes_a_link_the_user_completes_in_a_browser() {
     assert_no_canary("the requestState", state.as_bytes());
 
     // A client that cannot gets the same kind of link in the error's hint.
-    let plain = rpc(base, &alice, &call_tool(2, "github_get_issue", issue_args())).await;
+    let plain = rpc(
+        base,
+        &alice,
+        &call_tool(2, "github_get_issue", issue_args()),
+    )
+    .await;
     assert_eq!(plain["result"]["isError"], true, "{plain}");
-    let hint = plain["result"]["structuredContent"]["hint"].as_str().unwrap();
+    let hint = plain["result"]["structuredContent"]["hint"]
+        .as_str()
+        .unwrap();
     assert!(
         hint.contains(&format!("{base}/connect/github?ticket=")),
         "{hint}"

@@ -32,7 +32,12 @@ async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
 }
 
 /// [`python`] with extra environment variables for the client.
-pub(crate) async fn python_env(kw: &Kw, args: Vec<String>, expect_login: &str, env: &[(&str, &str)]) {
+pub(crate) async fn python_env(
+    kw: &Kw,
+    args: Vec<String>,
+    expect_login: &str,
+    env: &[(&str, &str)],
+) {
     let mut cmd = Command::new("bash");
     cmd.arg(run_sh())
         .args(&args)

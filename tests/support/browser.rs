@@ -121,11 +121,20 @@ impl Browser {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        self.go(reqwest::Method::POST, url::Url::parse(url).unwrap(), Some(body))
-            .await
+        self.go(
+            reqwest::Method::POST,
+            url::Url::parse(url).unwrap(),
+            Some(body),
+        )
+        .await
     }
 
-    async fn go(&self, mut method: reqwest::Method, mut url: url::Url, mut form: Option<String>) -> Page {
+    async fn go(
+        &self,
+        mut method: reqwest::Method,
+        mut url: url::Url,
+        mut form: Option<String>,
+    ) -> Page {
         let mut visited = Vec::new();
         for _ in 0..20 {
             visited.push(url.clone());

@@ -75,7 +75,9 @@ impl SigningKey {
                 "kty": "EC", "crv": "P-256",
                 "x": B64.encode(&public_der[1..33]), "y": B64.encode(&public_der[33..65]),
             }),
-            Algorithm::EdDSA => json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(&public_der)}),
+            Algorithm::EdDSA => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(&public_der)})
+            }
             _ => serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).unwrap()).unwrap(),
         };
         let mut jwk: Jwk = serde_json::from_value(public).expect("a JWK of the key");
@@ -273,7 +275,13 @@ async fn discovery(State(st): State<Arc<IssuerState>>) -> Json<Value> {
 async fn jwks(State(st): State<Arc<IssuerState>>) -> Json<JwkSet> {
     st.jwks_fetches
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let keys = st.keys.lock().unwrap().iter().map(|k| k.jwk.clone()).collect();
+    let keys = st
+        .keys
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|k| k.jwk.clone())
+        .collect();
     Json(JwkSet { keys })
 }
 
@@ -330,11 +338,20 @@ async fn token(
     State(st): State<Arc<IssuerState>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let oauth_error = |code: &str| (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": code}))).into_response();
+    let oauth_error = |code: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({"error": code})),
+        )
+            .into_response()
+    };
     if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
         return oauth_error("unsupported_grant_type");
     }
-    let Some(code) = form.get("code").and_then(|c| st.codes.lock().unwrap().remove(c)) else {
+    let Some(code) = form
+        .get("code")
+        .and_then(|c| st.codes.lock().unwrap().remove(c))
+    else {
         return oauth_error("invalid_grant");
     };
     if form.get("client_id") != Some(&code.client_id)
@@ -342,7 +359,9 @@ async fn token(
     {
         return oauth_error("invalid_grant");
     }
-    if code.client_id == CLIENT_ID && form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET) {
+    if code.client_id == CLIENT_ID
+        && form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+    {
         return oauth_error("invalid_client");
     }
     let verifier = form.get("code_verifier").cloned().unwrap_or_default();
@@ -353,7 +372,11 @@ async fn token(
         .resource
         .clone()
         .unwrap_or_else(|| st.default_audience.lock().unwrap().clone());
-    let scope: Vec<&str> = code.scope.split_whitespace().filter(|s| *s != "openid").collect();
+    let scope: Vec<&str> = code
+        .scope
+        .split_whitespace()
+        .filter(|s| *s != "openid")
+        .collect();
     let access = st.token(&code.user, &audience, &scope.join(" "));
     let mut id_claims = st.claims(&code.user, &code.client_id, "");
     if let Some(nonce) = &code.nonce {
