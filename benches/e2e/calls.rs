@@ -1,5 +1,7 @@
 //! One call of the standard request, five ways (a `Caller`), and a row: warm-up, then calls
-//! spread over a number of concurrent callers, bounded in count and in time.
+//! spread over a number of concurrent callers, bounded in count and in time. Every tool is
+//! called with the arguments of its fixture (`tests/fixtures/<tool>.json`), the call the
+//! integration tests pin down.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,8 +15,29 @@ use tokio::task::JoinSet;
 use crate::clients::{RawHttp, SseClient};
 use crate::procs::RawStdio;
 use crate::report::{lat, progress, Lat};
-use crate::support::RecordedRequest;
-use crate::{args_for, tool_args, CALLS, CANARY, ROW_CAP, TOOL, WARMUP};
+use crate::support::{fixtures, RecordedRequest};
+use crate::{CALLS, CANARY, ROW_CAP, WARMUP};
+
+/// A tool and its fixture's arguments, read once (not per call).
+#[derive(Clone)]
+pub(crate) struct ToolCall {
+    pub(crate) tool: &'static str,
+    pub(crate) args: Arc<Value>,
+}
+
+impl ToolCall {
+    pub(crate) fn of(tool: &'static str) -> ToolCall {
+        ToolCall {
+            tool,
+            args: Arc::new(fixtures::load(tool).args()),
+        }
+    }
+
+    /// The params of its `tools/call`.
+    fn params(&self) -> Value {
+        json!({"name": self.tool, "arguments": *self.args})
+    }
+}
 
 // ---- one call of the standard request, five ways ------------------------------------------------
 
@@ -75,14 +98,14 @@ impl Replay {
 pub(crate) enum Caller {
     /// (a): the request keyward sends, straight to the upstream with the token.
     Direct(reqwest::Client, Arc<Replay>),
-    /// (b), (c), (e): rmcp's client over stdio or Streamable HTTP, calling this tool.
-    Mcp(Peer<RoleClient>, &'static str),
+    /// (b), (c), (e): rmcp's client over stdio or Streamable HTTP.
+    Mcp(Peer<RoleClient>, ToolCall),
     /// (d): the legacy HTTP+SSE transport.
-    Sse(Arc<SseClient>),
+    Sse(Arc<SseClient>, ToolCall),
     /// Streamable HTTP without a client library.
-    RawHttp(Arc<RawHttp>),
+    RawHttp(Arc<RawHttp>, ToolCall),
     /// stdio without a client library (one caller at a time).
-    RawStdio(Arc<tokio::sync::Mutex<(RawStdio, u64)>>),
+    RawStdio(Arc<tokio::sync::Mutex<(RawStdio, u64)>>, ToolCall),
 }
 
 pub(crate) fn text_of(result: &CallToolResult) -> String {
@@ -120,39 +143,22 @@ impl Caller {
                 replay.send(http).await?;
                 return Ok(());
             }
-            Caller::Mcp(peer, tool) => mcp_call(peer, tool, &args_for(tool)).await?.into_bytes(),
-            Caller::RawHttp(raw) => {
-                let answer = raw
-                    .request(
-                        "tools/call",
-                        json!({"name": TOOL, "arguments": tool_args()}),
-                    )
-                    .await?;
-                check_answer(&answer, check)?
+            Caller::Mcp(peer, call) => mcp_call(peer, call.tool, &call.args).await?.into_bytes(),
+            Caller::RawHttp(raw, call) => {
+                let answer = raw.request("tools/call", call.params()).await?;
+                check_answer(call.tool, &answer, check)?
             }
-            Caller::RawStdio(raw) => {
+            Caller::RawStdio(raw, call) => {
                 let mut raw = raw.lock().await;
                 raw.1 += 1;
                 let id = raw.1;
-                let line = raw
-                    .0
-                    .request(
-                        id,
-                        "tools/call",
-                        Some(json!({"name": TOOL, "arguments": tool_args()})),
-                    )
-                    .await;
+                let line = raw.0.request(id, "tools/call", Some(call.params())).await;
                 let answer: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-                check_answer(&answer, check)?
+                check_answer(call.tool, &answer, check)?
             }
-            Caller::Sse(sse) => {
-                let answer = sse
-                    .request(
-                        "tools/call",
-                        json!({"name": TOOL, "arguments": tool_args()}),
-                    )
-                    .await?;
-                check_answer(&answer, check)?
+            Caller::Sse(sse, call) => {
+                let answer = sse.request("tools/call", call.params()).await?;
+                check_answer(call.tool, &answer, check)?
             }
         };
         if check && answer.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()) {
@@ -164,12 +170,12 @@ impl Caller {
 
 /// A `tools/call` answer as JSON-RPC: an error unless it is a successful result; with
 /// `check`, its bytes for the token check.
-pub(crate) fn check_answer(answer: &Value, check: bool) -> Result<Vec<u8>, String> {
+pub(crate) fn check_answer(tool: &str, answer: &Value, check: bool) -> Result<Vec<u8>, String> {
     let result = answer
         .get("result")
-        .ok_or_else(|| format!("{TOOL}: a JSON-RPC error: {}", answer["error"]))?;
+        .ok_or_else(|| format!("{tool}: a JSON-RPC error: {}", answer["error"]))?;
     if result["isError"] == true {
-        return Err(format!("{TOOL} failed: {}", result["content"]));
+        return Err(format!("{tool} failed: {}", result["content"]));
     }
     Ok(if check {
         answer.to_string().into_bytes()

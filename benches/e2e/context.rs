@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::calls::{mcp_call, Replay};
 use crate::procs::{serve_stdio, BenchHome, Logs, RawStdio};
 use crate::report::{kib, progress, Table};
-use crate::support::{FakeUpstream, RecordedRequest};
-use crate::{tool_args, CANARY, TOOL};
+use crate::support::{fixtures, FakeUpstream, RecordedRequest};
+use crate::{CANARY, TOOL};
 
 // ---- 5. context economy probes ------------------------------------------------------------------
 
@@ -21,46 +21,38 @@ pub(crate) struct Probe {
     pub(crate) projected: usize,
 }
 
-/// Call each list/read tool once through a stdio server, replay the exact upstream request keyward
-/// sent, and compare sizes. Returns the probes and, per tool, the upstream request keyward sent
-/// (to replay) with the upstream's answer.
+/// Call each list/read tool once through a stdio server with its fixture's arguments, check
+/// that keyward sent the fixture's request, replay that request, and compare sizes. Returns the
+/// probes and, per tool, the upstream request keyward sent (to replay) with the upstream's
+/// answer.
 pub(crate) async fn probes(
     fake: &FakeUpstream,
     home: &BenchHome,
     logs: &Logs,
 ) -> (Vec<Probe>, HashMap<&'static str, (Replay, Vec<u8>)>) {
-    let cases: [(&'static str, Value, bool); 9] = [
-        (TOOL, tool_args(), true),
-        (
-            "github_list_issues",
-            json!({"owner": "octo", "repo": "hello", "state": "open", "per_page": 10}),
-            true,
-        ),
-        (
-            "github_get_pull_request",
-            json!({"owner": "octo", "repo": "hello", "number": 3}),
-            false,
-        ),
-        ("github_get_issue", crate::issue_args(), false),
-        ("slack_list_channels", json!({"limit": 20}), true),
-        (
-            "slack_read_channel",
-            json!({"channel": "C0GENERAL1", "limit": 20}),
-            true,
-        ),
-        ("calendar_list_calendars", json!({}), true),
-        ("calendar_list_events", json!({"max_results": 10}), true),
-        ("github_get_me", json!({}), false),
+    // (tool, whether it is a list tool)
+    let cases: [(&'static str, bool); 9] = [
+        (TOOL, true),
+        ("github_list_issues", true),
+        ("github_get_pull_request", false),
+        ("github_get_issue", false),
+        ("slack_list_channels", true),
+        ("slack_read_channel", true),
+        ("calendar_list_calendars", true),
+        ("calendar_list_events", true),
+        ("github_get_me", false),
     ];
+    let catalog = keyward::catalog::Catalog::embedded();
     let server = serve_stdio(home, &[], logs).await;
     let peer = server.client.peer().clone();
     let http = reqwest::Client::new();
     let mut out = Vec::new();
     let mut replays = HashMap::new();
     fake.set_recording(true);
-    for (tool, args, list) in cases {
+    for (tool, list) in cases {
+        let fixture = fixtures::load(tool);
         fake.clear_requests();
-        let text = mcp_call(&peer, tool, &args)
+        let text = mcp_call(&peer, tool, &fixture.args())
             .await
             .unwrap_or_else(|e| panic!("probe {tool}: {e}"));
         assert!(!text.contains(CANARY), "a token appeared in a tool result");
@@ -70,6 +62,19 @@ pub(crate) async fn probes(
             .filter(|r| !r.path.contains("token") && !r.path.contains("oauth"))
             .collect();
         assert_eq!(recorded.len(), 1, "{tool}: one upstream request");
+        // The call measured is the one the integration tests pin down (the token aside: the
+        // bench's own).
+        let (provider, _) = catalog.tool(tool).expect("a catalog tool");
+        let api_path = url::Url::parse(&fake.api_base(&provider.name))
+            .expect("a URL")
+            .path()
+            .to_string();
+        let token = recorded[0].bearer_token().unwrap_or_default().to_string();
+        let differences = fixture.request_differences(&recorded[0], &api_path, &token);
+        assert!(
+            differences.is_empty(),
+            "{tool}: not the request of tests/fixtures/{tool}.json: {differences:?}"
+        );
         let replay = Replay::from_recorded(&fake.base_url(), &recorded[0]);
         let raw = replay
             .send(&http)

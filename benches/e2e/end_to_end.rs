@@ -13,7 +13,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 use serde_json::json;
 
-use crate::calls::{row, Caller, Replay, Run};
+use crate::calls::{row, Caller, Replay, Run, ToolCall};
 use crate::clients::{RawHttp, SseClient};
 use crate::procs::{serve_http, serve_stdio, BenchHome, Logs, Mem, RawStdio};
 use crate::report::{delta_ms, delta_us, ms, progress, Table};
@@ -78,7 +78,7 @@ async fn measure(
     progress("github_get_me, direct and through stdio, 1 caller");
     let me_direct = row(&Caller::Direct(http.clone(), Arc::new(me_replay)), 1).await;
     let me_stdio = row(
-        &Caller::Mcp(stdio.client.peer().clone(), "github_get_me"),
+        &Caller::Mcp(stdio.client.peer().clone(), ToolCall::of("github_get_me")),
         1,
     )
     .await;
@@ -87,7 +87,10 @@ async fn measure(
     progress("github_get_issue, direct and through stdio, 1 caller");
     let issue_direct = row(&Caller::Direct(http.clone(), Arc::new(issue_replay)), 1).await;
     let issue_stdio = row(
-        &Caller::Mcp(stdio.client.peer().clone(), "github_get_issue"),
+        &Caller::Mcp(
+            stdio.client.peer().clone(),
+            ToolCall::of("github_get_issue"),
+        ),
         1,
     )
     .await;
@@ -101,7 +104,7 @@ async fn measure(
     raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         .await;
     let raw = Arc::new(tokio::sync::Mutex::new((raw, 100)));
-    let stdio_minimal = row(&Caller::RawStdio(raw.clone()), 1).await;
+    let stdio_minimal = row(&Caller::RawStdio(raw.clone(), ToolCall::of(TOOL)), 1).await;
     if let Ok(raw) = Arc::try_unwrap(raw) {
         raw.into_inner().0.stop().await;
     }
@@ -112,14 +115,17 @@ async fn measure(
         .max_concurrent_requests(256);
     let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
     let client = ().serve(transport).await.expect("initialize over Streamable HTTP");
-    let caller = Caller::Mcp(client.peer().clone(), TOOL);
+    let caller = Caller::Mcp(client.peer().clone(), ToolCall::of(TOOL));
     for c in CONCURRENCY {
         progress(format!("(c) Streamable HTTP, {c} callers"));
         e2e.insert(('c', c), row(&caller, c).await);
     }
     let _ = client.cancel().await;
     progress("Streamable HTTP with a minimal client, 1 caller");
-    let raw_http = Caller::RawHttp(Arc::new(RawHttp::open(&server.base, api_key).await));
+    let raw_http = Caller::RawHttp(
+        Arc::new(RawHttp::open(&server.base, api_key).await),
+        ToolCall::of(TOOL),
+    );
     let http_minimal = row(&raw_http, 1).await;
     for c in CONCURRENCY {
         progress(format!(
@@ -128,7 +134,10 @@ async fn measure(
         e2e.insert(('f', c), row(&raw_http, c).await);
     }
     drop(raw_http);
-    let stateless = Caller::RawHttp(Arc::new(RawHttp::stateless(&server.base, api_key)));
+    let stateless = Caller::RawHttp(
+        Arc::new(RawHttp::stateless(&server.base, api_key)),
+        ToolCall::of(TOOL),
+    );
     for c in CONCURRENCY {
         progress(format!(
             "(g) Streamable HTTP, 2026-07-28 stateless, minimal client, {c} callers"
@@ -137,7 +146,7 @@ async fn measure(
     }
     drop(stateless);
     let sse = Arc::new(SseClient::open(&server.base, api_key).await);
-    let caller = Caller::Sse(sse.clone());
+    let caller = Caller::Sse(sse.clone(), ToolCall::of(TOOL));
     for c in CONCURRENCY {
         progress(format!("(d) legacy SSE, {c} callers"));
         e2e.insert(('d', c), row(&caller, c).await);

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::report::{kib, lat, progress, us, Lat, Table};
-use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
-use crate::{tool_args, TOOL};
+use crate::support::{fixtures, CANARY_ACCESS, CANARY_REFRESH};
+use crate::TOOL;
 
 /// `pr_body`: the upstream's answer to the standard request (recorded by section 5).
 pub(crate) fn section(table: &mut Table, pr_body: &[u8]) -> InProcess {
@@ -121,7 +121,7 @@ pub(crate) fn in_process(pr_body: &[u8]) -> InProcess {
 
     let catalog = Catalog::embedded();
     let (provider, tool) = catalog.tool(TOOL).unwrap();
-    let args: serde_json::Map<String, Value> = tool_args().as_object().cloned().unwrap();
+    let args = fixtures::load(TOOL).arguments;
     rows.push((
         format!("validate + render {TOOL}"),
         time_op(

@@ -48,8 +48,6 @@ mod startup;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use procs::{connect_github, token_response, BenchHome, Logs};
 use report::{machine, progress, say, Table, TRANSCRIPT};
 use support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
@@ -60,31 +58,14 @@ const WARMUP: usize = 200;
 /// No row runs longer than this (it then reports the calls it made).
 const ROW_CAP: Duration = Duration::from_secs(20);
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
-/// The request of every end-to-end row.
+/// The request of every end-to-end row (its arguments, like every call's here, are its
+/// fixture's: `tests/fixtures/<tool>.json`).
 const TOOL: &str = "github_list_pull_requests";
 /// Every token the bench hands keyward contains this; none may ever be printed.
 const CANARY: &str = "kwcanary_";
 const GITHUB_SCOPES: &str = "repo read:user";
 const SLACK_SCOPES: &str = "channels:read,channels:history,chat:write,search:read,users:read";
 const GOOGLE_SCOPES: &str = "https://www.googleapis.com/auth/calendar.events https://www.googleapis.com/auth/calendar.readonly";
-
-fn tool_args() -> Value {
-    json!({"owner": "octo", "repo": "hello", "state": "open", "per_page": 10})
-}
-
-/// The arguments the bench calls `tool` with (the standard request's, or none).
-fn args_for(tool: &str) -> Value {
-    match tool {
-        TOOL => tool_args(),
-        "github_get_issue" => issue_args(),
-        _ => json!({}),
-    }
-}
-
-/// The small call of issue 11's comparison with GitHub's own MCP server.
-pub(crate) fn issue_args() -> Value {
-    json!({"owner": "octo", "repo": "hello", "number": 2})
-}
 
 // ---- the run ----------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ use rmcp::ServiceExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::calls::Caller;
+use crate::calls::{Caller, ToolCall};
 use crate::report::progress;
 use crate::support::mcp::{free_port, wait_healthy};
 use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
@@ -165,7 +165,7 @@ pub(crate) async fn serve_stdio(home: &BenchHome, extra: &[&str], logs: &Logs) -
 
 impl StdioServer {
     pub(crate) fn caller(&self) -> Caller {
-        Caller::Mcp(self.client.peer().clone(), TOOL)
+        Caller::Mcp(self.client.peer().clone(), ToolCall::of(TOOL))
     }
 
     /// Close stdin and wait for the process to exit (rmcp's graceful shutdown).

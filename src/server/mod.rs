@@ -147,10 +147,13 @@ impl Tools {
 ///
 /// Nothing of it is needed to answer `initialize`, so a stdio server answers that first: MCP
 /// clients spawn their servers when they start and wait for `initialize` (issue 11: cold
-/// start). [`ServerState::start`] builds the rest on the blocking pool at once: the tools
-/// (parsing and compiling the manifests), and the executor — the vault (master key, sled, the
-/// owner socket) and the HTTP client (the system's trust roots). Requests wait for what they
-/// need. What fails the command before it serves anything is what the command line and
+/// start). [`ServerState::start`] prepares the rest, and [`ServerState::begin`] builds it on
+/// the blocking pool: the tools (parsing and compiling the manifests), and the executor — the
+/// vault (master key, sled, the owner socket) and the HTTP client (the system's trust roots).
+/// A stdio server begins once `initialize` is answered: started earlier, that work (several
+/// milliseconds of CPU on three threads) delays the answer on a machine with few cores, and on
+/// a busy one by more than it takes. Requests wait for what they need, and begin it if nobody
+/// has. What fails the command before it serves anything is what the command line and
 /// `config.toml` say (bad flags, a bad config, an untrusted config file); a bad manifest, a
 /// misspelled `--tools` name or a vault that does not open ends the server with that error
 /// and its exit code as soon as it is known (see [`stdio::serve`]).
@@ -158,7 +161,12 @@ pub struct ServerState {
     offer: Offer,
     tools: Pending<Tools>,
     executor: Pending<Executor>,
+    /// Starts building `tools` and `executor`; taken by the first [`ServerState::begin`].
+    begin: std::sync::Mutex<Option<Begin>>,
 }
+
+/// Puts the work of [`ServerState::start`] on the blocking pool.
+type Begin = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,22 +180,20 @@ fn ready<T: Send + Sync + 'static>(value: Arc<T>) -> Pending<T> {
     futures::future::ready(Ok(value)).boxed().shared()
 }
 
-/// `work` on the blocking pool, from now on.
-fn pending<T: Send + Sync + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Pending<T> {
-    let task = tokio::task::spawn_blocking(work);
-    async move {
-        match task.await {
-            Ok(Ok(value)) => Ok(Arc::new(value)),
-            Ok(Err(e)) => Err(Arc::new(e)),
-            Err(join) => Err(Arc::new(Error::other(format!(
-                "starting the server failed: {join}"
-            )))),
-        }
+/// What a blocking task handed over by [`ServerState::begin`] produced (`what` names the work in
+/// the error of a task that panicked).
+async fn outcome<T>(
+    task: tokio::sync::oneshot::Receiver<tokio::task::JoinHandle<Result<T>>>,
+    what: &str,
+) -> std::result::Result<T, Arc<Error>> {
+    // The sender goes with the state: a state dropped before it began has no waiter left.
+    let Ok(task) = task.await else {
+        return Err(Arc::new(Error::other(format!("{what} never started"))));
+    };
+    match task.await {
+        Ok(done) => done.map_err(Arc::new),
+        Err(join) => Err(Arc::new(Error::other(format!("{what} failed: {join}")))),
     }
-    .boxed()
-    .shared()
 }
 
 impl ServerState {
@@ -198,6 +204,7 @@ impl ServerState {
             offer,
             tools: ready(Arc::new(tools)),
             executor: ready(executor),
+            begin: std::sync::Mutex::new(None),
         }))
     }
 
@@ -210,33 +217,20 @@ impl ServerState {
         ServerState::new(Arc::new(executor), offer)
     }
 
-    /// Start building the tools and the executor on the blocking pool (the vault and the HTTP
-    /// client while the manifests compile), and return at once. Must run inside a tokio
-    /// runtime.
+    /// Prepare building the tools and the executor on the blocking pool (the vault and the
+    /// HTTP client while the manifests compile), and return at once: the work starts with the
+    /// first [`ServerState::begin`], or the first request that needs it.
     pub fn start(home: &Home, config: &Config, offer: Offer) -> Arc<ServerState> {
-        let tools = {
-            let (config, offer) = (config.clone(), offer.clone());
-            pending(move || {
-                let catalog = Catalog::load(&config.tools_dirs, &config.providers)?;
-                Tools::new(Arc::new(catalog), &offer)
-            })
-        };
-        // Awaited by `executor` alone, which is shared: no need to share this too.
-        let opened = {
-            let (home, config) = (home.clone(), config.clone());
-            tokio::task::spawn_blocking(move || open_vault_and_client(&home, &config))
-        };
+        let (tools_task, tools) = tokio::sync::oneshot::channel();
+        let (opened_task, opened) = tokio::sync::oneshot::channel();
+        let tools: Pending<Tools> =
+            async move { outcome(tools, "starting the server").await.map(Arc::new) }
+                .boxed()
+                .shared();
         let executor = {
             let (tools, config) = (tools.clone(), config.clone());
             async move {
-                let (vault, upstream) = match opened.await {
-                    Ok(opened) => opened.map_err(Arc::new)?,
-                    Err(join) => {
-                        return Err(Arc::new(Error::other(format!(
-                            "opening the vault failed: {join}"
-                        ))))
-                    }
-                };
+                let (vault, upstream) = outcome(opened, "opening the vault").await?;
                 let tools = tools.await?;
                 let catalog = tools.catalog().clone();
                 Ok(Arc::new(Executor::with_upstream(
@@ -246,16 +240,55 @@ impl ServerState {
             .boxed()
             .shared()
         };
+        let begin: Begin = {
+            let (home, config, offer) = (home.clone(), config.clone(), offer.clone());
+            Box::new(move || {
+                let catalog_config = config.clone();
+                let _ = tools_task.send(tokio::task::spawn_blocking(move || {
+                    let catalog =
+                        Catalog::load(&catalog_config.tools_dirs, &catalog_config.providers)?;
+                    Tools::new(Arc::new(catalog), &offer)
+                }));
+                let _ = opened_task.send(tokio::task::spawn_blocking(move || {
+                    open_vault_and_client(&home, &config)
+                }));
+            })
+        };
         Arc::new(ServerState {
             offer,
             tools,
             executor,
+            begin: std::sync::Mutex::new(Some(begin)),
         })
+    }
+
+    /// Start building what [`ServerState::start`] prepared, unless it started already. Must
+    /// run inside a tokio runtime.
+    pub fn begin(&self) {
+        let begin = crate::sync::lock(&self.begin).take();
+        if let Some(begin) = begin {
+            begin();
+        }
+    }
+
+    /// The error that ends the server, as soon as something could not be built; never, while
+    /// everything builds. Waits for the work without starting it.
+    pub async fn failed(&self) -> Arc<Error> {
+        let built = async {
+            self.tools.clone().await?;
+            self.executor.clone().await?;
+            Ok::<(), Arc<Error>>(())
+        };
+        match built.await {
+            Err(e) => e,
+            Ok(()) => std::future::pending().await,
+        }
     }
 
     /// The tools, once the manifests are compiled. The error (a bad manifest, a `--tools` name
     /// that does not exist) is the same for every caller.
     pub async fn tools(&self) -> std::result::Result<Arc<Tools>, Arc<Error>> {
+        self.begin();
         self.tools.clone().await
     }
 
@@ -267,6 +300,7 @@ impl ServerState {
     /// The executor, once the vault is open. The error (a wrong master key, a home folder
     /// keyward does not trust, …) is the same for every caller, and says what to do.
     pub async fn executor(&self) -> std::result::Result<Arc<Executor>, Arc<Error>> {
+        self.begin();
         self.executor.clone().await
     }
 
@@ -320,10 +354,13 @@ impl ServerState {
     }
 
     /// Flush the vault (audit lines are appended without a flush of their own). A vault still
-    /// opening is waited for, so that it is closed in order; one that did not open has nothing
-    /// to flush.
+    /// opening is waited for, so that it is closed in order; one that did not open, or was
+    /// never asked to, has nothing to flush.
     pub async fn flush(&self) {
-        let Ok(executor) = self.executor().await else {
+        if crate::sync::lock(&self.begin).is_some() {
+            return;
+        }
+        let Ok(executor) = self.executor.clone().await else {
             return;
         };
         if let Err(e) = executor.vault().flush_async().await {

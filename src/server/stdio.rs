@@ -41,30 +41,29 @@ pub async fn serve(state: Arc<ServerState>, user: &str, config: &Config) -> Resu
         KeywardServer::for_user(state.clone(), user, session).with_sign_ins(Arc::new(sign_ins));
     let stop = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(stop.clone()));
-    // The tools and the vault are built while the session starts (see `ServerState::start`).
-    // If either cannot be (a bad manifest or `--tools` name, a wrong master key, a home folder
-    // keyward does not trust) the server ends with that error and its exit code, as it did when
-    // it built them before serving: requests waiting for them are answered with the same
-    // message, and a client that left before they were known still gets the exit code.
-    let not_ready = async {
-        match state.ready().await {
-            Err(e) => e,
-            Ok(()) => std::future::pending().await,
-        }
-    };
+    // The tools and the vault are built once `initialize` is answered (see `serve_until` and
+    // `ServerState::start`), or when stdin closes first. If either cannot be (a bad manifest or
+    // `--tools` name, a wrong master key, a home folder keyward does not trust) the server ends
+    // with that error and its exit code, as it did when it built them before serving: requests
+    // waiting for them are answered with the same message, and a client that left before they
+    // were known still gets the exit code.
     let result = tokio::select! {
-        result = serve_until(server, stop) => match result {
+        result = serve_until(server, &state, stop) => match result {
             Ok(()) => state.ready().await,
             Err(e) => Err(e),
         },
-        e = not_ready => Err(e),
+        e = state.failed() => Err(super::unshared(e)),
     };
     signals.abort();
     state.flush().await;
     result
 }
 
-async fn serve_until(server: KeywardServer, stop: CancellationToken) -> Result<()> {
+async fn serve_until(
+    server: KeywardServer,
+    state: &ServerState,
+    stop: CancellationToken,
+) -> Result<()> {
     let running = tokio::select! {
         // Pipes (how MCP clients launch stdio servers) are read and written on the IO reactor;
         // anything else falls back to tokio's blocking stdin/stdout. The blocking handles cost
@@ -83,6 +82,9 @@ async fn serve_until(server: KeywardServer, stop: CancellationToken) -> Result<(
         Err(ServerInitializeError::Cancelled) => return Ok(()),
         Err(e) => return Err(Error::other(format!("MCP initialization failed: {e}"))),
     };
+    // `initialize` is answered: now build what the requests after it need (until here it
+    // would only have competed with the answer for the CPU).
+    state.begin();
     match running.waiting().await {
         Ok(reason) => {
             tracing::info!(?reason, "MCP session ended");

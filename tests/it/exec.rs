@@ -1,9 +1,12 @@
 //! The catalog and executor end to end: the real `keyward call` binary against the fake
 //! upstream. Each test checks what reached the upstream (method, path, query, body, token) and
-//! what came back to the caller.
+//! what came back to the caller; for every tool, that is its fixture (`tests/fixtures/`).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use crate::support::fixtures;
 use crate::support::home::{Kw, Run};
 use crate::support::{FakeUpstream, RecordedRequest};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
@@ -75,335 +78,105 @@ fn only_request(fake: &FakeUpstream) -> RecordedRequest {
     reqs.remove(0)
 }
 
-fn query_pairs(req: &RecordedRequest) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes())
-        .into_owned()
+/// Every catalog tool and its provider, from `keyward tools --json`.
+fn catalog_tools(kw: &Kw) -> BTreeMap<String, String> {
+    let tools: Vec<Value> = serde_json::from_str(&kw.ok(&["tools", "--json"], "").stdout())
+        .expect("tools --json is JSON");
+    tools
+        .iter()
+        .map(|t| {
+            let field = |name: &str| t[name].as_str().expect("a string").to_string();
+            (field("name"), field("provider"))
+        })
         .collect()
 }
 
-/// (tool, arguments, method, path, query, JSON body) of one expected upstream request.
-type Case<'a> = (
-    &'a str,
-    Value,
-    &'a str,
-    &'a str,
-    Vec<(&'a str, &'a str)>,
-    Option<Value>,
-);
-
+/// Each tool's fixture (`tests/fixtures/<tool>.json`, see `support::fixtures`): its arguments
+/// make keyward send exactly the fixture's request, and the fixture's sample answer becomes
+/// exactly its result. `KEYWARD_UPDATE_SNAPSHOTS=1` rewrites the results for review; requests
+/// are the fixtures' own and never rewritten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_tool_sends_exactly_what_the_provider_expects() {
+async fn every_tool_sends_its_fixtures_request_and_returns_its_result() {
     let (fake, kw) = setup().await;
-    let gh = |t: &str| format!("Bearer {CANARY_ACCESS}_github{t}");
-    // (tool, args, method, path, query, body, expected keys in the result)
-    let cases: Vec<Case> = vec![
-        (
-            "github_get_me",
-            json!({}),
-            "GET",
-            "/github/user",
-            vec![],
-            None,
-        ),
-        (
-            "github_list_pull_requests",
-            json!({"owner":"octo","repo":"hello","state":"open","per_page":10}),
-            "GET",
-            "/github/repos/octo/hello/pulls",
-            vec![("state", "open"), ("per_page", "10")],
-            None,
-        ),
-        (
-            "github_get_pull_request",
-            json!({"owner":"octo","repo":"hello","number":3}),
-            "GET",
-            "/github/repos/octo/hello/pulls/3",
-            vec![],
-            None,
-        ),
-        (
-            "github_list_issues",
-            json!({"owner":"octo","repo":"hello","labels":["bug","ui"],"state":"all"}),
-            "GET",
-            "/github/repos/octo/hello/issues",
-            vec![("state", "all"), ("labels", "bug,ui")],
-            None,
-        ),
-        (
-            "github_get_issue",
-            json!({"owner":"octo","repo":"hello","number":2}),
-            "GET",
-            "/github/repos/octo/hello/issues/2",
-            vec![],
-            None,
-        ),
-        (
-            "github_search_issues",
-            json!({"query":"is:pr is:open repo:octo/hello","per_page":5}),
-            "GET",
-            "/github/search/issues",
-            vec![("q", "is:pr is:open repo:octo/hello"), ("per_page", "5")],
-            None,
-        ),
-        (
-            "github_create_issue",
-            json!({"owner":"octo","repo":"hello","title":"Bug","body":"It broke","labels":["bug"]}),
-            "POST",
-            "/github/repos/octo/hello/issues",
-            vec![],
-            Some(json!({"title":"Bug","body":"It broke","labels":["bug"]})),
-        ),
-        (
-            "github_add_issue_comment",
-            json!({"owner":"octo","repo":"hello","number":2,"body":"+1"}),
-            "POST",
-            "/github/repos/octo/hello/issues/2/comments",
-            vec![],
-            Some(json!({"body":"+1"})),
-        ),
-        (
-            "github_get_file_contents",
-            json!({"owner":"octo","repo":"hello","path":"src/main.rs","ref":"main"}),
-            "GET",
-            "/github/repos/octo/hello/contents/src/main.rs",
-            vec![("ref", "main")],
-            None,
-        ),
-    ];
-    for (tool, args, method, path, query, body) in cases {
+    let providers = catalog_tools(&kw);
+    let update = std::env::var_os("KEYWARD_UPDATE_SNAPSHOTS").is_some();
+    let mut failures = Vec::new();
+    for fixture in fixtures::all() {
+        let tool = fixture.tool.as_str();
+        let Some(provider) = providers.get(tool) else {
+            failures.push(format!("{tool}: no such tool in the catalog"));
+            continue;
+        };
+        // Where the provider's API base is on the fake: `/github`, `/slack/api`, …
+        let api_path = url::Url::parse(&fake.api_base(provider))
+            .expect("a URL")
+            .path()
+            .to_string();
         fake.clear_requests();
-        let result = ok_json(&call(&kw, tool, args.clone()));
-        let req = only_request(&fake);
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            (method, path),
-            "{tool}"
-        );
-        let mut got = query_pairs(&req);
-        got.sort();
-        let mut want: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        want.sort();
-        assert_eq!(got, want, "{tool} query");
-        assert_eq!(req.body_json(), body, "{tool} body");
-        assert_eq!(
-            req.header("authorization"),
-            Some(gh("").as_str()),
-            "{tool} token"
-        );
-        assert_eq!(
-            req.header("x-github-api-version"),
-            Some("2022-11-28"),
-            "{tool}"
-        );
-        assert_eq!(
-            req.header("accept"),
-            Some("application/vnd.github+json"),
-            "{tool}"
-        );
-        assert!(result.is_object(), "{tool}: {result}");
+        fixture.answer_on(&fake, &api_path);
+        let run = call(&kw, tool, fixture.args());
+        let requests = api_requests(&fake);
+        match requests.as_slice() {
+            [request] => {
+                let token = format!("{CANARY_ACCESS}_{provider}");
+                for difference in fixture.request_differences(request, &api_path, &token) {
+                    failures.push(format!("{tool}: request {difference}"));
+                }
+            }
+            _ => failures.push(format!(
+                "{tool}: {} upstream requests instead of one: {:?}",
+                requests.len(),
+                requests.iter().map(|r| &r.path).collect::<Vec<_>>()
+            )),
+        }
+        if run.code() != Some(0) {
+            failures.push(format!("{tool}: the call failed: {}", run.stdout()));
+            continue;
+        }
+        let result: Value = serde_json::from_str(&run.stdout()).expect("the result is JSON");
+        if update {
+            fixtures::write_result(tool, &result);
+        } else if result != fixture.result {
+            failures.push(format!(
+                "{tool}: result\n  expected {}\n  got      {result}",
+                fixture.result
+            ));
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "fixtures in tests/fixtures/ that keyward does not follow:\n{}",
+        failures.join("\n")
+    );
 }
 
+/// Adding a tool means adding its fixture; a fixture outlives no tool.
+#[test]
+fn every_catalog_tool_has_a_fixture() {
+    let tools: BTreeSet<String> = catalog_tools(&Kw::new()).into_keys().collect();
+    let fixtures: BTreeSet<String> = fixtures::all().into_iter().map(|f| f.tool).collect();
+    let missing: Vec<&String> = tools.difference(&fixtures).collect();
+    let stale: Vec<&String> = fixtures.difference(&tools).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "tools without a fixture (add tests/fixtures/<tool>.json): {missing:?}; fixtures of no \
+         tool: {stale:?}"
+    );
+}
+
+/// What the fixtures do not show: an array argument of a list tool goes out comma-joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slack_and_calendar_tools_send_what_their_apis_expect() {
+async fn array_query_arguments_are_joined_with_commas() {
     let (fake, kw) = setup().await;
-    // A thread to read: the first message of #general that has replies.
-    let history = ok_json(&call(
-        &kw,
-        "slack_read_channel",
-        json!({"channel":"C0GENERAL1","limit":50}),
-    ));
-    let thread_ts = history.to_string();
-    let thread_ts = history["items"]
-        .as_array()
-        .and_then(|items| {
-            items
-                .iter()
-                .find(|m| m.get("reply_count").is_some_and(|c| c.as_u64() > Some(0)))
-        })
-        .and_then(|m| m["ts"].as_str())
-        .unwrap_or_else(|| panic!("no thread in #general: {thread_ts}"))
-        .to_string();
-    // An event to read and delete: the first one of the primary calendar.
-    let events = ok_json(&call(&kw, "calendar_list_events", json!({})));
-    let event_id = events["items"][0]["id"]
-        .as_str()
-        .expect("an event id")
-        .to_string();
-    let get_path = format!("/google/calendar/v3/calendars/primary/events/{event_id}");
-    let cases: Vec<Case> = vec![
-        (
-            "slack_list_channels",
-            json!({"limit":2}),
-            "GET",
-            "/slack/api/conversations.list",
-            vec![("exclude_archived", "true"), ("limit", "2")],
-            None,
-        ),
-        (
-            "slack_read_channel",
-            json!({"channel":"C0GENERAL1","limit":3}),
-            "GET",
-            "/slack/api/conversations.history",
-            vec![("channel", "C0GENERAL1"), ("limit", "3")],
-            None,
-        ),
-        (
-            "slack_read_thread",
-            json!({"channel":"C0GENERAL1","thread_ts":thread_ts}),
-            "GET",
-            "/slack/api/conversations.replies",
-            vec![
-                ("channel", "C0GENERAL1"),
-                ("limit", "50"),
-                ("ts", thread_ts.as_str()),
-            ],
-            None,
-        ),
-        (
-            "slack_post_message",
-            json!({"channel":"C0GENERAL1","text":"hello"}),
-            "POST",
-            "/slack/api/chat.postMessage",
-            vec![],
-            Some(json!({"channel":"C0GENERAL1","text":"hello"})),
-        ),
-        (
-            "slack_search_messages",
-            json!({"query":"deploy","count":5}),
-            "GET",
-            "/slack/api/search.messages",
-            vec![("query", "deploy"), ("count", "5")],
-            None,
-        ),
-        (
-            "slack_get_user",
-            json!({"user":"U0TESTER01"}),
-            "GET",
-            "/slack/api/users.info",
-            vec![("user", "U0TESTER01")],
-            None,
-        ),
-        (
-            "calendar_list_calendars",
-            json!({}),
-            "GET",
-            "/google/calendar/v3/users/me/calendarList",
-            vec![],
-            None,
-        ),
-        (
-            "calendar_get_event",
-            json!({"calendar_id":"primary","event_id":event_id}),
-            "GET",
-            &get_path,
-            vec![],
-            None,
-        ),
-        (
-            "calendar_delete_event",
-            json!({"calendar_id":"primary","event_id":event_id}),
-            "DELETE",
-            &get_path,
-            vec![],
-            None,
-        ),
-    ];
-    for (tool, args, method, path, query, body) in cases {
-        fake.clear_requests();
-        let run = call(&kw, tool, args.clone());
-        let result = ok_json(&run);
-        let req = only_request(&fake);
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            (method, path),
-            "{tool}"
-        );
-        let mut got = query_pairs(&req);
-        got.sort();
-        let mut want: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        want.sort();
-        assert_eq!(got, want, "{tool} query");
-        assert_eq!(req.body_json(), body, "{tool} body");
-        let provider = if tool.starts_with("slack") {
-            "slack"
-        } else {
-            "google"
-        };
-        assert_eq!(
-            req.header("authorization"),
-            Some(format!("Bearer {CANARY_ACCESS}_{provider}").as_str()),
-            "{tool}"
-        );
-        assert!(result.is_object(), "{tool}: {result}");
-    }
-
-    // A calendar id with `@` stays one path segment.
-    fake.clear_requests();
-    let _ = call(
-        &kw,
-        "calendar_get_event",
-        json!({"calendar_id":"team@example.com","event_id":"nope"}),
-    );
-    assert_eq!(
-        only_request(&fake).decoded_path(),
-        "/google/calendar/v3/calendars/team@example.com/events/nope"
-    );
-
-    // calendar_list_events always asks for expanded single events in start order.
     fake.clear_requests();
     ok_json(&call(
         &kw,
-        "calendar_list_events",
-        json!({"time_min":"2026-01-01T00:00:00Z","max_results":5}),
+        "github_list_issues",
+        json!({"owner":"octo","repo":"hello","labels":["bug","ui"],"state":"all"}),
     ));
-    let req = only_request(&fake);
-    assert_eq!(req.path, "/google/calendar/v3/calendars/primary/events");
-    let q = query_pairs(&req);
-    for pair in [
-        ("singleEvents", "true"),
-        ("orderBy", "startTime"),
-        ("timeMin", "2026-01-01T00:00:00Z"),
-        ("maxResults", "5"),
-    ] {
-        assert!(
-            q.contains(&(pair.0.to_string(), pair.1.to_string())),
-            "{pair:?} missing from {q:?}"
-        );
-    }
-
-    fake.clear_requests();
-    ok_json(&call(
-        &kw,
-        "calendar_create_event",
-        json!({"summary":"Standup","start":"2026-01-05T09:00:00Z","end":"2026-01-05T09:15:00Z","attendees":["a@example.com"]}),
-    ));
-    let body = only_request(&fake).body_json().unwrap();
-    assert_eq!(body["summary"], "Standup");
-    assert_eq!(body["start"]["dateTime"], "2026-01-05T09:00:00Z");
-    assert_eq!(body["attendees"], json!([{"email":"a@example.com"}]));
-
-    fake.clear_requests();
-    ok_json(&call(
-        &kw,
-        "calendar_find_free_busy",
-        json!({"time_min":"2026-01-05T00:00:00Z","time_max":"2026-01-06T00:00:00Z","calendars":["primary","team@example.com"]}),
-    ));
-    let req = only_request(&fake);
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("POST", "/google/calendar/v3/freeBusy")
-    );
-    assert_eq!(
-        req.body_json().unwrap()["items"],
-        json!([{"id":"primary"},{"id":"team@example.com"}])
-    );
+    let request = only_request(&fake);
+    assert_eq!(request.query_param("labels").as_deref(), Some("bug,ui"));
+    assert_eq!(request.query_param("state").as_deref(), Some("all"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

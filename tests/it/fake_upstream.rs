@@ -960,6 +960,65 @@ async fn knobs_inject_failures_delays_and_omissions() {
     );
 }
 
+/// `answer_api` (the fixtures' sample answers): exactly that method and path, once; an injected
+/// failure still comes first.
+#[tokio::test]
+async fn a_canned_answer_replaces_the_fakes_own_once() {
+    let up = FakeUpstream::start().await;
+    up.grant("github", CANARY_ACCESS, &["repo"], None);
+    let http = client();
+    let url = format!("{}/repos/o/r/issues/7", up.github_api_base());
+    let canned = |n: u16| {
+        up.answer_api(
+            "GET",
+            "/github/repos/o/r/issues/7",
+            n,
+            vec![("x-canned".into(), "yes".into())],
+            br#"{"canned":true}"#.to_vec(),
+        )
+    };
+    canned(200);
+    let post = http
+        .post(&url)
+        .bearer_auth(CANARY_ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert!(post.headers().get("x-canned").is_none(), "another method");
+    let get = http
+        .get(&url)
+        .bearer_auth(CANARY_ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&get, "x-canned"), "yes");
+    assert_eq!(json_of(get).await, json!({"canned": true}));
+    let again = http
+        .get(&url)
+        .bearer_auth(CANARY_ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert!(again.headers().get("x-canned").is_none(), "once");
+
+    canned(200);
+    up.fail_api("/issues/7", 1, 503, None);
+    let failed = http
+        .get(&url)
+        .bearer_auth(CANARY_ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 503);
+    let get = http
+        .get(&url)
+        .bearer_auth(CANARY_ACCESS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&get, "x-canned"), "yes");
+}
+
 #[tokio::test]
 async fn google_code_flow_needs_offline_for_a_refresh_token_and_device_flow_uses_428() {
     let up = FakeUpstream::start().await;

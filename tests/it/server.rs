@@ -290,13 +290,6 @@ async fn stdio_client_hears_tools_list_changed_after_a_cli_import() {
     server.finish().await;
 }
 
-fn initialize_line(id: u64) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "1"}}})
-    .to_string()
-}
-
 pub(crate) fn raw_server(kw: &Kw) -> std::process::Child {
     let mut cmd: Command = kw.command(&["serve"]);
     cmd.stdin(Stdio::piped())

@@ -4,7 +4,6 @@
 //! so they can add connections and remove users while it runs; one runs the real binary.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -987,52 +986,93 @@ async fn two_hundred_concurrent_calls_over_one_http_session() {
     h.stop().await;
 }
 
+/// The tools a Streamable HTTP session sees, by hand.
+async fn raw_tool_names(base: &str, key: &str, session: &str) -> Vec<String> {
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let answer = raw_post(base, key, Some(session), list.to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer = all_events(answer)
+        .await
+        .into_iter()
+        .filter_map(|e| e.data.filter(|d| !d.is_empty()))
+        .map(|d| serde_json::from_str::<Value>(&d).unwrap())
+        .find(|m| m["id"] == 2)
+        .expect("the answer to tools/list");
+    answer["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test]
 async fn clients_hear_tools_list_changed_when_connections_change() {
     let h = http(&[("alice", "default")]).await;
     let key = h.add_user("alice");
-    let handler = TestClient::default();
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", h.base))
-        .auth_header(key.clone());
-    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
-    let client = handler.clone().serve(transport).await.unwrap();
-    let before = client.list_all_tools().await.unwrap();
-    assert!(!before.iter().any(|t| t.name.starts_with("slack_")));
-    // Let the client open its server-to-client stream.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let session = open_session(&h.base, &key).await;
+    let before = raw_tool_names(&h.base, &key, &session).await;
+    assert!(
+        !before.iter().any(|t| t.starts_with("slack_")),
+        "{before:?}"
+    );
+    // The server-to-client stream. A notification sent before it is open is lost, so the
+    // changes below wait for it: open once its priming event has arrived.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/mcp", h.base))
+        .bearer_auth(&key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut events = EventStream::new(stream);
+    let priming = events.next_event().await.expect("the priming event");
+    assert!(priming.data.unwrap_or_default().is_empty());
 
-    // Another user's change is none of alice's business.
+    // Another user's change is none of alice's business. It comes first: the session's watcher
+    // takes changes in order, so a notification for it would reach alice before the one for
+    // her own change.
     let record = keyward::oauth::token_response::parse(
         &json!({"access_token": "xoxb-test-slack", "token_type": "bearer", "scope": "chat:write"})
             .to_string(),
         chrono::Utc::now().timestamp(),
     )
     .unwrap();
-    h.vault()
-        .put(
-            &ConnKey::new("bob", "slack", "default").unwrap(),
-            None,
-            &record,
-        )
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(handler.list_changed.load(Ordering::SeqCst), 0);
-
-    h.vault()
-        .put(
-            &ConnKey::new("alice", "slack", "default").unwrap(),
-            None,
-            &record,
-        )
-        .unwrap();
-    let seen = handler.list_changed.clone();
-    assert!(
-        eventually(5, || seen.load(Ordering::SeqCst) == 1).await,
-        "tools/list_changed after alice connected slack"
+    for user in ["bob", "alice"] {
+        h.vault()
+            .put(
+                &ConnKey::new(user, "slack", "default").unwrap(),
+                None,
+                &record,
+            )
+            .unwrap();
+    }
+    let (_, first) = events.next().await.expect("tools/list_changed");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        first["method"], "notifications/tools/list_changed",
+        "{first}"
     );
-    let after = client.list_all_tools().await.unwrap();
-    assert!(after.iter().any(|t| t.name.starts_with("slack_")));
-    let _ = client.cancel().await;
+    let after = raw_tool_names(&h.base, &key, &session).await;
+    assert!(after.iter().any(|t| t.starts_with("slack_")), "{after:?}");
+    // Ending the session ends the stream after everything sent on it: nothing else was.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/mcp", h.base))
+        .bearer_auth(&key)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let mut rest = Vec::new();
+    while let Some((_, data)) = events.next().await {
+        rest.push(data);
+    }
+    assert!(rest.is_empty(), "one notification for one change: {rest:?}");
     h.stop().await;
 }
 

@@ -523,6 +523,7 @@ fn kill_9_while_importing_loses_no_acknowledged_write() {
             .unwrap()
             .write_all(br#"{"access_token":"t"}"#)
             .unwrap();
+        // Not a wait for a condition: this pause is what varies the moment of the kill.
         std::thread::sleep(std::time::Duration::from_millis((round * 3) % 30));
         let _ = child.kill(); // SIGKILL
         if child.wait().unwrap().success() {

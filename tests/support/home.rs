@@ -145,7 +145,9 @@ pub struct Owner {
 }
 
 impl Kw {
-    /// Start `keyward serve` with `env` and wait (bounded) until it listens on the owner socket.
+    /// Start `keyward serve` with `env`, initialize it like a client (a stdio server opens the
+    /// vault once it has answered `initialize`), and wait (bounded) until it listens on the
+    /// owner socket.
     pub fn spawn_owner(&self, env: &[(&str, &str)]) -> Owner {
         let mut cmd = self.command(&["serve"]);
         cmd.envs(env.iter().copied())
@@ -155,6 +157,8 @@ impl Kw {
         let mut owner = Owner {
             child: cmd.spawn().expect("spawn keyward serve"),
         };
+        let stdin = owner.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{}", super::mcp::initialize_line(0)).expect("write initialize");
         let socket = self.home().join("keyward.sock");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {

@@ -71,6 +71,14 @@ pub fn error_text(result: &CallToolResult) -> String {
     result.content[0].as_text().expect("text").text.clone()
 }
 
+/// An `initialize` request as one JSON-RPC line (without its newline), for raw stdio clients.
+pub fn initialize_line(id: u64) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"}}})
+    .to_string()
+}
+
 /// Wait until `cond` holds, polling (at most `secs`).
 pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

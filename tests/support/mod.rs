@@ -23,6 +23,7 @@
 pub mod browser;
 pub mod canary;
 mod echo;
+pub mod fixtures;
 mod github;
 mod github_data;
 mod google;
@@ -348,9 +349,19 @@ struct ApiFailure {
     echo: Option<Echo>,
 }
 
+/// An answer a test gave the fake for one API request (see [`SharedState::answer_api`]).
+struct CannedAnswer {
+    method: String,
+    path: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
 #[derive(Default)]
 struct ApiKnobs {
     failures: Vec<ApiFailure>,
+    answers: Vec<CannedAnswer>,
     /// Path substrings whose API requests wait for [`SharedState::release_api`].
     holds: Vec<String>,
 }
@@ -547,6 +558,27 @@ impl SharedState {
         });
     }
 
+    /// The next API request for exactly `method` and `path` (raw, prefix included, e.g.
+    /// `/github/repos/o/r/pulls`, query aside) gets this answer instead of the fake's own, once:
+    /// for a tool's fixture (see [`fixtures`]), whose sample answer is the provider's documented
+    /// shape rather than what the fake generates. Injected failures still come first.
+    pub fn answer_api(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) {
+        lock(&self.api_knobs).answers.push(CannedAnswer {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            headers,
+            body,
+        });
+    }
+
     /// API requests whose raw path contains `path_substring` wait until the test calls
     /// [`SharedState::release_api`] (one release per request): to cancel a call in flight, or
     /// to act while it runs.
@@ -635,7 +667,9 @@ impl SharedState {
             self.release.notified().await;
             std::mem::forget(abandoned);
         }
-        let (status, retry_after, echo) = failure?;
+        let Some((status, retry_after, echo)) = failure else {
+            return self.canned(r);
+        };
         if let Some(echo) = echo {
             return Some(echo::api_failure(p, echo, r));
         }
@@ -646,6 +680,24 @@ impl SharedState {
         };
         if let Some(secs) = retry_after {
             set_header(&mut resp, "retry-after", &secs.to_string());
+        }
+        Some(resp)
+    }
+
+    /// The canned answer for `r`, if a test gave one (taken: it answers once).
+    fn canned(&self, r: &Req) -> Option<Response> {
+        let answer = {
+            let mut knobs = lock(&self.api_knobs);
+            let i = knobs
+                .answers
+                .iter()
+                .position(|a| a.method == r.method.as_str() && a.path == r.path)?;
+            knobs.answers.remove(i)
+        };
+        let mut resp = Response::new(Body::from(answer.body));
+        *resp.status_mut() = status_code(answer.status);
+        for (name, value) in &answer.headers {
+            set_header(&mut resp, name, value);
         }
         Some(resp)
     }
