@@ -478,6 +478,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn remote_settings_are_checked_at_start() {
+        let server = |text: &str| Config::parse(text).unwrap().server;
+        let ok = server(
+            "[server]\npublic_url = \"https://kw.example.com/\"\n[server.auth]\nissuer = \"https://idp.example.com/\"\n",
+        );
+        ok.check_http_limits().unwrap();
+        assert_eq!(
+            ok.public_base().unwrap().as_deref(),
+            Some("https://kw.example.com")
+        );
+        assert_eq!(
+            ok.audience().unwrap().as_deref(),
+            Some("https://kw.example.com/mcp")
+        );
+        assert_eq!(ok.auth.as_ref().unwrap().user_claim, "sub");
+        for (text, needle) in [
+            ("[server.auth]\nissuer = \"https://idp.example.com/\"\n", "public_url"),
+            ("[server]\npublic_url = \"http://kw.example.com\"\n", "https"),
+            ("[server]\npublic_url = \"https://kw.example.com/keyward\"\n", "origin only"),
+            (
+                "[server]\npublic_url = \"https://kw.example.com\"\n[server.auth]\nissuer = \"http://idp.example.com\"\n",
+                "issuer",
+            ),
+        ] {
+            let err = server(text).check_http_limits().unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // Loopback may be plain http (trying it out, tests).
+        server("[server]\npublic_url = \"http://127.0.0.1:8787\"\n")
+            .check_http_limits()
+            .unwrap();
+    }
+
+    #[test]
     fn config_errors_name_line_and_key_but_never_the_value() {
         let text = "[providers.github]\nclient_id = \"x\"\nclient_secret = [\"kwcanary_secret_in_config\"]\n";
         let err = Config::parse(text).unwrap_err();
