@@ -2,7 +2,9 @@
 //!
 //! The home folder is `--home`, else `KEYWARD_HOME`, else `$XDG_DATA_HOME/keyward`, else
 //! `~/.local/share/keyward`. It holds the sled database (`vault/`), the master key file
-//! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`.
+//! (`master.key`, unless `KEYWARD_MASTER_KEY` is set) and the optional `config.toml`. With
+//! `[store] url` (or `KEYWARD_STORE_URL`) the vault is in PostgreSQL instead of `vault/`; the
+//! URL is a secret (it may hold a password), so it is kept and reported like one.
 //! Provider sections of the config override a manifest's endpoints and carry the OAuth client
 //! credentials; their keys are fixed because GitHub Enterprise users and the tests rely on them.
 //!
@@ -353,6 +355,19 @@ fn check_web_url(text: &str, key: &str, section: &str) -> Result<url::Url> {
     Ok(url)
 }
 
+/// Where the vault is (`[store]`): the embedded sled database in the home folder (no `url`), or
+/// a PostgreSQL database shared by several keyward processes (`url = "postgres://…"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DATABASE?sslmode=require`; may hold a password, so it is a
+    /// secret. `KEYWARD_STORE_URL` replaces it.
+    pub url: Option<SecretString>,
+}
+
+/// The environment variable that chooses the store, over `[store] url`.
+pub const STORE_URL_ENV: &str = "KEYWARD_STORE_URL";
+
 /// `config.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -361,6 +376,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub executor: ExecutorConfig,
     pub server: ServerConfig,
+    pub store: StoreConfig,
 }
 
 impl Config {
@@ -396,6 +412,12 @@ impl Config {
                 auth.client_secret = Some(SecretString::new(secret));
             }
         }
+        if let Some(url) = std::env::var(STORE_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            self.store.url = Some(SecretString::new(url));
+        }
         if let Some(dirs) = std::env::var_os("KEYWARD_TOOLS_DIR").filter(|v| !v.is_empty()) {
             for dir in std::env::split_paths(&dirs) {
                 self.tools_dirs.push(dir);
@@ -415,6 +437,18 @@ impl Config {
             if let Some(secret) = secret.filter(|v| !v.is_empty()) {
                 entry.client_secret = Some(SecretString::new(secret));
             }
+        }
+    }
+
+    /// Where the store URL in effect comes from, for messages (never its value).
+    pub fn store_url_origin(home: &Home) -> String {
+        if std::env::var(STORE_URL_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+            STORE_URL_ENV.to_string()
+        } else {
+            format!(
+                "`url` in the [store] section of {}",
+                home.config_file().display()
+            )
         }
     }
 

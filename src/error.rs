@@ -51,6 +51,11 @@ pub enum Error {
     /// group/others (invariant 13); the message names the path and the chmod/chown that fixes it.
     #[error("{0}")]
     Untrusted(String),
+    /// The store cannot answer now — PostgreSQL unreachable or restarting, or a refresh lock
+    /// held elsewhere past the call's budget. Retryable: keyward reconnects by itself, and the
+    /// message names the store (never its password).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Other(String),
 }
@@ -73,6 +78,14 @@ impl Error {
     }
     pub fn other(msg: impl Into<String>) -> Self {
         Error::Other(msg.into())
+    }
+
+    /// Whether trying the same thing again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Conflict(_) | Error::OwnerGone(_)
+        )
     }
 
     /// The process exit code for this error: 2 for usage errors, 1 otherwise.

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::users::UsersCommand,
     },
+    /// Where the vault is, and copying it between sled and PostgreSQL
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => block_on(cli::tools::call(&home, args)),
         Command::Serve(args) => block_on(cli::serve::run(&home, args)),
         Command::Users { command } => cli::users::run(&home, command),
+        Command::Store { command } => block_on(cli::store::run(&home, command)),
     }
 }
 

@@ -56,6 +56,16 @@ impl ToolError {
         self.retryable = true;
         self
     }
+    /// A vault error as a call reports it: retryable when it says so (a store that cannot
+    /// answer now, a write that lost a race), decided by its type, never its text.
+    pub fn from_vault(e: &crate::error::Error) -> ToolError {
+        let error = ToolError::new(e.to_string());
+        if e.is_retryable() {
+            error.retryable()
+        } else {
+            error
+        }
+    }
     pub fn status(mut self, status: u16) -> ToolError {
         self.status = Some(status);
         self

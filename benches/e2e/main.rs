@@ -16,7 +16,8 @@
 //! 4. start-up (spawn → `initialize` answered) and the idle memory of a server after 1000 calls;
 //! 5. context economy: the size of `tools/list`, and raw upstream bytes against what the model
 //!    gets back for the list/read tools;
-//! 6. the goals of issue 7, each met or not (nothing here fails anything).
+//! 6. the goals of issue 7, each met or not (nothing here fails anything);
+//! 7. the PostgreSQL store on loopback: token read, touch, audit append (issue 13).
 //!
 //! Everything runs on loopback with the release binary (`CARGO_BIN_EXE_keyward`), bounded in
 //! count (warm-up + 2000 calls per row) and in time (20 s per row at most). Every token the bench
@@ -26,7 +27,7 @@
 
 //!
 //! One file per section ([`in_process`], [`end_to_end`], [`refresh`], [`startup`], [`context`],
-//! [`goals`]), each measuring and then writing its part of the table; what they share is in
+//! [`goals`], [`postgres`]), each measuring and then writing its part of the table; what they share is in
 //! [`report`] (output, statistics, the machine), [`procs`] (home folders and keyward processes),
 //! [`clients`] (the legacy SSE and raw Streamable HTTP clients) and [`calls`] (one call of the
 //! standard request, five ways, and the rows of calls). `run` below keeps the order of the
@@ -41,6 +42,7 @@ mod context;
 mod end_to_end;
 mod goals;
 mod in_process;
+mod postgres;
 mod procs;
 mod refresh;
 mod report;
@@ -127,6 +129,7 @@ async fn run(started: Instant) {
     let startup = startup::section(&mut table, &home, &logs, &e2e.busy_mem).await;
     context::report(&mut table, &context);
     goals::section(&mut table, &inproc, &e2e, &refresh, &startup, &context);
+    postgres::section(&mut table).await;
 
     say("");
     for line in table.render() {

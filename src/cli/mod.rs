@@ -9,7 +9,8 @@
 //! - [`audit`] — `audit`: the log, and following it;
 //! - [`users`] — `users add|list|remove`: the HTTP server's users and their API keys;
 //! - [`tools`] — `tools`, `call`: the catalog, and one tool call from the shell;
-//! - [`serve`] — `serve`: the MCP server over stdio or HTTP.
+//! - [`serve`] — `serve`: the MCP server over stdio or HTTP;
+//! - [`store`] — `store status|copy`: where the vault is, and moving it (sled ⇄ PostgreSQL).
 //!
 //! The helpers below are the ones several groups share: opening the vault the way a command
 //! needs it, the catalog as the home's config shapes it, and durations for people.
@@ -19,6 +20,7 @@ pub mod connections;
 pub mod keys;
 pub mod serve;
 pub mod status;
+pub mod store;
 pub mod tools;
 pub mod users;
 

@@ -261,7 +261,7 @@ impl Executor {
             .vault
             .list_async(Some(&ctx.user))
             .await
-            .map_err(|e| ToolError::new(e.to_string()))?;
+            .map_err(|e| ToolError::from_vault(&e))?;
         let mut secrets = Vec::new();
         let mut accounts: Vec<(String, Result<Connection, Error>)> = Vec::new();
         for row in rows {
@@ -285,7 +285,7 @@ impl Executor {
                             accounts.push((account, Err(e)));
                         }
                     }
-                    _ => return Err(ToolError::new(e.to_string())),
+                    _ => return Err(ToolError::from_vault(&e)),
                 },
             }
         }
@@ -309,7 +309,7 @@ impl Executor {
             }
         };
         let key = ConnKey::new(&ctx.user, &provider.name, &wanted)
-            .map_err(|e| ToolError::new(e.to_string()))?;
+            .map_err(|e| ToolError::from_vault(&e))?;
         match accounts.into_iter().find(|(a, _)| *a == wanted) {
             Some((_, Ok(conn))) => Ok((conn, secrets)),
             Some((_, Err(e))) => Err(ToolError::new(e.to_string())),

@@ -445,7 +445,7 @@ impl Refresher {
     fn read(&self, key: &ConnKey) -> Result<Connection, ToolError> {
         self.vault
             .get(key)
-            .map_err(|e| ToolError::new(e.to_string()))?
+            .map_err(|e| ToolError::from_vault(&e))?
             .ok_or_else(|| no_connection(key))
     }
 

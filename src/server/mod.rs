@@ -399,6 +399,7 @@ pub(crate) fn unshared(e: Arc<Error>) -> Error {
         Error::NotFound(m) => Error::NotFound(m.clone()),
         Error::Busy(m) => Error::Busy(m.clone()),
         Error::Untrusted(m) => Error::Untrusted(m.clone()),
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
         Error::OwnerGone(m) => Error::OwnerGone(m.clone()),
         Error::Other(m) => Error::Other(m.clone()),
     })

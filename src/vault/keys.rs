@@ -306,10 +306,15 @@ impl Keyring {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
-        let file: KeyringFile = serde_json::from_str(&text).map_err(|e| {
+        Keyring::unseal(&text, master, &path.display().to_string()).map(Some)
+    }
+
+    /// Unseal a keyring from the text of `keyring.json` (which the PostgreSQL store keeps as
+    /// is in a row). `origin` names where the text came from, for the errors.
+    pub fn unseal(text: &str, master: &MasterKey, origin: &str) -> Result<Keyring> {
+        let file: KeyringFile = serde_json::from_str(text).map_err(|e| {
             Error::vault(format!(
-                "{} is damaged ({e}); restore it from your backup",
-                path.display()
+                "{origin} is damaged ({e}); restore it from your backup"
             ))
         })?;
         let wrong_key = || {
@@ -327,23 +332,19 @@ impl Keyring {
         let context: [&[u8]; 2] = [KEYRING_CONTEXT, file.master_key_id.as_bytes()];
         let plain =
             crypto::open(&blob, &context, |_| Some(&master.key)).map_err(|_| wrong_key())?;
-        let plain: KeyringPlain = serde_json::from_slice(&plain).map_err(|e| {
-            Error::vault(format!(
-                "{} holds an unreadable keyring ({e})",
-                path.display()
-            ))
-        })?;
+        let plain: KeyringPlain = serde_json::from_slice(&plain)
+            .map_err(|e| Error::vault(format!("{origin} holds an unreadable keyring ({e})")))?;
         let mut keys = Vec::with_capacity(plain.keys.len());
         for k in &plain.keys {
             let key = decode_key(&SecretString::new(k.key.clone()))
                 .map_err(|why| Error::vault(format!("data key {} is malformed ({why})", k.id)))?;
             keys.push((k.id, k.created_at, key));
         }
-        Ok(Some(Keyring {
+        Ok(Keyring {
             current: plain.current,
             rotating: plain.rotating,
             keys,
-        }))
+        })
     }
 
     /// Seal the keyring under `master` and replace `keyring.json` atomically.
@@ -357,6 +358,13 @@ impl Keyring {
     }
 
     fn write(&self, home: &Home, master: &MasterKey, replace: bool) -> Result<()> {
+        let text = self.seal(master);
+        write_private_atomically(&Self::path(home), text.as_bytes(), replace)
+    }
+
+    /// The text of `keyring.json`: the keyring sealed under `master`, with the master key's
+    /// public id. Nothing in it opens without the master key.
+    pub fn seal(&self, master: &MasterKey) -> String {
         let plain = KeyringPlain {
             current: self.current,
             rotating: self.rotating,
@@ -379,9 +387,16 @@ impl Keyring {
             master_key_id,
             sealed: B64.encode(sealed),
         };
-        let text = serde_json::to_string_pretty(&file).expect("keyring file serializes");
-        write_private_atomically(&Self::path(home), text.as_bytes(), replace)
+        serde_json::to_string_pretty(&file).expect("keyring file serializes")
     }
+}
+
+/// The public id of the master key a keyring text (`keyring.json`) is sealed under, read
+/// without any key; `None` when the text is not a keyring.
+pub fn sealed_under(text: &str) -> Option<String> {
+    serde_json::from_str::<KeyringFile>(text)
+        .ok()
+        .map(|file| file.master_key_id)
 }
 
 fn now() -> i64 {
@@ -397,17 +412,21 @@ pub fn pending_key_path(home: &Home) -> PathBuf {
 /// key replaced `master.key`: if the pending key is the one the keyring names, move it in place;
 /// otherwise the keyring still uses the old key and the pending file is dropped.
 pub fn finish_pending_rekey(home: &Home) -> Result<()> {
+    let text = std::fs::read_to_string(Keyring::path(home)).ok();
+    finish_pending_rekey_of(home, text.as_deref())
+}
+
+/// [`finish_pending_rekey`] for a keyring kept elsewhere than `keyring.json` (the PostgreSQL
+/// store): `keyring` is its text, `None` when there is none.
+pub fn finish_pending_rekey_of(home: &Home, keyring: Option<&str>) -> Result<()> {
     let pending = pending_key_path(home);
     let Some(new_key) = read_key_file(&pending)? else {
         return Ok(());
     };
-    let Ok(text) = std::fs::read_to_string(Keyring::path(home)) else {
+    let Some(sealed_under) = keyring.and_then(sealed_under) else {
         return Ok(());
     };
-    let Ok(file) = serde_json::from_str::<KeyringFile>(&text) else {
-        return Ok(());
-    };
-    if file.master_key_id == key_id(&new_key) {
+    if sealed_under == key_id(&new_key) {
         std::fs::rename(&pending, home.key_file())
             .map_err(|e| Error::io(format!("replacing {}", home.key_file().display()), e))?;
     } else {
@@ -430,4 +449,79 @@ pub fn verify_master_key(home: &Home) -> Result<String> {
     })?;
     Keyring::load(home, &master)?;
     Ok(master.id())
+}
+
+/// A new master key chosen by `rekey`, on its way in: the caller re-wraps the keyring under
+/// [`PendingRekey::master`] (in `keyring.json`, or in the PostgreSQL store's row), then calls
+/// [`PendingRekey::finish`]. Until then the new key waits in [`pending_key_path`], so a crash in
+/// between is completed (or undone) by [`finish_pending_rekey`] on the next open.
+pub struct PendingRekey {
+    pub master: MasterKey,
+    pending: Option<PathBuf>,
+    location: String,
+}
+
+impl PendingRekey {
+    /// Take the new key from `new_key_file`, or generate one to replace `master.key`. A master
+    /// key from `KEYWARD_MASTER_KEY` cannot be replaced by keyward: that needs a file.
+    pub fn prepare(
+        home: &Home,
+        current: &MasterKey,
+        new_key_file: Option<&Path>,
+    ) -> Result<PendingRekey> {
+        let new_key = match new_key_file {
+            Some(path) => read_key_file(path)?
+                .ok_or_else(|| Error::usage(format!("{} does not exist", path.display())))?,
+            None => {
+                if current.source == KeySource::Env {
+                    return Err(Error::usage(
+                        "the master key comes from KEYWARD_MASTER_KEY, so keyward cannot write the \
+                         new one for you: create it with `head -c 32 /dev/urandom | base64 > \
+                         new.key && chmod 600 new.key`, run `keyward rekey --new-key-file \
+                         new.key`, then put its contents in KEYWARD_MASTER_KEY",
+                    ));
+                }
+                SecretKey::generate()
+            }
+        };
+        match &current.source {
+            KeySource::File(path) => {
+                // The new key reaches the disk before the keyring depends on it, and the old
+                // file is replaced only after; `finish_pending_rekey` completes a crash between.
+                let pending = pending_key_path(home);
+                write_key_file(&pending, &new_key, true)?;
+                Ok(PendingRekey {
+                    master: MasterKey {
+                        key: new_key,
+                        source: KeySource::File(path.clone()),
+                    },
+                    pending: Some(pending),
+                    location: path.display().to_string(),
+                })
+            }
+            KeySource::Env => {
+                let from = new_key_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                Ok(PendingRekey {
+                    master: MasterKey {
+                        key: new_key,
+                        source: KeySource::Env,
+                    },
+                    pending: None,
+                    location: format!("{from} (set KEYWARD_MASTER_KEY to its contents)"),
+                })
+            }
+        }
+    }
+
+    /// The keyring is re-wrapped: put the new key file in place. Returns the new master key and
+    /// where it lives.
+    pub fn finish(self) -> Result<(MasterKey, String)> {
+        if let (Some(pending), KeySource::File(path)) = (&self.pending, &self.master.source) {
+            std::fs::rename(pending, path)
+                .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
+        }
+        Ok((self.master, self.location))
+    }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::crypto;
+use super::keys::Keyring;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
@@ -172,6 +174,74 @@ pub struct Connection {
     pub key: ConnKey,
     pub version: u64,
     pub record: TokenRecord,
+}
+
+/// The associated data of a connection's sealed record (invariant 7): it binds the blob to its
+/// user, provider, account and version, and to nothing about where it is stored, so a record
+/// moves between backends verbatim.
+fn record_context(key: &ConnKey, version: u64) -> [Vec<u8>; 5] {
+    [
+        b"connection".to_vec(),
+        key.user.as_bytes().to_vec(),
+        key.provider.as_bytes().to_vec(),
+        key.account.as_bytes().to_vec(),
+        version.to_be_bytes().to_vec(),
+    ]
+}
+
+/// Seal `record` as version `version` of `key` under the keyring's current data key.
+pub fn seal_record(
+    keyring: &Keyring,
+    key: &ConnKey,
+    version: u64,
+    record: &TokenRecord,
+) -> Vec<u8> {
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).expect("records serialize"));
+    let ctx = record_context(key, version);
+    let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
+    crypto::seal(keyring.current_key(), keyring.current, &ctx, &json)
+}
+
+/// Open the sealed blob of version `version` of `key`; the error is the reason it did not open.
+pub fn open_record(
+    keyring: &Keyring,
+    key: &ConnKey,
+    version: u64,
+    blob: &[u8],
+) -> std::result::Result<TokenRecord, OpenFailure> {
+    let ctx = record_context(key, version);
+    let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
+    let plain = crypto::open(blob, &ctx, |id| keyring.key(id)).map_err(OpenFailure::Seal)?;
+    serde_json::from_slice(&plain).map_err(|e| OpenFailure::Contents(e.to_string()))
+}
+
+/// Why a sealed record did not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFailure {
+    Seal(crypto::OpenError),
+    Contents(String),
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenFailure::Seal(e) => write!(f, "{e}"),
+            OpenFailure::Contents(e) => write!(f, "unreadable contents: {e}"),
+        }
+    }
+}
+
+impl ConnKey {
+    /// The error for this connection's record that did not open.
+    pub fn corrupt(&self, reason: String) -> Error {
+        Error::RecordCorrupt {
+            record: self.to_string(),
+            provider: self.provider.clone(),
+            user: self.user.clone(),
+            account: self.account.clone(),
+            reason,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,9 @@ enum WireError {
     Untrusted {
         message: String,
     },
+    Unavailable {
+        message: String,
+    },
     Other {
         message: String,
     },
@@ -211,6 +214,7 @@ impl From<&Error> for WireError {
             Error::Busy(m) => WireError::Busy { message: m.clone() },
             Error::OwnerGone(m) => WireError::OwnerGone { message: m.clone() },
             Error::Untrusted(m) => WireError::Untrusted { message: m.clone() },
+            Error::Unavailable(m) => WireError::Unavailable { message: m.clone() },
             Error::Other(m) => WireError::Other { message: m.clone() },
         }
     }
@@ -246,6 +250,7 @@ impl From<WireError> for Error {
             WireError::Busy { message } => Error::Busy(message),
             WireError::OwnerGone { message } => Error::OwnerGone(message),
             WireError::Untrusted { message } => Error::Untrusted(message),
+            WireError::Unavailable { message } => Error::Unavailable(message),
             WireError::Other { message } => Error::Other(message),
         }
     }

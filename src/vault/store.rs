@@ -10,12 +10,11 @@ use sled::Transactional;
 
 use super::audit::AuditEntry;
 use super::crypto;
-use super::keys::{self, KeySource, Keyring, MasterKey};
-use super::record::{ConnKey, Connection, TokenRecord};
+use super::keys::{self, Keyring, MasterKey};
+use super::record::{self, ConnKey, Connection, TokenRecord};
 use super::storage::Storage;
 use crate::config::{check_trusted, Fix, Home};
 use crate::error::{Error, Result};
-use crate::secret::SecretKey;
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -186,22 +185,9 @@ impl Store {
         &self.home
     }
 
-    fn record_context(key: &ConnKey, version: u64) -> [Vec<u8>; 5] {
-        [
-            b"connection".to_vec(),
-            key.user.as_bytes().to_vec(),
-            key.provider.as_bytes().to_vec(),
-            key.account.as_bytes().to_vec(),
-            version.to_be_bytes().to_vec(),
-        ]
-    }
-
     fn seal_record(&self, key: &ConnKey, version: u64, record: &TokenRecord) -> Vec<u8> {
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(record).expect("records serialize"));
-        let ctx = Self::record_context(key, version);
-        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
         let keyring = self.keyring.read().expect("keyring lock");
-        let blob = crypto::seal(keyring.current_key(), keyring.current, &ctx, &json);
+        let blob = record::seal_record(&keyring, key, version, record);
         let mut value = Vec::with_capacity(8 + blob.len());
         value.extend_from_slice(&version.to_be_bytes());
         value.extend_from_slice(&blob);
@@ -209,25 +195,13 @@ impl Store {
     }
 
     fn open_value(&self, key: &ConnKey, value: &[u8]) -> Result<Connection> {
-        let corrupt = |reason: String| Error::RecordCorrupt {
-            record: key.to_string(),
-            provider: key.provider.clone(),
-            user: key.user.clone(),
-            account: key.account.clone(),
-            reason,
-        };
         if value.len() < 8 {
-            return Err(corrupt("truncated".into()));
+            return Err(key.corrupt("truncated".into()));
         }
         let version = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-        let ctx = Self::record_context(key, version);
-        let ctx: Vec<&[u8]> = ctx.iter().map(Vec::as_slice).collect();
         let keyring = self.keyring.read().expect("keyring lock");
-        let plain = crypto::open(&value[8..], &ctx, |id| keyring.key(id))
-            .map_err(|e| corrupt(e.to_string()))?;
-        drop(keyring);
-        let record: TokenRecord = serde_json::from_slice(&plain)
-            .map_err(|e| corrupt(format!("unreadable contents: {e}")))?;
+        let record = record::open_record(&keyring, key, version, &value[8..])
+            .map_err(|e| key.corrupt(e.to_string()))?;
         Ok(Connection {
             key: key.clone(),
             version,
@@ -574,53 +548,12 @@ impl Store {
     /// otherwise generate one into `master.key`. Returns where the new key lives.
     pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
         let mut master = self.master.write().expect("master lock");
-        let new_key = match new_key_file {
-            Some(path) => keys::read_key_file(path)?
-                .ok_or_else(|| Error::usage(format!("{} does not exist", path.display())))?,
-            None => {
-                if master.source == KeySource::Env {
-                    return Err(Error::usage(
-                        "the master key comes from KEYWARD_MASTER_KEY, so keyward cannot write the \
-                         new one for you: create it with `head -c 32 /dev/urandom | base64 > \
-                         new.key && chmod 600 new.key`, run `keyward rekey --new-key-file \
-                         new.key`, then put its contents in KEYWARD_MASTER_KEY",
-                    ));
-                }
-                SecretKey::generate()
-            }
-        };
-        let keyring = self.keyring.read().expect("keyring lock");
-        let (new_master, location) = match &master.source {
-            KeySource::File(path) => {
-                // The new key reaches the disk before the keyring depends on it, and the old
-                // file is replaced only after; `finish_pending_rekey` completes a crash between.
-                let pending = keys::pending_key_path(&self.home);
-                keys::write_key_file(&pending, &new_key, true)?;
-                let new_master = MasterKey {
-                    key: new_key,
-                    source: KeySource::File(path.clone()),
-                };
-                keyring.store(&self.home, &new_master)?;
-                std::fs::rename(&pending, path)
-                    .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
-                (new_master, path.display().to_string())
-            }
-            KeySource::Env => {
-                let new_master = MasterKey {
-                    key: new_key,
-                    source: KeySource::Env,
-                };
-                keyring.store(&self.home, &new_master)?;
-                let from = new_key_file
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                (
-                    new_master,
-                    format!("{from} (set KEYWARD_MASTER_KEY to its contents)"),
-                )
-            }
-        };
-        drop(keyring);
+        let pending = keys::PendingRekey::prepare(&self.home, &master, new_key_file)?;
+        self.keyring
+            .read()
+            .expect("keyring lock")
+            .store(&self.home, &pending.master)?;
+        let (new_master, location) = pending.finish()?;
         *master = new_master;
         Ok(location)
     }
@@ -760,7 +693,7 @@ pub const OWNER_LOCK: &str = "keyward.lock";
 /// Take the owner lock without waiting: [`Error::Busy`] when another open store holds it. The
 /// kernel releases it when the file is closed, so a killed owner never leaves it behind (and the
 /// file itself stays: removing a lock file would let two processes lock two different files).
-fn take_owner_lock(home: &Home) -> Result<std::fs::File> {
+pub(crate) fn take_owner_lock(home: &Home) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = home.dir.join(OWNER_LOCK);
     let file = std::fs::OpenOptions::new()
@@ -792,7 +725,7 @@ const DB_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// threads after the last handle is dropped (in this process, or in an owner process that is
 /// exiting). Wait for it rather than failing. sled reports its lock as `ErrorKind::Other`; other
 /// I/O failures (permissions, a full disk) have their own kinds and fail at once.
-fn open_db(home: &Home) -> Result<sled::Db> {
+pub(crate) fn open_db(home: &Home) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + DB_RELEASE_WAIT;
     loop {
         match sled::Config::new().path(home.vault_dir()).open() {

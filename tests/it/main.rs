@@ -8,6 +8,8 @@ mod oauth_fake_ext;
 mod remote_auth;
 mod remote_browser;
 mod remote_connect;
+mod postgres_cli;
+mod postgres_store;
 mod server;
 mod server_conformance;
 mod server_http;

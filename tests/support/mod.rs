@@ -31,6 +31,7 @@ pub mod home;
 pub mod issuer;
 pub mod mcp;
 mod oauth;
+pub mod postgres;
 mod slack;
 
 use std::collections::HashMap;
