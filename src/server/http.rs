@@ -229,6 +229,19 @@ impl HttpServer {
             header_read_timeout: Duration::from_millis(server_config.header_read_timeout_ms),
             max_unauthenticated: server_config.max_unauthenticated_connections,
         };
+        if let Some(base) = &public_base {
+            match &server_config.auth {
+                Some(auth) => tracing::info!(
+                    "remote users sign in with {}; their account page is {base}/ and connect \
+                     links start at {base}/connect/",
+                    auth.issuer
+                ),
+                None => tracing::info!(
+                    "connect links start at {base}/connect/ (no [server.auth]: a link alone \
+                     connects an account for its user)"
+                ),
+            }
+        }
         let task = tokio::spawn(accept(listener, router, limits, shutdown.clone()));
         tracing::info!(
             "serving MCP on http://{local_addr}/mcp (Streamable HTTP) and http://{local_addr}/sse (legacy SSE)"

@@ -485,7 +485,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
             if options.user.is_some() {
                 return Err(Error::usage(
                     "--user applies to stdio only: over HTTP each request's API key names its user \
-                     (`keyward users add NAME`)",
+                     (`keyward users add NAME`), or its identity-provider token ([server.auth])",
                 ));
             }
             // Before the vault is opened (or created): a bad limit changes nothing on disk.
