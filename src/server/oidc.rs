@@ -87,6 +87,22 @@ pub struct Discovery {
     pub jwks_uri: String,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+}
+
+impl Discovery {
+    /// Whether keyward's client authenticates with HTTP basic auth at the token endpoint: when
+    /// the provider offers `client_secret_basic` but not `client_secret_post` (Okta's default
+    /// for web apps). A provider that says nothing gets the form body (`client_secret_post`).
+    pub fn wants_basic_auth(&self) -> bool {
+        let offers = |m: &str| {
+            self.token_endpoint_auth_methods_supported
+                .iter()
+                .any(|x| x == m)
+        };
+        offers("client_secret_basic") && !offers("client_secret_post")
+    }
 }
 
 /// A validated token: who it is for and what it allows.

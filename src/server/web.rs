@@ -754,14 +754,22 @@ async fn exchange_sign_in(
         ("code", code),
         ("redirect_uri", redirect_uri.as_str()),
         ("code_verifier", flow.verifier.as_str()),
-        ("client_id", client_id),
     ];
-    if let Some(secret) = secret {
-        form.push(("client_secret", secret.expose()));
-    }
+    let basic = match secret {
+        Some(secret) if discovery.wants_basic_auth() => Some((client_id, secret.expose())),
+        Some(secret) => {
+            form.extend([("client_id", client_id), ("client_secret", secret.expose())]);
+            None
+        }
+        None => {
+            form.push(("client_id", client_id));
+            None
+        }
+    };
     let http = oidc.http();
     let answer =
-        crate::oauth::token_endpoint::request(http, token_url, &form, http.timeout()).await;
+        crate::oauth::token_endpoint::request_as(http, token_url, &form, basic, http.timeout())
+            .await;
     let value = match answer {
         Answer::Token(value) => value,
         Answer::Error(e) => {

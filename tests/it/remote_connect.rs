@@ -204,3 +204,20 @@ async fn without_an_identity_provider_the_ticket_alone_connects() {
     assert!(home.body.contains("not set"), "{}", home.body);
     remote.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_sign_in_authenticates_with_basic_auth_when_the_provider_wants_it() {
+    let remote = Remote::start(Algorithm::ES256, &["alice"], true).await;
+    // Before keyward reads the discovery document (it does so on first need).
+    remote
+        .issuer
+        .basic_only
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    remote.issuer.sign_in_browser_as("alice");
+    let browser = Browser::new();
+    let page = browser.get(&format!("{}/auth/sign-in", remote.base)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Your connections"), "{}", page.body);
+    assert!(page.body.contains("GitHub"), "{}", page.body);
+    remote.server.stop().await;
+}

@@ -132,6 +132,9 @@ pub struct IssuerState {
     pub jwks_fetches: std::sync::atomic::AtomicUsize,
     /// Every authorization request, as query pairs.
     pub authorize_requests: Mutex<Vec<HashMap<String, String>>>,
+    /// keyward's client authenticates with HTTP basic auth only (`client_secret_basic`, as
+    /// Okta's web apps do), not in the form.
+    pub basic_only: std::sync::atomic::AtomicBool,
     /// Every token the token endpoint issued (access and ID tokens): secrets for canary greps.
     pub issued: Mutex<Vec<String>>,
 }
@@ -169,6 +172,7 @@ impl Issuer {
             jwks_fetches: Default::default(),
             authorize_requests: Mutex::default(),
             issued: Mutex::default(),
+            basic_only: Default::default(),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -257,6 +261,11 @@ pub fn hmac_signed(claims: &Value, kid: &str, secret: &[u8]) -> String {
 
 async fn discovery(State(st): State<Arc<IssuerState>>) -> Json<Value> {
     let url = &st.url;
+    let client_auth = if st.basic_only.load(std::sync::atomic::Ordering::SeqCst) {
+        "client_secret_basic"
+    } else {
+        "client_secret_post"
+    };
     Json(json!({
         "issuer": url,
         "authorization_endpoint": format!("{url}/authorize"),
@@ -265,7 +274,7 @@ async fn discovery(State(st): State<Arc<IssuerState>>) -> Json<Value> {
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": [client_auth, "none"],
         "scopes_supported": ["openid", "email", "profile", "keyward"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
@@ -336,8 +345,35 @@ async fn authorize(
 
 async fn token(
     State(st): State<Arc<IssuerState>>,
-    Form(form): Form<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    Form(mut form): Form<HashMap<String, String>>,
 ) -> Response {
+    // client_secret_basic: the client id and secret come in the Authorization header.
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|b| {
+            b.split_once(':')
+                .map(|(i, s)| (i.to_string(), s.to_string()))
+        });
+    let basic_only = st.basic_only.load(std::sync::atomic::Ordering::SeqCst);
+    match basic {
+        Some((id, secret)) => {
+            form.insert("client_id".into(), id);
+            form.insert("client_secret".into(), secret);
+        }
+        None if basic_only && form.contains_key("client_secret") => {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_client"})),
+            )
+                .into_response()
+        }
+        None => {}
+    }
     let oauth_error = |code: &str| {
         (
             axum::http::StatusCode::BAD_REQUEST,
