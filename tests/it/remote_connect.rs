@@ -67,7 +67,16 @@ async fn a_missing_connection_becomes_a_link_the_user_completes_in_a_browser() {
         "{hint}"
     );
 
-    // The person opens the link: sign-in at the identity provider, then the provider.
+    // The client retries at once, with the answer and the state: the retry waits for the
+    // connection while the person opens the link (sign-in at the identity provider, then the
+    // provider).
+    let mut retry = call_tool_eliciting(3, "github_get_issue", issue_args());
+    retry["params"]["inputResponses"] = json!({"sign-in": {"action": "accept"}});
+    retry["params"]["requestState"] = json!(state);
+    let retried = {
+        let (base, alice) = (base.clone(), alice.clone());
+        tokio::spawn(async move { rpc(&base, &alice, &retry).await })
+    };
     remote.issuer.sign_in_browser_as("alice");
     let browser = Browser::new();
     let page = browser.get(&link).await;
@@ -93,11 +102,11 @@ async fn a_missing_connection_becomes_a_link_the_user_completes_in_a_browser() {
     let stored = status_of(&remote.kw, "github").expect("the connection is stored");
     assert_eq!(stored["user"], "alice", "{stored}");
 
-    // The client retries with the answer and the state: the call goes through.
-    let mut retry = call_tool_eliciting(3, "github_get_issue", issue_args());
-    retry["params"]["inputResponses"] = json!({"sign-in": {"action": "accept"}});
-    retry["params"]["requestState"] = json!(state);
-    let done = rpc(base, &alice, &retry).await;
+    // The retry went through once the connection was stored.
+    let done = tokio::time::timeout(std::time::Duration::from_secs(120), retried)
+        .await
+        .expect("the retry answers once the connection is stored")
+        .unwrap();
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     assert_eq!(done["result"]["isError"], false, "{done}");
 
