@@ -146,7 +146,7 @@ pub(crate) async fn connect(
                  administrator has not configured browser sign-in (`client_id` in [server.auth]).",
             );
         }
-        let Some(session) = web.session(&headers) else {
+        let Some(session) = web.session(&headers).await else {
             let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             let location = format!(
                 "/auth/sign-in?next={}",

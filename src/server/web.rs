@@ -93,12 +93,19 @@ impl Web {
         chrono::Utc::now().timestamp()
     }
 
-    /// The signed-in user of a request, if its session cookie opens and is current.
-    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
+    /// The signed-in user of a request, if its session cookie opens, is current, and its user
+    /// was not removed since (`keyward users remove` signs the browser out too).
+    pub(crate) async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let session: Session = self
             .key
             .open("session", &cookie(headers, SESSION_COOKIE)?)?;
-        (session.exp > Web::now()).then_some(session)
+        if session.exp <= Web::now() {
+            return None;
+        }
+        match self.keys.admit_oidc_async(&session.user).await {
+            Ok(Admission::Admitted) => Some(session),
+            _ => None,
+        }
     }
 }
 
@@ -315,7 +322,7 @@ async fn account(
     Query(notice): Query<Notice>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(session) = web.session(&headers) else {
+    let Some(session) = web.session(&headers).await else {
         return signed_out(&web);
     };
     let executor = match web.state.executor().await {
@@ -478,12 +485,12 @@ impl IntoResponse for FormRefusal {
 }
 
 /// The session of a form POST whose CSRF token matches.
-fn form_session(
+async fn form_session(
     web: &Web,
     headers: &HeaderMap,
     csrf: &str,
 ) -> std::result::Result<Session, FormRefusal> {
-    let session = web.session(headers).ok_or(FormRefusal::SignedOut)?;
+    let session = web.session(headers).await.ok_or(FormRefusal::SignedOut)?;
     if !crate::vault::users::ct_eq(session.csrf.as_bytes(), csrf.as_bytes()) {
         return Err(FormRefusal::BadCsrf);
     }
@@ -495,7 +502,7 @@ async fn account_connect(
     headers: HeaderMap,
     Form(form): Form<AccountForm>,
 ) -> Response {
-    let session = match form_session(&web, &headers, &form.csrf) {
+    let session = match form_session(&web, &headers, &form.csrf).await {
         Ok(session) => session,
         Err(refusal) => return refusal.into_response(),
     };
@@ -517,7 +524,7 @@ async fn account_disconnect(
     headers: HeaderMap,
     Form(form): Form<AccountForm>,
 ) -> Response {
-    let session = match form_session(&web, &headers, &form.csrf) {
+    let session = match form_session(&web, &headers, &form.csrf).await {
         Ok(session) => session,
         Err(refusal) => return refusal.into_response(),
     };
@@ -804,7 +811,7 @@ async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<SignOut>,
 ) -> Response {
-    if let Err(refusal) = form_session(&web, &headers, &form.csrf) {
+    if let Err(refusal) = form_session(&web, &headers, &form.csrf).await {
         return refusal.into_response();
     }
     redirect(

@@ -228,5 +228,10 @@ async fn browser_sign_in_authenticates_with_basic_auth_when_the_provider_wants_i
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Your connections"), "{}", page.body);
     assert!(page.body.contains("GitHub"), "{}", page.body);
+    // `users remove` signs the browser out too: the session cookie no longer counts.
+    remote.kw.ok(&["users", "remove", "alice"], "");
+    let page = browser.get(&format!("{}/", remote.base)).await;
+    assert!(!page.body.contains("Your connections"), "{}", page.body);
+    assert!(page.body.contains("Sign in"), "{}", page.body);
     remote.server.stop().await;
 }
