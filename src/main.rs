@@ -1,9 +1,9 @@
 //! The `keyward` command line: parse, pick the command, map its error to the exit code.
 //!
 //! Each command group lives in [`cli`] (one file each, with its arguments and its output); the
-//! work they do is the library's. The commands that talk to providers or serve run on the one
-//! tokio runtime built here; the others (vault administration, listings) need none and start
-//! none.
+//! work they do is the library's. Every command runs on the one tokio runtime built here: the
+//! vault is async (it may be another process's, reached over a socket, and while this process
+//! owns it, it serves the others on this runtime).
 
 mod cli;
 
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    match run(cli) {
+    match block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,28 +83,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     let home = Home::resolve(cli.home.as_deref())?;
     match cli.command {
-        Command::Init => cli::keys::init(&home),
-        Command::Import(args) => cli::connections::import(&home, args),
-        Command::Status(args) => cli::status::run(&home, args),
-        Command::Disconnect(args) => block_on(cli::connections::disconnect(&home, args)),
-        Command::Connect(args) => block_on(cli::connections::connect(&home, args)),
-        Command::Audit(args) => cli::audit::run(&home, args),
-        Command::RotateKey => cli::keys::rotate_key(&home),
-        Command::Rekey(args) => cli::keys::rekey(&home, args),
+        Command::Init => cli::keys::init(&home).await,
+        Command::Import(args) => cli::connections::import(&home, args).await,
+        Command::Status(args) => cli::status::run(&home, args).await,
+        Command::Disconnect(args) => cli::connections::disconnect(&home, args).await,
+        Command::Connect(args) => cli::connections::connect(&home, args).await,
+        Command::Audit(args) => cli::audit::run(&home, args).await,
+        Command::RotateKey => cli::keys::rotate_key(&home).await,
+        Command::Rekey(args) => cli::keys::rekey(&home, args).await,
         Command::Tools(args) => cli::tools::list(&home, args),
-        Command::Call(args) => block_on(cli::tools::call(&home, args)),
-        Command::Serve(args) => block_on(cli::serve::run(&home, args)),
-        Command::Users { command } => cli::users::run(&home, command),
-        Command::Store { command } => block_on(cli::store::run(&home, command)),
+        Command::Call(args) => cli::tools::call(&home, args).await,
+        Command::Serve(args) => cli::serve::run(&home, args).await,
+        Command::Users { command } => cli::users::run(&home, command).await,
+        Command::Store { command } => cli::store::run(&home, command).await,
     }
 }
 
-/// Run an async command on the process's one runtime. Multi-threaded because the server
-/// answers many calls at once; the one-shot commands (one call, one sign-in, one revocation)
-/// run the same way rather than on a second kind of runtime.
+/// Run the command on the process's one runtime. Multi-threaded because the server answers
+/// many calls at once; the one-shot commands run the same way rather than on a second kind of
+/// runtime.
 fn block_on(command: impl Future<Output = Result<()>>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

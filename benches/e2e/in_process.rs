@@ -11,9 +11,9 @@ use crate::support::{fixtures, CANARY_ACCESS, CANARY_REFRESH};
 use crate::TOOL;
 
 /// `pr_body`: the upstream's answer to the standard request (recorded by section 5).
-pub(crate) fn section(table: &mut Table, pr_body: &[u8]) -> InProcess {
+pub(crate) async fn section(table: &mut Table, pr_body: &[u8]) -> InProcess {
     progress("in-process: seal, open, token read, validate + render + project");
-    let inproc = in_process(pr_body);
+    let inproc = in_process(pr_body).await;
     table.section(
         "1. In-process (this process, one thread, per operation)",
         &["operation", "n", "p50", "p99", "max"],
@@ -71,7 +71,7 @@ pub(crate) struct InProcess {
     pub(crate) token_read: Lat,
 }
 
-pub(crate) fn in_process(pr_body: &[u8]) -> InProcess {
+pub(crate) async fn in_process(pr_body: &[u8]) -> InProcess {
     use keyward::catalog::Catalog;
     use keyward::exec::{project, render};
     use keyward::secret::SecretKey;
@@ -101,14 +101,18 @@ pub(crate) fn in_process(pr_body: &[u8]) -> InProcess {
     let home = keyward::config::Home {
         dir: dir.path().join("home"),
     };
-    let vault = Vault::open(&home, OpenMode::Create).unwrap();
+    let vault = Vault::open(&home, OpenMode::Create).await.unwrap();
     let conn = ConnKey::new("default", "github", "default").unwrap();
-    vault.put(&conn, None, &bench_record()).unwrap();
+    vault.put(&conn, None, &bench_record()).await.unwrap();
     let token_read = time_op(
         || (),
         |()| {
             let now = chrono::Utc::now().timestamp();
-            let c = vault.get(&conn).unwrap().unwrap();
+            // The owner reads in place: the future is ready when first polled, so the
+            // smallest executor measures the read itself.
+            let c = futures::executor::block_on(vault.get(&conn))
+                .unwrap()
+                .unwrap();
             black_box(c.record.needs_refresh(now, 300));
             c.record.access_token.expose().len()
         },

@@ -123,7 +123,7 @@ async fn run(started: Instant) {
 
     // 5 is measured first: it records the standard request that row (a) replays.
     let context = context::measure(&fake, &home, &logs).await;
-    let inproc = in_process::section(&mut table, &context.replays[TOOL].1);
+    let inproc = in_process::section(&mut table, &context.replays[TOOL].1).await;
     let e2e = end_to_end::section(&mut table, &home, &logs, &api_key, &context.replays).await;
     let refresh = refresh::section(&mut table, &fake, &logs, &e2e.rows[&('b', 1)]).await;
     let startup = startup::section(&mut table, &home, &logs, &e2e.busy_mem).await;

@@ -27,10 +27,10 @@ pub struct AuditArgs {
     follow: bool,
 }
 
-pub fn run(home: &Home, args: AuditArgs) -> Result<()> {
+pub async fn run(home: &Home, args: AuditArgs) -> Result<()> {
     let mut last = 0;
-    if let Some(vault) = super::open_existing(home)? {
-        let entries = vault.audit_entries(0, args.limit)?;
+    if let Some(vault) = super::open_existing(home).await? {
+        let entries = vault.audit_entries(0, args.limit).await?;
         last = entries.last().map(|(seq, _)| *seq).unwrap_or(0);
         print(&entries, args.json);
     }
@@ -38,14 +38,14 @@ pub fn run(home: &Home, args: AuditArgs) -> Result<()> {
         return Ok(());
     }
     loop {
-        std::thread::sleep(FOLLOW_POLL);
-        let vault = match keyward::oauth::peers::open_vault(home, OpenMode::Existing) {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        let vault = match keyward::oauth::peers::open_vault(home, OpenMode::Existing).await {
             Ok(vault) => vault,
             // Not there yet, or between two owners: the next poll will see it.
             Err(Error::NotFound(_)) | Err(Error::Vault(_)) => continue,
             Err(e) => return Err(e),
         };
-        let entries = vault.audit_entries(last, None)?;
+        let entries = vault.audit_entries(last, None).await?;
         if let Some((seq, _)) = entries.last() {
             last = *seq;
         }

@@ -66,7 +66,7 @@ pub struct ConnectArgs {
     timeout: u64,
 }
 
-pub fn import(home: &Home, args: ImportArgs) -> Result<()> {
+pub async fn import(home: &Home, args: ImportArgs) -> Result<()> {
     let (_, catalog) = super::load_catalog(home)?;
     super::check_provider(&catalog, &args.provider)?;
     let key = ConnKey::new(&args.who.user, &args.provider, &args.who.account)?;
@@ -85,8 +85,8 @@ pub fn import(home: &Home, args: ImportArgs) -> Result<()> {
     }
     // Parse before opening the vault: bad input must not create or change anything.
     let record = token_response::parse(&input, chrono::Utc::now().timestamp())?;
-    let vault = super::open_for_write(home)?;
-    let version = import::store(&vault, &key, &record)?;
+    let vault = super::open_for_write(home).await?;
+    let version = import::store(&vault, &key, &record).await?;
     let scopes = if record.scopes.is_empty() {
         "(none stated)".into()
     } else {
@@ -100,7 +100,7 @@ pub async fn disconnect(home: &Home, args: DisconnectArgs) -> Result<()> {
     let (config, catalog) = super::load_catalog(home)?;
     super::check_provider(&catalog, &args.provider)?;
     let key = ConnKey::new(&args.who.user, &args.provider, &args.who.account)?;
-    let Some(vault) = super::open_existing(home)? else {
+    let Some(vault) = super::open_existing(home).await? else {
         return Err(Error::NotFound(format!(
             "there is no connection {key}: `keyward status` lists them"
         )));
@@ -154,7 +154,7 @@ pub async fn connect(home: &Home, args: ConnectArgs) -> Result<()> {
     if let Some(spec) = catalog.provider(&args.provider) {
         connect::requested_scopes(&catalog, spec, &request.selection)?;
     }
-    let vault = super::open_for_write(home)?;
+    let vault = super::open_for_write(home).await?;
     let notify = |line: &str| eprintln!("{line}");
     let done = connect::run(&vault, &config, &catalog, &request, &notify).await?;
     let list = |s: &[String]| {

@@ -18,8 +18,8 @@ pub struct RekeyArgs {
     new_key_file: Option<PathBuf>,
 }
 
-pub fn init(home: &Home) -> Result<()> {
-    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create)?;
+pub async fn init(home: &Home) -> Result<()> {
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create).await?;
     if vault.created().is_empty() {
         println!("keyward is already set up in {}", home.dir.display());
     } else {
@@ -43,9 +43,11 @@ pub fn init(home: &Home) -> Result<()> {
     Ok(())
 }
 
-pub fn rotate_key(home: &Home) -> Result<()> {
-    let vault = super::open_for_write(home)?;
-    let report = vault.rotate_key(|done, total| eprintln!("re-sealed {done}/{total}"))?;
+pub async fn rotate_key(home: &Home) -> Result<()> {
+    let vault = super::open_for_write(home).await?;
+    let report = vault
+        .rotate_key(|done, total| eprintln!("re-sealed {done}/{total}"))
+        .await?;
     if !report.failed.is_empty() {
         for f in &report.failed {
             eprintln!("error: {f}");
@@ -63,10 +65,10 @@ pub fn rotate_key(home: &Home) -> Result<()> {
     Ok(())
 }
 
-pub fn rekey(home: &Home, args: RekeyArgs) -> Result<()> {
-    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing)?;
+pub async fn rekey(home: &Home, args: RekeyArgs) -> Result<()> {
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing).await?;
     let old_id = vault.master_key_id();
-    let location = vault.rekey(args.new_key_file.as_deref())?;
+    let location = vault.rekey(args.new_key_file.as_deref()).await?;
     println!("master key replaced (id {old_id} → {}); the new key is in {location}. Back it up now: the old key no longer opens the vault.", vault.master_key_id());
     Ok(())
 }

@@ -43,8 +43,8 @@ pub struct Who {
 
 /// Open for writing, creating what is missing with a one-line notice: the person must learn at
 /// once that there is now a master key to back up.
-fn open_for_write(home: &Home) -> Result<Vault> {
-    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create)?;
+async fn open_for_write(home: &Home) -> Result<Vault> {
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Create).await?;
     if !vault.created().is_empty() {
         eprintln!(
             "keyward: created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
@@ -57,8 +57,8 @@ fn open_for_write(home: &Home) -> Result<Vault> {
 
 /// Open for reading; `None` when there is no vault yet, which read-only commands report as
 /// "nothing there" rather than creating one.
-fn open_existing(home: &Home) -> Result<Option<Vault>> {
-    match keyward::oauth::peers::open_vault(home, OpenMode::Existing) {
+async fn open_existing(home: &Home) -> Result<Option<Vault>> {
+    match keyward::oauth::peers::open_vault(home, OpenMode::Existing).await {
         Ok(vault) => Ok(Some(vault)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),

@@ -19,8 +19,8 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub fn run(home: &Home, args: StatusArgs) -> Result<()> {
-    let Some(vault) = super::open_existing(home)? else {
+pub async fn run(home: &Home, args: StatusArgs) -> Result<()> {
+    let Some(vault) = super::open_existing(home).await? else {
         if args.json {
             println!("[]");
         } else {
@@ -29,7 +29,7 @@ pub fn run(home: &Home, args: StatusArgs) -> Result<()> {
         return Ok(());
     };
     let now = chrono::Utc::now().timestamp();
-    let rows = vault.status(args.user.as_deref())?;
+    let rows = vault.status(args.user.as_deref()).await?;
     if args.json {
         print_json(&rows, now);
     } else {

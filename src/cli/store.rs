@@ -56,13 +56,13 @@ async fn status(home: &Home, json: bool) -> Result<()> {
             store.status().await?
         }
         Location::Sled(_) => {
-            let Some(vault) = super::open_existing(home)? else {
+            let Some(vault) = super::open_existing(home).await? else {
                 return Err(Error::NotFound(format!(
                     "there is no vault in {} yet: run `keyward init`",
                     home.dir.display()
                 )));
             };
-            transfer::sled_status(&vault)?
+            transfer::sled_status(&vault).await?
         }
     };
     if json {

@@ -96,12 +96,14 @@ pub async fn call(home: &Home, args: CallArgs) -> Result<()> {
         ));
     };
     let (config, catalog) = super::load_catalog(home)?;
-    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing).map_err(|e| match e {
-        Error::NotFound(_) => Error::NotFound(format!(
-            "user {user} has no connections yet: run `keyward connect PROVIDER` or `keyward import PROVIDER` first"
-        )),
-        other => other,
-    })?;
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(format!(
+                "user {user} has no connections yet: run `keyward connect PROVIDER` or `keyward import PROVIDER` first"
+            )),
+            other => other,
+        })?;
     let executor = Executor::new(Arc::new(catalog), Arc::new(vault), &config)?;
     let ctx = CallContext {
         user,
@@ -110,7 +112,7 @@ pub async fn call(home: &Home, args: CallArgs) -> Result<()> {
     };
     let outcome = executor.call(&ctx, &tool, args).await;
     // The process ends next: the call's audit entry must be on disk first.
-    executor.vault().flush()?;
+    executor.vault().flush().await?;
     match outcome {
         Ok(value) => {
             println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));

@@ -24,20 +24,20 @@ pub enum UsersCommand {
     Remove { name: String },
 }
 
-pub fn run(home: &Home, command: UsersCommand) -> Result<()> {
+pub async fn run(home: &Home, command: UsersCommand) -> Result<()> {
     match command {
-        UsersCommand::Add { name, oidc: false } => add(home, &name),
-        UsersCommand::Add { name, oidc: true } => add_oidc(home, &name),
-        UsersCommand::List => list(home),
-        UsersCommand::Remove { name } => remove(home, &name),
+        UsersCommand::Add { name, oidc: false } => add(home, &name).await,
+        UsersCommand::Add { name, oidc: true } => add_oidc(home, &name).await,
+        UsersCommand::List => list(home).await,
+        UsersCommand::Remove { name } => remove(home, &name).await,
     }
 }
 
-fn add(home: &Home, name: &str) -> Result<()> {
+async fn add(home: &Home, name: &str) -> Result<()> {
     // Before the vault is opened (or created): a bad name changes nothing on disk.
     users::check_user_name(name)?;
-    let vault = super::open_for_write(home)?;
-    let key = users::add(&vault, name)?;
+    let vault = super::open_for_write(home).await?;
+    let key = users::add(&vault, name).await?;
     eprintln!(
         "created user {name}; its API key is below and is shown only this once. HTTP \
          clients send it as `Authorization: Bearer <key>`; the connections they use are \
@@ -47,10 +47,10 @@ fn add(home: &Home, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn add_oidc(home: &Home, name: &str) -> Result<()> {
+async fn add_oidc(home: &Home, name: &str) -> Result<()> {
     users::check_user_name(name)?;
-    let vault = super::open_for_write(home)?;
-    users::add_oidc(&vault, name)?;
+    let vault = super::open_for_write(home).await?;
+    users::add_oidc(&vault, name).await?;
     println!(
         "admitted {name}: they sign in through the identity provider ([server.auth] in \
          config.toml); no API key was made"
@@ -58,12 +58,12 @@ fn add_oidc(home: &Home, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn list(home: &Home) -> Result<()> {
-    let Some(vault) = super::open_existing(home)? else {
+async fn list(home: &Home) -> Result<()> {
+    let Some(vault) = super::open_existing(home).await? else {
         println!("no users: add one with `keyward users add NAME`");
         return Ok(());
     };
-    let list = users::list(&vault)?;
+    let list = users::list(&vault).await?;
     if list.is_empty() {
         println!("no users: add one with `keyward users add NAME`");
     } else {
@@ -80,16 +80,16 @@ fn list(home: &Home) -> Result<()> {
     Ok(())
 }
 
-fn remove(home: &Home, name: &str) -> Result<()> {
+async fn remove(home: &Home, name: &str) -> Result<()> {
     let not_found = || {
         Error::NotFound(format!(
             "there is no user {name}: `keyward users list` lists them"
         ))
     };
-    let Some(vault) = super::open_existing(home)? else {
+    let Some(vault) = super::open_existing(home).await? else {
         return Err(not_found());
     };
-    if !users::remove(&vault, name)? {
+    if !users::remove(&vault, name).await? {
         return Err(not_found());
     }
     println!(

@@ -128,10 +128,7 @@ impl Executor {
 
     /// Providers the user has a connection with.
     pub async fn connected_providers(&self, user: &str) -> Vec<String> {
-        self.vault
-            .providers_of_async(user)
-            .await
-            .unwrap_or_default()
+        self.vault.providers_of(user).await.unwrap_or_default()
     }
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
@@ -169,7 +166,7 @@ impl Executor {
                 Err(e)
             }
         };
-        self.vault.audit_async(&audit).await;
+        self.vault.audit(&audit).await;
         outcome
     }
 
@@ -243,7 +240,7 @@ impl Executor {
             }
             break response;
         };
-        self.vault.touch_async(&key).await;
+        self.vault.touch(&key).await;
         let reads = self.reads.get(&tool.name);
         let body = errors::check_with(provider, tool, &key, &response, reads)?;
         Ok(project::project(tool, &response.headers, body))
@@ -259,7 +256,7 @@ impl Executor {
     ) -> Result<(Connection, Vec<SecretString>), ToolError> {
         let rows = self
             .vault
-            .list_async(Some(&ctx.user))
+            .list(Some(&ctx.user))
             .await
             .map_err(|e| ToolError::from_vault(&e))?;
         let mut secrets = Vec::new();

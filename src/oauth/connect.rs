@@ -352,7 +352,7 @@ impl WebFlow {
         }
         .await;
         if let Err(e) = &result {
-            audit_failure(vault, key, e);
+            audit_failure(vault, key, e).await;
         }
         result
     }
@@ -521,7 +521,7 @@ impl BrowserSignIn {
         }
         .await;
         if let Err(e) = &result {
-            audit_failure(vault, &request.key, e);
+            audit_failure(vault, &request.key, e).await;
         }
         result
     }
@@ -574,14 +574,14 @@ pub async fn store(
         Some(spec) if !granted.is_empty() => missing_scopes(spec, &granted, &requested),
         _ => Vec::new(),
     };
-    let result = vault.put(key, None, &record);
+    let result = vault.put(key, None, &record).await;
     // A failure is audited by `run` (`audit_failure`), like every other failed connect.
     if result.is_ok() {
         let mut entry = AuditEntry::new(&key.user, "connect", format!("ok ({flow} flow)"))
             .connection(&key.provider, &key.account);
         entry.scopes = Some(granted.clone());
-        vault.audit(&entry);
-        let _ = vault.flush();
+        vault.audit(&entry).await;
+        let _ = vault.flush().await;
     }
     if let Some((reply, server)) = reply {
         match &result {
@@ -620,18 +620,20 @@ pub async fn run(
     }
     .await;
     if let Err(e) = &result {
-        audit_failure(vault, &request.key, e);
+        audit_failure(vault, &request.key, e).await;
     }
     result
 }
 
 /// Record a failed connect in the audit log (best effort: the vault may be the problem).
-fn audit_failure(vault: &Vault, key: &ConnKey, error: &Error) {
-    vault.audit(
-        &AuditEntry::new(&key.user, "connect", format!("error: {error}"))
-            .connection(&key.provider, &key.account),
-    );
-    let _ = vault.flush();
+async fn audit_failure(vault: &Vault, key: &ConnKey, error: &Error) {
+    vault
+        .audit(
+            &AuditEntry::new(&key.user, "connect", format!("error: {error}"))
+                .connection(&key.provider, &key.account),
+        )
+        .await;
+    let _ = vault.flush().await;
 }
 
 /// Ask the desktop to open `url`; failures are ignored (the URL is printed anyway).

@@ -10,10 +10,11 @@ use crate::vault::{AuditEntry, ConnKey, TokenRecord, Vault};
 
 /// Store `record` as `key` (replacing whatever was there), audit it and flush. Returns the new
 /// version.
-pub fn store(vault: &Vault, key: &ConnKey, record: &TokenRecord) -> Result<u64> {
-    let version = vault.put(key, None, record)?;
+pub async fn store(vault: &Vault, key: &ConnKey, record: &TokenRecord) -> Result<u64> {
+    let version = vault.put(key, None, record).await?;
     vault
-        .audit(&AuditEntry::new(&key.user, "import", "ok").connection(&key.provider, &key.account));
-    vault.flush()?;
+        .audit(&AuditEntry::new(&key.user, "import", "ok").connection(&key.provider, &key.account))
+        .await;
+    vault.flush().await?;
     Ok(version)
 }

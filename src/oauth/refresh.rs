@@ -4,12 +4,17 @@
 //! refresh with the old one fails (strict providers then revoke the whole token family and log
 //! the user out). Agents call tools in parallel, so the refresh must be *single-flight*: per
 //! connection one task refreshes while every other caller waits for its result (invariant 5).
-//! Only the process that owns the vault refreshes — the others ask it to over the vault's
-//! socket ([`crate::vault::share`]) — and there one async mutex per connection
-//! ([`Vault::refresh_lock`]) admits one refresher at a time, so this holds across every task
-//! and every local process; the compare-and-swap on the record's version backs it up. Each
-//! refresh takes that lock once (a non-owner that becomes the owner mid-call refreshes under
-//! the guard it already holds) and waits for it no longer than the call's budget. Whoever
+//! Who refreshes is decided in two steps, neither of which asks whether this process owns the
+//! vault. In a process, one async mutex per connection ([`Vault::refresh_lock`]) admits one task
+//! at a time, so this process's callers collapse into one refresh. Across processes, the vault's
+//! backend decides ([`Vault::refresh_turn`], a [`RefreshTurn`]): either this process refreshes,
+//! holding the backend's guard (the sled owner, whose guard is empty because it alone refreshes;
+//! a database shared by several machines, whose guard is its lock on the connection), or the
+//! process that owns the vault does, and this one asks it ([`Vault::refresh_by_owner`]) — so
+//! that this holds across every task, every local process and every machine of a shared backend;
+//! the compare-and-swap on the record's version backs it up. Each refresh takes the process's
+//! lock once (a relay that becomes the owner mid-call takes its turn again under the lock it
+//! already holds) and waits for it, and for the turn, no longer than the call's budget. Whoever
 //! waited for a refresh takes the token it produced rather than refreshing again, and a token
 //! is "near expiry" within the provider's margin capped at half its lifetime
 //! ([`TokenRecord::needs_refresh`]), so a provider with tokens shorter-lived than the margin
@@ -30,6 +35,10 @@
 //! - any other refusal (a bad request, a misconfigured client) fails the call without marking
 //!   the connection, because it says nothing about the grant.
 //!
+//! A refresh that gives no token ends in one [`RefreshError`], wherever it ran (in this process,
+//! or in the owner for a relay: the socket carries its serde mirror, [`RefreshFailure`]), which
+//! says what the caller is told and whether the grant is still alive.
+//!
 //! Every refresh that reaches the token endpoint is audited, success or failure; never a token.
 
 use std::collections::HashMap;
@@ -43,8 +52,11 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
 use crate::secret::{Redactor, SecretString};
-use crate::tool_error::{connect_command, needs_reconnect, no_connection, ToolError};
-use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, TokenRecord, Vault};
+use crate::tool_error::{connect_command, needs_reconnect, no_connection, SignIn, ToolError};
+use crate::vault::{
+    AuditEntry, ConnKey, Connection, ConnectionStatus, FailureReport, RefreshFailure, RefreshTurn,
+    TokenRecord, Vault,
+};
 
 /// Refresh-token error codes that mean "this grant is gone": OAuth's `invalid_grant`
 /// (RFC 6749 §5.2, Google), GitHub's `bad_refresh_token`, Slack's `invalid_refresh_token` and
@@ -90,30 +102,86 @@ pub struct Refresher {
     clients: HashMap<String, ClientInfo>,
 }
 
-/// Why a refresh did not produce a token.
-enum Failure {
-    /// The provider refused the grant for good.
-    Permanent(String),
-    /// Worth trying again later.
-    Transient(String),
-    /// Refused for a reason that says nothing about the grant (bad request, odd answer).
-    Rejected(String),
-    /// keyward's own configuration is wrong (client id or secret).
-    Config(String),
+/// Why a refresh produced no token: what the caller is told, and whether the grant is still
+/// alive — the one thing callers decide on (a proactive refresh that failed while the grant
+/// lives falls back to the current access token while it is valid).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshError {
+    /// The grant is gone: refused for good by the provider (the connection is marked
+    /// `needs_reconnect`), expired without a refresh token, or its refresh token spent on a
+    /// refresh whose result could not be saved.
+    GrantGone(ToolError),
+    /// The grant lives: the failure was transient, or says nothing about the grant (a refusal
+    /// of the request, keyward's own configuration, the vault, another refresh that took too
+    /// long).
+    GrantAlive(ToolError),
 }
 
-/// A failed refresh: the error for the caller, and whether the current (still valid) access
-/// token may be used instead.
-struct RefreshError {
-    error: ToolError,
-    grant_alive: bool,
+impl RefreshError {
+    pub fn grant_alive(&self) -> bool {
+        matches!(self, RefreshError::GrantAlive(_))
+    }
+
+    pub fn tool_error(&self) -> &ToolError {
+        match self {
+            RefreshError::GrantGone(e) | RefreshError::GrantAlive(e) => e,
+        }
+    }
+
+    pub fn into_tool_error(self) -> ToolError {
+        match self {
+            RefreshError::GrantGone(e) | RefreshError::GrantAlive(e) => e,
+        }
+    }
 }
 
+/// A failure on the way (reading the vault, say) leaves the grant as it was.
 impl From<ToolError> for RefreshError {
     fn from(error: ToolError) -> Self {
-        RefreshError {
-            error,
-            grant_alive: true,
+        RefreshError::GrantAlive(error)
+    }
+}
+
+/// To the socket: the owner's refresh for another process.
+impl From<RefreshError> for RefreshFailure {
+    fn from(e: RefreshError) -> RefreshFailure {
+        let alive = e.grant_alive();
+        let e = e.into_tool_error();
+        let report = FailureReport {
+            message: e.message,
+            hint: e.hint,
+            retryable: e.retryable,
+            status: e.status,
+            sign_in: e.sign_in.map(|s| (s.key, s.scopes)),
+        };
+        if alive {
+            RefreshFailure::Alive(report)
+        } else {
+            RefreshFailure::Gone(report)
+        }
+    }
+}
+
+/// From the socket: the owner's answer, as if the refresh had run here.
+impl From<RefreshFailure> for RefreshError {
+    fn from(f: RefreshFailure) -> RefreshError {
+        let (alive, r) = match f {
+            RefreshFailure::Alive(r) => (true, r),
+            RefreshFailure::Gone(r) => (false, r),
+        };
+        let error = ToolError {
+            message: r.message,
+            hint: r.hint,
+            retryable: r.retryable,
+            status: r.status,
+            sign_in: r
+                .sign_in
+                .map(|(key, scopes)| Box::new(SignIn { key, scopes })),
+        };
+        if alive {
+            RefreshError::GrantAlive(error)
+        } else {
+            RefreshError::GrantGone(error)
         }
     }
 }
@@ -183,12 +251,12 @@ impl Refresher {
                     .record
                     .expires_in(now)
                     .is_some_and(|left| left > FALLBACK_MIN_LIFE_SECS);
-                if failure.grant_alive && still_valid {
+                if failure.grant_alive() && still_valid {
                     // Refreshing ahead of time failed, but the token has not expired: use it.
-                    tracing::warn!(connection = %key, error = %failure.error, "proactive refresh failed; using the current token");
+                    tracing::warn!(connection = %key, error = %failure.tool_error(), "proactive refresh failed; using the current token");
                     Ok((conn.record.access_token.clone(), conn.version))
                 } else {
-                    Err(failure.error)
+                    Err(failure.into_tool_error())
                 }
             }
         }
@@ -204,82 +272,68 @@ impl Refresher {
     ) -> Result<Option<(SecretString, u64)>, ToolError> {
         self.refresh(key, seen_version, true, deadline)
             .await
-            .map_err(|f| f.error)
+            .map_err(RefreshError::into_tool_error)
     }
 
-    async fn refresh(
+    /// Refresh `key`, whose caller last saw record `seen_version`, unless somebody already did
+    /// (see the module docs for who refreshes). `Ok(None)`: there is nothing better than the
+    /// record the caller has. The owner runs this for other processes' requests too.
+    pub async fn refresh(
         &self,
         key: &ConnKey,
         seen_version: u64,
         force: bool,
         deadline: Instant,
     ) -> Result<Option<(SecretString, u64)>, RefreshError> {
-        // The lock is taken here once, whichever way the refresh then goes: a non-owner that
-        // becomes the owner while it holds the lock (the old owner exited) refreshes itself
+        // This process's lock, taken once whichever way the refresh then goes: a relay that
+        // becomes the owner while it holds the lock (the old owner exited) takes its turn again
         // under the same guard instead of waiting on a lock it holds.
-        let _turn = self.turn(key, deadline).await?;
-        if self.vault.is_owner() {
-            return self
-                .refresh_locked(key, seen_version, force, deadline)
-                .await;
-        }
-        // Only the process that owns the vault refreshes (single-flight across processes); a
-        // non-owner asks it to. Queuing this process's callers on its own lock first sends one
-        // request per process (not one per waiting call) to the owner; whoever waited takes
-        // the record that request produced.
-        let conn = self.read(key)?;
-        if let Some(pair) = settled(&conn, seen_version, force, self.margin(&key.provider)) {
-            return Ok(Some(pair));
-        }
-        super::test_hooks::pause_at("refresh-remote").await;
-        let budget = deadline.saturating_duration_since(Instant::now());
-        let vault = self.vault.clone();
-        let remote_key = key.clone();
-        let remote = tokio::task::spawn_blocking(move || {
-            vault.remote_refresh(&remote_key, seen_version, force, budget)
-        })
-        .await
-        .map_err(|e| ToolError::new(format!("the refresh task failed: {e}")))?;
-        match remote {
-            // The owner's answer says whether it was transient only through `retryable`.
-            Some(answer) => answer.map_err(|f| RefreshError {
-                grant_alive: f.retryable,
-                error: ToolError {
-                    message: f.message,
-                    hint: f.hint,
-                    retryable: f.retryable,
-                    status: f.status,
-                    sign_in: None,
-                },
-            }),
-            // This process took the vault over meanwhile: refresh here, still holding the lock.
-            None => {
-                self.refresh_locked(key, seen_version, force, deadline)
-                    .await
+        let _lock = self.lock(key, deadline).await?;
+        loop {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let turn = self
+                .vault
+                .refresh_turn(key, budget)
+                .await
+                .map_err(|e| self.vault_error(e))?;
+            match turn {
+                RefreshTurn::Here(guard) => {
+                    let refreshed = self
+                        .refresh_locked(key, seen_version, force, deadline)
+                        .await;
+                    drop(guard);
+                    return refreshed;
+                }
+                RefreshTurn::Owner => {
+                    // Queuing this process's callers on its own lock first sends one request per
+                    // process (not one per waiting call) to the owner; whoever waited takes the
+                    // record that request produced.
+                    let conn = self.read(key).await?;
+                    if let Some(pair) =
+                        settled(&conn, seen_version, force, self.margin(&key.provider))
+                    {
+                        return Ok(Some(pair));
+                    }
+                    super::test_hooks::pause_at("refresh-remote").await;
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    match self
+                        .vault
+                        .refresh_by_owner(key, seen_version, force, budget)
+                        .await
+                    {
+                        Some(answer) => return answer.map_err(RefreshError::from),
+                        // This process took the vault over meanwhile: its turn now.
+                        None => continue,
+                    }
+                }
             }
         }
-    }
-
-    /// Refresh in this process, which owns the vault (the owner runs this for other
-    /// processes' requests too). Waits for any refresh of the same connection already running,
-    /// then re-checks before calling the token endpoint.
-    pub async fn refresh_here(
-        &self,
-        key: &ConnKey,
-        seen_version: u64,
-        force: bool,
-        deadline: Instant,
-    ) -> Result<Option<(SecretString, u64)>, ToolError> {
-        let _turn = self.turn(key, deadline).await.map_err(|f| f.error)?;
-        self.refresh_locked(key, seen_version, force, deadline)
-            .await
-            .map_err(|f| f.error)
     }
 
     /// The right to refresh `key` in this process: its refresh lock, waited for no longer than
     /// the call's budget. A refresh that never ends (a hung provider past every timeout, a
     /// stopped process) must not take every later call of the connection down with it.
-    async fn turn(
+    async fn lock(
         &self,
         key: &ConnKey,
         deadline: Instant,
@@ -300,7 +354,8 @@ impl Refresher {
             })
     }
 
-    /// The refresh itself; the caller holds the connection's refresh lock (see [`Self::turn`]).
+    /// The refresh itself, in this process; the caller holds the connection's refresh lock
+    /// and turn (see [`Self::refresh`]).
     async fn refresh_locked(
         &self,
         key: &ConnKey,
@@ -309,13 +364,10 @@ impl Refresher {
         deadline: Instant,
     ) -> Result<Option<(SecretString, u64)>, RefreshError> {
         // Whoever held the lock before us may have refreshed already.
-        let conn = self.read(key)?;
+        let conn = self.read(key).await?;
         let now = chrono::Utc::now().timestamp();
         if let ConnectionStatus::NeedsReconnect { reason } = &conn.record.status {
-            return Err(RefreshError {
-                error: needs_reconnect(key, reason),
-                grant_alive: false,
-            });
+            return Err(RefreshError::GrantGone(needs_reconnect(key, reason)));
         }
         if let Some(pair) = settled(&conn, seen_version, force, self.margin(&key.provider)) {
             return Ok(Some(pair));
@@ -323,16 +375,28 @@ impl Refresher {
         let Some(refresh_token) = conn.record.refresh_token.clone() else {
             let expired = conn.record.expires_in(now).is_some_and(|left| left <= 0);
             if expired {
-                return Err(RefreshError {
-                    error: ToolError::new(format!(
+                return Err(RefreshError::GrantGone(
+                    ToolError::new(format!(
                         "the {} token of {key} has expired and there is no refresh token",
                         key.provider
                     ))
                     .hint(format!("run `{}`", connect_command(key))),
-                    grant_alive: false,
-                });
+                ));
             }
             return Ok(None);
+        };
+        let client = self.clients.get(&key.provider).cloned().unwrap_or_default();
+        let Some(client_id) = client.client_id.clone() else {
+            let upper = key.provider.to_ascii_uppercase();
+            return Err(self
+                .misconfigured(
+                    key,
+                    format!(
+                        "no OAuth client id is configured for {}: set `client_id` under [providers.{}] in config.toml or KEYWARD_{upper}_CLIENT_ID",
+                        key.provider, key.provider
+                    ),
+                )
+                .await);
         };
 
         let trigger = if force {
@@ -340,11 +404,15 @@ impl Refresher {
         } else {
             "ahead of expiry"
         };
-        match self
-            .call_token_endpoint(key, &refresh_token, &conn.record.access_token, deadline)
+        // Every reason in the answer is already redacted (see [`token_endpoint::request`]; the
+        // access token the endpoint itself issued is added here), so it may be stored as a
+        // `needs_reconnect` reason, audited and shown as it is.
+        let answer = self
+            .call_token_endpoint(key, &client, &client_id, &refresh_token, deadline)
             .await
-        {
-            Ok(response) => {
+            .redacted(&Redactor::of([&conn.record.access_token]));
+        let reason = match answer {
+            Answer::Token(response) => {
                 super::test_hooks::pause_at("refresh-response").await;
                 let merged = merge(&conn.record, &response, chrono::Utc::now().timestamp());
                 let version = match self.write(key, conn.version, &merged).await {
@@ -355,86 +423,109 @@ impl Refresher {
                             &format!("error: the new token could not be saved ({})", e.message),
                         )
                         .await;
-                        if let Some(pair) = self.usable_latest(key, conn.version) {
+                        if let Some(pair) = self.usable_latest(key, conn.version).await {
                             return Ok(Some(pair));
                         }
-                        return Err(RefreshError {
-                            error: e,
-                            grant_alive: false,
-                        });
+                        return Err(RefreshError::GrantGone(e));
                     }
                 };
                 self.audit(key, &format!("ok ({trigger})")).await;
                 super::test_hooks::pause_at("refresh-saved").await;
-                Ok(Some((merged.access_token.clone(), version)))
+                return Ok(Some((merged.access_token.clone(), version)));
             }
-            Err(Failure::Permanent(reason)) => {
-                // A concurrent writer (an import, a connect, another process's refresh) may have
-                // replaced the refresh token we used: then this was a lost race, not a dead grant.
-                let latest = self.read(key)?;
-                if latest.version != conn.version
-                    && latest.record.status == ConnectionStatus::Active
-                {
-                    self.audit(key, &format!("ok (refused with {reason}, but the record had been replaced meanwhile)")).await;
-                    return Ok(Some((latest.record.access_token.clone(), latest.version)));
-                }
-                let mut broken = conn.record.clone();
-                broken.status = ConnectionStatus::NeedsReconnect {
-                    reason: reason.clone(),
-                };
-                if let Err(e) = self.write(key, conn.version, &broken).await {
-                    tracing::warn!(connection = %key, error = %e.message, "could not mark the connection needs_reconnect");
-                }
-                self.audit(
-                    key,
-                    &format!("error: {reason} (connection needs reconnecting)"),
-                )
-                .await;
-                Err(RefreshError {
-                    error: needs_reconnect(key, &reason),
-                    grant_alive: false,
-                })
+            Answer::Error(e) if PERMANENT_CODES.contains(&e.code.as_str()) => {
+                return self.permanent(key, &conn, e.reason()).await;
             }
-            Err(Failure::Transient(reason)) => {
+            Answer::Error(e) if CLIENT_CODES.contains(&e.code.as_str()) => {
+                return Err(self
+                    .misconfigured(
+                        key,
+                        format!(
+                            "the provider rejected keyward's OAuth client ({}): check client_id/client_secret under [providers.{}]",
+                            e.reason(),
+                            key.provider
+                        ),
+                    )
+                    .await);
+            }
+            Answer::Error(e) => format!("the token endpoint answered {}", e.reason()),
+            Answer::Malformed(reason) => reason,
+            Answer::Unavailable(reason) => {
                 self.audit(key, &format!("error: {reason} (transient)"))
                     .await;
-                Err(ToolError::new(format!(
+                return Err(ToolError::new(format!(
                     "refreshing the {} token failed: {reason}",
                     key.provider
                 ))
                 .hint("this is temporary; retry in a moment")
                 .retryable()
-                .into())
+                .into());
             }
-            Err(Failure::Rejected(reason)) => {
-                self.audit(key, &format!("error: {reason}")).await;
-                Err(ToolError::new(format!(
-                    "refreshing the {} token failed: {reason}",
-                    key.provider
-                ))
-                .hint(format!(
-                    "if it keeps failing, run `{}`",
-                    connect_command(key)
-                ))
-                .into())
-            }
-            Err(Failure::Config(reason)) => {
-                self.audit(key, &format!("error: {reason}")).await;
-                Err(ToolError::new(format!(
-                    "the {} token needs refreshing, but {reason}",
-                    key.provider
-                ))
-                .into())
-            }
+        };
+        // Refused for a reason that says nothing about the grant (a bad request, an odd answer).
+        self.audit(key, &format!("error: {reason}")).await;
+        Err(ToolError::new(format!(
+            "refreshing the {} token failed: {reason}",
+            key.provider
+        ))
+        .hint(format!(
+            "if it keeps failing, run `{}`",
+            connect_command(key)
+        ))
+        .into())
+    }
+
+    /// The provider refused the grant for good (`reason`). A concurrent writer (an import, a
+    /// connect, another process's refresh) may have replaced the refresh token we used: then
+    /// this was a lost race, not a dead grant. Otherwise the connection is marked
+    /// `needs_reconnect`.
+    async fn permanent(
+        &self,
+        key: &ConnKey,
+        conn: &Connection,
+        reason: String,
+    ) -> Result<Option<(SecretString, u64)>, RefreshError> {
+        let latest = self.read(key).await?;
+        if latest.version != conn.version && latest.record.status == ConnectionStatus::Active {
+            self.audit(
+                key,
+                &format!("ok (refused with {reason}, but the record had been replaced meanwhile)"),
+            )
+            .await;
+            return Ok(Some((latest.record.access_token.clone(), latest.version)));
         }
+        let mut broken = conn.record.clone();
+        broken.status = ConnectionStatus::NeedsReconnect {
+            reason: reason.clone(),
+        };
+        if let Err(e) = self.write(key, conn.version, &broken).await {
+            tracing::warn!(connection = %key, error = %e.message, "could not mark the connection needs_reconnect");
+        }
+        self.audit(
+            key,
+            &format!("error: {reason} (connection needs reconnecting)"),
+        )
+        .await;
+        Err(RefreshError::GrantGone(needs_reconnect(key, &reason)))
+    }
+
+    /// keyward's own OAuth client configuration is wrong (`reason` says how): audited, and the
+    /// call fails without touching the connection.
+    async fn misconfigured(&self, key: &ConnKey, reason: String) -> RefreshError {
+        self.audit(key, &format!("error: {reason}")).await;
+        ToolError::new(format!(
+            "the {} token needs refreshing, but {reason}",
+            key.provider
+        ))
+        .into()
     }
 
     /// The provider gave us new tokens but they could not be saved. When another writer
     /// replaced the record meanwhile (the compare-and-swap failed) with a usable token, that
     /// one is used; otherwise the call fails (and, the stored refresh token being spent now, the
     /// next refresh marks the connection `needs_reconnect`).
-    fn usable_latest(&self, key: &ConnKey, seen_version: u64) -> Option<(SecretString, u64)> {
-        let latest = self.read(key).ok()?;
+    async fn usable_latest(&self, key: &ConnKey, seen_version: u64) -> Option<(SecretString, u64)> {
+        let latest = self.read(key).await.ok()?;
         let now = chrono::Utc::now().timestamp();
         let usable = latest.version != seen_version
             && latest.record.status == ConnectionStatus::Active
@@ -442,9 +533,14 @@ impl Refresher {
         usable.then(|| (latest.record.access_token.clone(), latest.version))
     }
 
-    fn read(&self, key: &ConnKey) -> Result<Connection, ToolError> {
+    fn vault_error(&self, e: Error) -> RefreshError {
+        ToolError::from_vault(&e).into()
+    }
+
+    async fn read(&self, key: &ConnKey) -> Result<Connection, ToolError> {
         self.vault
             .get(key)
+            .await
             .map_err(|e| ToolError::from_vault(&e))?
             .ok_or_else(|| no_connection(key))
     }
@@ -455,13 +551,9 @@ impl Refresher {
         expected: u64,
         record: &TokenRecord,
     ) -> Result<u64, ToolError> {
-        let vault = self.vault.clone();
-        let key = key.clone();
-        let record = record.clone();
-        // `put` flushes to disk: keep the fsync off the async workers.
-        tokio::task::spawn_blocking(move || vault.put(&key, Some(expected), &record))
+        self.vault
+            .put(key, Some(expected), record)
             .await
-            .map_err(|e| ToolError::new(format!("saving the refreshed token failed: {e}")))?
             .map_err(|e| match e {
                 Error::Conflict(_) => ToolError::new(
                     "the connection was changed by another writer while it was being refreshed",
@@ -472,38 +564,31 @@ impl Refresher {
             })
     }
 
-    /// Every refresh that reached the token endpoint is audited, off the async workers.
+    /// Every refresh that reached the token endpoint is audited.
     async fn audit(&self, key: &ConnKey, outcome: &str) {
         self.vault
-            .audit_async(
+            .audit(
                 &AuditEntry::new(&key.user, "refresh", outcome)
                     .connection(&key.provider, &key.account),
             )
             .await;
     }
 
-    /// One refresh at the token endpoint. Every reason in a [`Failure`] is already redacted
-    /// (see [`token_endpoint::request`]; the access token the endpoint itself issued is added
-    /// here), so it may be stored as a `needs_reconnect` reason, audited and shown as it is.
+    /// One refresh at the token endpoint: the form posted until it answers, the transient
+    /// failures (timeouts, 5xx, 429, network) retried with backoff within the call's budget.
+    /// The answer's reasons are redacted of every secret the form carried.
     async fn call_token_endpoint(
         &self,
         key: &ConnKey,
+        client: &ClientInfo,
+        client_id: &str,
         refresh_token: &SecretString,
-        access_token: &SecretString,
         deadline: Instant,
-    ) -> Result<serde_json::Value, Failure> {
-        let client = self.clients.get(&key.provider).cloned().unwrap_or_default();
-        let Some(client_id) = client.client_id.clone() else {
-            let upper = key.provider.to_ascii_uppercase();
-            return Err(Failure::Config(format!(
-                "no OAuth client id is configured for {}: set `client_id` under [providers.{}] in config.toml or KEYWARD_{upper}_CLIENT_ID",
-                key.provider, key.provider
-            )));
-        };
+    ) -> Answer {
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
-            ("client_id", client_id.as_str()),
+            ("client_id", client_id),
         ];
         if let Some(secret) = &client.client_secret {
             form.push(("client_secret", secret.expose()));
@@ -513,9 +598,9 @@ impl Refresher {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Failure::Transient(
+                return Answer::Unavailable(
                     "the call's time budget ran out before the token endpoint answered".into(),
-                ));
+                );
             }
             let answer = token_endpoint::request(
                 &self.http,
@@ -523,27 +608,15 @@ impl Refresher {
                 &form,
                 left.min(self.http.timeout()),
             )
-            .await
-            .redacted(&Redactor::of([access_token]));
-            let reason = match answer {
-                Answer::Token(value) => return Ok(value),
-                Answer::Error(e) if PERMANENT_CODES.contains(&e.code.as_str()) => return Err(Failure::Permanent(e.reason())),
-                Answer::Error(e) if CLIENT_CODES.contains(&e.code.as_str()) => {
-                    return Err(Failure::Config(format!(
-                        "the provider rejected keyward's OAuth client ({}): check client_id/client_secret under [providers.{}]",
-                        e.reason(),
-                        key.provider
-                    )))
-                }
-                Answer::Error(e) => return Err(Failure::Rejected(format!("the token endpoint answered {}", e.reason()))),
-                Answer::Malformed(reason) => return Err(Failure::Rejected(reason)),
-                Answer::Unavailable(reason) => reason,
+            .await;
+            let Answer::Unavailable(reason) = &answer else {
+                return answer;
             };
             // Exponential backoff: 200 ms, 400 ms, … within the budget.
             let wait = Duration::from_millis(200u64 << attempt.min(5));
             if attempt >= MAX_ATTEMPTS || wait >= deadline.saturating_duration_since(Instant::now())
             {
-                return Err(Failure::Transient(reason));
+                return answer;
             }
             tracing::debug!(connection = %key, attempt, %reason, "retrying the token endpoint");
             tokio::time::sleep(wait).await;
@@ -657,5 +730,26 @@ mod tests {
         assert_eq!(merged.access_token.expose(), "a2");
         assert_eq!(merged.refresh_token.unwrap().expose(), "r2");
         assert_eq!(merged.expires_at, None);
+    }
+
+    /// A refresh error crosses the socket as itself: whether the grant is alive, and every
+    /// field of what the caller is told (before the mirror, a relay took every non-retryable
+    /// failure of the owner for a dead grant).
+    #[test]
+    fn a_refresh_error_crosses_the_socket_as_itself() {
+        let told = ToolError::new("refreshing failed")
+            .hint("run `keyward connect github`")
+            .status(400);
+        let key = ConnKey::new("default", "github", "work").unwrap();
+        for error in [
+            RefreshError::GrantGone(needs_reconnect(&key, "revoked")),
+            RefreshError::GrantGone(told.clone()),
+            RefreshError::GrantAlive(told.clone()),
+            RefreshError::GrantAlive(told.clone().retryable()),
+        ] {
+            let json = serde_json::to_string(&RefreshFailure::from(error.clone())).unwrap();
+            let back: RefreshFailure = serde_json::from_str(&json).unwrap();
+            assert_eq!(RefreshError::from(back), error, "{json}");
+        }
     }
 }

@@ -77,13 +77,13 @@ pub async fn disconnect(
         ))
     };
 
-    let conn = match vault.get(key) {
+    let conn = match vault.get(key).await {
         Ok(Some(conn)) => conn,
         Ok(None) => return Err(not_found()),
         Err(e @ Error::RecordCorrupt { .. }) if force => {
             let reason =
                 format!("the record does not open, so its token could not be revoked ({e})");
-            return delete(&vault, key, Err(reason), manual);
+            return delete(&vault, key, Err(reason), manual).await;
         }
         Err(e) => return Err(e),
     };
@@ -111,23 +111,25 @@ pub async fn disconnect(
     }
 
     let outcome = revoke(&http, &app, &record).await;
-    vault.audit(
-        &AuditEntry::new(
-            &key.user,
-            "revoke",
-            match &outcome {
-                Ok(Revoked::Now) => "ok".to_string(),
-                Ok(Revoked::Already(why)) => format!("ok ({why})"),
-                Err(reason) => format!("error: {reason}"),
-            },
+    vault
+        .audit(
+            &AuditEntry::new(
+                &key.user,
+                "revoke",
+                match &outcome {
+                    Ok(Revoked::Now) => "ok".to_string(),
+                    Ok(Revoked::Already(why)) => format!("ok ({why})"),
+                    Err(reason) => format!("error: {reason}"),
+                },
+            )
+            .connection(&key.provider, &key.account),
         )
-        .connection(&key.provider, &key.account),
-    );
+        .await;
     match outcome {
-        Ok(revoked) => delete(&vault, key, Ok(revoked), manual),
-        Err(reason) if force => delete(&vault, key, Err(reason), manual),
+        Ok(revoked) => delete(&vault, key, Ok(revoked), manual).await,
+        Err(reason) if force => delete(&vault, key, Err(reason), manual).await,
         Err(reason) => {
-            let _ = vault.flush();
+            let _ = vault.flush().await;
             Err(Error::other(format!(
                 "revoking the {} grant of {key} failed: {reason}. Nothing was deleted. Retry, or run `keyward disconnect {}{} --force` to delete keyward's copy anyway (the grant then stays valid at {} until you revoke it at {manual})",
                 app.title,
@@ -139,22 +141,25 @@ pub async fn disconnect(
     }
 }
 
-fn delete(
+async fn delete(
     vault: &Vault,
     key: &ConnKey,
     revocation: std::result::Result<Revoked, String>,
     manual: String,
 ) -> Result<Disconnected> {
-    let existed = vault.remove(key)?;
+    let existed = vault.remove(key).await?;
     let outcome = match (&revocation, existed) {
         (_, false) => "error: the record was already gone".to_string(),
         (Ok(_), true) => "ok".to_string(),
         (Err(reason), true) => format!("ok (forced; not revoked at the provider: {reason})"),
     };
-    vault.audit(
-        &AuditEntry::new(&key.user, "disconnect", outcome).connection(&key.provider, &key.account),
-    );
-    vault.flush()?;
+    vault
+        .audit(
+            &AuditEntry::new(&key.user, "disconnect", outcome)
+                .connection(&key.provider, &key.account),
+        )
+        .await;
+    vault.flush().await?;
     Ok(Disconnected {
         key: key.clone(),
         revocation,

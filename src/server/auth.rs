@@ -71,12 +71,11 @@ impl AuthUser {
     pub async fn still_valid(&self, keys: &KeyCache) -> bool {
         match &self.credential {
             Credential::ApiKey(hash) => {
-                keys.lookup_async(hash).await.as_deref() == Some(self.name.as_str())
+                keys.lookup(hash).await.as_deref() == Some(self.name.as_str())
             }
-            Credential::Oidc => matches!(
-                keys.admit_oidc_async(&self.name).await,
-                Ok(Admission::Admitted)
-            ),
+            Credential::Oidc => {
+                matches!(keys.admit_oidc(&self.name).await, Ok(Admission::Admitted))
+            }
         }
     }
 }
@@ -319,7 +318,7 @@ impl Authenticator {
             }
             _ => {
                 let key_hash = users::key_hash(credential);
-                match self.keys.lookup_async(&key_hash).await {
+                match self.keys.lookup(&key_hash).await {
                     Some(name) => Ok(AuthUser {
                         name,
                         credential: Credential::ApiKey(key_hash),
@@ -346,7 +345,7 @@ impl Authenticator {
             }
             Err(TokenError::Unavailable(reason)) => return Err(Refused::Unavailable(reason)),
         };
-        match self.keys.admit_oidc_async(&claims.user).await {
+        match self.keys.admit_oidc(&claims.user).await {
             Ok(Admission::Admitted) => Ok(AuthUser {
                 name: claims.user,
                 credential: Credential::Oidc,

@@ -193,13 +193,9 @@ pub(crate) async fn connect(
             )
         }
     };
-    let vault = executor.vault().clone();
-    let (id, exp) = (ticket.id.clone(), ticket.exp);
-    let fresh =
-        tokio::task::spawn_blocking(move || users::redeem_ticket(&vault, id.as_bytes(), exp))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+    let fresh = users::redeem_ticket(executor.vault(), ticket.id.as_bytes(), ticket.exp)
+        .await
+        .map_err(|e| e.to_string());
     match fresh {
         Ok(true) => {}
         Ok(false) => {

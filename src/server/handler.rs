@@ -540,7 +540,7 @@ impl ServerHandler for KeywardServer {
                 entry.session = ctx.session.clone();
                 entry.provider = Some(offered.provider.clone());
                 entry.account = ctx.account.clone();
-                executor.vault().audit(&entry);
+                executor.vault().audit(&entry).await;
                 Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the request was cancelled", None))
             }
         }

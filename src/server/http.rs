@@ -81,12 +81,12 @@ pub struct HttpOptions {
 
 /// Refuse to expose the server beyond this machine without API keys or an identity provider
 /// (invariant 9).
-pub fn check_bind(addr: &SocketAddr, vault: &Vault, identity_provider: bool) -> Result<()> {
+pub async fn check_bind(addr: &SocketAddr, vault: &Vault, identity_provider: bool) -> Result<()> {
     if identity_provider {
         return Ok(());
     }
     if addr.ip().is_loopback() {
-        if !users::any(vault)? {
+        if !users::any(vault).await? {
             tracing::warn!(
                 "there are no users yet, so every request will get 401: add one with \
                  `keyward users add NAME` and send its key as `Authorization: Bearer <key>`"
@@ -94,7 +94,7 @@ pub fn check_bind(addr: &SocketAddr, vault: &Vault, identity_provider: bool) -> 
         }
         return Ok(());
     }
-    if !users::any(vault)? {
+    if !users::any(vault).await? {
         return Err(Error::usage(format!(
             "refusing to listen on {addr}: it is reachable from other machines and there are no \
              API keys yet. Create one with `keyward users add NAME` (clients send it as \
@@ -186,7 +186,7 @@ impl HttpServer {
             (Some(auth), Some(audience)) => Some(Arc::new(Oidc::new(auth, audience)?)),
             _ => None,
         };
-        check_bind(&options.addr, executor.vault(), oidc.is_some())?;
+        check_bind(&options.addr, executor.vault(), oidc.is_some()).await?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
             .map_err(|e| Error::io(format!("listening on {}", options.addr), e))?;

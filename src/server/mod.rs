@@ -85,7 +85,7 @@ impl Offer {
     }
 }
 
-/// Something the server builds after it starts, on the blocking pool (see
+/// Something the server builds after it starts, off the workers (see
 /// [`ServerState::start`]). Shared, so that every request waiting for it gets the same outcome
 /// and a waiter that goes away (a cancelled call) loses nothing.
 type Pending<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, Arc<Error>>>>;
@@ -147,8 +147,8 @@ impl Tools {
 ///
 /// Nothing of it is needed to answer `initialize`, so a stdio server answers that first: MCP
 /// clients spawn their servers when they start and wait for `initialize` (issue 11: cold
-/// start). [`ServerState::start`] prepares the rest, and [`ServerState::begin`] builds it on
-/// the blocking pool: the tools (parsing and compiling the manifests), and the executor — the
+/// start). [`ServerState::start`] prepares the rest, and [`ServerState::begin`] builds it off
+/// the workers: the tools (parsing and compiling the manifests), and the executor — the
 /// vault (master key, sled, the owner socket) and the HTTP client (the system's trust roots).
 /// A stdio server begins once `initialize` is answered: started earlier, that work (several
 /// milliseconds of CPU on three threads) delays the answer on a machine with few cores, and on
@@ -165,7 +165,7 @@ pub struct ServerState {
     begin: std::sync::Mutex<Option<Begin>>,
 }
 
-/// Puts the work of [`ServerState::start`] on the blocking pool.
+/// Starts the work of [`ServerState::start`], off the workers.
 type Begin = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for ServerState {
@@ -210,16 +210,16 @@ impl ServerState {
 
     /// Load the catalog, open (or create) the vault in `home` and build the executor, all
     /// before returning.
-    pub fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
+    pub async fn open(home: &Home, config: &Config, offer: Offer) -> Result<Arc<ServerState>> {
         let catalog = Arc::new(Catalog::load(&config.tools_dirs, &config.providers)?);
-        let (vault, upstream) = open_vault_and_client(home, config)?;
+        let (vault, upstream) = open_vault_and_client(home, config).await?;
         let executor = Executor::with_upstream(catalog, vault, config, upstream);
         ServerState::new(Arc::new(executor), offer)
     }
 
-    /// Prepare building the tools and the executor on the blocking pool (the vault and the
-    /// HTTP client while the manifests compile), and return at once: the work starts with the
-    /// first [`ServerState::begin`], or the first request that needs it.
+    /// Prepare building the tools and the executor off the workers (the vault and the HTTP
+    /// client while the manifests compile), and return at once: the work starts with the first
+    /// [`ServerState::begin`], or the first request that needs it.
     pub fn start(home: &Home, config: &Config, offer: Offer) -> Arc<ServerState> {
         let (tools_task, tools) = tokio::sync::oneshot::channel();
         let (opened_task, opened) = tokio::sync::oneshot::channel();
@@ -249,8 +249,8 @@ impl ServerState {
                         Catalog::load(&catalog_config.tools_dirs, &catalog_config.providers)?;
                     Tools::new(Arc::new(catalog), &offer)
                 }));
-                let _ = opened_task.send(tokio::task::spawn_blocking(move || {
-                    open_vault_and_client(&home, &config)
+                let _ = opened_task.send(tokio::spawn(async move {
+                    open_vault_and_client(&home, &config).await
                 }));
             })
         };
@@ -263,7 +263,8 @@ impl ServerState {
     }
 
     /// Start building what [`ServerState::start`] prepared, unless it started already. Must
-    /// run inside a tokio runtime.
+    /// run inside a tokio runtime, which then serves the vault to other processes while this
+    /// one owns it.
     pub fn begin(&self) {
         let begin = crate::sync::lock(&self.begin).take();
         if let Some(begin) = begin {
@@ -326,8 +327,8 @@ impl ServerState {
         Ok(self.visible_with(&executor, user).await)
     }
 
-    /// [`ServerState::visible_providers`] with the executor at hand (the vault read runs off
-    /// the async workers).
+    /// [`ServerState::visible_providers`] with the executor at hand (the vault read holds no
+    /// worker).
     pub async fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<String>> {
         if self.offer.all_tools {
             None
@@ -363,7 +364,7 @@ impl ServerState {
         let Ok(executor) = self.executor.clone().await else {
             return;
         };
-        if let Err(e) = executor.vault().flush_async().await {
+        if let Err(e) = executor.vault().flush().await {
             tracing::error!("could not flush the vault: {e}");
         }
     }
@@ -406,15 +407,15 @@ pub(crate) fn unshared(e: Arc<Error>) -> Error {
 }
 
 /// Open (or create) the vault in `home` and build the HTTP client. The client reads and parses
-/// the system's trust roots, a few milliseconds: it is built on another thread while the vault
-/// opens.
-fn open_vault_and_client(
+/// the system's trust roots, a few milliseconds: it is built on the blocking pool while the
+/// vault opens.
+async fn open_vault_and_client(
     home: &Home,
     config: &Config,
 ) -> Result<(Arc<crate::vault::Vault>, crate::exec::client::Upstream)> {
     let limits = config.executor.clone();
-    let upstream = std::thread::spawn(move || crate::exec::client::Upstream::new(&limits));
-    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create)?;
+    let upstream = tokio::task::spawn_blocking(move || crate::exec::client::Upstream::new(&limits));
+    let vault = crate::oauth::peers::open_vault(home, OpenMode::Create).await?;
     if !vault.created().is_empty() {
         tracing::warn!(
             "created {} — back up {} (or your KEYWARD_MASTER_KEY): without it the vault cannot be opened",
@@ -423,8 +424,8 @@ fn open_vault_and_client(
         );
     }
     let upstream = upstream
-        .join()
-        .map_err(|_| Error::other("building the HTTP client failed"))??;
+        .await
+        .map_err(|e| Error::other(format!("building the HTTP client failed: {e}")))??;
     Ok((Arc::new(vault), upstream))
 }
 

@@ -102,7 +102,7 @@ impl Web {
         if session.exp <= Web::now() {
             return None;
         }
-        match self.keys.admit_oidc_async(&session.user).await {
+        match self.keys.admit_oidc(&session.user).await {
             Ok(Admission::Admitted) => Some(session),
             _ => None,
         }
@@ -335,12 +335,10 @@ async fn account(
             )
         }
     };
-    let vault = executor.vault().clone();
-    let user = session.user.clone();
-    let rows = tokio::task::spawn_blocking(move || vault.status(Some(&user)))
+    let rows = executor
+        .vault()
+        .status(Some(&session.user))
         .await
-        .ok()
-        .and_then(|rows| rows.ok())
         .unwrap_or_default();
     let now = Web::now();
     let csrf = escape(&session.csrf);
@@ -716,7 +714,7 @@ async fn sign_in_callback(
         Ok(user) => user,
         Err(text) => return fail(text),
     };
-    match web.keys.admit_oidc_async(&user).await {
+    match web.keys.admit_oidc(&user).await {
         Ok(Admission::Admitted) => {}
         Ok(Admission::Removed) => {
             return fail(format!(

@@ -17,6 +17,12 @@
 //! process (we relay every operation to it). Which one is decided at open and again whenever
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).
+//!
+//! Every operation is async, whatever the backend ([`storage::Storage`]): a relayed one waits
+//! for the owner's answer without holding a runtime worker, and the owner serves the others on
+//! the runtime that opened the vault. What is written once, above the backends, lives here: the
+//! takeover-and-retry rule (`Vault::run`), the per-process refresh locks, and the memory of
+//! the last `touch` that saves a message per call.
 
 pub mod audit;
 pub mod crypto;
@@ -33,12 +39,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+
 pub use audit::AuditEntry;
 pub use record::{
     ConnKey, Connection, ConnectionStatus, TokenRecord, DEFAULT_ACCOUNT, DEFAULT_USER,
 };
-pub use share::{PeerRefresh, RefreshAnswer, RefreshFailure};
-pub use storage::Storage;
+pub use share::{FailureReport, PeerRefresh, RefreshAnswer, RefreshFailure};
+pub use storage::{RefreshTurn, Storage};
 pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
@@ -59,9 +67,12 @@ pub struct Vault {
 
 pub(crate) struct Inner {
     home: Home,
+    /// The runtime that opened the vault: the owner's listener, its peers and a relay's change
+    /// subscription run on it.
+    runtime: tokio::runtime::Handle,
     backend: RwLock<Backend>,
-    /// Serializes takeovers so that one thread recovers and the others reuse its result.
-    recovering: Mutex<()>,
+    /// Serializes takeovers so that one task recovers and the others reuse its result.
+    recovering: tokio::sync::Mutex<()>,
     /// Connection changes, from this process and (relayed) from every other one.
     changes: tokio::sync::broadcast::Sender<ConnKey>,
     /// The users tree's generation: it moves whenever a user (API key) is added or removed, by
@@ -69,27 +80,32 @@ pub(crate) struct Inner {
     users: tokio::sync::watch::Sender<u64>,
     /// Set once somebody subscribed to changes: a non-owner then keeps a relay open.
     want_changes: std::sync::atomic::AtomicBool,
-    /// One async mutex per connection: holding it is the right to refresh that connection in
-    /// this process. Only the owner refreshes, so this is single-flight across processes too.
+    /// One async mutex per connection: holding it is the right to ask for a refresh turn of
+    /// that connection in this process (see [`Vault::refresh_lock`]).
     refresh_locks: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
     /// When this process last recorded each connection's use (unix seconds), see [`Vault::touch`].
     touched: Mutex<HashMap<ConnKey, i64>>,
     /// How this process refreshes for others while it owns the vault (see [`share::PeerRefresh`]).
     peer_refresh: Option<Arc<dyn share::PeerRefresh>>,
+    /// The tasks serving this vault (the owner's listener, a relay's subscription), ended when
+    /// it is dropped.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     master_key_id: String,
     created: Vec<String>,
 }
 
 #[derive(Clone)]
 enum Backend {
+    /// This process owns the sled database and serves it to the others.
     Local(Arc<Store>),
+    /// Another process owns it: every operation is relayed to it.
     Remote(Arc<RemoteClient>),
 }
 
 impl Backend {
     fn storage(&self) -> &dyn Storage {
         match self {
-            Backend::Local(store) => &**store,
+            Backend::Local(store) => store,
             Backend::Remote(client) => &**client,
         }
     }
@@ -107,46 +123,60 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// Open the vault in `home`: directly when no other keyward process has it, else through
     /// the process that does. The master key is checked against the keyring first either way,
-    /// so a wrong key is the same clear error everywhere and changes no file.
+    /// so a wrong key is the same clear error everywhere and changes no file. Must run on a
+    /// tokio runtime, which serves the vault to the other processes while this one owns it.
     ///
     /// A vault opened this way refreshes for no other process while it owns the database; the
     /// composition roots use [`Vault::open_with`].
-    pub fn open(home: &Home, mode: OpenMode) -> Result<Vault> {
-        Vault::open_with(home, mode, None)
+    pub async fn open(home: &Home, mode: OpenMode) -> Result<Vault> {
+        Vault::open_with(home, mode, None).await
     }
 
     /// [`Vault::open`], with how this process refreshes connections for other processes while
     /// it owns the vault — in place before the first peer can ask.
-    pub fn open_with(
+    pub async fn open_with(
         home: &Home,
         mode: OpenMode,
         peer_refresh: Option<Arc<dyn PeerRefresh>>,
     ) -> Result<Vault> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::other(
+                "the vault must be opened on a tokio runtime (it serves other processes on it)",
+            )
+        })?;
         let changes = tokio::sync::broadcast::channel(256).0;
         let users = tokio::sync::watch::channel(0).0;
-        let backend = acquire(home, mode, &changes, &users)?;
+        let backend = acquire(home, mode, &changes, &users).await?;
         let (master_key_id, created) = match &backend {
             Backend::Local(store) => (store.master_key_id(), store.created.clone()),
             // The owner created (or opened) the keyring before it started listening.
-            Backend::Remote(_) => (keys::verify_master_key(home)?, Vec::new()),
+            Backend::Remote(_) => {
+                let home = home.clone();
+                let id = tokio::task::spawn_blocking(move || keys::verify_master_key(&home))
+                    .await
+                    .map_err(|e| Error::other(format!("checking the master key failed: {e}")))??;
+                (id, Vec::new())
+            }
         };
         let vault = Vault {
             inner: Arc::new(Inner {
                 home: home.clone(),
+                runtime,
                 backend: RwLock::new(backend),
-                recovering: Mutex::new(()),
+                recovering: tokio::sync::Mutex::new(()),
                 changes,
                 users,
                 want_changes: Default::default(),
                 refresh_locks: Mutex::new(HashMap::new()),
                 touched: Mutex::new(HashMap::new()),
                 peer_refresh,
+                tasks: Mutex::new(Vec::new()),
                 master_key_id,
                 created,
             }),
         };
-        if let Backend::Local(store) = vault.backend() {
-            share::serve(&vault, store)?;
+        if vault.is_owner() {
+            vault.keep_task(share::serve(&vault)?);
         }
         Ok(vault)
     }
@@ -169,6 +199,17 @@ impl Vault {
         crate::sync::read(&self.inner.backend).clone()
     }
 
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+
+    /// End `task` when the vault is dropped.
+    pub(crate) fn keep_task(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = crate::sync::lock(&self.inner.tasks);
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
+    }
+
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
         Arc::downgrade(&self.inner)
     }
@@ -180,15 +221,19 @@ impl Vault {
     /// Run `op` on the backend. A relay whose owner went away answers [`Error::OwnerGone`]:
     /// take over (or find the new owner) and run it once more. This is the one place where
     /// that rule lives, for every operation and every backend.
-    fn run<T>(&self, op: impl Fn(&dyn Storage) -> Result<T>) -> Result<T> {
+    async fn run<T>(
+        &self,
+        op: impl for<'s> Fn(&'s dyn Storage) -> BoxFuture<'s, Result<T>>,
+    ) -> Result<T> {
         let backend = self.backend();
-        match op(backend.storage()) {
+        match op(backend.storage()).await {
             Err(Error::OwnerGone(e)) => {
                 tracing::debug!("lost the vault owner ({e}); taking over or reconnecting");
                 if let Backend::Remote(client) = &backend {
-                    self.recover(client)?;
+                    self.recover(client).await?;
                 }
-                match op(self.backend().storage()) {
+                let backend = self.backend();
+                match op(backend.storage()).await {
                     Err(Error::OwnerGone(e)) => Err(Error::vault(format!(
                         "the keyward process that owns the vault went away during this call \
                          ({e}); retry"
@@ -201,29 +246,28 @@ impl Vault {
     }
 
     /// After the owner went away: become the owner if its lock is free, else connect to the new
-    /// owner. `lost` is the client that failed; another thread may have recovered already.
-    fn recover(&self, lost: &Arc<RemoteClient>) -> Result<()> {
-        let _one_at_a_time = crate::sync::lock(&self.inner.recovering);
-        if let Backend::Remote(current) = self.backend() {
-            if !Arc::ptr_eq(&current, lost) {
-                return Ok(());
-            }
-        } else {
-            return Ok(());
+    /// owner. `lost` is the client that failed; another task may have recovered already.
+    async fn recover(&self, lost: &Arc<RemoteClient>) -> Result<()> {
+        let _one_at_a_time = self.inner.recovering.lock().await;
+        match self.backend() {
+            Backend::Remote(current) if Arc::ptr_eq(&current, lost) => {}
+            _ => return Ok(()),
         }
         let backend = acquire(
             &self.inner.home,
             OpenMode::Existing,
             &self.inner.changes,
             &self.inner.users,
-        )?;
+        )
+        .await?;
         *crate::sync::write(&self.inner.backend) = backend.clone();
         match backend {
-            Backend::Local(store) => {
+            Backend::Local(_) => {
                 tracing::info!("this process now owns the vault");
                 // Users may have changed while nobody relayed it to us.
                 self.users_changed();
-                share::serve(self, store)
+                self.keep_task(share::serve(self)?);
+                Ok(())
             }
             Backend::Remote(_) => {
                 if self
@@ -242,27 +286,33 @@ impl Vault {
     // ---- connections -----------------------------------------------------------------
 
     /// Read and open one connection. `Ok(None)` when there is none.
-    pub fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
-        self.run(|s| s.get(key.clone()))
+    pub async fn get(&self, key: &ConnKey) -> Result<Option<Connection>> {
+        self.run(|s| s.get(key.clone())).await
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
     /// including no record). Returns the new version. Flushed to disk before returning.
-    pub fn put(&self, key: &ConnKey, expected: Option<u64>, record: &TokenRecord) -> Result<u64> {
+    pub async fn put(
+        &self,
+        key: &ConnKey,
+        expected: Option<u64>,
+        record: &TokenRecord,
+    ) -> Result<u64> {
         self.run(|s| s.put(key.clone(), expected, record.clone()))
+            .await
     }
 
     /// Remove a connection (its version counter stays, so versions never repeat).
-    pub fn remove(&self, key: &ConnKey) -> Result<bool> {
-        self.run(|s| s.remove(key.clone()))
+    pub async fn remove(&self, key: &ConnKey) -> Result<bool> {
+        self.run(|s| s.remove(key.clone())).await
     }
 
     /// Note that a connection was just used (a hint for `status`; not flushed). The time is
     /// stored in whole seconds, so a use in the same second as this process's last one for the
-    /// connection writes nothing: through a relay, one round trip to the owner fewer per call.
-    pub fn touch(&self, key: &ConnKey) {
+    /// connection writes nothing: through a relay, one message to the owner fewer per call.
+    pub async fn touch(&self, key: &ConnKey) {
         if self.touched_now(key) {
-            let _ = self.run(|s| s.touch(key.clone()));
+            let _ = self.run(|s| s.touch(key.clone())).await;
         }
     }
 
@@ -279,8 +329,8 @@ impl Vault {
 
     /// Every connection (of `user`, if given) with its last use; a record that does not open
     /// is listed as an error naming it.
-    pub fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
-        self.run(|s| s.list(user.map(String::from)))
+    pub async fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        self.run(|s| s.list(user.map(String::from))).await
     }
 
     /// The connections as `keyward status` shows them to a person: [`Vault::list`], with each
@@ -288,8 +338,8 @@ impl Vault {
     /// before they are stored; this also covers one stored by an older keyward that did not,
     /// invariant 11), and each record that does not open audited as `open-failed`, so the log
     /// shows when the damage was first seen.
-    pub fn status(&self, user: Option<&str>) -> Result<Vec<Listed>> {
-        let mut rows = self.list(user)?;
+    pub async fn status(&self, user: Option<&str>) -> Result<Vec<Listed>> {
+        let mut rows = self.list(user).await?;
         for row in &mut rows {
             match row {
                 Ok((conn, _)) => {
@@ -306,10 +356,13 @@ impl Vault {
                     user,
                     account,
                     ..
-                }) => self.audit(
-                    &AuditEntry::new(user, "open-failed", "error: record does not open")
-                        .connection(provider, account),
-                ),
+                }) => {
+                    self.audit(
+                        &AuditEntry::new(user, "open-failed", "error: record does not open")
+                            .connection(provider, account),
+                    )
+                    .await
+                }
                 Err(_) => {}
             }
         }
@@ -317,14 +370,14 @@ impl Vault {
     }
 
     /// Keys of every stored connection, without opening them.
-    pub fn keys(&self) -> Result<Vec<ConnKey>> {
-        self.run(|s| s.keys())
+    pub async fn keys(&self) -> Result<Vec<ConnKey>> {
+        self.run(|s| s.keys()).await
     }
 
     /// The providers `user` has a connection with.
-    pub fn providers_of(&self, user: &str) -> Result<Vec<String>> {
+    pub async fn providers_of(&self, user: &str) -> Result<Vec<String>> {
         let mut providers: Vec<String> = Vec::new();
-        for key in self.keys()? {
+        for key in self.keys().await? {
             if key.user == user && !providers.contains(&key.provider) {
                 providers.push(key.provider);
             }
@@ -376,21 +429,37 @@ impl Vault {
         self.inner.peer_refresh.clone()
     }
 
+    // ---- refreshes -----------------------------------------------------------------------
+    //
+    // Who refreshes is decided in two steps (invariant 5). In a process, one task at a time
+    // per connection: the one holding `refresh_lock`, so this process's callers collapse into
+    // one refresh (or one request to the owner) and the others take its result. Across
+    // processes, the backend decides (`refresh_turn`): the sled owner refreshes itself, its
+    // relays ask it (`refresh_by_owner`), a database shared by several machines gives the turn
+    // to one of them under its own lock. Neither step asks whether this process is the owner.
+
     /// The lock whose holder may refresh `key` in this process.
     pub fn refresh_lock(&self, key: &ConnKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = crate::sync::lock(&self.inner.refresh_locks);
         map.entry(key.clone()).or_default().clone()
     }
 
-    /// When another process owns the vault: ask it to refresh `key` (it holds the single-flight
-    /// lock for every process). `None` when this process is the owner and must refresh itself.
-    pub fn remote_refresh(
+    /// Who refreshes `key` now (see [`Storage::refresh_turn`]); the caller holds its
+    /// [`Vault::refresh_lock`].
+    pub async fn refresh_turn(&self, key: &ConnKey, budget: Duration) -> Result<RefreshTurn> {
+        self.run(|s| s.refresh_turn(key.clone(), budget)).await
+    }
+
+    /// After [`RefreshTurn::Owner`]: ask the process that owns the vault to refresh `key` (it
+    /// holds the single-flight lock for every local process). `None` when this process is the
+    /// owner by now (the old one went away): take the turn again.
+    pub async fn refresh_by_owner(
         &self,
         key: &ConnKey,
         seen_version: u64,
         force: bool,
         budget: Duration,
-    ) -> Option<share::RefreshAnswer> {
+    ) -> Option<RefreshAnswer> {
         let Backend::Remote(client) = self.backend() else {
             return None;
         };
@@ -400,37 +469,39 @@ impl Vault {
             force,
             budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
         };
-        Some(match client.call::<share::RefreshAnswer>(&request) {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(share::RefreshFailure {
-                message: e.to_string(),
-                hint: None,
-                retryable: false,
-                status: None,
-            }),
-            Err(e) => {
-                let _ = self.recover(&client);
-                Err(share::RefreshFailure::retryable(
+        Some(match client.call::<RefreshAnswer>(request).await {
+            Ok(answer) => answer,
+            Err(Error::OwnerGone(e)) => {
+                let _ = self.recover(&client).await;
+                Err(RefreshFailure::of_relay(
                     format!(
                         "the keyward process that owns the vault went away while refreshing ({e})"
                     ),
                     "retry the call",
                 ))
             }
+            // The vault failed, not the grant.
+            Err(e) => Err(RefreshFailure::Alive(FailureReport {
+                message: e.to_string(),
+                hint: None,
+                retryable: false,
+                status: None,
+                sign_in: None,
+            })),
         })
     }
 
     // ---- audit, durability, keys -------------------------------------------------------
 
     /// Append an audit entry (not flushed one by one; see [`audit`]).
-    pub fn audit(&self, entry: &AuditEntry) {
-        let _ = self.run(|s| s.audit(entry.clone()));
+    pub async fn audit(&self, entry: &AuditEntry) {
+        let _ = self.run(|s| s.audit(entry.clone())).await;
     }
 
     /// Audit entries after sequence `after`, oldest first; with `limit`, the newest `limit`.
     /// The log comes in pages, so that through another process a long log never makes an
     /// answer larger than the socket carries.
-    pub fn audit_entries(
+    pub async fn audit_entries(
         &self,
         after: u64,
         limit: Option<usize>,
@@ -438,7 +509,7 @@ impl Vault {
         let mut entries = Vec::new();
         let (mut after, mut limit, mut until) = (after, limit, None);
         loop {
-            let page = self.run(|s| s.audit_page(after, limit, until))?;
+            let page = self.run(|s| s.audit_page(after, limit, until)).await?;
             entries.extend(page.entries);
             if !page.more {
                 return Ok(entries);
@@ -449,91 +520,12 @@ impl Vault {
     }
 
     /// Flush every pending write to disk (in the owner).
-    pub fn flush(&self) -> Result<()> {
-        self.run(|s| s.flush())
+    pub async fn flush(&self) -> Result<()> {
+        self.run(|s| s.flush()).await
     }
 
-    // ---- the async API -----------------------------------------------------------------
-    //
-    // A relayed call may block for long: the owner's answer may take up to a refresh's budget.
-    // Code on a tokio worker uses these, which run such a call on the blocking pool, so a slow
-    // owner stalls the calls that wait for it and never the other tasks of the runtime. In the
-    // owner the reads and appends of the call path (`list`, `touch`, `audit`, a users lookup)
-    // are sled operations on memory — sled writes them to disk in the background and only
-    // `flush` waits for the disk — so they run in place: a trip to the blocking pool costs a
-    // thread hand-off each way, which measured +0.1 ms per tool call on two cores, more than
-    // the operations themselves. `flush` always goes to the blocking pool. The blocking
-    // methods above stay for the CLI.
-
-    /// Run `op` on this vault off the runtime's workers.
-    async fn off_worker<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Vault) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let vault = self.clone();
-        tokio::task::spawn_blocking(move || op(&vault))
-            .await
-            .map_err(|e| Error::other(format!("a vault task failed: {e}")))?
-    }
-
-    /// Run `op` in place when this process owns the vault (memory-speed sled operations, see
-    /// above), else off the workers.
-    async fn quick<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Vault) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        if self.is_owner() {
-            op(self)
-        } else {
-            self.off_worker(op).await
-        }
-    }
-
-    /// [`Vault::list`], from async code.
-    pub async fn list_async(&self, user: Option<&str>) -> Result<Vec<Listed>> {
-        let user = user.map(String::from);
-        self.quick(move |v| v.list(user.as_deref())).await
-    }
-
-    /// [`Vault::providers_of`], from async code.
-    pub async fn providers_of_async(&self, user: &str) -> Result<Vec<String>> {
-        let user = user.to_string();
-        self.quick(move |v| v.providers_of(&user)).await
-    }
-
-    /// [`Vault::touch`], from async code: a use in the same second as the last one costs no
-    /// task at all.
-    pub async fn touch_async(&self, key: &ConnKey) {
-        if self.touched_now(key) {
-            let key = key.clone();
-            let _ = self.quick(move |v| v.run(|s| s.touch(key.clone()))).await;
-        }
-    }
-
-    /// [`Vault::audit`], from async code.
-    pub async fn audit_async(&self, entry: &AuditEntry) {
-        let entry = entry.clone();
-        let _ = self
-            .quick(move |v| {
-                v.audit(&entry);
-                Ok(())
-            })
-            .await;
-    }
-
-    /// [`Vault::users_get`], from async code.
-    pub async fn users_get_async(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let key = key.to_vec();
-        self.quick(move |v| v.users_get(&key)).await
-    }
-
-    /// Flush from async code without blocking the runtime's worker.
-    pub async fn flush_async(&self) -> Result<()> {
-        self.off_worker(|v| v.flush()).await
-    }
-
-    pub fn current_key_id(&self) -> u32 {
-        self.run(|s| s.current_key_id()).unwrap_or(0)
+    pub async fn current_key_id(&self) -> u32 {
+        self.run(|s| s.current_key_id()).await.unwrap_or(0)
     }
 
     pub fn master_key_id(&self) -> String {
@@ -546,44 +538,59 @@ impl Vault {
     /// Add a data key and re-seal every record under it (see [`store::Store::rotate_key`]).
     /// The outcome is audited (a partial rotation as an error naming how many records did not
     /// open) and flushed.
-    pub fn rotate_key(&self, mut progress: impl FnMut(usize, usize)) -> Result<RotateReport> {
-        let progress = std::cell::RefCell::new(&mut progress as &mut dyn FnMut(usize, usize));
-        let report = self.run(|s| s.rotate_key_reporting(&mut *progress.borrow_mut()))?;
+    pub async fn rotate_key(
+        &self,
+        progress: impl FnMut(usize, usize) + Send + 'static,
+    ) -> Result<RotateReport> {
+        // Shared by the attempts of `run` (a takeover runs the operation again).
+        let progress: Arc<Mutex<storage::Progress>> = Arc::new(Mutex::new(Box::new(progress)));
+        let report = self
+            .run(|s| {
+                let progress = progress.clone();
+                s.rotate_key_reporting(Box::new(move |done, total| {
+                    (crate::sync::lock(&progress))(done, total)
+                }))
+            })
+            .await?;
         let outcome = if report.failed.is_empty() {
             "ok".to_string()
         } else {
             format!("error: {} record(s) did not open", report.failed.len())
         };
-        self.audit(&AuditEntry::new("-", "rotate-key", outcome));
-        self.flush()?;
+        self.audit(&AuditEntry::new("-", "rotate-key", outcome))
+            .await;
+        self.flush().await?;
         Ok(report)
     }
 
     /// Re-wrap the keyring under a new master key; returns where the new key lives. Audited and
     /// flushed.
-    pub fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
-        let location = self.run(|s| s.rekey(new_key_file.map(|p| p.to_path_buf())))?;
-        self.audit(&AuditEntry::new("-", "rekey", "ok"));
-        self.flush()?;
+    pub async fn rekey(&self, new_key_file: Option<&std::path::Path>) -> Result<String> {
+        let location = self
+            .run(|s| s.rekey(new_key_file.map(|p| p.to_path_buf())))
+            .await?;
+        self.audit(&AuditEntry::new("-", "rekey", "ok")).await;
+        self.flush().await?;
         Ok(location)
     }
 
     // ---- the users tree (API keys) -------------------------------------------------------
 
-    pub fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.run(|s| s.users_get(key.to_vec()))
+    pub async fn users_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.run(|s| s.users_get(key.to_vec())).await
     }
 
-    pub fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub async fn users_insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.run(|s| s.users_insert(key.to_vec(), value.to_vec()))
+            .await
     }
 
-    pub fn users_remove(&self, key: &[u8]) -> Result<()> {
-        self.run(|s| s.users_remove(key.to_vec()))
+    pub async fn users_remove(&self, key: &[u8]) -> Result<()> {
+        self.run(|s| s.users_remove(key.to_vec())).await
     }
 
-    pub fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.run(|s| s.users_scan(prefix.to_vec()))
+    pub async fn users_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.run(|s| s.users_scan(prefix.to_vec())).await
     }
 
     // ---- test support --------------------------------------------------------------------
@@ -609,14 +616,15 @@ impl Vault {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The owner's listener and its peers, or a relay's subscription: peers see the
+        // connection end at once and take over.
+        for task in crate::sync::lock(&self.tasks).drain(..) {
+            task.abort();
+        }
         if let Ok(Backend::Local(_)) = self.backend.read().map(|b| b.clone()) {
             // Leave no socket behind on an orderly exit; a crashed owner's socket is replaced by
-            // the next owner. We still hold the owner lock here, so the socket is ours. First
-            // wake the listener thread (it sees that the vault is gone and ends) so that it does
-            // not linger on a socket nobody can reach any more.
-            let path = share::socket_path(&self.home);
-            drop(std::os::unix::net::UnixStream::connect(&path));
-            let _ = std::fs::remove_file(path);
+            // the next owner. We still hold the owner lock here, so the socket is ours.
+            let _ = std::fs::remove_file(share::socket_path(&self.home));
         }
         // The store (and with it the database and the owner lock) is released when the fields
         // drop, right after this.
@@ -635,7 +643,7 @@ pub(crate) fn bump(users: &tokio::sync::watch::Sender<u64>) {
 /// keep trying both, in that order, until [`TAKEOVER_DEADLINE`]; only an owner that holds the
 /// lock and never answers is an error. A peer that answers and refuses us (another user's
 /// process, another protocol version, too many peers) is an error at once.
-fn acquire(
+async fn acquire(
     home: &Home,
     mode: OpenMode,
     changes: &tokio::sync::broadcast::Sender<ConnKey>,
@@ -643,12 +651,20 @@ fn acquire(
 ) -> Result<Backend> {
     let deadline = Instant::now() + TAKEOVER_DEADLINE;
     loop {
-        match Store::open(home, mode, changes.clone(), users.clone()) {
+        let opening = {
+            let (home, changes, users) = (home.clone(), changes.clone(), users.clone());
+            // Files, a lock and sled's own start-up: off the runtime's workers.
+            tokio::task::spawn_blocking(move || Store::open(&home, mode, changes, users))
+        };
+        match opening
+            .await
+            .map_err(|e| Error::other(format!("opening the vault failed: {e}")))?
+        {
             Ok(store) => return Ok(Backend::Local(Arc::new(store))),
             Err(Error::Busy(_)) => {}
             Err(e) => return Err(e),
         }
-        let unreachable = match RemoteClient::connect(home) {
+        let unreachable = match RemoteClient::connect(home).await {
             Ok(client) => return Ok(Backend::Remote(Arc::new(client))),
             Err(share::ConnectError::Refused(e)) => return Err(e),
             Err(share::ConnectError::Unreachable(e)) => e,
@@ -660,6 +676,6 @@ fn acquire(
                 share::socket_path(home).display()
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -333,18 +333,19 @@ fn write_sled(home: &Home, dump: &Dump, force: bool) -> Result<()> {
 }
 
 /// [`StoreStatus`] of a sled vault, through the vault (so also while another process owns it).
-pub fn sled_status(vault: &super::Vault) -> Result<StoreStatus> {
+pub async fn sled_status(vault: &super::Vault) -> Result<StoreStatus> {
     // Sequence numbers start at 1 and have no gaps: the newest one is the count.
     let audit = vault
-        .audit_entries(0, Some(1))?
+        .audit_entries(0, Some(1))
+        .await?
         .last()
         .map_or(0, |(seq, _)| *seq);
     Ok(StoreStatus {
         backend: "sled".into(),
         location: vault.home().vault_dir().display().to_string(),
         schema: store::FORMAT_VERSION,
-        connections: vault.keys()?.len() as u64,
-        users: vault.users_scan(b"u/")?.len() as u64,
+        connections: vault.keys().await?.len() as u64,
+        users: vault.users_scan(b"u/").await?.len() as u64,
         audit_entries: audit,
         server_version: None,
         round_trip_ms: None,

@@ -133,10 +133,10 @@ fn new_key() -> SecretString {
 
 /// Add a user and return its new API key (the only time the key exists outside the client).
 /// Fails when the name is taken. Audited as `user-add`.
-pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
+pub async fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     check_user_name(name)?;
     let by_name = key_of(BY_NAME, name.as_bytes());
-    if vault.users_get(&by_name)?.is_some() {
+    if vault.users_get(&by_name).await?.is_some() {
         return Err(Error::usage(format!(
             "there is already a user named {name}: pick another name, or `keyward users remove \
              {name}` first to replace its key"
@@ -146,30 +146,40 @@ pub fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     let hash = key_hash(key.expose());
     let record = UserRecord::new(hex(&hash), false).to_bytes();
     // By name first: a key is valid only once both entries exist and agree.
-    vault.users_insert(&by_name, &record)?;
-    vault.users_insert(&key_of(BY_HASH, &hash), name.as_bytes())?;
-    vault.users_remove(&key_of(REMOVED, name.as_bytes()))?;
-    vault.audit(&AuditEntry::new(name, "user-add", "ok"));
-    vault.flush()?;
+    vault.users_insert(&by_name, &record).await?;
+    vault
+        .users_insert(&key_of(BY_HASH, &hash), name.as_bytes())
+        .await?;
+    vault
+        .users_remove(&key_of(REMOVED, name.as_bytes()))
+        .await?;
+    vault.audit(&AuditEntry::new(name, "user-add", "ok")).await;
+    vault.flush().await?;
     Ok(key)
 }
 
 /// Admit a user of the identity provider ahead of their first sign-in, or again after
 /// `keyward users remove`: a user without an API key, marked `oidc`. Fails when the name is
 /// taken. Audited as `user-add`.
-pub fn add_oidc(vault: &Vault, name: &str) -> Result<()> {
+pub async fn add_oidc(vault: &Vault, name: &str) -> Result<()> {
     check_user_name(name)?;
     let by_name = key_of(BY_NAME, name.as_bytes());
-    if vault.users_get(&by_name)?.is_some() {
+    if vault.users_get(&by_name).await?.is_some() {
         return Err(Error::usage(format!(
             "there is already a user named {name}: they may sign in through the identity \
              provider already"
         )));
     }
-    vault.users_insert(&by_name, &UserRecord::new(String::new(), true).to_bytes())?;
-    vault.users_remove(&key_of(REMOVED, name.as_bytes()))?;
-    vault.audit(&AuditEntry::new(name, "user-add", "ok (identity provider)"));
-    vault.flush()?;
+    vault
+        .users_insert(&by_name, &UserRecord::new(String::new(), true).to_bytes())
+        .await?;
+    vault
+        .users_remove(&key_of(REMOVED, name.as_bytes()))
+        .await?;
+    vault
+        .audit(&AuditEntry::new(name, "user-add", "ok (identity provider)"))
+        .await;
+    vault.flush().await?;
     Ok(())
 }
 
@@ -184,16 +194,17 @@ pub enum Admission {
 /// The identity provider vouched for `name`: admit them unless they were removed. A user seen
 /// for the first time is created (marked `oidc`, no API key, audited as `user-add`); an API-key
 /// user of the same name is the same user, and is marked `oidc` too.
-pub fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
+pub async fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
     check_user_name(name)?;
     if vault
-        .users_get(&key_of(REMOVED, name.as_bytes()))?
+        .users_get(&key_of(REMOVED, name.as_bytes()))
+        .await?
         .is_some()
     {
         return Ok(Admission::Removed);
     }
     let by_name = key_of(BY_NAME, name.as_bytes());
-    let record = match vault.users_get(&by_name)? {
+    let record = match vault.users_get(&by_name).await? {
         Some(bytes) => match serde_json::from_slice::<UserRecord>(&bytes) {
             Ok(record) if record.oidc => return Ok(Admission::Admitted),
             Ok(mut record) => {
@@ -210,41 +221,43 @@ pub fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
         None => UserRecord::new(String::new(), true),
     };
     let first = record.key_sha256.is_empty();
-    vault.users_insert(&by_name, &record.to_bytes())?;
+    vault.users_insert(&by_name, &record.to_bytes()).await?;
     let outcome = if first {
         "ok (first sign-in through the identity provider)"
     } else {
         "ok (identity provider, beside the API key)"
     };
-    vault.audit(&AuditEntry::new(name, "user-add", outcome));
-    vault.flush()?;
+    vault
+        .audit(&AuditEntry::new(name, "user-add", outcome))
+        .await;
+    vault.flush().await?;
     Ok(Admission::Admitted)
 }
 
 /// Mark the `/connect` ticket `id` used. `Ok(false)` when it was used before (by any process
 /// sharing the vault). `expires_at` (unix seconds) says when the mark may be dropped; expired
 /// marks are dropped here.
-pub fn redeem_ticket(vault: &Vault, id: &[u8], expires_at: i64) -> Result<bool> {
+pub async fn redeem_ticket(vault: &Vault, id: &[u8], expires_at: i64) -> Result<bool> {
     let now = chrono::Utc::now().timestamp();
-    for (k, v) in vault.users_scan(TICKETS)? {
+    for (k, v) in vault.users_scan(TICKETS).await? {
         let expiry = v.try_into().map(i64::from_be_bytes).unwrap_or(0);
         if expiry < now {
-            vault.users_remove(&k)?;
+            vault.users_remove(&k).await?;
         }
     }
     let key = key_of(TICKETS, id);
-    if vault.users_get(&key)?.is_some() {
+    if vault.users_get(&key).await?.is_some() {
         return Ok(false);
     }
-    vault.users_insert(&key, &expires_at.to_be_bytes())?;
-    vault.flush()?;
+    vault.users_insert(&key, &expires_at.to_be_bytes()).await?;
+    vault.flush().await?;
     Ok(true)
 }
 
 /// Every user, by name.
-pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
+pub async fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
     let mut users = Vec::new();
-    for (k, v) in vault.users_scan(BY_NAME)? {
+    for (k, v) in vault.users_scan(BY_NAME).await? {
         let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
         let record = serde_json::from_slice::<UserRecord>(&v).ok();
         users.push(UserInfo {
@@ -262,14 +275,14 @@ pub fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
 
 /// Remove a user; its key stops working for the very next request. `Ok(false)` when there was
 /// no such user. A removal is audited as `user-remove`.
-pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
+pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let by_name = key_of(BY_NAME, name.as_bytes());
-    let existed = vault.users_get(&by_name)?.is_some();
+    let existed = vault.users_get(&by_name).await?.is_some();
     // Every key entry of this user goes first (normally one; more only after an interrupted
     // add), so the key is dead before the name is released.
-    for (k, v) in vault.users_scan(BY_HASH)? {
+    for (k, v) in vault.users_scan(BY_HASH).await? {
         if v.as_slice() == name.as_bytes() {
-            vault.users_remove(&k)?;
+            vault.users_remove(&k).await?;
         }
     }
     if existed {
@@ -277,16 +290,20 @@ pub fn remove(vault: &Vault, name: &str) -> Result<bool> {
         let mark = serde_json::json!({
             "removed": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         });
-        vault.users_insert(
-            &key_of(REMOVED, name.as_bytes()),
-            mark.to_string().as_bytes(),
-        )?;
+        vault
+            .users_insert(
+                &key_of(REMOVED, name.as_bytes()),
+                mark.to_string().as_bytes(),
+            )
+            .await?;
     }
-    vault.users_remove(&by_name)?;
+    vault.users_remove(&by_name).await?;
     if existed {
-        vault.audit(&AuditEntry::new(name, "user-remove", "ok"));
+        vault
+            .audit(&AuditEntry::new(name, "user-remove", "ok"))
+            .await;
     }
-    vault.flush()?;
+    vault.flush().await?;
     Ok(existed)
 }
 
@@ -301,14 +318,14 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The user an API key belongs to, if it is a current key.
-pub fn lookup(vault: &Vault, key: &str) -> Option<String> {
-    lookup_hash(vault, &key_hash(key))
+pub async fn lookup(vault: &Vault, key: &str) -> Option<String> {
+    lookup_hash(vault, &key_hash(key)).await
 }
 
 /// Like [`lookup`], from the key's hash (servers keep the hash of a session's key, not the key).
-pub fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
-    let name = vault.users_get(&key_of(BY_HASH, hash)).ok()??;
-    let record = vault.users_get(&key_of(BY_NAME, &name)).ok()??;
+pub async fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
+    let name = vault.users_get(&key_of(BY_HASH, hash)).await.ok()??;
+    let record = vault.users_get(&key_of(BY_NAME, &name)).await.ok()??;
     let record: UserRecord = serde_json::from_slice(&record).ok()?;
     let stored = unhex(&record.key_sha256)?;
     if !ct_eq(&stored, hash) {
@@ -355,35 +372,20 @@ impl KeyCache {
 
     /// Like [`lookup_hash`], answered from memory when the key was found valid less than
     /// [`KEY_CACHE_TTL`] ago and no user was added or removed since.
-    pub fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+    pub async fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
         let (generation, known) = self.cached(hash);
         if known.is_some() {
             return known;
         }
-        let name = lookup_hash(&self.vault, hash)?;
+        let name = lookup_hash(&self.vault, hash).await?;
         self.remember(hash, generation, &name);
         Some(name)
     }
 
-    /// [`KeyCache::lookup`] from async code: a key not in memory is read off the runtime's
-    /// workers (on every HTTP request of a non-owner this is a round trip to the owner).
-    pub async fn lookup_async(&self, hash: &[u8; 32]) -> Option<String> {
-        let (generation, known) = self.cached(hash);
-        if known.is_some() {
-            return known;
-        }
-        let (vault, owned) = (self.vault.clone(), *hash);
-        let name = tokio::task::spawn_blocking(move || lookup_hash(&vault, &owned))
-            .await
-            .ok()??;
-        self.remember(hash, generation, &name);
-        Some(name)
-    }
-
-    /// [`admit_oidc`] from async code, answered from memory when `name` was found admitted
+    /// [`admit_oidc`], answered from memory when `name` was found admitted
     /// less than [`KEY_CACHE_TTL`] ago and no user was added or removed since: the identity
     /// provider's users are checked on every request, like API keys.
-    pub async fn admit_oidc_async(&self, name: &str) -> Result<Admission> {
+    pub async fn admit_oidc(&self, name: &str) -> Result<Admission> {
         let generation = {
             let known = self.current();
             if known
@@ -395,10 +397,7 @@ impl KeyCache {
             }
             known.generation
         };
-        let (vault, owned) = (self.vault.clone(), name.to_string());
-        let admission = tokio::task::spawn_blocking(move || admit_oidc(&vault, &owned))
-            .await
-            .map_err(|e| Error::other(format!("checking the user failed: {e}")))??;
+        let admission = admit_oidc(&self.vault, name).await?;
         if admission == Admission::Admitted {
             let mut known = crate::sync::lock(&self.known);
             // Admitting a new user moves the generation on: what was read is still the answer,
@@ -444,8 +443,8 @@ impl KeyCache {
 }
 
 /// True when at least one user exists.
-pub fn any(vault: &Vault) -> Result<bool> {
-    Ok(!vault.users_scan(BY_NAME)?.is_empty())
+pub async fn any(vault: &Vault) -> Result<bool> {
+    Ok(!vault.users_scan(BY_NAME).await?.is_empty())
 }
 
 #[cfg(test)]
@@ -454,86 +453,110 @@ mod tests {
     use crate::config::Home;
     use crate::vault::OpenMode;
 
-    fn vault() -> (tempfile::TempDir, Vault) {
+    async fn vault() -> (tempfile::TempDir, Vault) {
         let dir = tempfile::tempdir().unwrap();
         let home = Home {
             dir: dir.path().join("home"),
         };
-        let vault = Vault::open(&home, OpenMode::Create).unwrap();
+        let vault = Vault::open(&home, OpenMode::Create).await.unwrap();
         (dir, vault)
     }
 
-    #[test]
-    fn add_lookup_list_remove() {
-        let (_dir, vault) = vault();
-        assert!(!any(&vault).unwrap());
-        let alice = add(&vault, "alice").unwrap();
-        let bob = add(&vault, "bob").unwrap();
+    #[tokio::test]
+    async fn add_lookup_list_remove() {
+        let (_dir, vault) = vault().await;
+        assert!(!any(&vault).await.unwrap());
+        let alice = add(&vault, "alice").await.unwrap();
+        let bob = add(&vault, "bob").await.unwrap();
         assert!(alice.expose().starts_with("kw_"));
         assert_eq!(alice.expose().len(), 3 + 43);
         assert_ne!(alice.expose(), bob.expose());
-        assert_eq!(lookup(&vault, alice.expose()).as_deref(), Some("alice"));
-        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
-        assert_eq!(lookup(&vault, "kw_nope"), None);
-        assert_eq!(lookup(&vault, ""), None);
-        let names: Vec<String> = list(&vault).unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(
+            lookup(&vault, alice.expose()).await.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert_eq!(lookup(&vault, "kw_nope").await, None);
+        assert_eq!(lookup(&vault, "").await, None);
+        let names: Vec<String> = list(&vault)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
         assert_eq!(names, ["alice", "bob"]);
 
-        let again = add(&vault, "alice").unwrap_err().to_string();
+        let again = add(&vault, "alice").await.unwrap_err().to_string();
         assert!(again.contains("already a user named alice"), "{again}");
-        assert!(add(&vault, "no spaces").is_err());
+        assert!(add(&vault, "no spaces").await.is_err());
 
-        assert!(remove(&vault, "alice").unwrap());
-        assert!(!remove(&vault, "alice").unwrap());
-        assert_eq!(lookup(&vault, alice.expose()), None);
-        assert_eq!(lookup(&vault, bob.expose()).as_deref(), Some("bob"));
-        assert!(any(&vault).unwrap());
+        assert!(remove(&vault, "alice").await.unwrap());
+        assert!(!remove(&vault, "alice").await.unwrap());
+        assert_eq!(lookup(&vault, alice.expose()).await, None);
+        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert!(any(&vault).await.unwrap());
     }
 
-    #[test]
-    fn identity_provider_users_come_in_once_and_stay_out_once_removed() {
-        let (_dir, vault) = vault();
-        assert_eq!(admit_oidc(&vault, "dana").unwrap(), Admission::Admitted);
-        assert_eq!(admit_oidc(&vault, "dana").unwrap(), Admission::Admitted);
-        let listed = list(&vault).unwrap();
+    #[tokio::test]
+    async fn identity_provider_users_come_in_once_and_stay_out_once_removed() {
+        let (_dir, vault) = vault().await;
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        let listed = list(&vault).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].oidc && !listed[0].api_key, "{listed:?}");
         // An API-key user of the same name is the same user, now also marked.
-        let key = add(&vault, "erin").unwrap();
-        assert_eq!(admit_oidc(&vault, "erin").unwrap(), Admission::Admitted);
+        let key = add(&vault, "erin").await.unwrap();
+        assert_eq!(
+            admit_oidc(&vault, "erin").await.unwrap(),
+            Admission::Admitted
+        );
         let erin = list(&vault)
+            .await
             .unwrap()
             .into_iter()
             .find(|u| u.name == "erin")
             .unwrap();
         assert!(erin.oidc && erin.api_key, "{erin:?}");
-        assert_eq!(lookup(&vault, key.expose()).as_deref(), Some("erin"));
+        assert_eq!(lookup(&vault, key.expose()).await.as_deref(), Some("erin"));
         // Removed: the identity provider does not bring them back; `add --oidc` does.
-        assert!(remove(&vault, "dana").unwrap());
-        assert_eq!(admit_oidc(&vault, "dana").unwrap(), Admission::Removed);
-        assert!(list(&vault).unwrap().iter().all(|u| u.name != "dana"));
-        add_oidc(&vault, "dana").unwrap();
-        assert_eq!(admit_oidc(&vault, "dana").unwrap(), Admission::Admitted);
-        assert!(add_oidc(&vault, "dana").is_err());
+        assert!(remove(&vault, "dana").await.unwrap());
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Removed
+        );
+        assert!(list(&vault).await.unwrap().iter().all(|u| u.name != "dana"));
+        add_oidc(&vault, "dana").await.unwrap();
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        assert!(add_oidc(&vault, "dana").await.is_err());
     }
 
-    #[test]
-    fn a_ticket_is_redeemed_once() {
-        let (_dir, vault) = vault();
+    #[tokio::test]
+    async fn a_ticket_is_redeemed_once() {
+        let (_dir, vault) = vault().await;
         let later = chrono::Utc::now().timestamp() + 600;
-        assert!(redeem_ticket(&vault, b"t1", later).unwrap());
-        assert!(!redeem_ticket(&vault, b"t1", later).unwrap());
-        assert!(redeem_ticket(&vault, b"t2", later).unwrap());
+        assert!(redeem_ticket(&vault, b"t1", later).await.unwrap());
+        assert!(!redeem_ticket(&vault, b"t1", later).await.unwrap());
+        assert!(redeem_ticket(&vault, b"t2", later).await.unwrap());
         // An expired mark is dropped (the ticket itself is refused for its age before this).
-        assert!(redeem_ticket(&vault, b"old", 0).unwrap());
-        assert!(redeem_ticket(&vault, b"old", later).unwrap());
+        assert!(redeem_ticket(&vault, b"old", 0).await.unwrap());
+        assert!(redeem_ticket(&vault, b"old", later).await.unwrap());
     }
 
-    #[test]
-    fn only_the_hash_is_stored() {
-        let (_dir, vault) = vault();
-        let key = add(&vault, "carol").unwrap();
-        for (k, v) in vault.users_scan(b"").unwrap() {
+    #[tokio::test]
+    async fn only_the_hash_is_stored() {
+        let (_dir, vault) = vault().await;
+        let key = add(&vault, "carol").await.unwrap();
+        for (k, v) in vault.users_scan(b"").await.unwrap() {
             let secret = key.expose().as_bytes();
             assert!(!k.windows(secret.len()).any(|w| w == secret));
             assert!(!v.windows(secret.len()).any(|w| w == secret));

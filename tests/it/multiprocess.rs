@@ -10,14 +10,15 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::support::home::{expired_token_json, home_for};
+use crate::support::home::{backdate_obtained_at, expired_token_json, home_for};
 use crate::support::home::{Kw, Run};
 use crate::support::mcp::{
     args, call, error_text, eventually, ok_value, serve_stdio, serve_stdio_env, Client, StdioServer,
 };
-use crate::support::FakeUpstream;
 use crate::support::GITHUB_LOGIN;
+use crate::support::{FakeUpstream, Provider};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
+use keyward::vault::{AuditEntry, ConnKey};
 
 fn access_token(tag: &str) -> String {
     format!("{CANARY_ACCESS}.gho_{tag}")
@@ -543,4 +544,101 @@ fn processes_starting_on_a_fresh_home_at_once_all_succeed() {
         let want: &[&str] = if i % 2 == 0 { &["a", "b"] } else { &["a"] };
         assert_eq!(accounts(kw), want, "home {i}, opened directly");
     }
+}
+
+/// A relaying process shares one connection to the owner among its calls: while the owner sits
+/// in a refresh this process asked for (stopped once the token endpoint has answered), the
+/// process's other vault operations are answered, in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_in_the_owner_holds_up_no_other_call_of_a_relay() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the pause hook exists in debug builds only");
+        return;
+    }
+    let fake = FakeUpstream::start().await;
+    let kw = home_with_expired_github(&fake, "slow");
+    let owner = serve_stdio_env(&kw, &[], &[("KEYWARD_TEST_PAUSE_AT", "refresh-response")]).await;
+    owner_listening(&kw).await;
+    let relay = kw.vault().await;
+    assert!(!relay.is_owner());
+    let key = ConnKey::new("default", "github", "default").unwrap();
+    let seen = relay.get(&key).await.unwrap().unwrap().version;
+    let refreshing = {
+        let (relay, key) = (relay.clone(), key.clone());
+        tokio::spawn(async move {
+            relay
+                .refresh_by_owner(&key, seen, false, Duration::from_secs(600))
+                .await
+        })
+    };
+    assert!(
+        eventually(120, || said(&owner, "paused at refresh-response")).await,
+        "the owner never reached the pause point"
+    );
+    for round in 0..3 {
+        let rows = tokio::time::timeout(Duration::from_secs(30), relay.list(None))
+            .await
+            .expect("a read while the owner refreshes")
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        // A notice (not answered), then a read that must see it.
+        let event = format!("probe-{round}");
+        relay.audit(&AuditEntry::new("default", &event, "ok")).await;
+        let log = tokio::time::timeout(Duration::from_secs(30), relay.audit_entries(0, None))
+            .await
+            .expect("the audit log while the owner refreshes")
+            .unwrap();
+        assert_eq!(log.last().map(|(_, e)| e.event.as_str()), Some(&*event));
+    }
+    assert!(
+        !refreshing.is_finished(),
+        "the refresh is still in the owner"
+    );
+    refreshing.abort();
+    kill9(owner.pid);
+    let _ = owner.finish().await;
+}
+
+/// A refresh that fails for a reason that spares the grant (here the token endpoint refuses
+/// keyward's OAuth client) falls back to the still-valid token in a relay as in the owner: the
+/// owner's answer says that the grant is alive, not merely that the call is not retryable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_uses_a_valid_token_like_the_owner_when_the_refresh_spares_the_grant() {
+    let fake = FakeUpstream::start().await;
+    let kw = home_for(&fake, &[]);
+    let config = kw.home().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let secret = Provider::Google.client_secret();
+    std::fs::write(&config, text.replacen(secret, "not-the-client-secret", 1)).unwrap();
+    let scope = "https://www.googleapis.com/auth/calendar.readonly";
+    let (access, refresh) = (
+        format!("{CANARY_ACCESS}.ya29.spared"),
+        format!("{CANARY_REFRESH}.1//g-spared"),
+    );
+    fake.grant_with_refresh(
+        "google",
+        &access,
+        &refresh,
+        &[scope],
+        Some(Duration::from_secs(3600)),
+    );
+    let token = json!({"access_token": access, "refresh_token": refresh, "expires_in": 120,
+                       "scope": scope});
+    kw.ok(&["import", "google"], &token.to_string());
+    // Issued 58 minutes ago: inside the refresh margin, valid for two more minutes.
+    backdate_obtained_at(&kw, "google", 3480).await;
+    let owner = serve_stdio(&kw, &[]).await;
+    owner_listening(&kw).await;
+
+    ok_value(&call(&owner.client, "calendar_list_calendars", json!({})).await);
+    let tried = fake.refresh_count("google");
+    assert!(tried >= 1, "the owner tried to refresh ahead of expiry");
+    let run = cli_call_bounded(&kw, "calendar_list_calendars").await;
+    assert_eq!(run.code(), Some(0), "{}{}", run.stdout(), run.stderr());
+    run.assert_clean(&[CANARY_ACCESS, CANARY_REFRESH]);
+    assert!(
+        fake.refresh_count("google") > tried,
+        "the owner tried again, for the relay"
+    );
+    owner.finish().await;
 }

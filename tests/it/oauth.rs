@@ -18,7 +18,7 @@ use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 use keyward::catalog::Catalog;
 use keyward::config::{Config, Home};
 use keyward::exec::{CallContext, Executor};
-use keyward::vault::{ConnKey, OpenMode, Vault};
+use keyward::vault::ConnKey;
 
 const RECONNECT: &str = "connection needs reconnecting: run `keyward connect";
 
@@ -64,34 +64,25 @@ fn call(kw: &Kw, tool: &str, args: &str) -> Run {
     run
 }
 
-fn stored_refresh_token(kw: &Kw, provider: &str) -> Option<String> {
-    let vault = Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).unwrap();
+async fn stored_refresh_token(kw: &Kw, provider: &str) -> Option<String> {
+    let vault = kw.vault().await;
     let key = ConnKey::new("default", provider, "default").unwrap();
-    let conn = vault.get(&key).unwrap()?;
+    let conn = vault.get(&key).await.unwrap()?;
     conn.record.refresh_token.map(|t| t.expose().to_string())
 }
 
-fn stored_access_token(kw: &Kw, provider: &str) -> String {
-    let vault = Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).unwrap();
+async fn stored_access_token(kw: &Kw, provider: &str) -> String {
+    let vault = kw.vault().await;
     let key = ConnKey::new("default", provider, "default").unwrap();
     vault
         .get(&key)
+        .await
         .unwrap()
         .unwrap()
         .record
         .access_token
         .expose()
         .to_string()
-}
-
-/// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
-/// then (an import stamps the import time, which makes its lifetime look shorter).
-fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {
-    let vault = Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).unwrap();
-    let key = ConnKey::new("default", provider, "default").unwrap();
-    let mut conn = vault.get(&key).unwrap().unwrap();
-    conn.record.obtained_at -= secs;
-    vault.put(&key, Some(conn.version), &conn.record).unwrap();
 }
 
 // ---- connect: the browser flow -------------------------------------------------------------
@@ -183,12 +174,12 @@ async fn browser_flow_stores_the_grant_of_each_provider() {
             );
         }
         assert_eq!(
-            stored_access_token(&kw, provider),
+            stored_access_token(&kw, provider).await,
             token.access_token,
             "{provider}: the issued token is stored"
         );
         assert!(
-            stored_refresh_token(&kw, provider).is_some(),
+            stored_refresh_token(&kw, provider).await.is_some(),
             "{provider}: with its refresh token"
         );
         assert_clean(&out, &fake_secrets(&fake));
@@ -500,7 +491,7 @@ async fn device_flow_honours_slow_down() {
         token.grant_type,
         "urn:ietf:params:oauth:grant-type:device_code"
     );
-    assert_eq!(stored_access_token(&kw, "github"), token.access_token);
+    assert_eq!(stored_access_token(&kw, "github").await, token.access_token);
     assert_clean(&out, &fake_secrets(&fake));
     assert_audit_clean(&kw, &fake_secrets(&fake));
 }
@@ -621,11 +612,11 @@ async fn concurrent_get_me(exec: &Arc<Executor>, n: usize) {
     }
 }
 
-fn executor(kw: &Kw) -> Arc<Executor> {
+async fn executor(kw: &Kw) -> Arc<Executor> {
     let home = Home { dir: kw.home() };
     let config = Config::load(&home).unwrap();
     let catalog = Catalog::load(&config.tools_dirs, &config.providers).unwrap();
-    let vault = Vault::open(&home, OpenMode::Existing).unwrap();
+    let vault = kw.vault().await;
     Arc::new(Executor::new(Arc::new(catalog), Arc::new(vault), &config).unwrap())
 }
 
@@ -646,7 +637,7 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
     fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_storm_old_access");
     // A slow token endpoint keeps the refresh in flight while every call piles up behind it.
     fake.token_endpoint_delay("github", Duration::from_millis(300));
-    let exec = executor(&kw);
+    let exec = executor(&kw).await;
     let started = Instant::now();
     concurrent_get_me(&exec, 1000).await;
     let wall = started.elapsed();
@@ -663,6 +654,7 @@ async fn a_thousand_concurrent_calls_on_an_expired_token_refresh_once() {
     let stored = exec
         .vault()
         .get(&ConnKey::new("default", "github", "default").unwrap())
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -688,7 +680,7 @@ async fn tokens_living_shorter_than_the_margin_are_refreshed_once_and_then_used(
         &["repo", "read:user"],
     );
     fake.expire_access_token("kwcanary_access_9f8e7d6c5b4a.gho_short_old_access");
-    let exec = executor(&kw);
+    let exec = executor(&kw).await;
     concurrent_get_me(&exec, 100).await;
     assert_eq!(
         fake.refresh_count("github"),
@@ -845,7 +837,7 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
         let run = call(&kw, "calendar_list_calendars", "{}");
         assert_eq!(run.code(), Some(0), "round {round}: {}", run.stdout());
         assert_eq!(
-            stored_refresh_token(&kw, "google").as_deref(),
+            stored_refresh_token(&kw, "google").await.as_deref(),
             Some("kwcanary_refresh_1a2b3c4d5e6f.1//google-refresh"),
             "round {round}"
         );
@@ -856,7 +848,7 @@ async fn google_refresh_without_refresh_token_keeps_the_stored_one() {
         );
     }
     assert_ne!(
-        stored_access_token(&kw, "google"),
+        stored_access_token(&kw, "google").await,
         "kwcanary_access_9f8e7d6c5b4a.ya29.old"
     );
     assert_audit_clean(&kw, &fake_secrets(&fake));
@@ -876,7 +868,7 @@ async fn a_rotated_refresh_token_survives_a_restart() {
     );
     let run = call(&kw, "github_get_me", "{}");
     assert_eq!(run.code(), Some(0), "{}", run.stdout());
-    let r2 = stored_refresh_token(&kw, "github").unwrap();
+    let r2 = stored_refresh_token(&kw, "github").await.unwrap();
     assert_ne!(
         r2, "kwcanary_refresh_1a2b3c4d5e6f.ghr_rot_1",
         "the rotated refresh token was stored"
@@ -962,7 +954,10 @@ async fn kill_9_around_the_token_response_never_leaves_a_silently_dead_token() {
     });
     run.kill9();
     let issued = fake.issued_tokens("github");
-    assert_eq!(stored_access_token(&kw, "github"), issued[0].access_token);
+    assert_eq!(
+        stored_access_token(&kw, "github").await,
+        issued[0].access_token
+    );
     let out = call(&kw, "github_get_me", "{}");
     assert_eq!(out.code(), Some(0), "{}", out.stdout());
     assert_eq!(
@@ -1026,7 +1021,7 @@ async fn invalid_grant_marks_the_connection_needs_reconnect_with_the_fixing_comm
         assert_eq!(row["status"], "needs_reconnect", "{provider}");
         assert!(row["reason"].as_str().unwrap().contains(code));
         assert!(
-            stored_refresh_token(&kw, provider).is_some(),
+            stored_refresh_token(&kw, provider).await.is_some(),
             "{provider}: the record is kept"
         );
         // Further calls fail at once, without asking the provider again.
@@ -1108,7 +1103,7 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
     );
     let json = serde_json::json!({"access_token": "kwcanary_access_9f8e7d6c5b4a.ya29.valid", "refresh_token": "kwcanary_refresh_1a2b3c4d5e6f.1//g-valid", "expires_in": 120, "scope": scope});
     kw.ok(&["import", "google"], &json.to_string());
-    backdate_obtained_at(&kw, "google", 3480);
+    backdate_obtained_at(&kw, "google", 3480).await;
     fake.fail_token_endpoint("google", 50, 503);
     let out = call(&kw, "calendar_list_calendars", "{}");
     assert_eq!(out.code(), Some(0), "{}", out.stdout());
@@ -1117,7 +1112,7 @@ async fn token_endpoint_outages_are_retried_and_never_break_the_connection() {
         "a proactive refresh was tried"
     );
     assert_eq!(
-        stored_access_token(&kw, "google"),
+        stored_access_token(&kw, "google").await,
         "kwcanary_access_9f8e7d6c5b4a.ya29.valid"
     );
     assert_eq!(status_of(&kw, "google").unwrap()["status"], "active");

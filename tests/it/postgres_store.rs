@@ -434,13 +434,19 @@ async fn sealed_records_move_between_sled_and_postgres_verbatim_and_open_there()
     // A sled vault with a connection, a removed one, a user and audit lines.
     let (dir, sled_home) = new_home();
     {
-        let vault = keyward::vault::Vault::open(&sled_home, OpenMode::Create).unwrap();
+        let vault = keyward::vault::Vault::open(&sled_home, OpenMode::Create)
+            .await
+            .unwrap();
         vault
             .put(&key("alice", "github"), None, &record("a"))
+            .await
             .unwrap();
-        vault.put(&key("bob", "slack"), None, &record("b")).unwrap();
-        vault.remove(&key("bob", "slack")).unwrap();
-        keyward::vault::users::add(&vault, "alice").unwrap();
+        vault
+            .put(&key("bob", "slack"), None, &record("b"))
+            .await
+            .unwrap();
+        vault.remove(&key("bob", "slack")).await.unwrap();
+        keyward::vault::users::add(&vault, "alice").await.unwrap();
     }
     let sled = Location::Sled(sled_home.clone());
     let target = Location::Postgres(Box::new(StoreUrl::parse(&url, "test").unwrap()));

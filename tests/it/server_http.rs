@@ -43,14 +43,19 @@ impl Http {
             .vault()
     }
 
-    fn add_user(&self, name: &str) -> String {
-        users::add(self.vault(), name).unwrap().expose().to_string()
+    async fn add_user(&self, name: &str) -> String {
+        users::add(self.vault(), name)
+            .await
+            .unwrap()
+            .expose()
+            .to_string()
     }
 
-    fn audit(&self) -> Vec<AuditEntry> {
+    async fn audit(&self) -> Vec<AuditEntry> {
         let entries: Vec<AuditEntry> = self
             .vault()
             .audit_entries(0, None)
+            .await
             .unwrap()
             .into_iter()
             .map(|(_, e)| e)
@@ -75,7 +80,7 @@ async fn http_with(connections: &[(&str, &str)], offer: Offer, json_response: bo
     let kw = home_with(&up, connections);
     let home = Home { dir: kw.home() };
     let config = Config::load(&home).unwrap();
-    let state = ServerState::open(&home, &config, offer).unwrap();
+    let state = ServerState::open(&home, &config, offer).await.unwrap();
     let server = HttpServer::start(
         state.clone(),
         &config,
@@ -135,7 +140,7 @@ const GATED_ISSUE: u64 = 998;
 #[tokio::test]
 async fn streamable_http_with_sse_replies() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
 
     // The raw reply to initialize is an event stream and names the session.
     let raw = post(&h.base, "/mcp", Some(&key), &init_body())
@@ -165,7 +170,7 @@ async fn streamable_http_with_sse_replies() {
     assert_eq!(issue["title"], "octo/seen-by#3 seen by alice-default");
     let _ = client.cancel().await;
 
-    let audit = h.audit();
+    let audit = h.audit().await;
     let calls: Vec<&AuditEntry> = audit.iter().filter(|e| e.event == "tool-call").collect();
     assert_eq!(calls.len(), 2);
     assert!(
@@ -180,7 +185,7 @@ async fn streamable_http_with_sse_replies() {
 #[tokio::test]
 async fn streamable_http_with_json_replies() {
     let h = http_with(&[("alice", "default")], Offer::default(), true).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
 
     let raw = post(&h.base, "/mcp", Some(&key), &init_body())
         .send()
@@ -262,7 +267,7 @@ fn error_of(body: &Value) -> (Value, i64) {
 #[tokio::test]
 async fn malformed_post_bodies_get_400_with_a_jsonrpc_error() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let session = open_session(&h.base, &key).await;
     let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
     let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
@@ -347,7 +352,7 @@ async fn malformed_post_bodies_get_400_with_a_jsonrpc_error() {
 #[tokio::test]
 async fn json_response_mode_serves_clients_that_accept_only_json() {
     let h = http_with(&[("alice", "default")], Offer::default(), true).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let json_only = |session: Option<&str>, body: Value| {
         let mut request = reqwest::Client::new()
             .post(format!("{}/mcp", h.base))
@@ -395,7 +400,7 @@ async fn json_response_mode_serves_clients_that_accept_only_json() {
 #[tokio::test]
 async fn delete_ends_a_session_with_204() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let session = open_session(&h.base, &key).await;
     let deleted = reqwest::Client::new()
         .delete(format!("{}/mcp", h.base))
@@ -428,7 +433,7 @@ async fn all_events(response: reqwest::Response) -> Vec<SseEvent> {
 #[tokio::test]
 async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_missed() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let session = open_session(&h.base, &key).await;
     let get = |last_event_id: Option<&str>| {
         let mut request = reqwest::Client::new()
@@ -470,6 +475,7 @@ async fn event_ids_are_unique_in_a_session_and_a_resume_sends_only_what_was_miss
                 None,
                 &record,
             )
+            .await
             .unwrap();
         let heard = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -640,7 +646,7 @@ async fn open_legacy(base: &str, key: &str) -> (EventStream, String) {
 #[tokio::test]
 async fn legacy_sse_transport_with_a_plain_http_client() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let (mut events, endpoint) = open_legacy(&h.base, &key).await;
 
     let accepted = post(&h.base, &endpoint, Some(&key), &init_body())
@@ -715,7 +721,7 @@ async fn legacy_sse_transport_with_a_plain_http_client() {
 #[tokio::test]
 async fn requests_without_a_valid_key_get_401_and_healthz_needs_none() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let client = reqwest::Client::new();
 
     let health = client
@@ -764,7 +770,7 @@ async fn requests_without_a_valid_key_get_401_and_healthz_needs_none() {
 #[tokio::test]
 async fn foreign_host_or_origin_gets_403() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let port = h.base.rsplit(':').next().unwrap().to_string();
 
     for (header, value, allowed) in [
@@ -809,8 +815,8 @@ async fn foreign_host_or_origin_gets_403() {
 #[tokio::test]
 async fn one_users_session_never_reaches_another_users_tokens() {
     let h = http(&[("alice", "default"), ("bob", "default"), ("bob", "work")]).await;
-    let alice_key = h.add_user("alice");
-    let bob_key = h.add_user("bob");
+    let alice_key = h.add_user("alice").await;
+    let bob_key = h.add_user("bob").await;
     let bob_tokens = [token("bob", "default"), token("bob", "work")];
 
     let alice = mcp_client(&h.base, &alice_key).await;
@@ -907,7 +913,7 @@ async fn one_users_session_never_reaches_another_users_tokens() {
         "only bob's own call used a token of bob's"
     );
 
-    let audit = h.audit();
+    let audit = h.audit().await;
     for entry in audit
         .iter()
         .filter(|e| e.event == "tool-call" && e.user == "alice")
@@ -924,12 +930,12 @@ async fn one_users_session_never_reaches_another_users_tokens() {
 #[tokio::test]
 async fn a_removed_key_stops_working_at_once() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let client = mcp_client(&h.base, &key).await;
     ok_value(&call(&client, "github_get_me", json!({})).await);
     let (mut events, endpoint) = open_legacy(&h.base, &key).await;
 
-    assert!(users::remove(h.vault(), "alice").unwrap());
+    assert!(users::remove(h.vault(), "alice").await.unwrap());
 
     // The very next request is refused, on every route.
     let refused = post(&h.base, "/mcp", Some(&key), &init_body())
@@ -958,7 +964,7 @@ async fn a_removed_key_stops_working_at_once() {
 #[tokio::test]
 async fn two_hundred_concurrent_calls_over_one_http_session() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let client = Arc::new(mcp_client(&h.base, &key).await);
     let calls = (1..=200u64).map(|n| {
         let client = client.clone();
@@ -981,7 +987,7 @@ async fn two_hundred_concurrent_calls_over_one_http_session() {
         );
         assert_eq!(value["number"], n);
     }
-    let audit = h.audit();
+    let audit = h.audit().await;
     assert_eq!(audit.iter().filter(|e| e.event == "tool-call").count(), 200);
     h.stop().await;
 }
@@ -1011,7 +1017,7 @@ async fn raw_tool_names(base: &str, key: &str, session: &str) -> Vec<String> {
 #[tokio::test]
 async fn clients_hear_tools_list_changed_when_connections_change() {
     let h = http(&[("alice", "default")]).await;
-    let key = h.add_user("alice");
+    let key = h.add_user("alice").await;
     let session = open_session(&h.base, &key).await;
     let before = raw_tool_names(&h.base, &key, &session).await;
     assert!(
@@ -1049,6 +1055,7 @@ async fn clients_hear_tools_list_changed_when_connections_change() {
                 None,
                 &record,
             )
+            .await
             .unwrap();
     }
     let (_, first) = events.next().await.expect("tools/list_changed");

@@ -460,14 +460,16 @@ async fn one_key_keeps_at_most_max_sessions_and_loses_the_least_recently_used() 
     assert!(eventually(30, || server.log().contains("least recently used")).await);
 }
 
-#[tokio::test]
+// Multi-threaded: the owner serves the CLI command below on the runtime's workers while the
+// test's own thread waits for the command.
+#[tokio::test(flavor = "multi_thread")]
 async fn users_changes_reach_every_process_that_watches_them() {
     let kw = Kw::new();
     let home = Home { dir: kw.home() };
-    let owner = Vault::open(&home, OpenMode::Create).unwrap();
-    let alice = users::add(&owner, "alice").unwrap();
+    let owner = Vault::open(&home, OpenMode::Create).await.unwrap();
+    let alice = users::add(&owner, "alice").await.unwrap();
     let alice = users::key_hash(alice.expose());
-    let relayed = Vault::open(&home, OpenMode::Existing).unwrap();
+    let relayed = Vault::open(&home, OpenMode::Existing).await.unwrap();
     assert!(owner.is_owner() && !relayed.is_owner());
     let mut here = owner.watch_users();
     let mut there = relayed.watch_users();
@@ -477,7 +479,7 @@ async fn users_changes_reach_every_process_that_watches_them() {
         .await
         .expect("the relay subscribes within the bound")
         .unwrap();
-    assert_eq!(keys.lookup(&alice).as_deref(), Some("alice"));
+    assert_eq!(keys.lookup(&alice).await.as_deref(), Some("alice"));
 
     // Another process (the CLI, relayed to the owner) removes alice. The owner knows when the
     // command returns; the relayed process hears of it and its cache forgets the key.
@@ -487,14 +489,14 @@ async fn users_changes_reach_every_process_that_watches_them() {
         .await
         .expect("the relay hears of the removal")
         .unwrap();
-    assert_eq!(keys.lookup(&alice), None);
+    assert_eq!(keys.lookup(&alice).await, None);
 
     // A user added through the relayed process is seen by the owner at once.
     here.borrow_and_update();
-    let bob = users::add(&relayed, "bob").unwrap();
+    let bob = users::add(&relayed, "bob").await.unwrap();
     assert!(here.has_changed().unwrap(), "the owner saw the addition");
     assert_eq!(
-        keys.lookup(&users::key_hash(bob.expose())).as_deref(),
+        keys.lookup(&users::key_hash(bob.expose())).await.as_deref(),
         Some("bob")
     );
 }

@@ -10,10 +10,6 @@ use keyward::vault::{share, ConnKey, OpenMode, Vault};
 use crate::support::home::Kw;
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 
-fn open(kw: &Kw) -> Vault {
-    Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).expect("open vault")
-}
-
 fn frame(stream: &mut UnixStream, value: &serde_json::Value) -> serde_json::Value {
     let bytes = serde_json::to_vec(value).unwrap();
     stream
@@ -27,8 +23,10 @@ fn frame(stream: &mut UnixStream, value: &serde_json::Value) -> serde_json::Valu
     serde_json::from_slice(&buf).unwrap()
 }
 
-#[test]
-fn every_cli_command_works_through_an_owner_with_identical_output() {
+// The tests that hold the vault in this process while commands or raw peers talk to it run on
+// a multi-threaded runtime: its workers serve them while the test's own thread waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_cli_command_works_through_an_owner_with_identical_output() {
     let alone = Kw::new();
     let shared = Kw::new();
     // The same master key in both homes, so the outputs can be compared byte for byte.
@@ -36,7 +34,7 @@ fn every_cli_command_works_through_an_owner_with_identical_output() {
         kw.import("github", "work", CANARY_ACCESS, CANARY_REFRESH);
         kw.import("slack", "default", "slack-token-1", "slack-refresh-1");
     }
-    let owner = open(&shared);
+    let owner = shared.vault().await;
     assert!(owner.is_owner());
     let socket = share::socket_path(owner.home());
     let mode =
@@ -71,6 +69,7 @@ fn every_cli_command_works_through_an_owner_with_identical_output() {
     assert_eq!(
         owner
             .get(&key)
+            .await
             .unwrap()
             .unwrap()
             .record
@@ -82,6 +81,7 @@ fn every_cli_command_works_through_an_owner_with_identical_output() {
     shared.ok(&["disconnect", "slack", "--force"], "");
     assert!(owner
         .get(&ConnKey::new("default", "slack", "default").unwrap())
+        .await
         .unwrap()
         .is_none());
     let audit = shared.ok(&["audit", "--json"], "");
@@ -97,7 +97,7 @@ fn every_cli_command_works_through_an_owner_with_identical_output() {
         "{}",
         rotate.stdout()
     );
-    assert_eq!(owner.current_key_id(), 2);
+    assert_eq!(owner.current_key_id().await, 2);
     // A wrong key is refused by the non-owner itself, before it talks to the owner.
     let mut cmd = shared.command(&["status"]);
     cmd.env(
@@ -127,11 +127,11 @@ fn a_stale_socket_from_a_dead_owner_does_not_block_the_next_start() {
     assert!(run.stdout().contains("github"), "{}", run.stdout());
 }
 
-#[test]
-fn a_peer_speaking_another_protocol_gets_a_clear_error_not_a_hang() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_speaking_another_protocol_gets_a_clear_error_not_a_hang() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let owner = open(&kw);
+    let owner = kw.vault().await;
     let mut stream = UnixStream::connect(share::socket_path(owner.home())).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -160,8 +160,8 @@ fn a_peer_speaking_another_protocol_gets_a_clear_error_not_a_hang() {
     );
 }
 
-#[test]
-fn a_process_of_another_user_is_refused() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_of_another_user_is_refused() {
     let is_root = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -176,7 +176,7 @@ fn a_process_of_another_user_is_refused() {
     }
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let owner = open(&kw);
+    let owner = kw.vault().await;
     let socket = share::socket_path(owner.home());
     // Open the folder and socket to everyone so that only the peer-credential check stands in
     // the way (keyward itself never does this).
@@ -228,6 +228,29 @@ fn read_raw(stream: &mut UnixStream) -> std::io::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&buf).unwrap())
 }
 
+/// A request as the owner reads it: after the hello, every frame starts with the 8-byte id of
+/// the request it belongs to.
+fn read_request(stream: &mut UnixStream) -> std::io::Result<(u64, serde_json::Value)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    let id = u64::from_be_bytes(buf[..8].try_into().unwrap());
+    Ok((id, serde_json::from_slice(&buf[8..]).unwrap()))
+}
+
+/// The owner's answer to request `id`.
+fn write_answer(
+    stream: &mut UnixStream,
+    id: u64,
+    value: &serde_json::Value,
+) -> std::io::Result<()> {
+    let mut bytes = id.to_be_bytes().to_vec();
+    bytes.extend(serde_json::to_vec(value).unwrap());
+    stream.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    stream.write_all(&bytes)
+}
+
 /// A raw connection to the owner of `kw`'s vault that has said hello; the owner's answer.
 fn hello(kw: &Kw) -> (UnixStream, serde_json::Value) {
     let mut stream = UnixStream::connect(kw.home().join("keyward.sock")).unwrap();
@@ -250,11 +273,11 @@ fn closed_by_owner(stream: &mut UnixStream) -> bool {
     }
 }
 
-#[test]
-fn an_owner_socket_others_can_write_to_is_refused() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_socket_others_can_write_to_is_refused() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let owner = open(&kw);
+    let owner = kw.vault().await;
     let socket = share::socket_path(owner.home());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -271,14 +294,15 @@ fn an_owner_socket_others_can_write_to_is_refused() {
     );
     assert!(owner
         .get(&ConnKey::new("default", "slack", "default").unwrap())
+        .await
         .unwrap()
         .is_none());
 }
 
 /// The client side of the socket checks the listener's uid (SO_PEERCRED) before sending
 /// anything: a socket planted by another user, even one that looks like ours, gets no token.
-#[test]
-fn a_client_sends_nothing_to_an_owner_socket_of_another_user() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_sends_nothing_to_an_owner_socket_of_another_user() {
     let python = std::path::Path::new("/usr/bin/python3");
     if !(rustix::process::geteuid().is_root() && python.exists()) {
         eprintln!("skipped: needs root and /usr/bin/python3 to listen as another uid");
@@ -288,7 +312,7 @@ fn a_client_sends_nothing_to_an_owner_socket_of_another_user() {
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
     // The real owner holds the vault, so a command goes to the socket; then the socket file is
     // swapped for one that a process of uid 65534 listens on, owned by us like the real one.
-    let owner = open(&kw);
+    let owner = kw.vault().await;
     let planted = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(planted.path(), Some(65534), Some(65534)).unwrap();
     let fake_path = planted.path().join("s");
@@ -359,14 +383,14 @@ except Exception:
 /// The owner cuts off a peer that stalls inside a frame (it announced 16 MiB and sent a few
 /// bytes) and peers idle longer than its idle timeout; a relaying process whose pooled
 /// connections were closed that way reopens them without noticing.
-#[test]
-fn stalled_and_idle_peers_are_cut_off_and_pooled_clients_reconnect() {
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_and_idle_peers_are_cut_off_and_pooled_clients_reconnect() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
     let _owner = kw.spawn_owner(&[("KEYWARD_TEST_PEER_TIMEOUT_MS", "300")]);
-    let relay = open(&kw);
+    let relay = kw.vault().await;
     assert!(!relay.is_owner());
-    assert_eq!(relay.keys().unwrap().len(), 1);
+    assert_eq!(relay.keys().await.unwrap().len(), 1);
 
     let (mut stalled, answer) = hello(&kw);
     assert!(answer.get("Ok").is_some(), "{answer}");
@@ -382,20 +406,22 @@ fn stalled_and_idle_peers_are_cut_off_and_pooled_clients_reconnect() {
     assert!(answer.get("Ok").is_some(), "{answer}");
     assert!(closed_by_owner(&mut idle), "an idle peer was not cut off");
 
-    // The relay's pooled connection went idle before both: the owner has closed it by now.
-    assert_eq!(relay.keys().unwrap().len(), 1);
-    relay.touch(&ConnKey::new("default", "github", "a").unwrap());
+    // The relay's connection went idle before both: the owner has closed it by now.
+    assert_eq!(relay.keys().await.unwrap().len(), 1);
+    relay
+        .touch(&ConnKey::new("default", "github", "a").unwrap())
+        .await;
     assert!(
         !relay.is_owner(),
         "the relay took the closed connection for a dead owner"
     );
 }
 
-/// A pooled connection that the owner closed while it sat idle is reopened for the next call;
-/// the call succeeds (here the owner is a fake that closes every connection after one answer,
-/// however young the connection is).
-#[test]
-fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
+/// A connection that the owner closed while it sat idle is reopened for the next call; the call
+/// succeeds (here the owner is a fake that closes every connection after one answer, however
+/// young the connection is).
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home {
         dir: dir.path().to_path_buf(),
@@ -417,20 +443,22 @@ fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
                 continue;
             }
             // One request, one answer, then close as if the connection had idled out.
-            if let Ok(request) = read_raw(&mut stream) {
+            if let Ok((id, request)) = read_request(&mut stream) {
                 assert_eq!(request["op"], "keys");
-                write_raw(&mut stream, &serde_json::json!({"Ok": []})).unwrap();
+                write_answer(&mut stream, id, &serde_json::json!({"Ok": []})).unwrap();
                 served += 1;
             }
         }
         served
     });
-    let client = share::RemoteClient::connect(&home).unwrap_or_else(|_| panic!("connect"));
+    let client = share::RemoteClient::connect(&home)
+        .await
+        .unwrap_or_else(|_| panic!("connect"));
     for _ in 0..2 {
         let keys: Vec<ConnKey> = client
-            .call(&share::Request::Keys {})
-            .expect("the owner is alive: not a lost owner")
-            .unwrap();
+            .call(share::Request::Keys {})
+            .await
+            .expect("the owner is alive: not a lost owner");
         assert!(keys.is_empty());
     }
     // The third connection is only greeted: unblock the fake.
@@ -446,11 +474,11 @@ fn a_pooled_connection_closed_by_the_owner_is_reopened_for_the_call() {
 
 /// The owner serves at most MAX_PEERS peers at once and tells the next one why it is refused;
 /// once a peer leaves, a new one is served.
-#[test]
-fn the_owner_caps_its_peers_and_says_so() {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_caps_its_peers_and_says_so() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let _owner = open(&kw);
+    let _owner = kw.vault().await;
     let mut peers = Vec::new();
     for i in 0..share::MAX_PEERS {
         let (stream, answer) = hello(&kw);
@@ -480,21 +508,23 @@ fn the_owner_caps_its_peers_and_says_so() {
 
 /// `keyward audit` through a non-owner pages the log: a log far larger than one frame is read
 /// in full, and `--limit` still gives the newest entries.
-#[test]
-fn an_audit_log_larger_than_a_frame_reads_through_another_process() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_audit_log_larger_than_a_frame_reads_through_another_process() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let owner = open(&kw);
+    let owner = kw.vault().await;
     let big = "x".repeat(512 * 1024);
     let entries = 2 * share::MAX_FRAME / big.len() + 2;
     for i in 0..entries {
-        owner.audit(&keyward::vault::AuditEntry::new(
-            "default",
-            &format!("bulk-{i}"),
-            big.clone(),
-        ));
+        owner
+            .audit(&keyward::vault::AuditEntry::new(
+                "default",
+                &format!("bulk-{i}"),
+                big.clone(),
+            ))
+            .await;
     }
-    owner.flush().unwrap();
+    owner.flush().await.unwrap();
     let all = kw.ok(&["audit", "--json"], "").stdout();
     let events: Vec<String> = all
         .lines()
@@ -545,10 +575,14 @@ async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_pr
         );
         homes.push(kw);
     }
-    let owners: Vec<Vault> = homes
-        .iter()
-        .map(|kw| open_vault(&Home { dir: kw.home() }, OpenMode::Existing).unwrap())
-        .collect();
+    let mut owners: Vec<Vault> = Vec::new();
+    for kw in &homes {
+        owners.push(
+            open_vault(&Home { dir: kw.home() }, OpenMode::Existing)
+                .await
+                .unwrap(),
+        );
+    }
     assert!(owners.iter().all(Vault::is_owner));
 
     // The second home first: a process-wide refresher would now belong to it.
@@ -581,6 +615,7 @@ async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_pr
     drop(owners);
     for kw in &homes {
         let probe = keyward::vault::Vault::open(&Home { dir: kw.home() }, OpenMode::Existing)
+            .await
             .expect("open after the owner let go");
         assert!(
             probe.is_owner(),
@@ -589,7 +624,7 @@ async fn an_owner_of_two_homes_refreshes_each_with_its_own_provider_for_other_pr
     }
 }
 
-/// The hot path of a non-owner runs off the runtime's workers: while the owner sits on a request
+/// The hot path of a non-owner never holds a runtime worker: while the owner sits on a request
 /// (here one that takes it and never answers), the call waits for it and every other task of
 /// the runtime goes on — even on a runtime with a single worker. A blocking relay call on that
 /// worker would stall the runtime until the owner answered.
@@ -618,12 +653,10 @@ fn a_stalled_owner_stalls_only_the_calls_that_wait_for_it() {
             "protocol": share::PROTOCOL_VERSION, "pid": 1, "idle_ms": 3_600_000,
         }});
         write_raw(&mut stream, &greeting).unwrap();
-        let request = read_raw(&mut stream).unwrap();
+        let (_, request) = read_request(&mut stream).unwrap();
         seen_tx.send(request["op"].clone()).unwrap();
         let _ = release_rx.recv_timeout(Duration::from_secs(300));
     });
-    let vault = Vault::open(&home, OpenMode::Existing).expect("open through the fake owner");
-    assert!(!vault.is_owner());
 
     // The runtime runs on its own thread, so that a stalled runtime fails the test, not hangs it.
     let (went_on_tx, went_on_rx) = mpsc::channel();
@@ -633,7 +666,11 @@ fn a_stalled_owner_stalls_only_the_calls_that_wait_for_it() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            tokio::spawn(async move { vault.list_async(None).await });
+            let vault = Vault::open(&home, OpenMode::Existing)
+                .await
+                .expect("open through the fake owner");
+            assert!(!vault.is_owner());
+            tokio::spawn(async move { vault.list(None).await });
             // Once the owner holds the request, the call is in flight: this task still runs.
             let op =
                 tokio::task::spawn_blocking(move || seen_rx.recv_timeout(Duration::from_secs(120)))

@@ -5,17 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use keyward::config::Home;
 use keyward::secret::SecretString;
-use keyward::vault::{ConnKey, ConnectionStatus, OpenMode, TokenRecord, Vault};
+use keyward::vault::{ConnKey, ConnectionStatus, TokenRecord};
 
 use crate::support::canary::contains_bytes;
 use crate::support::home::{files_under, Kw};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
-
-fn open(kw: &Kw) -> Vault {
-    Vault::open(&Home { dir: kw.home() }, OpenMode::Existing).expect("open vault")
-}
 
 fn key(account: &str) -> ConnKey {
     ConnKey::new("default", "github", account).unwrap()
@@ -174,13 +169,13 @@ fn assert_record_rejected(kw: &Kw, account: &str) {
     );
 }
 
-#[test]
-fn a_flipped_byte_is_rejected_and_names_the_record() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_is_rejected_and_names_the_record() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
     kw.import("github", "b", "other-token", "other-refresh");
     {
-        let vault = open(&kw);
+        let vault = kw.vault().await;
         let mut raw = vault.raw_record(&key("a")).unwrap().unwrap();
         let last = raw.len() - 20;
         raw[last] ^= 0x40;
@@ -200,13 +195,13 @@ fn a_flipped_byte_is_rejected_and_names_the_record() {
     assert!(audit.contains("open-failed"), "{audit}");
 }
 
-#[test]
-fn swapped_blobs_are_both_rejected() {
+#[tokio::test(flavor = "multi_thread")]
+async fn swapped_blobs_are_both_rejected() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
     kw.import("github", "b", "other-token", "other-refresh");
     {
-        let vault = open(&kw);
+        let vault = kw.vault().await;
         let a = vault.raw_record(&key("a")).unwrap().unwrap();
         let b = vault.raw_record(&key("b")).unwrap().unwrap();
         vault.raw_put_record(&key("a"), &b).unwrap();
@@ -216,13 +211,13 @@ fn swapped_blobs_are_both_rejected() {
     assert_record_rejected(&kw, "b");
 }
 
-#[test]
-fn an_older_blob_restored_in_place_is_rejected() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_blob_restored_in_place_is_rejected() {
     let kw = Kw::new();
     kw.import("github", "a", CANARY_ACCESS, CANARY_REFRESH);
-    let old = open(&kw).raw_record(&key("a")).unwrap().unwrap();
+    let old = kw.vault().await.raw_record(&key("a")).unwrap().unwrap();
     kw.import("github", "a", "newer-token", "newer-refresh");
-    open(&kw).raw_put_record(&key("a"), &old).unwrap();
+    kw.vault().await.raw_put_record(&key("a"), &old).unwrap();
     let run = kw.run(&["status"], "");
     assert_eq!(run.code(), Some(1));
     assert!(
@@ -238,7 +233,7 @@ fn an_older_blob_restored_in_place_is_rejected() {
     // A record removed and added again gets a fresh version, so its old blob cannot come back.
     kw.ok(&["disconnect", "github", "--account", "a", "--force"], "");
     kw.import("github", "a", "third-token", "third-refresh");
-    open(&kw).raw_put_record(&key("a"), &old).unwrap();
+    kw.vault().await.raw_put_record(&key("a"), &old).unwrap();
     assert_eq!(kw.run(&["status"], "").code(), Some(1));
 }
 
@@ -380,8 +375,8 @@ fn rekey_replaces_the_master_key_and_keeps_every_record() {
     assert_eq!(kw.ok(&["status"], "").stdout().matches("active").count(), 2);
 }
 
-#[test]
-fn every_vault_administration_command_leaves_its_audit_entry() {
+#[tokio::test(flavor = "multi_thread")]
+async fn every_vault_administration_command_leaves_its_audit_entry() {
     // The commands only print; the entries are written by the library calls they make. So each
     // command's entry is checked here through the real binary: its user, event and outcome, in
     // order, and nothing for a command that changed nothing.
@@ -392,7 +387,7 @@ fn every_vault_administration_command_leaves_its_audit_entry() {
     kw.ok(&["users", "remove", "alice"], "");
     assert_eq!(kw.run(&["users", "remove", "alice"], "").code(), Some(1));
     {
-        let vault = open(&kw);
+        let vault = kw.vault().await;
         let mut raw = vault.raw_record(&key("a")).unwrap().unwrap();
         let last = raw.len() - 20;
         raw[last] ^= 0x40;
@@ -432,8 +427,8 @@ fn every_vault_administration_command_leaves_its_audit_entry() {
     );
 }
 
-#[test]
-fn rotate_key_killed_midway_leaves_everything_readable_and_a_rerun_finishes() {
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_key_killed_midway_leaves_everything_readable_and_a_rerun_finishes() {
     let kw = Kw::new();
     for i in 0..30 {
         kw.import(
@@ -465,8 +460,8 @@ fn rotate_key_killed_midway_leaves_everything_readable_and_a_rerun_finishes() {
 
     // Every record still opens: some under the new key, the rest under the old one.
     {
-        let vault = open(&kw);
-        let rows = vault.list(None).unwrap();
+        let vault = kw.vault().await;
+        let rows = vault.list(None).await.unwrap();
         assert_eq!(rows.len(), 30);
         assert!(rows.iter().all(|r| r.is_ok()));
     }
@@ -476,23 +471,24 @@ fn rotate_key_killed_midway_leaves_everything_readable_and_a_rerun_finishes() {
         "the rerun resumes the same rotation: {}",
         run.stdout()
     );
-    let vault = open(&kw);
+    let vault = kw.vault().await;
     assert_eq!(
         vault
             .list(None)
+            .await
             .unwrap()
             .iter()
             .filter(|r| r.is_ok())
             .count(),
         30
     );
-    assert_eq!(vault.current_key_id(), 2);
-    let conn = vault.get(&key("acct7")).unwrap().unwrap();
+    assert_eq!(vault.current_key_id().await, 2);
+    let conn = vault.get(&key("acct7")).await.unwrap().unwrap();
     assert_eq!(conn.record.access_token.expose(), "tok7");
 }
 
-#[test]
-fn kill_9_while_importing_loses_no_acknowledged_write() {
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_importing_loses_no_acknowledged_write() {
     let kw = Kw::new();
     kw.import("github", "seed", "seed", "seed"); // create the vault once
     let mut acknowledged = Vec::new();
@@ -530,11 +526,12 @@ fn kill_9_while_importing_loses_no_acknowledged_write() {
             acknowledged.push(format!("r{round}killed"));
         }
         // The vault opens after every kill.
-        drop(open(&kw));
+        drop(kw.vault().await);
     }
-    let vault = open(&kw);
+    let vault = kw.vault().await;
     let present: std::collections::HashSet<String> = vault
         .list(None)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.expect("every record opens").0.key.account)
@@ -552,11 +549,11 @@ fn kill_9_while_importing_loses_no_acknowledged_write() {
 async fn one_vault_handle_serves_64_concurrent_tasks() {
     let kw = Kw::new();
     kw.import("github", "shared", "v0", "r0");
-    let vault = Arc::new(open(&kw));
+    let vault = Arc::new(kw.vault().await);
     let mut tasks = Vec::new();
     for t in 0..64 {
         let vault = vault.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
+        tasks.push(tokio::spawn(async move {
             let own = ConnKey::new("default", "slack", &format!("task{t}")).unwrap();
             for i in 0..20 {
                 let record = TokenRecord {
@@ -568,10 +565,11 @@ async fn one_vault_handle_serves_64_concurrent_tasks() {
                     obtained_at: 0,
                     status: ConnectionStatus::Active,
                 };
-                vault.put(&own, None, &record).unwrap();
+                vault.put(&own, None, &record).await.unwrap();
                 assert_eq!(
                     vault
                         .get(&own)
+                        .await
                         .unwrap()
                         .unwrap()
                         .record
@@ -581,11 +579,11 @@ async fn one_vault_handle_serves_64_concurrent_tasks() {
                 );
                 // Everyone increments the shared record's counter with compare-and-swap.
                 loop {
-                    let conn = vault.get(&key("shared")).unwrap().unwrap();
+                    let conn = vault.get(&key("shared")).await.unwrap().unwrap();
                     let n: u64 = conn.record.access_token.expose()[1..].parse().unwrap();
                     let mut next = conn.record.clone();
                     next.access_token = SecretString::new(format!("v{}", n + 1));
-                    match vault.put(&key("shared"), Some(conn.version), &next) {
+                    match vault.put(&key("shared"), Some(conn.version), &next).await {
                         Ok(_) => break,
                         Err(keyward::error::Error::Conflict(_)) => continue,
                         Err(e) => panic!("{e}"),
@@ -597,13 +595,13 @@ async fn one_vault_handle_serves_64_concurrent_tasks() {
     for t in tasks {
         t.await.unwrap();
     }
-    let shared = vault.get(&key("shared")).unwrap().unwrap();
+    let shared = vault.get(&key("shared")).await.unwrap().unwrap();
     assert_eq!(
         shared.record.access_token.expose(),
         format!("v{}", 64 * 20),
         "a CAS increment was lost"
     );
-    assert_eq!(vault.list(None).unwrap().len(), 65);
+    assert_eq!(vault.list(None).await.unwrap().len(), 65);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A temporary home folder and the real `keyward` binary run against it: commands to
 //! completion ([`Kw::run`]), a child whose stderr is read while it runs ([`Running`]), a vault
-//! owner ([`Kw::spawn_owner`]), and homes wired to the fake upstream ([`home_for`]).
+//! owner ([`Kw::spawn_owner`]), the vault opened in the test itself ([`Kw::vault`]), and homes
+//! wired to the fake upstream ([`home_for`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,17 @@ impl Kw {
 
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
+    }
+
+    /// The home's vault, opened in the test (the owner, unless another process is). While it
+    /// owns the vault it serves the CLI's commands on the test's runtime: tests that run
+    /// commands meanwhile use a multi-threaded runtime, whose workers serve while the test's
+    /// own thread waits for the command.
+    pub async fn vault(&self) -> keyward::vault::Vault {
+        let home = keyward::config::Home { dir: self.home() };
+        keyward::vault::Vault::open(&home, keyward::vault::OpenMode::Existing)
+            .await
+            .expect("open vault")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -195,6 +207,19 @@ pub fn token_json(access: &str, refresh: &str) -> String {
         "expires_in": 28800, "scope": "repo read:user",
     })
     .to_string()
+}
+
+/// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
+/// then (an import stamps the import time, which makes its lifetime look shorter).
+pub async fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {
+    let vault = kw.vault().await;
+    let key = keyward::vault::ConnKey::new("default", provider, "default").unwrap();
+    let mut conn = vault.get(&key).await.unwrap().unwrap();
+    conn.record.obtained_at -= secs;
+    vault
+        .put(&key, Some(conn.version), &conn.record)
+        .await
+        .unwrap();
 }
 
 /// A home folder whose config points every provider at `fake`, plus `extra` config lines per
