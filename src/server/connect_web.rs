@@ -193,9 +193,12 @@ pub(crate) async fn connect(
             )
         }
     };
-    let fresh = users::redeem_ticket(executor.vault(), ticket.id.as_bytes(), ticket.exp)
-        .await
-        .map_err(|e| e.to_string());
+    let fresh = {
+        let _one_at_a_time = web.redeeming.lock().await;
+        users::redeem_ticket(executor.vault(), ticket.id.as_bytes(), ticket.exp)
+            .await
+            .map_err(|e| e.to_string())
+    };
     match fresh {
         Ok(true) => {}
         Ok(false) => {

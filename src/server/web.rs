@@ -68,6 +68,9 @@ pub struct Web {
     pub(crate) config: Config,
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) access: Arc<Access>,
+    /// One ticket redemption at a time in this process (a read, then a write: see
+    /// [`crate::vault::users::redeem_ticket`]).
+    pub(crate) redeeming: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Web {
@@ -842,6 +845,7 @@ pub fn build(
         config: config.clone(),
         keys,
         access,
+        redeeming: tokio::sync::Mutex::new(()),
     })))
 }
 

@@ -236,7 +236,9 @@ pub async fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
 
 /// Mark the `/connect` ticket `id` used. `Ok(false)` when it was used before (by any process
 /// sharing the vault). `expires_at` (unix seconds) says when the mark may be dropped; expired
-/// marks are dropped here.
+/// marks are dropped here. A read, then a write — the users tree has no compare-and-swap — so
+/// the caller serialises redemptions in its process; two processes redeeming the same ticket in
+/// the same instant could both succeed (both for the ticket's own user).
 pub async fn redeem_ticket(vault: &Vault, id: &[u8], expires_at: i64) -> Result<bool> {
     let now = chrono::Utc::now().timestamp();
     for (k, v) in vault.users_scan(TICKETS).await? {
