@@ -13,8 +13,8 @@ use url::Url;
 use super::errors::ErrorRules;
 use super::hosts::parse_endpoint;
 use super::manifest::{
-    BodyFormat, ErrorConvention, HttpMethod, ParamSpec, ParamType, ProviderSpec, ResponseKind,
-    ToolSpec,
+    BodyFormat, ErrorConvention, HttpMethod, Pagination, ParamSpec, ParamType, ProviderSpec,
+    ResponseKind, ToolSpec,
 };
 
 /// A provider as the call path uses it: the manifest's [`ProviderSpec`] (with the config's
@@ -96,6 +96,8 @@ impl std::ops::Deref for Tool {
 pub(crate) struct CompiledTool {
     /// Per parameter, in declaration order: the anchored pattern, if any.
     pub(crate) patterns: Vec<Option<Regex>>,
+    /// Per parameter: for one that declares `resolve`, its anchored `unless` (an id already).
+    pub(crate) resolvers: Vec<Option<Regex>>,
     pub(crate) path: Vec<PathPart>,
     pub(crate) query: Vec<(String, Template)>,
     pub(crate) body: Option<Template>,
@@ -159,6 +161,7 @@ impl CompiledTool {
             return Err("`description` is empty; tell the model when to use the tool".into());
         }
         let patterns = compile_params(&tool.params)?;
+        let resolvers = compile_resolvers(&tool.params)?;
         let mut used = vec![false; tool.params.len()];
         let path = compile_path(tool, &mut used)?;
 
@@ -214,8 +217,10 @@ impl CompiledTool {
         }
 
         let projection = compile_projection(tool)?;
+        check_paging(tool)?;
         Ok(CompiledTool {
             patterns,
+            resolvers,
             path,
             query,
             body,
@@ -327,6 +332,85 @@ fn compile_params(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
         patterns.push(pattern);
     }
     Ok(patterns)
+}
+
+/// Lists page one way: the result's `next_page` goes back as the tool's `page` argument, its
+/// `next_cursor` as `cursor` — so a tool that announces a next page must take it back.
+fn check_paging(tool: &ToolSpec) -> Result<(), String> {
+    let wanted = match tool.response.pagination {
+        Pagination::None => return Ok(()),
+        Pagination::LinkHeader | Pagination::SlackPaging => "page",
+        Pagination::SlackCursor | Pagination::PageToken => "cursor",
+    };
+    if tool.param(wanted).is_none() {
+        return Err(format!(
+            "`pagination = \"{}\"` returns where the next page is; declare a `{wanted}` \
+             parameter to take it back",
+            serde_json::to_value(tool.response.pagination)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The `unless` pattern of each parameter that declares `resolve`. Whether the lookup tool
+/// exists and lists `by` and `take` is checked with the whole manifest ([`check_resolvers`]).
+fn compile_resolvers(params: &[ParamSpec]) -> Result<Vec<Option<Regex>>, String> {
+    params
+        .iter()
+        .map(|param| {
+            let Some(resolve) = &param.resolve else {
+                return Ok(None);
+            };
+            if param.kind != ParamType::String {
+                return Err(format!(
+                    "parameter `{}`: `resolve` applies to string parameters only",
+                    param.name
+                ));
+            }
+            anchored(&resolve.unless).map(Some).map_err(|e| {
+                format!(
+                    "parameter `{}`: `resolve.unless` does not compile: {e}",
+                    param.name
+                )
+            })
+        })
+        .collect()
+}
+
+/// Each `resolve` of `tool` names a list tool among `tools` (its provider's) whose items carry
+/// the `by` and `take` fields.
+pub(crate) fn check_resolvers(tool: &ToolSpec, tools: &[Tool]) -> Result<(), String> {
+    for param in &tool.params {
+        let Some(resolve) = &param.resolve else {
+            continue;
+        };
+        let name = &param.name;
+        let Some(lookup) = tools.iter().find(|t| t.name == resolve.tool) else {
+            return Err(format!(
+                "parameter `{name}`: `resolve.tool` `{}` is not a tool of this provider",
+                resolve.tool
+            ));
+        };
+        if lookup.response.kind != ResponseKind::List {
+            return Err(format!(
+                "parameter `{name}`: `resolve.tool` `{}` must be a `kind = \"list\"` tool",
+                resolve.tool
+            ));
+        }
+        let outputs = &lookup.compiled.projection.fields;
+        for field in [&resolve.by, &resolve.take] {
+            if !outputs.iter().any(|rule| rule.output == *field) {
+                return Err(format!(
+                    "parameter `{name}`: `{}` items have no field `{field}`",
+                    resolve.tool
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `^(?:pattern)$`, compiled once per process: the catalog repeats a few patterns (owners,
@@ -547,6 +631,28 @@ fn compile_projection(tool: &ToolSpec) -> Result<Projection, String> {
             return Err(format!(
                 "`decode_base64` names `{decoded}`, which `fields` does not keep"
             ));
+        }
+    }
+    for capped in &response.cap_text {
+        if !fields.iter().any(|f| f.output == *capped) {
+            return Err(format!(
+                "`cap_text` names `{capped}`, which `fields` does not keep"
+            ));
+        }
+    }
+    if let Some(name) = &response.text_body {
+        // The whole answer is one text: there is nothing to pick fields or items from.
+        if !is_identifier(name) {
+            return Err(format!(
+                "`text_body` `{name}` must be letters, digits and `_`"
+            ));
+        }
+        if response.kind == ResponseKind::List
+            || !fields.is_empty()
+            || response.decode_base64.is_some()
+            || !response.cap_text.is_empty()
+        {
+            return Err("`text_body` takes no `kind = \"list\"`, `fields`, `decode_base64` or `cap_text`: the answer is one text".into());
         }
     }
     Ok(Projection {

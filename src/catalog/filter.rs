@@ -108,7 +108,15 @@ mod tests {
             toolsets: vec!["slack:chat".into()],
             ..Default::default()
         };
-        assert_eq!(selected(&slack_chat), vec!["slack_post_message"]);
+        assert_eq!(
+            selected(&slack_chat),
+            vec![
+                "slack_post_message",
+                "slack_add_reaction",
+                "slack_open_dm",
+                "slack_get_permalink"
+            ]
+        );
 
         let github = selected(&ToolFilter {
             toolsets: vec!["github".into()],
@@ -156,7 +164,10 @@ mod tests {
         };
         let message = typo.validate(&catalog).unwrap_err().to_string();
         assert!(message.contains("`gihub`"), "{message}");
-        assert!(message.contains("github, github:issues"), "{message}");
+        assert!(
+            message.contains("github, github:actions, github:issues"),
+            "{message}"
+        );
         assert!(message.contains("slack:chat"), "{message}");
 
         let typo = ToolFilter {

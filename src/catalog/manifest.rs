@@ -218,7 +218,9 @@ pub struct ParamSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ParamType,
-    /// For the model: what the value means, with an example where it helps.
+    /// For the model: what the value means, with an example where it helps. Left out when the
+    /// name says it all (`title`, `location`): every byte is in every session's context.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default)]
     pub required: bool,
@@ -244,6 +246,33 @@ pub struct ParamSpec {
     /// one segment. Needed for ids such as Google's `en.usa#holiday@group.v.calendar.google.com`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_hash: bool,
+    /// Accept a name where the API wants an id: a value that is not an id already is looked up
+    /// with another list tool of the same provider, and its id is sent instead (Slack channel
+    /// names, `#general` → `C0123456789`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<ResolveSpec>,
+}
+
+/// `resolve`: how a name becomes the id the API wants.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveSpec {
+    /// A list tool of the same provider whose items carry the name and the id. Its pages are
+    /// followed (`next_cursor` / `next_page`), and what it found is cached per connection for a
+    /// few minutes.
+    pub tool: String,
+    /// Arguments of the lookup tool (e.g. the largest page size).
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, Value>,
+    /// Values matching this (anchored) are ids already and are sent as they are.
+    pub unless: String,
+    /// Removed from the start of a name before the lookup (`#` of `#general`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trim_prefix: String,
+    /// Field of the lookup tool's items compared with the name.
+    pub by: String,
+    /// Field of the lookup tool's items sent instead of the name.
+    pub take: String,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -335,7 +364,16 @@ pub struct ResponseSpec {
     /// Output field holding base64 text to decode (GitHub file `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_base64: Option<String>,
-    /// Longest decoded text returned, in bytes; longer text is cut and marked `truncated`.
+    /// Output fields holding text to cap (a commit's per-file `patch`): a longer value is cut
+    /// at `max_text_bytes` and the object holding it is marked `truncated`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_text: Vec<String>,
+    /// The answer is text, not JSON (a diff asked for with `Accept: …diff`): the result is
+    /// `{"<this name>": text, "size": bytes}`, cut at `max_text_bytes` and marked `truncated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_body: Option<String>,
+    /// Longest text returned, in bytes (decoded base64, `cap_text` fields, a `text_body`);
+    /// longer text is cut on a character boundary and marked `truncated`.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
     /// Result returned when the API answers with an empty body (e.g. 204 No Content).
@@ -359,8 +397,8 @@ pub enum ResponseKind {
     List,
 }
 
-/// Where the next page is announced; surfaced to the model as `next_page`, `next_cursor` or
-/// `next_page_token`.
+/// Where the next page is announced; surfaced to the model as `next_page` (the tool's `page`
+/// argument) or `next_cursor` (its `cursor` argument), so every list tool pages the same way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pagination {
@@ -370,8 +408,11 @@ pub enum Pagination {
     LinkHeader,
     /// Slack: `response_metadata.next_cursor` → `"next_cursor"` (omitted when empty).
     SlackCursor,
-    /// Google: `nextPageToken` → `"next_page_token"`.
+    /// Google: `nextPageToken` → `"next_cursor"`.
     PageToken,
+    /// Slack search: `paging` next to the items (`{"page": 2, "pages": 5}`) → `"next_page": 3`
+    /// while `page` < `pages`.
+    SlackPaging,
 }
 
 /// A TOML table that remembers the order its keys were written in, so query strings come out

@@ -33,8 +33,8 @@ pub(crate) use errors::HintValues;
 pub use filter::ToolFilter;
 pub use manifest::{
     BodyFormat, ErrorConvention, ErrorHint, ErrorsSpec, HttpMethod, Manifest, OrderedTable,
-    Pagination, ParamSpec, ParamType, ProviderSpec, RequestSpec, ResponseKind, ResponseSpec,
-    RevokeStyle, TokenPlacement, ToolSpec,
+    Pagination, ParamSpec, ParamType, ProviderSpec, RequestSpec, ResolveSpec, ResponseKind,
+    ResponseSpec, RevokeStyle, TokenPlacement, ToolSpec,
 };
 pub use schema::{manifest_schema_json, tool_input_schema};
 pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes};
@@ -328,6 +328,14 @@ fn compile_manifest(
             Tool::compile(tool).map_err(|reason| at(line, format!("tool `{name}`: {reason}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    for tool in &tools {
+        compiled::check_resolvers(tool, &tools).map_err(|reason| {
+            at(
+                line_of_tool(&source.text, &tool.name),
+                format!("tool `{}`: {reason}", tool.name),
+            )
+        })?;
+    }
     Ok((manifest.provider, rules, tools))
 }
 

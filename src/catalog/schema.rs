@@ -68,7 +68,9 @@ fn param_schema(param: &ParamSpec) -> Value {
             schema.insert("type".into(), json!("boolean"));
         }
     }
-    schema.insert("description".into(), json!(param.description));
+    if !param.description.is_empty() {
+        schema.insert("description".into(), json!(param.description));
+    }
     if let Some(default) = &param.default {
         schema.insert("default".into(), default.clone());
     }

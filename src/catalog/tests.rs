@@ -275,6 +275,12 @@ fn tool_mistakes_are_refused_with_the_tool_line_and_reason() {
         (ACME_TOOL.replace("fields = [\"id\", \"name\"]", "fields = [\"id\", \"id\"]"), "listed twice"),
         (ACME_TOOL.replace("fields = [\"id\", \"name\"]", "fields = [\"id\"]\nitems_at = \"/x\""), "`items_at` applies to"),
         (ACME_TOOL.replace("acme_get_widget", "acme get widget"), "must be 1 to 64 letters"),
+        (ACME_TOOL.replace("fields = [\"id\", \"name\"]", "fields = [\"id\"]\ncap_text = [\"name\"]"),
+         "`cap_text` names `name`, which `fields` does not keep"),
+        (ACME_TOOL.replace("fields = [\"id\", \"name\"]", "fields = [\"id\"]\ntext_body = \"diff\""),
+         "`text_body` takes no"),
+        (ACME_TOOL.replace("fields = [\"id\", \"name\"]", "text_body = \"a-b\""),
+         "`text_body` `a-b` must be letters"),
     ];
     for (tool, reason) in cases {
         let text = format!("{MINIMAL_PROVIDER}{tool}");
@@ -409,5 +415,8 @@ fn required_scopes_follow_the_filter_and_drop_implied_ones() {
         toolsets: vec!["slack:chat".into()],
         ..Default::default()
     };
-    assert_eq!(catalog.required_scopes("slack", &chat), ["chat:write"]);
+    assert_eq!(
+        catalog.required_scopes("slack", &chat),
+        ["chat:write", "reactions:write", "im:write"]
+    );
 }

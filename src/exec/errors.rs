@@ -95,6 +95,12 @@ pub fn check_with(
     let status = response.status;
     let body: Option<Value> = if response.body.is_empty() {
         None
+    } else if tool.response.text_body.is_some() && status.is_success() {
+        // A text answer (a diff) is the result itself; lossy so that a stray invalid byte in
+        // a diff of a binary file costs one character, not the call.
+        Some(Value::String(
+            String::from_utf8_lossy(&response.body).into_owned(),
+        ))
     } else {
         match reads {
             Some(reads) if status.is_success() => super::project::parse(reads, &response.body),

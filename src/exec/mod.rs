@@ -21,6 +21,7 @@ pub mod client;
 pub mod errors;
 pub mod project;
 pub mod render;
+pub mod resolve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Executor {
     reads: HashMap<String, project::Reads>,
     /// The OAuth client secrets of every provider: redacted from every call's output.
     client_secrets: Redactor,
+    /// Names resolved to ids, per connection ([`resolve`]).
+    names: resolve::NameCache,
 }
 
 impl Executor {
@@ -115,6 +118,7 @@ impl Executor {
             limits: config.executor.clone(),
             reads,
             client_secrets,
+            names: resolve::NameCache::default(),
         }
     }
 
@@ -126,9 +130,9 @@ impl Executor {
         &self.vault
     }
 
-    /// Providers the user has a connection with.
-    pub async fn connected_providers(&self, user: &str) -> Vec<String> {
-        self.vault.providers_of(user).await.unwrap_or_default()
+    /// The providers the user has a connection with, each with its account names.
+    pub async fn connected_accounts(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        self.vault.accounts_of(user).await.unwrap_or_default()
     }
 
     /// Run one tool call. Never panics on bad input; every failure is a [`ToolError`] that
@@ -140,6 +144,8 @@ impl Executor {
         args: Map<String, Value>,
     ) -> CallOutcome {
         let started = Instant::now();
+        let (ctx, args) = account_argument(ctx, self.catalog.tool(tool_name), args);
+        let ctx = &ctx;
         let Some((provider, tool)) = self.catalog.tool(tool_name) else {
             return Err(
                 ToolError::new(format!("there is no tool named {tool_name:?}"))
@@ -179,7 +185,7 @@ impl Executor {
         audit: &mut AuditEntry,
         redactor: &mut Redactor,
     ) -> Result<Value, ToolError> {
-        let valid = render::validate_args(tool, &args)
+        let mut valid = render::validate_args(tool, &args)
             .map_err(|e| ToolError::new(format!("invalid arguments for {}: {e}", tool.name)))?;
         // One read of the user's connections serves the whole call: the one it uses, and every
         // secret the vault holds for the user (redacted from the result). Through a relay this
@@ -203,19 +209,36 @@ impl Executor {
                 ));
             }
         }
-        let request = render::render(provider, tool, &valid).map_err(|e| {
-            ToolError::new(format!(
-                "{} cannot run with these arguments: {e}",
-                tool.name
-            ))
-        })?;
-        audit.method = Some(request.method.to_string());
-        audit.host = request.url.host_str().map(String::from);
-        audit.path = Some(request.url.path().to_string());
-
+        let render_request = |valid: &render::ValidArgs| {
+            render::render(provider, tool, valid).map_err(|e| {
+                ToolError::new(format!(
+                    "{} cannot run with these arguments: {e}",
+                    tool.name
+                ))
+            })
+        };
+        // Rendered before the token is touched: a refused argument costs no refresh.
+        let mut request = render_request(&valid)?;
+        let granted = conn.record.scopes.clone();
         let deadline = client::deadline_after(Duration::from_millis(self.limits.call_budget_ms));
         let (mut token, mut version) = self.refresher.fresh_token(&key, conn, deadline).await?;
         redactor.add(&token);
+        // Names become ids with the call's own connection and token.
+        let lookup = resolve::Lookup {
+            catalog: &self.catalog,
+            client: &self.client,
+            provider,
+            key: &key,
+            granted: &granted,
+            token: &token,
+            deadline,
+        };
+        if self.names.resolve(&lookup, tool, &mut valid).await? {
+            request = render_request(&valid)?;
+        }
+        audit.method = Some(request.method.to_string());
+        audit.host = request.url.host_str().map(String::from);
+        audit.path = Some(request.url.path().to_string());
         let mut refreshed_after_401 = false;
         let response = loop {
             let response = self.client.send(&request, &token, deadline).await?;
@@ -300,9 +323,11 @@ impl Executor {
                     provider.name,
                     names.join(", ")
                 ))
-                .hint(
-                    "start the server with `--account NAME` (or pass --account to `keyward call`)",
-                ));
+                .hint(format!(
+                    "pass the `{ACCOUNT_ARGUMENT}` argument (one of: {}), or start the server with \
+                     `--account NAME` (or pass --account to `keyward call`)",
+                    names.join(", ")
+                )));
             }
         };
         let key = ConnKey::new(&ctx.user, &provider.name, &wanted)
@@ -314,3 +339,33 @@ impl Executor {
         }
     }
 }
+
+/// The model-visible `account` argument: tools/list offers it (an enum of the user's accounts)
+/// on the tools of a provider the user has several accounts with. It picks the account unless
+/// the client already did (`_meta` `keyward/account`, `serve --account`: those win), and is
+/// taken out before the tool's own arguments are checked — unless the tool declares an
+/// `account` parameter of its own, which then keeps it.
+fn account_argument(
+    ctx: &CallContext,
+    tool: Option<(&Provider, &Tool)>,
+    mut args: Map<String, Value>,
+) -> (CallContext, Map<String, Value>) {
+    let mut ctx = ctx.clone();
+    let declared = tool.is_some_and(|(_, tool)| tool.param(ACCOUNT_ARGUMENT).is_some());
+    if !declared {
+        if let Some(value) = args.remove(ACCOUNT_ARGUMENT) {
+            if ctx.account.is_none() {
+                // Not a string: named as given, so that the "no such connection" error shows it.
+                ctx.account = match value {
+                    Value::Null => None,
+                    Value::String(name) => Some(name),
+                    other => Some(other.to_string()),
+                };
+            }
+        }
+    }
+    (ctx, args)
+}
+
+/// The name of the optional argument that picks one of the user's accounts of a provider.
+pub const ACCOUNT_ARGUMENT: &str = "account";

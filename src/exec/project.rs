@@ -27,9 +27,13 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
             .clone()
             .unwrap_or_else(|| Value::Object(Map::new()));
     }
+    if let Some(name) = &spec.text_body {
+        return text_result(name, body, spec.max_text_bytes);
+    }
     let shape = Shape {
         fields: &compiled.fields,
         decode: spec.decode_base64.as_deref(),
+        cap: &spec.cap_text,
         max_text: spec.max_text_bytes,
     };
 
@@ -46,7 +50,7 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
                     out.insert(rule.output.clone(), value);
                 }
             }
-            let next = next_page(spec.pagination, headers, &body);
+            let next = next_page(spec.pagination, &compiled.items_at, headers, &body);
             let items = match body.pointer_mut(&compiled.items_at).map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => Vec::new(),
@@ -60,6 +64,7 @@ pub fn project(tool: &Tool, headers: &http::HeaderMap, body: Value) -> Value {
 struct Shape<'a> {
     fields: &'a [FieldRule],
     decode: Option<&'a str>,
+    cap: &'a [String],
     max_text: usize,
 }
 
@@ -76,6 +81,13 @@ impl Shape<'_> {
         }
         if let Some(field) = self.decode {
             decode_text(&mut out, field, &source, self.max_text);
+        }
+        for field in self.cap {
+            if let Some(Value::String(text)) = out.get_mut(field.as_str()) {
+                if cut(text, self.max_text) {
+                    out.insert("truncated".into(), json!(true));
+                }
+            }
         }
         Value::Object(out)
     }
@@ -127,6 +139,7 @@ fn extract(value: &Value, steps: &[Step]) -> Option<Value> {
 /// Where the next page is, as the key and value the model sees.
 fn next_page(
     pagination: Pagination,
+    items_at: &str,
     headers: &http::HeaderMap,
     body: &Value,
 ) -> Option<(&'static str, Value)> {
@@ -147,8 +160,19 @@ fn next_page(
             .get("nextPageToken")
             .and_then(Value::as_str)
             .filter(|token| !token.is_empty())
-            .map(|token| ("next_page_token", json!(token))),
+            .map(|token| ("next_cursor", json!(token))),
+        Pagination::SlackPaging => {
+            let paging = body.pointer(&format!("{}/paging", parent_pointer(items_at)))?;
+            let page = paging.get("page")?.as_u64()?;
+            let pages = paging.get("pages")?.as_u64()?;
+            (page < pages).then(|| ("next_page", json!(page + 1)))
+        }
     }
+}
+
+/// The JSON pointer of the object holding `items_at` (`/messages/matches` → `/messages`).
+fn parent_pointer(items_at: &str) -> &str {
+    items_at.rfind('/').map_or("", |at| &items_at[..at])
 }
 
 /// The `page` query parameter of the `rel="next"` link in an RFC 8288 `Link` header.
@@ -183,6 +207,37 @@ fn next_link_page(header: &str) -> Option<u64> {
     None
 }
 
+/// Cut `text` to at most `max` bytes on a character boundary; true when something was cut.
+fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+/// A tool whose answer is text (a diff): `{"<name>": text, "size": bytes}`, the text capped.
+/// `size` is the whole answer's, so a model seeing `truncated` knows how much it did not get.
+fn text_result(name: &str, body: Value, max_text: usize) -> Value {
+    let mut text = match body {
+        Value::String(text) => text,
+        // A JSON answer where text was expected: still the answer, shown as written.
+        other => other.to_string(),
+    };
+    let mut out = Map::new();
+    out.insert("size".into(), json!(text.len()));
+    let truncated = cut(&mut text, max_text);
+    out.insert(name.into(), Value::String(text));
+    if truncated {
+        out.insert("truncated".into(), json!(true));
+    }
+    Value::Object(out)
+}
+
 /// Replace base64 `field` with its text; binary content becomes `"binary": true` with its size.
 fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_text: usize) {
     let Some(Value::String(encoded)) = out.get(field) else {
@@ -214,16 +269,10 @@ fn decode_text(out: &mut Map<String, Value>, field: &str, source: &Value, max_te
     let size = bytes.len();
     match String::from_utf8(bytes) {
         Ok(text) if !text.contains('\0') => {
-            let text = if text.len() > max_text {
-                let mut cut = max_text;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
+            let mut text = text;
+            if cut(&mut text, max_text) {
                 out.insert("truncated".into(), json!(true));
-                text[..cut].to_string()
-            } else {
-                text
-            };
+            }
             out.insert(field.into(), Value::String(text));
         }
         _ => {
@@ -284,15 +333,19 @@ impl Reads {
                 for steps in projection.root_fields.iter().flat_map(|r| &r.alternatives) {
                     root.add(steps.iter().map(|s| s.key.as_str()));
                 }
-                match pointer_keys(&projection.items_at) {
-                    Some(keys) => root.node(keys.iter().map(String::as_str)).merge(item),
-                    None => return Reads::everything(),
-                }
+                let Some(keys) = pointer_keys(&projection.items_at) else {
+                    return Reads::everything();
+                };
                 match spec.pagination {
                     Pagination::SlackCursor => root.add(["response_metadata", "next_cursor"]),
                     Pagination::PageToken => root.add(["nextPageToken"]),
+                    Pagination::SlackPaging => {
+                        let parent = &keys[..keys.len().saturating_sub(1)];
+                        root.add(parent.iter().map(String::as_str).chain(["paging"]));
+                    }
                     Pagination::None | Pagination::LinkHeader => {}
                 }
+                root.node(keys.iter().map(String::as_str)).merge(item);
                 root
             }
         };
@@ -872,6 +925,41 @@ mod tests {
     }
 
     #[test]
+    fn capped_text_fields_are_cut_and_their_object_marked() {
+        let mut spec = tool("github_get_commit").spec().clone();
+        spec.response.max_text_bytes = 5;
+        let spec = Tool::compile(spec).unwrap();
+        let body = json!({"sha": "abc", "files": [
+            {"filename": "a.rs", "patch": "+abcdé€"},
+            {"filename": "b.rs", "patch": "+ab"},
+        ]});
+        let projected = project(&spec, &no_headers(), body);
+        assert_eq!(projected["sha"], "abc");
+        assert_eq!(projected["items"][0]["patch"], "+abcd");
+        assert_eq!(projected["items"][0]["truncated"], true);
+        assert_eq!(projected["items"][1]["patch"], "+ab");
+        assert!(projected["items"][1].get("truncated").is_none());
+    }
+
+    #[test]
+    fn a_text_body_is_returned_capped_with_its_whole_size() {
+        let mut spec = tool("github_get_pull_request_diff").spec().clone();
+        spec.response.max_text_bytes = 4;
+        let spec = Tool::compile(spec).unwrap();
+        let projected = project(&spec, &no_headers(), json!("diff --git"));
+        assert_eq!(
+            projected,
+            json!({"size": 10, "diff": "diff", "truncated": true})
+        );
+        let whole = project(
+            &tool("github_get_pull_request_diff"),
+            &no_headers(),
+            json!("+a"),
+        );
+        assert_eq!(whole, json!({"size": 2, "diff": "+a"}));
+    }
+
+    #[test]
     fn files_too_large_for_the_api_say_so() {
         let mut file = github_file("big.bin", b"");
         file["encoding"] = json!("none");
@@ -940,10 +1028,12 @@ mod tests {
         });
         let projected = project(&tool("slack_search_messages"), &no_headers(), body);
         assert_eq!(projected["total"], 42);
-        assert_eq!(projected["page"], 1);
-        assert_eq!(projected["pages"], 3);
+        assert_eq!(projected["next_page"], 2);
         assert_eq!(projected["items"][0]["channel"], "ops");
-        assert_eq!(projected["items"][0]["channel_id"], "C1");
+        assert_eq!(
+            projected["items"][0]["permalink"],
+            "https://x.slack.com/archives/C1/p12"
+        );
     }
 
     #[test]
@@ -964,14 +1054,14 @@ mod tests {
             ]
         });
         let projected = project(&tool("calendar_list_events"), &no_headers(), body);
-        assert_eq!(projected["next_page_token"], "CigKGjVhN");
+        assert_eq!(projected["next_cursor"], "CigKGjVhN");
         assert_eq!(projected["time_zone"], "Europe/Paris");
         assert_eq!(
             projected["items"][0],
             json!({
                 "id": "ev1", "summary": "Standup", "start": "2024-05-01T09:00:00+02:00",
-                "end": "2024-05-01T09:15:00+02:00", "attendees": ["a@example.com", "b@example.com"],
-                "status": "confirmed", "html_link": "https://www.google.com/calendar/event?eid=ZXYx"
+                "end": "2024-05-01T09:15:00+02:00",
+                "html_link": "https://www.google.com/calendar/event?eid=ZXYx"
             })
         );
         assert_eq!(projected["items"][1]["start"], "2024-05-08");

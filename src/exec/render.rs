@@ -42,6 +42,13 @@ impl ValidArgs {
             .and_then(|(_, v)| v.as_ref())
     }
 
+    /// Replace the value of a declared argument (a name resolved to its id).
+    pub(crate) fn set(&mut self, name: &str, value: Value) {
+        if let Some((_, slot)) = self.values.iter_mut().find(|(n, _)| n == name) {
+            *slot = Some(value);
+        }
+    }
+
     /// The arguments that have a value, in declaration order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.values
@@ -597,6 +604,37 @@ mod tests {
              get("https://api.github.com/repos/o/r/contents/")),
             ("github_get_file_contents", json!({ "owner": "o", "repo": "r", "path": "/docs/my notes/é.md/" }),
              get("https://api.github.com/repos/o/r/contents/docs/my%20notes/%C3%A9.md")),
+            ("github_list_commits", json!({ "owner": "octo", "repo": "hello", "sha": "main", "path": "src/a b.rs", "since": "2024-03-01T00:00:00Z", "per_page": 5 }),
+             get("https://api.github.com/repos/octo/hello/commits?sha=main&path=src%2Fa+b.rs&since=2024-03-01T00%3A00%3A00Z&per_page=5")),
+            ("github_get_commit", json!({ "owner": "octo", "repo": "hello", "ref": "1a954628a960aaef81d7b2d4521929579f3541e6", "page": 2 }),
+             get("https://api.github.com/repos/octo/hello/commits/1a954628a960aaef81d7b2d4521929579f3541e6?page=2")),
+            ("github_get_pull_request_files", json!({ "owner": "octo", "repo": "hello", "number": 25 }),
+             get("https://api.github.com/repos/octo/hello/pulls/25/files")),
+            ("github_get_pull_request_diff", json!({ "owner": "octo", "repo": "hello", "number": 25 }),
+             get("https://api.github.com/repos/octo/hello/pulls/25")),
+            ("github_list_pull_request_reviews", json!({ "owner": "octo", "repo": "hello", "number": 25, "per_page": 30 }),
+             get("https://api.github.com/repos/octo/hello/pulls/25/reviews?per_page=30")),
+            ("github_list_pull_request_comments", json!({ "owner": "octo", "repo": "hello", "number": 25, "page": 2 }),
+             get("https://api.github.com/repos/octo/hello/pulls/25/comments?page=2")),
+            ("github_create_pull_request", json!({ "owner": "octo", "repo": "hello", "title": "Fix", "head": "octo:fix", "base": "main" }),
+             with_body(Method::POST, "https://api.github.com/repos/octo/hello/pulls",
+                       json!({ "title": "Fix", "head": "octo:fix", "base": "main" }))),
+            ("github_create_pull_request_review", json!({ "owner": "octo", "repo": "hello", "number": 25, "event": "APPROVE" }),
+             with_body(Method::POST, "https://api.github.com/repos/octo/hello/pulls/25/reviews", json!({ "event": "APPROVE" }))),
+            ("github_merge_pull_request", json!({ "owner": "octo", "repo": "hello", "number": 25 }),
+             with_body(Method::PUT, "https://api.github.com/repos/octo/hello/pulls/25/merge", json!({}))),
+            ("github_update_issue", json!({ "owner": "octo", "repo": "hello", "number": 24, "labels": [] }),
+             with_body(Method::PATCH, "https://api.github.com/repos/octo/hello/issues/24", json!({ "labels": [] }))),
+            ("github_list_repositories", json!({ "visibility": "private", "sort": "pushed" }),
+             get("https://api.github.com/user/repos?visibility=private&sort=pushed")),
+            ("github_search_repositories", json!({ "query": "tokio language:rust", "sort": "stars" }),
+             get("https://api.github.com/search/repositories?q=tokio+language%3Arust&sort=stars")),
+            ("github_search_code", json!({ "query": "parse_config repo:octo/hello" }),
+             get("https://api.github.com/search/code?q=parse_config+repo%3Aocto%2Fhello")),
+            ("github_list_branches", json!({ "owner": "octo", "repo": "hello", "protected": true }),
+             get("https://api.github.com/repos/octo/hello/branches?protected=true")),
+            ("github_list_workflow_runs", json!({ "owner": "octo", "repo": "hello", "branch": "main", "status": "failure" }),
+             get("https://api.github.com/repos/octo/hello/actions/runs?branch=main&status=failure")),
             ("slack_list_channels", json!({}),
              get("https://slack.com/api/conversations.list?limit=100&exclude_archived=true")),
             ("slack_list_channels", json!({ "types": ["public_channel", "private_channel"], "cursor": "dGVhbTpD" }),
@@ -619,7 +657,7 @@ mod tests {
              get("https://www.googleapis.com/calendar/v3/users/me/calendarList")),
             ("calendar_list_events", json!({ "time_min": "2024-05-01T00:00:00Z", "query": "standup" }),
              get("https://www.googleapis.com/calendar/v3/calendars/primary/events?timeMin=2024-05-01T00%3A00%3A00Z&q=standup&maxResults=25&singleEvents=true&orderBy=startTime")),
-            ("calendar_list_events", json!({ "calendar_id": "team@group.calendar.google.com", "max_results": 5, "page_token": "CigK" }),
+            ("calendar_list_events", json!({ "calendar_id": "team@group.calendar.google.com", "max_results": 5, "cursor": "CigK" }),
              get("https://www.googleapis.com/calendar/v3/calendars/team%40group.calendar.google.com/events?maxResults=5&pageToken=CigK&singleEvents=true&orderBy=startTime")),
             ("calendar_get_event", json!({ "calendar_id": "en.usa#holiday@group.v.calendar.google.com", "event_id": "abc_20240101" }),
              get("https://www.googleapis.com/calendar/v3/calendars/en.usa%23holiday%40group.v.calendar.google.com/events/abc_20240101")),
@@ -646,6 +684,28 @@ mod tests {
              with_body(Method::POST, "https://www.googleapis.com/calendar/v3/freeBusy",
                        json!({ "timeMin": "2024-05-01T08:00:00Z", "timeMax": "2024-05-01T18:00:00+02:00",
                                "items": [{ "id": "a@example.com" }, { "id": "en.usa#holiday@group.v.calendar.google.com" }] }))),
+            ("calendar_update_event", json!({ "event_id": "abc123", "summary": "Moved", "location": "Room 4" }),
+             with_body(Method::PATCH, "https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123",
+                       json!({ "summary": "Moved", "location": "Room 4" }))),
+            ("calendar_respond_to_event", json!({ "event_id": "abc123", "email": "me@example.com", "response": "tentative" }),
+             with_body(Method::PATCH, "https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123",
+                       json!({ "attendeesOmitted": true, "attendees": [{ "email": "me@example.com", "responseStatus": "tentative" }] }))),
+            ("calendar_quick_add", json!({ "text": "Lunch with Ana tomorrow 12:30" }),
+             Expect { method: Method::POST, url: "https://www.googleapis.com/calendar/v3/calendars/primary/events/quickAdd?text=Lunch+with+Ana+tomorrow+12%3A30", body: None }),
+            ("calendar_list_event_instances", json!({ "event_id": "abc123", "cursor": "CigK" }),
+             get("https://www.googleapis.com/calendar/v3/calendars/primary/events/abc123/instances?maxResults=25&pageToken=CigK")),
+            ("slack_list_users", json!({ "cursor": "dXNlcjpV" }),
+             get("https://slack.com/api/users.list?limit=100&cursor=dXNlcjpV")),
+            ("slack_add_reaction", json!({ "channel": "C0123456789", "ts": "1712345678.000100", "name": "eyes" }),
+             with_body(Method::POST, "https://slack.com/api/reactions.add",
+                       json!({ "channel": "C0123456789", "timestamp": "1712345678.000100", "name": "eyes" }))),
+            // A form body, compared as an object of its fields.
+            ("slack_open_dm", json!({ "users": ["U0A", "U0B"] }),
+             with_body(Method::POST, "https://slack.com/api/conversations.open", json!({ "users": "U0A,U0B" }))),
+            ("slack_get_channel_info", json!({ "channel": "C0123456789" }),
+             get("https://slack.com/api/conversations.info?channel=C0123456789&include_num_members=true")),
+            ("slack_get_permalink", json!({ "channel": "C0123456789", "ts": "1712345678.000100" }),
+             get("https://slack.com/api/chat.getPermalink?channel=C0123456789&message_ts=1712345678.000100")),
         ];
         let catalog = Catalog::embedded();
         let mut covered: Vec<&str> = Vec::new();
@@ -659,7 +719,12 @@ mod tests {
             );
             let body = match request.body {
                 Some(RenderedBody::Json(value)) => Some(value),
-                Some(RenderedBody::Form(_)) => panic!("{tool}: unexpected form body"),
+                Some(RenderedBody::Form(fields)) => Some(Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                )),
                 None => None,
             };
             assert_eq!(body, expected.body, "{tool} {arguments}");

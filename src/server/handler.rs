@@ -253,7 +253,7 @@ fn not_open(e: Arc<crate::error::Error>) -> ErrorData {
 }
 
 /// The providers whose tools a user sees (`None`: all), as [`ServerState::visible_with`] says.
-type Visible = Option<Vec<String>>;
+type Visible = Option<Vec<super::Connected>>;
 
 /// Where a session's watcher starts, once it has subscribed to the vault's changes: what the
 /// client was last told (the last `tools/list` answered, else what it would be told now) and

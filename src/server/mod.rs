@@ -90,6 +90,11 @@ impl Offer {
 /// and a waiter that goes away (a cancelled call) loses nothing.
 type Pending<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, Arc<Error>>>>;
 
+/// A provider the user has connected, with the names of their accounts of it. The list a
+/// session was told changes — and `tools/list_changed` fires — when a provider or an account
+/// comes or goes.
+pub type Connected = (String, Vec<String>);
+
 /// The tools a server offers: the catalog, checked against the offer, with the MCP definitions
 /// of the tools the filter allows built once.
 #[derive(Debug)]
@@ -133,12 +138,20 @@ impl Tools {
         self.by_name.get(name).map(|&i| &self.offered[i])
     }
 
-    /// The offered tools of the `visible` providers (`None`: all).
-    pub fn visible(&self, visible: Option<&[String]>) -> Vec<rmcp::model::Tool> {
+    /// The offered tools of the `visible` providers (`None`: all). The tools of a provider the
+    /// user has several accounts with take an optional `account` argument listing them; with
+    /// one account (or `all_tools`) the definitions are the catalog's, so a single-account user
+    /// pays nothing for the choice.
+    pub fn visible(&self, visible: Option<&[Connected]>) -> Vec<rmcp::model::Tool> {
         self.offered
             .iter()
-            .filter(|o| visible.is_none_or(|v| v.contains(&o.provider)))
-            .map(|o| o.tool.clone())
+            .filter_map(|o| match visible {
+                None => Some(o.tool.clone()),
+                Some(visible) => {
+                    let (_, accounts) = visible.iter().find(|(p, _)| *p == o.provider)?;
+                    Some(tools::with_accounts(&o.tool, accounts))
+                }
+            })
             .collect()
     }
 }
@@ -319,7 +332,7 @@ impl ServerState {
     pub async fn visible_providers(
         &self,
         user: &str,
-    ) -> std::result::Result<Option<Vec<String>>, Arc<Error>> {
+    ) -> std::result::Result<Option<Vec<Connected>>, Arc<Error>> {
         if self.offer.all_tools {
             return Ok(None);
         }
@@ -329,11 +342,11 @@ impl ServerState {
 
     /// [`ServerState::visible_providers`] with the executor at hand (the vault read holds no
     /// worker).
-    pub async fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<String>> {
+    pub async fn visible_with(&self, executor: &Executor, user: &str) -> Option<Vec<Connected>> {
         if self.offer.all_tools {
             None
         } else {
-            Some(executor.connected_providers(user).await)
+            Some(executor.connected_accounts(user).await)
         }
     }
 

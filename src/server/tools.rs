@@ -32,12 +32,23 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
         _ => JsonObject::new(),
     };
     // Hints, from the manifest: the tool only reads / may overwrite or delete / may be repeated
-    // safely; every keyward tool reaches a third-party service, so the world is open.
-    let annotations = ToolAnnotations::with_title(spec.title.clone())
-        .read_only(spec.read_only)
-        .destructive(!spec.read_only && spec.destructive)
-        .idempotent(spec.is_idempotent())
-        .open_world(true);
+    // safely. Only the hints that differ from the MCP defaults (readOnly false, destructive
+    // true, idempotent false, openWorld true) are sent, and destructive/idempotent only for
+    // tools that write (the spec gives them meaning only there): every session's context pays
+    // for each byte of the 45 definitions, and an omitted hint means its default exactly. Every
+    // keyward tool reaches a third-party service, so the world is open (the default).
+    // The title is the definition's own `title`; repeating it in the annotations would cost
+    // every session's context the same words twice.
+    let mut annotations = ToolAnnotations::new();
+    if spec.read_only {
+        annotations = annotations.read_only(true);
+    } else {
+        // Explicit either way: "may delete" is the hint a client warns on.
+        annotations = annotations.destructive(spec.destructive);
+        if spec.is_idempotent() {
+            annotations = annotations.idempotent(true);
+        }
+    }
     let mut meta = MetaObject::new();
     meta.insert(META_SCOPES.into(), json!(spec.scopes));
     meta.insert(META_PROVIDER.into(), json!(provider.name));
@@ -50,6 +61,24 @@ pub fn definition(provider: &ProviderSpec, spec: &ToolSpec) -> Tool {
     .with_title(spec.title.clone())
     .with_annotations(annotations)
     .with_meta(meta)
+}
+
+/// `tool` as a user with `accounts` of its provider sees it: with several, an optional
+/// `account` argument whose enum lists them (see [`crate::exec::ACCOUNT_ARGUMENT`]).
+pub fn with_accounts(tool: &Tool, accounts: &[String]) -> Tool {
+    let mut tool = tool.clone();
+    if accounts.len() < 2 {
+        return tool;
+    }
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.insert(
+            crate::exec::ACCOUNT_ARGUMENT.into(),
+            json!({ "type": "string", "enum": accounts, "description": "Which account." }),
+        );
+    }
+    tool.input_schema = Arc::new(schema);
+    tool
 }
 
 /// A successful call: the projected JSON as `structuredContent` and the same JSON as text (for
@@ -92,18 +121,23 @@ mod tests {
         let tool = definition(provider, spec);
         let json = serde_json::to_value(&tool).unwrap();
         assert_eq!(json["name"], "github_get_issue");
-        assert_eq!(json["annotations"]["readOnlyHint"], true);
-        assert_eq!(json["annotations"]["destructiveHint"], false);
-        assert_eq!(json["annotations"]["idempotentHint"], true);
-        assert_eq!(json["annotations"]["openWorldHint"], true);
+        // A read-only tool says so and nothing else: the other hints are the spec's defaults
+        // or meaningless for a tool that does not write.
+        assert_eq!(json["annotations"], json!({"readOnlyHint": true}));
         assert_eq!(json["_meta"]["keyward/provider"], "github");
         assert_eq!(json["_meta"]["keyward/scopes"], json!(spec.scopes));
         assert_eq!(json["inputSchema"]["type"], "object");
 
         let (provider, spec) = catalog.tool("calendar_delete_event").unwrap();
         let json = serde_json::to_value(definition(provider, spec)).unwrap();
-        assert_eq!(json["annotations"]["readOnlyHint"], false);
-        assert_eq!(json["annotations"]["destructiveHint"], true);
+        assert_eq!(
+            json["annotations"],
+            json!({"destructiveHint": true, "idempotentHint": true})
+        );
+
+        let (provider, spec) = catalog.tool("github_create_issue").unwrap();
+        let json = serde_json::to_value(definition(provider, spec)).unwrap();
+        assert_eq!(json["annotations"], json!({"destructiveHint": false}));
     }
 
     #[test]

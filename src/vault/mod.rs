@@ -385,6 +385,22 @@ impl Vault {
         Ok(providers)
     }
 
+    /// The accounts `user` has connected, per provider (the `account` argument of a provider's
+    /// tools lists them when there are several).
+    pub async fn accounts_of(&self, user: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let mut accounts: Vec<(String, Vec<String>)> = Vec::new();
+        for key in self.keys().await? {
+            if key.user != user {
+                continue;
+            }
+            match accounts.iter_mut().find(|(p, _)| *p == key.provider) {
+                Some((_, names)) => names.push(key.account),
+                None => accounts.push((key.provider, vec![key.account])),
+            }
+        }
+        Ok(accounts)
+    }
+
     /// Connections added, changed or removed — by this process or any other — from now on.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<ConnKey> {
         let rx = self.inner.changes.subscribe();

@@ -39,7 +39,8 @@ async fn stdio_initialize_list_and_call_tools() {
     let get_issue = tools.iter().find(|t| t.name == "github_get_issue").unwrap();
     let json = serde_json::to_value(get_issue).unwrap();
     assert_eq!(json["annotations"]["readOnlyHint"], true);
-    assert_eq!(json["annotations"]["openWorldHint"], true);
+    // Only the hints that differ from the MCP defaults are sent (openWorld: true by default).
+    assert!(json["annotations"].get("openWorldHint").is_none());
     assert_eq!(json["_meta"]["keyward/scopes"], json!(["repo"]));
     assert_eq!(json["_meta"]["keyward/provider"], "github");
     assert_eq!(
@@ -50,10 +51,11 @@ async fn stdio_initialize_list_and_call_tools() {
         .iter()
         .find(|t| t.name == "github_create_issue")
         .unwrap();
-    assert_eq!(
-        create.annotations.as_ref().unwrap().read_only_hint,
-        Some(false)
-    );
+    // A tool that writes leaves readOnlyHint out (the MCP default, false) and says whether it
+    // may delete.
+    let hints = create.annotations.as_ref().unwrap();
+    assert_eq!(hints.read_only_hint, None);
+    assert_eq!(hints.destructive_hint, Some(false));
 
     let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "default-default");
@@ -731,4 +733,56 @@ fn mcp_json_has_working_stdio_and_http_entries() {
     );
     let auth = http["headers"]["Authorization"].as_str().unwrap();
     assert!(auth.starts_with("Bearer kw_"), "{auth}");
+}
+
+/// A second account of a provider gives its tools an optional `account` argument listing the
+/// accounts (announced with `tools/list_changed`), which picks the connection; `serve
+/// --account` (like `_meta` `keyward/account`) wins over it. With one account it is absent.
+#[tokio::test]
+async fn a_second_account_adds_an_account_argument_that_picks_the_connection() {
+    let up = FakeUpstream::start().await;
+    let kw = home_with(&up, &[("default", "default")]);
+    let server = serve_stdio(&kw, &[]).await;
+    let account_enum = |tools: &[rmcp::model::Tool], name: &str| {
+        let tool = tools.iter().find(|t| t.name == name).expect("listed");
+        tool.input_schema["properties"].get("account").cloned()
+    };
+    let tools = server.client.list_all_tools().await.unwrap();
+    assert_eq!(account_enum(&tools, "github_get_me"), None);
+
+    let work = crate::support::home::token("default", "work");
+    up.grant_github_as(&work, "default-work");
+    let response = json!({"access_token": work, "token_type": "bearer", "scope": "repo read:user"});
+    kw.ok(
+        &["import", "github", "--account", "work"],
+        &response.to_string(),
+    );
+    let heard = server.handler.list_changed.clone();
+    assert!(
+        eventually(30, || heard.load(Ordering::SeqCst) >= 1).await,
+        "no tools/list_changed after a second GitHub account was added"
+    );
+    let tools = server.client.list_all_tools().await.unwrap();
+    let account = account_enum(&tools, "github_list_issues").expect("an account argument");
+    assert_eq!(account["enum"], json!(["default", "work"]), "{account}");
+
+    let me = ok_value(&call(&server.client, "github_get_me", json!({"account": "work"})).await);
+    assert_eq!(me["login"], "default-work");
+    let me = ok_value(&call(&server.client, "github_get_me", json!({})).await);
+    assert_eq!(me["login"], "default-default");
+    let missing = call(&server.client, "github_get_me", json!({"account": "home"})).await;
+    assert!(
+        error_text(&missing).contains("account home"),
+        "{}",
+        error_text(&missing)
+    );
+    server.finish().await;
+
+    let pinned = serve_stdio(&kw, &["--account", "default"]).await;
+    let me = ok_value(&call(&pinned.client, "github_get_me", json!({"account": "work"})).await);
+    assert_eq!(
+        me["login"], "default-default",
+        "--account wins over the argument"
+    );
+    pinned.finish().await;
 }

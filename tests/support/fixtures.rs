@@ -32,7 +32,8 @@
 //!   connection's access token and `{version}` for keyward's; `body` is the JSON body (none
 //!   when absent).
 //! - `response.status` defaults to 200; `response.body` absent means an empty body; the
-//!   `content-type` is JSON unless `headers` says otherwise.
+//!   `content-type` is JSON unless `headers` says otherwise, and then a string `body` is sent
+//!   as it is (a diff), not as a JSON string.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,6 +145,9 @@ impl Fixture {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let body = match &response.body {
+            Some(Value::String(text)) if response.headers.contains_key("content-type") => {
+                text.clone().into_bytes()
+            }
             Some(body) => {
                 if !response.headers.contains_key("content-type") {
                     headers.push((
