@@ -205,6 +205,38 @@ pub struct ServerConfig {
     /// HTTP: how many live MCP sessions (Streamable HTTP and legacy SSE together) one user may
     /// have; opening one more closes that user's least recently used session.
     pub max_sessions_per_user: usize,
+    /// HTTP: the address clients and browsers reach this server at (behind its TLS proxy), used
+    /// in the protected-resource metadata, in `/connect` links and in OAuth redirect URIs. Its
+    /// host and origin are allowed like `allowed_hosts`/`allowed_origins` entries.
+    pub public_url: Option<String>,
+    /// HTTP: trust the team's identity provider (`[server.auth]`): its JWT access tokens
+    /// authenticate MCP clients beside API keys, and browsers sign in with it.
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[server.auth]`: the identity provider keyward trusts (an OAuth 2.1 protected resource, MCP
+/// authorization).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The issuer, exactly as its tokens' `iss` says; discovery (OIDC, else RFC 8414) from here.
+    pub issuer: String,
+    /// What access tokens' `aud` must contain; default `public_url` + `/mcp` (RFC 8707).
+    pub audience: Option<String>,
+    /// The claim that names the keyward user (`sub`, `email`, `preferred_username`, …).
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Scopes every access token must carry (else 403 `insufficient_scope`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// keyward's own client at the identity provider, for browser sign-in.
+    pub client_id: Option<String>,
+    /// Its secret (or `KEYWARD_AUTH_CLIENT_SECRET`); none for a public client.
+    pub client_secret: Option<SecretString>,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
 }
 
 impl Default for ServerConfig {
@@ -219,6 +251,8 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             max_unauthenticated_connections: 256,
             max_sessions_per_user: 64,
+            public_url: None,
+            auth: None,
         }
     }
 }
@@ -244,8 +278,81 @@ impl ServerConfig {
                 )));
             }
         }
+        self.public_base()?;
+        if let Some(auth) = &self.auth {
+            if self.public_url.is_none() {
+                return Err(Error::config(
+                    "[server.auth] needs `public_url` in the [server] section of config.toml: the \
+                     address clients reach keyward at (e.g. \"https://keyward.example.com\"), used \
+                     in its metadata and redirect URIs",
+                ));
+            }
+            check_web_url(&auth.issuer, "issuer", "[server.auth]")?;
+            if auth.user_claim.trim().is_empty() {
+                return Err(Error::config(
+                    "`user_claim` in [server.auth] is empty: name the claim that holds the user \
+                     (\"sub\", \"email\" or \"preferred_username\")",
+                ));
+            }
+        }
         Ok(())
     }
+
+    /// `public_url` checked, without a trailing slash (`https://keyward.example.com`); `None`
+    /// when it is not set.
+    pub fn public_base(&self) -> Result<Option<String>> {
+        let Some(text) = &self.public_url else {
+            return Ok(None);
+        };
+        let url = check_web_url(text, "public_url", "[server]")?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::config(format!(
+                "`public_url` in [server] must be an origin only, like \"https://{}\": keyward \
+                 serves its paths (/mcp, /connect, …) at the root",
+                url.host_str().unwrap_or("keyward.example.com")
+            )));
+        }
+        Ok(Some(url.as_str().trim_end_matches('/').to_string()))
+    }
+
+    /// The audience access tokens must name: `[server.auth] audience`, else `public_url` +
+    /// `/mcp` (the resource, RFC 8707). `None` without `[server.auth]`.
+    pub fn audience(&self) -> Result<Option<String>> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(audience) = &auth.audience {
+            return Ok(Some(audience.clone()));
+        }
+        Ok(self.public_base()?.map(|base| format!("{base}/mcp")))
+    }
+}
+
+/// A URL keyward sends people or requests to: https, or plain http to a loopback host (for
+/// trying things out and for tests), without credentials in it.
+fn check_web_url(text: &str, key: &str, section: &str) -> Result<url::Url> {
+    let bad = |why: &str| {
+        Error::config(format!(
+            "`{key}` in {section} of config.toml {why}: give an https URL such as \
+             \"https://keyward.example.com\" (plain http only for 127.0.0.1 or localhost)"
+        ))
+    };
+    let url = url::Url::parse(text).map_err(|_| bad("is not a URL"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(bad("has no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(bad("is not https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("carries credentials"));
+    }
+    Ok(url)
 }
 
 /// The RFC 8693 token-exchange endpoint of `keyward serve --http` (`[exchange]`; see
@@ -346,6 +453,14 @@ impl Config {
     }
 
     fn apply_env(&mut self) {
+        if let Some(auth) = &mut self.server.auth {
+            if let Some(secret) = std::env::var("KEYWARD_AUTH_CLIENT_SECRET")
+                .ok()
+                .filter(|v| !v.is_empty())
+            {
+                auth.client_secret = Some(SecretString::new(secret));
+            }
+        }
         if let Some(url) = std::env::var(STORE_URL_ENV)
             .ok()
             .filter(|v| !v.trim().is_empty())
@@ -444,6 +559,40 @@ fn scrub_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_settings_are_checked_at_start() {
+        let server = |text: &str| Config::parse(text).unwrap().server;
+        let ok = server(
+            "[server]\npublic_url = \"https://kw.example.com/\"\n[server.auth]\nissuer = \"https://idp.example.com/\"\n",
+        );
+        ok.check_http_limits().unwrap();
+        assert_eq!(
+            ok.public_base().unwrap().as_deref(),
+            Some("https://kw.example.com")
+        );
+        assert_eq!(
+            ok.audience().unwrap().as_deref(),
+            Some("https://kw.example.com/mcp")
+        );
+        assert_eq!(ok.auth.as_ref().unwrap().user_claim, "sub");
+        for (text, needle) in [
+            ("[server.auth]\nissuer = \"https://idp.example.com/\"\n", "public_url"),
+            ("[server]\npublic_url = \"http://kw.example.com\"\n", "https"),
+            ("[server]\npublic_url = \"https://kw.example.com/keyward\"\n", "origin only"),
+            (
+                "[server]\npublic_url = \"https://kw.example.com\"\n[server.auth]\nissuer = \"http://idp.example.com\"\n",
+                "issuer",
+            ),
+        ] {
+            let err = server(text).check_http_limits().unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // Loopback may be plain http (trying it out, tests).
+        server("[server]\npublic_url = \"http://127.0.0.1:8787\"\n")
+            .check_http_limits()
+            .unwrap();
+    }
 
     #[test]
     fn config_errors_name_line_and_key_but_never_the_value() {

@@ -11,7 +11,13 @@ use keyward::vault::users;
 #[derive(Subcommand)]
 pub enum UsersCommand {
     /// Add a user and print its new API key (shown only once)
-    Add { name: String },
+    Add {
+        name: String,
+        /// No API key: a user of the identity provider ([server.auth]), admitted ahead of their
+        /// first sign-in or again after `users remove`
+        #[arg(long)]
+        oidc: bool,
+    },
     /// List the users (never their keys)
     List,
     /// Remove a user: its API key stops working at once
@@ -20,7 +26,8 @@ pub enum UsersCommand {
 
 pub async fn run(home: &Home, command: UsersCommand) -> Result<()> {
     match command {
-        UsersCommand::Add { name } => add(home, &name).await,
+        UsersCommand::Add { name, oidc: false } => add(home, &name).await,
+        UsersCommand::Add { name, oidc: true } => add_oidc(home, &name).await,
         UsersCommand::List => list(home).await,
         UsersCommand::Remove { name } => remove(home, &name).await,
     }
@@ -40,6 +47,17 @@ async fn add(home: &Home, name: &str) -> Result<()> {
     Ok(())
 }
 
+async fn add_oidc(home: &Home, name: &str) -> Result<()> {
+    users::check_user_name(name)?;
+    let vault = super::open_for_write(home).await?;
+    users::add_oidc(&vault, name).await?;
+    println!(
+        "admitted {name}: they sign in through the identity provider ([server.auth] in \
+         config.toml); no API key was made"
+    );
+    Ok(())
+}
+
 async fn list(home: &Home) -> Result<()> {
     let Some(vault) = super::open_existing(home).await? else {
         println!("no users: add one with `keyward users add NAME`");
@@ -49,9 +67,14 @@ async fn list(home: &Home) -> Result<()> {
     if list.is_empty() {
         println!("no users: add one with `keyward users add NAME`");
     } else {
-        println!("{:<24} CREATED", "USER");
+        println!("{:<24} {:<16} CREATED", "USER", "SIGNS IN WITH");
         for user in list {
-            println!("{:<24} {}", user.name, user.created);
+            let with = match (user.api_key, user.oidc) {
+                (true, true) => "api key, oidc",
+                (false, true) => "oidc",
+                _ => "api key",
+            };
+            println!("{:<24} {:<16} {}", user.name, with, user.created);
         }
     }
     Ok(())
@@ -69,6 +92,9 @@ async fn remove(home: &Home, name: &str) -> Result<()> {
     if !users::remove(&vault, name).await? {
         return Err(not_found());
     }
-    println!("removed user {name}; its API key no longer works");
+    println!(
+        "removed user {name}; its API key no longer works, and the identity provider cannot \
+         bring them back (`keyward users add {name} --oidc` does)"
+    );
     Ok(())
 }

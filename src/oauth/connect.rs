@@ -234,16 +234,34 @@ struct PreparedBrowser {
 }
 
 async fn prepare_browser(app: &OAuthApp, requested: &[String]) -> Result<PreparedBrowser> {
-    let client = app.client(true, false)?;
+    app.client(true, false)?;
     let loopback = Loopback::bind(app.redirect_port, &app.provider).await?;
     let redirect_uri = loopback.redirect_uri();
+    let (url, state, verifier) = authorization_url(app, requested, &redirect_uri)?;
+    Ok(PreparedBrowser {
+        url,
+        state,
+        verifier,
+        loopback,
+        redirect_uri,
+    })
+}
+
+/// The provider's authorization URL for `requested` with the redirect `redirect_uri`, a fresh
+/// single-use `state` and a PKCE (S256) pair whose verifier stays with the caller.
+fn authorization_url(
+    app: &OAuthApp,
+    requested: &[String],
+    redirect_uri: &str,
+) -> Result<(String, CsrfToken, oauth2::PkceCodeVerifier)> {
+    let client = app.client(true, false)?;
     let oauth = BasicClient::new(ClientId::new(client.id.to_string()))
         .set_auth_uri(
             AuthUrl::new(app.authorize_url.clone())
                 .map_err(|e| Error::config(format!("authorize_url: {e}")))?,
         )
         .set_redirect_uri(
-            RedirectUrl::new(redirect_uri.clone()).map_err(|e| Error::other(e.to_string()))?,
+            RedirectUrl::new(redirect_uri.to_string()).map_err(|e| Error::other(e.to_string()))?,
         );
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut auth = oauth
@@ -263,13 +281,113 @@ async fn prepare_browser(app: &OAuthApp, requested: &[String]) -> Result<Prepare
         auth = auth.add_extra_param(*name, *value);
     }
     let (url, state) = auth.url();
-    Ok(PreparedBrowser {
-        url: url.to_string(),
-        state,
-        verifier,
-        loopback,
-        redirect_uri,
-    })
+    Ok((url.to_string(), state, verifier))
+}
+
+/// The authorization-code flow with a redirect to keyward's public address (`keyward serve
+/// --http` with `public_url`): the provider redirects the browser to `redirect_uri`, and the
+/// server that receives the code calls [`WebFlow::exchange`]. The caller keeps `state` and
+/// `verifier` (sealed in the browser's cookie) — they never appear in the URL.
+pub struct WebFlow {
+    pub url: String,
+    pub state: String,
+    pub verifier: String,
+    pub requested: Vec<String>,
+}
+
+impl WebFlow {
+    /// Start a flow for `key` asking for what `selection` needs.
+    pub fn start(
+        config: &Config,
+        catalog: &Catalog,
+        provider: &str,
+        selection: &Selection,
+        redirect_uri: &str,
+    ) -> Result<WebFlow> {
+        let spec = catalog
+            .provider(provider)
+            .ok_or_else(|| Error::usage(format!("unknown provider {provider:?}")))?;
+        let requested = requested_scopes(catalog, spec, selection)?;
+        let app = OAuthApp::new(spec, config);
+        let (url, state, verifier) = authorization_url(&app, &requested, redirect_uri)?;
+        Ok(WebFlow {
+            url,
+            state: state.secret().clone(),
+            verifier: verifier.secret().clone(),
+            requested,
+        })
+    }
+
+    /// Exchange the `code` the provider sent back and store the grant under `key` (flushed,
+    /// audited like `keyward connect`); the error says why nothing was stored.
+    pub async fn exchange(
+        vault: &Vault,
+        config: &Config,
+        catalog: &Catalog,
+        key: &ConnKey,
+        code: &str,
+        pending: WebPending,
+    ) -> Result<Connected> {
+        let WebPending {
+            verifier,
+            redirect_uri,
+            requested,
+        } = pending;
+        let result = async {
+            let spec = catalog
+                .provider(&key.provider)
+                .ok_or_else(|| Error::usage(format!("unknown provider {:?}", key.provider)))?;
+            let app = OAuthApp::new(spec, config);
+            let http = OAuthHttp::new(Duration::from_millis(
+                config.executor.read_timeout_ms.max(1000),
+            ))?;
+            let record = exchange_code(&http, &app, code, &redirect_uri, &verifier).await?;
+            let authorized = Authorized {
+                record,
+                requested,
+                flow: "web",
+                reply: None,
+            };
+            store(vault, catalog, key, authorized).await
+        }
+        .await;
+        if let Err(e) = &result {
+            audit_failure(vault, key, e).await;
+        }
+        result
+    }
+}
+
+/// What the server keeps of a [`WebFlow`] until the provider redirects back (sealed in the
+/// browser's cookie): the PKCE verifier holds the exchange to this browser.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct WebPending {
+    pub verifier: String,
+    pub redirect_uri: String,
+    pub requested: Vec<String>,
+}
+
+/// Trade an authorization code (and its PKCE verifier) for a token record.
+async fn exchange_code(
+    http: &OAuthHttp,
+    app: &OAuthApp,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<TokenRecord> {
+    let client = app.client(true, false)?;
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+        ("client_id", client.id),
+    ];
+    if let Some(secret) = client.secret {
+        form.push(("client_secret", secret.expose()));
+    }
+    let answer = token_endpoint::request(http, &app.token_url, &form, http.timeout()).await;
+    exchange_result(app, answer)
 }
 
 /// The second half: wait for the redirect, exchange the code.
@@ -288,7 +406,6 @@ async fn finish_browser(
         redirect_uri,
         ..
     } = prepared;
-    let client = app.client(true, false)?;
     let Some((callback, reply, server)) = loopback
         .wait(state.secret(), &app.title, request.timeout, notify)
         .await?
@@ -324,18 +441,8 @@ async fn finish_browser(
         }
     };
 
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code.secret().as_str()),
-        ("redirect_uri", redirect_uri.as_str()),
-        ("code_verifier", verifier.secret().as_str()),
-        ("client_id", client.id),
-    ];
-    if let Some(secret) = client.secret {
-        form.push(("client_secret", secret.expose()));
-    }
-    let answer = token_endpoint::request(http, &app.token_url, &form, http.timeout()).await;
-    match exchange_result(app, answer) {
+    let exchanged = exchange_code(http, app, code.secret(), &redirect_uri, verifier.secret()).await;
+    match exchanged {
         Ok(record) => Ok(Authorized {
             record,
             requested,

@@ -102,11 +102,26 @@ pub async fn request(
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Answer {
+    request_as(http, url, form, None, timeout).await
+}
+
+/// [`request`], authenticating the client with HTTP basic auth (`client_secret_basic`, RFC 6749
+/// §2.3.1) when `basic` names the client id and secret; the secret is redacted like the form's.
+pub async fn request_as(
+    http: &OAuthHttp,
+    url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Answer {
     let mut redactor = Redactor::new();
     for (_, value) in form.iter().filter(|(k, _)| SECRET_FIELDS.contains(k)) {
         redactor.add_str(value);
     }
-    let request = match form_request(url, form, None) {
+    if let Some((_, secret)) = basic {
+        redactor.add_str(secret);
+    }
+    let request = match form_request(url, form, basic) {
         Ok(r) => r,
         Err(e) => return Answer::Malformed(e.to_string()).redacted(&redactor),
     };

@@ -6,16 +6,25 @@
 //!    the browser send requests to 127.0.0.1 under the attacker's host name.
 //! 2. `Origin`, when present (browsers), must be a loopback origin or an entry of
 //!    `[server] allowed_origins` — else 403.
-//! 3. `Authorization: Bearer kw_…` must be a current API key — else 401 with
-//!    `WWW-Authenticate: Bearer`. The key is checked on every request through a
-//!    [`users::KeyCache`] that forgets everything the moment a user is added or
-//!    removed, so a removed user is locked out at once; the key is then taken off the request,
-//!    and what the MCP layer sees is only the [`AuthUser`] it belongs to.
+//! 3. `Authorization: Bearer …` must be a current API key (`kw_…`) or, with `[server.auth]`, an
+//!    access token of the team's identity provider that [`Oidc::validate_access_token`] accepts
+//!    — else 401 with `WWW-Authenticate: Bearer`. Keys and the identity provider's users are
+//!    checked on every request through a [`users::KeyCache`] that forgets everything the moment
+//!    a user is added or removed, so a removed user is locked out at once; the credential is then
+//!    taken off the request, and what the MCP layer sees is only the [`AuthUser`] it belongs to.
 //!
-//! Which user a credential belongs to is decided in one place, [`user_of_credential`], for the
-//! bearer of an MCP request and for the `subject_token` of a token exchange
-//! ([`resolve_subject`], `super::exchange`): whatever credential the server comes to accept (an
-//! identity provider's access token, with `[server.auth]`), both paths accept it alike.
+//! With `[server.auth]`, keyward is an OAuth 2.1 protected resource (MCP authorization, RFC
+//! 9728): every 401 carries `WWW-Authenticate: Bearer resource_metadata="<public_url>/.well-known/
+//! oauth-protected-resource/mcp", scope="<required scopes>"` (plus `error="invalid_token"` and a
+//! description when a token was sent and refused), which is how an MCP client finds the
+//! identity provider to sign its user in; a valid token without the required scopes gets 403
+//! with `error="insufficient_scope"` and the whole scope set in the same one challenge.
+//!
+//! Which user a credential belongs to is decided in one place,
+//! [`Authenticator::user_of_credential`], for the bearer of an MCP request and for the
+//! `subject_token` of a token exchange ([`Authenticator::resolve_subject`], `super::exchange`):
+//! an API key, or with `[server.auth]` the identity provider's access token (JWT), is accepted
+//! alike on both paths.
 //!
 //! MCP sessions are bound to the user that created them ([`SessionOwners`]): a request that
 //! carries another user's session id is answered 404, exactly like an unknown session, so it
@@ -32,16 +41,26 @@ use crate::sync::lock;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
+use super::oidc::{Oidc, TokenError};
 use crate::config::ServerConfig;
-use crate::vault::users::{self, KeyCache};
+use crate::vault::users::{self, Admission, KeyCache};
 
 /// The user an HTTP request authenticated as. Inserted into the request's extensions by the
 /// auth middleware; the handler reads it from there.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AuthUser {
     pub name: String,
-    /// SHA-256 of the key used, so long-lived sessions can be re-checked against the vault.
-    pub key_hash: [u8; 32],
+    pub credential: Credential,
+}
+
+/// What a request authenticated with, so long-lived sessions can be re-checked.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// SHA-256 of the API key used.
+    ApiKey([u8; 32]),
+    /// An access token of the identity provider (checked on every request; the session lives
+    /// while the user is not removed).
+    Oidc,
 }
 
 impl std::fmt::Debug for AuthUser {
@@ -53,9 +72,17 @@ impl std::fmt::Debug for AuthUser {
 }
 
 impl AuthUser {
-    /// True while the key this user came in with is still theirs.
+    /// True while the key this user came in with is still theirs (an identity provider's user:
+    /// while they are not removed).
     pub async fn still_valid(&self, keys: &KeyCache) -> bool {
-        keys.lookup(&self.key_hash).await.as_deref() == Some(self.name.as_str())
+        match &self.credential {
+            Credential::ApiKey(hash) => {
+                keys.lookup(hash).await.as_deref() == Some(self.name.as_str())
+            }
+            Credential::Oidc => {
+                matches!(keys.admit_oidc(&self.name).await, Ok(Admission::Admitted))
+            }
+        }
     }
 }
 
@@ -107,7 +134,8 @@ pub struct Access {
 }
 
 impl Access {
-    /// Loopback names, the bound address, and the config's extra hosts and origins.
+    /// Loopback names, the bound address, `public_url`, and the config's extra hosts and
+    /// origins.
     pub fn new(bound: SocketAddr, config: &ServerConfig) -> Access {
         let mut hosts: Vec<HostRule> = ["localhost", "127.0.0.1", "::1"]
             .iter()
@@ -127,11 +155,27 @@ impl Access {
                 hosts.push(HostRule { host, port });
             }
         }
-        let origins = config
+        let mut origins: Vec<String> = config
             .allowed_origins
             .iter()
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .collect();
+        if let Some(public) = config
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+        {
+            if let Some(host) = public.host_str() {
+                hosts.push(HostRule {
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_ascii_lowercase(),
+                    port: public.port(),
+                });
+            }
+            origins.push(public.origin().ascii_serialization().to_ascii_lowercase());
+        }
         Access { hosts, origins }
     }
 
@@ -185,14 +229,10 @@ impl Access {
     }
 }
 
-/// Why a request was turned away; becomes its 401 or 403 response.
+/// Why a request was turned away by the Host/Origin checks; becomes its 403 response.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejection {
     Forbidden(String),
-    /// `invalid`: a key was sent but is not a current one.
-    Unauthorized {
-        invalid: bool,
-    },
 }
 
 impl IntoResponse for Rejection {
@@ -202,16 +242,283 @@ impl IntoResponse for Rejection {
                 tracing::warn!("403: {reason}");
                 (StatusCode::FORBIDDEN, format!("403 Forbidden: {reason}\n")).into_response()
             }
-            Rejection::Unauthorized { invalid } => unauthorized(invalid),
         }
     }
+}
+
+/// Why a request's credential was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No credential at all.
+    Missing,
+    /// An API key that is not a current one.
+    BadKey,
+    /// An access token the identity provider's rules refuse (the reason, for
+    /// `error_description`).
+    BadToken(String),
+    /// A valid token without the required scopes.
+    InsufficientScope,
+    /// The identity provider's keys could not be had: nobody can be checked now.
+    Unavailable(String),
 }
 
 fn forbidden(reason: &str) -> Rejection {
     Rejection::Forbidden(reason.to_string())
 }
 
-/// The 401 answer. `invalid`: a key was sent but is not a current one.
+/// What a token exchange says its `subject_token` is (RFC 8693 §3 token type identifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectType {
+    /// `urn:ietf:params:oauth:token-type:access_token`: a credential keyward's HTTP server
+    /// accepts as a bearer (an API key, or the identity provider's access token).
+    AccessToken,
+    /// `urn:ietf:params:oauth:token-type:jwt`: the identity provider's JWT.
+    Jwt,
+}
+
+/// Why a `subject_token` names no user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRefusal {
+    /// Not a kind of credential this server takes (`unsupported_token_type`); says what is.
+    Unsupported(&'static str),
+    /// Not a current credential of any user (`invalid_grant`).
+    Invalid,
+    /// The identity provider's keys could not be had: nobody can be checked now (503).
+    Unavailable(String),
+}
+
+/// Who may call `/mcp`: API keys, and the identity provider's access tokens when configured.
+pub struct Authenticator {
+    keys: std::sync::Arc<KeyCache>,
+    oidc: Option<std::sync::Arc<Oidc>>,
+    /// `<public_url>/.well-known/oauth-protected-resource/mcp` (with `[server.auth]`).
+    resource_metadata: Option<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("oidc", &self.oidc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(
+        keys: std::sync::Arc<KeyCache>,
+        oidc: Option<std::sync::Arc<Oidc>>,
+        public_base: Option<&str>,
+    ) -> Authenticator {
+        let resource_metadata = oidc
+            .as_ref()
+            .and(public_base)
+            .map(|base| format!("{base}{METADATA_PATH}/mcp"));
+        Authenticator {
+            keys,
+            oidc,
+            resource_metadata,
+        }
+    }
+
+    pub fn keys(&self) -> &std::sync::Arc<KeyCache> {
+        &self.keys
+    }
+
+    /// Check the bearer credential of a request: an API key (`kw_…`) against the current keys
+    /// (off the runtime's workers when the key is not in the cache), anything else — with
+    /// `[server.auth]` — as the identity provider's access token.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<AuthUser, Refused> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(Refused::Missing);
+        };
+        let value = value.to_str().map_err(|_| Refused::BadKey)?;
+        let Some((scheme, credential)) = value.trim().split_once(' ') else {
+            return Err(Refused::BadKey);
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Refused::Missing);
+        }
+        self.user_of_credential(credential.trim()).await
+    }
+
+    /// The user a credential belongs to — an API key (`kw_…`), or with `[server.auth]` any other
+    /// credential as the identity provider's access token: the one decision behind an MCP
+    /// request's bearer and a token exchange's subject.
+    pub async fn user_of_credential(&self, credential: &str) -> Result<AuthUser, Refused> {
+        match &self.oidc {
+            Some(oidc) if !credential.starts_with(users::KEY_PREFIX) => {
+                self.authenticate_token(oidc, credential).await
+            }
+            _ => {
+                let key_hash = users::key_hash(credential);
+                match self.keys.lookup(&key_hash).await {
+                    Some(name) => Ok(AuthUser {
+                        name,
+                        credential: Credential::ApiKey(key_hash),
+                    }),
+                    None => Err(Refused::BadKey),
+                }
+            }
+        }
+    }
+
+    async fn authenticate_token(&self, oidc: &Oidc, token: &str) -> Result<AuthUser, Refused> {
+        let claims = match oidc.validate_access_token(token).await {
+            Ok(claims) => claims,
+            Err(TokenError::Invalid(reason)) => {
+                tracing::info!("refused an access token: {reason}");
+                return Err(Refused::BadToken(reason));
+            }
+            Err(TokenError::InsufficientScope(missing)) => {
+                tracing::info!(
+                    "refused an access token: it lacks the scopes {}",
+                    missing.join(" ")
+                );
+                return Err(Refused::InsufficientScope);
+            }
+            Err(TokenError::Unavailable(reason)) => return Err(Refused::Unavailable(reason)),
+        };
+        match self.keys.admit_oidc(&claims.user).await {
+            Ok(Admission::Admitted) => Ok(AuthUser {
+                name: claims.user,
+                credential: Credential::Oidc,
+            }),
+            Ok(Admission::Removed) => Err(Refused::BadToken(format!(
+                "the user {} was removed from keyward; its administrator can admit them again \
+                 (`keyward users add {} --oidc`)",
+                claims.user, claims.user
+            ))),
+            Err(e) => Err(Refused::Unavailable(format!(
+                "checking the user failed: {e}"
+            ))),
+        }
+    }
+
+    /// The user whose credential a token exchange presents as its `subject_token`: exactly the
+    /// user an MCP request with that credential as its bearer would act as. A JWT subject is
+    /// taken only with an identity provider (`[server.auth]`), and validated as its access token.
+    pub async fn resolve_subject(
+        &self,
+        token: &str,
+        kind: SubjectType,
+    ) -> Result<AuthUser, SubjectRefusal> {
+        let resolved =
+            match (kind, &self.oidc) {
+                (SubjectType::AccessToken, _) => self.user_of_credential(token).await,
+                (SubjectType::Jwt, Some(oidc)) => self.authenticate_token(oidc, token).await,
+                (SubjectType::Jwt, None) => return Err(SubjectRefusal::Unsupported(
+                    "this server takes no JWT subject tokens (no identity provider is configured \
+                     in [server.auth]): send the user's keyward API key with subject_token_type \
+                     urn:ietf:params:oauth:token-type:access_token",
+                )),
+            };
+        resolved.map_err(|refused| match refused {
+            Refused::Unavailable(reason) => SubjectRefusal::Unavailable(reason),
+            Refused::Missing
+            | Refused::BadKey
+            | Refused::BadToken(_)
+            | Refused::InsufficientScope => SubjectRefusal::Invalid,
+        })
+    }
+
+    /// The answer to a refused credential: 401 (403 for missing scopes, 503 when the identity
+    /// provider cannot be reached) with the challenge that tells a client what to do.
+    pub fn refuse(&self, refused: Refused) -> Response {
+        let (Some(oidc), Some(metadata)) = (&self.oidc, &self.resource_metadata) else {
+            return unauthorized(refused != Refused::Missing);
+        };
+        let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
+        if !oidc.required_scopes().is_empty() {
+            challenge.push_str(&format!(", scope=\"{}\"", oidc.required_scopes().join(" ")));
+        }
+        let (status, text) = match &refused {
+            Refused::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "401 Unauthorized: sign in with the identity provider named in the \
+                 resource_metadata of the WWW-Authenticate header, or send an API key"
+                    .to_string(),
+            ),
+            Refused::BadKey => {
+                challenge.push_str(
+                    ", error=\"invalid_token\", error_description=\"the API key is not valid\"",
+                );
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "401 Unauthorized: the API key is not valid (it may have been removed); ask \
+                     for a new one (`keyward users add NAME`)"
+                        .to_string(),
+                )
+            }
+            Refused::BadToken(reason) => {
+                challenge.push_str(&format!(
+                    ", error=\"invalid_token\", error_description=\"{}\"",
+                    quoted(reason)
+                ));
+                (
+                    StatusCode::UNAUTHORIZED,
+                    format!("401 Unauthorized: {reason}; sign in again"),
+                )
+            }
+            Refused::InsufficientScope => {
+                challenge.push_str(", error=\"insufficient_scope\"");
+                (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "403 Forbidden: the token lacks scopes keyward requires; sign in again \
+                         asking for: {}",
+                        oidc.required_scopes().join(" ")
+                    ),
+                )
+            }
+            Refused::Unavailable(reason) => {
+                tracing::warn!("cannot check access tokens now: {reason}");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("503 Service Unavailable: keyward cannot check access tokens now ({reason}); try again shortly\n"),
+                )
+                    .into_response();
+            }
+        };
+        let mut response = (status, format!("{text}\n")).into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    /// The RFC 9728 metadata document, with `[server.auth]`.
+    pub fn metadata(&self, public_base: &str) -> Option<serde_json::Value> {
+        let oidc = self.oidc.as_ref()?;
+        Some(serde_json::json!({
+            "resource": format!("{public_base}/mcp"),
+            "authorization_servers": [oidc.issuer()],
+            "scopes_supported": oidc.required_scopes(),
+            "bearer_methods_supported": ["header"],
+            "resource_name": "keyward",
+        }))
+    }
+}
+
+/// Where the protected resource metadata lives (RFC 9728 §3.1); `/mcp` is appended for the
+/// resource's own path.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// `text` as a quoted-string's content (RFC 9110; RFC 6750 allows printable ASCII only): no
+/// quotes, backslashes, control or non-ASCII characters.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// The 401 answer without an identity provider. `invalid`: a key was sent but is not a current
+/// one.
 pub fn unauthorized(invalid: bool) -> Response {
     let (challenge, text) = if invalid {
         (
@@ -232,73 +539,6 @@ pub fn unauthorized(invalid: bool) -> Response {
         HeaderValue::from_static(challenge),
     );
     response
-}
-
-/// Check the bearer key of a request against the current keys (a key not in the cache is read
-/// from the vault, which never holds up a runtime worker).
-pub async fn authenticate(keys: &KeyCache, headers: &HeaderMap) -> Result<AuthUser, Rejection> {
-    let rejected = |invalid| Rejection::Unauthorized { invalid };
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(rejected(false));
-    };
-    let value = value.to_str().map_err(|_| rejected(true))?;
-    let Some((scheme, key)) = value.trim().split_once(' ') else {
-        return Err(rejected(true));
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(rejected(false));
-    }
-    user_of_credential(keys, key.trim())
-        .await
-        .ok_or_else(|| rejected(true))
-}
-
-/// The user a credential belongs to: the one place that decides it, for the bearer of an MCP
-/// request ([`authenticate`]) and for the `subject_token` of a token exchange
-/// ([`resolve_subject`]). Today a credential is a keyward API key; an identity provider's
-/// access token (`[server.auth]`) is to be accepted here too, so that both paths take it at once.
-pub async fn user_of_credential(keys: &KeyCache, credential: &str) -> Option<AuthUser> {
-    let key_hash = users::key_hash(credential);
-    let name = keys.lookup(&key_hash).await?;
-    Some(AuthUser { name, key_hash })
-}
-
-/// What a token exchange says its `subject_token` is (RFC 8693 §3 token type identifiers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectType {
-    /// `urn:ietf:params:oauth:token-type:access_token`: a credential keyward's HTTP server
-    /// accepts as a bearer.
-    AccessToken,
-    /// `urn:ietf:params:oauth:token-type:jwt`: an identity provider's JWT.
-    Jwt,
-}
-
-/// Why a `subject_token` names no user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectRefusal {
-    /// Not a kind of credential this server takes (`unsupported_token_type`); says what is.
-    Unsupported(&'static str),
-    /// Not a current credential of any user (`invalid_grant`).
-    Invalid,
-}
-
-/// The user whose credential a token exchange presents as its `subject_token`: exactly the
-/// user an MCP request with that credential as its bearer would act as.
-pub async fn resolve_subject(
-    keys: &KeyCache,
-    token: &str,
-    kind: SubjectType,
-) -> Result<AuthUser, SubjectRefusal> {
-    match kind {
-        SubjectType::AccessToken => user_of_credential(keys, token)
-            .await
-            .ok_or(SubjectRefusal::Invalid),
-        SubjectType::Jwt => Err(SubjectRefusal::Unsupported(
-            "this server takes no JWT subject tokens (no identity provider is configured): send \
-             the user's keyward API key with subject_token_type \
-             urn:ietf:params:oauth:token-type:access_token",
-        )),
-    }
 }
 
 /// Which user opened which session (Streamable HTTP and legacy SSE alike), when each was last
@@ -459,7 +699,7 @@ mod tests {
     fn user(name: &str) -> AuthUser {
         AuthUser {
             name: name.into(),
-            key_hash: [name.len() as u8; 32],
+            credential: Credential::ApiKey([name.len() as u8; 32]),
         }
     }
 

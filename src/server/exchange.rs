@@ -61,7 +61,7 @@ use base64::Engine;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::auth::{self, AuthUser, SubjectRefusal, SubjectType};
+use super::auth::{AuthUser, Authenticator, SubjectRefusal, SubjectType};
 use crate::catalog::{missing_scopes, split_scopes, Provider};
 use crate::config::ExchangeConfig;
 use crate::exec::Executor;
@@ -69,7 +69,6 @@ use crate::oauth::refresh::RefreshError;
 use crate::secret::{Redactor, SecretString};
 use crate::tool_error::connect_command;
 use crate::vault::clients::{self, Client, LastExchange};
-use crate::vault::users::KeyCache;
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, DEFAULT_ACCOUNT};
 
 /// The grant type of RFC 8693.
@@ -215,9 +214,11 @@ fn no_store(headers: &mut HeaderMap) {
 /// The endpoint's state in one `keyward serve --http`.
 pub struct Exchange {
     executor: Arc<Executor>,
-    keys: Arc<KeyCache>,
+    auth: Arc<Authenticator>,
     config: ExchangeConfig,
     limiter: RateLimiter,
+    /// `[server] public_url`, the metadata's issuer; without it, the URL a request reached.
+    issuer: Option<String>,
 }
 
 /// What a handled request tells the HTTP server beside its answer.
@@ -407,12 +408,18 @@ struct Subject {
 }
 
 impl Exchange {
-    pub fn new(executor: Arc<Executor>, keys: Arc<KeyCache>, config: ExchangeConfig) -> Exchange {
+    pub fn new(
+        executor: Arc<Executor>,
+        auth: Arc<Authenticator>,
+        config: ExchangeConfig,
+        issuer: Option<String>,
+    ) -> Exchange {
         Exchange {
             limiter: RateLimiter::new(&config),
             executor,
-            keys,
+            auth,
             config,
+            issuer,
         }
     }
 
@@ -673,12 +680,20 @@ impl Exchange {
                  (their keyward API key)",
             ));
         };
-        auth::resolve_subject(&self.keys, token.expose(), kind)
+        self.auth
+            .resolve_subject(token.expose(), kind)
             .await
             .map_err(|refusal| match refusal {
                 SubjectRefusal::Unsupported(why) => {
                     Refusal::new(ErrorCode::UnsupportedTokenType, why)
                 }
+                SubjectRefusal::Unavailable(reason) => Refusal {
+                    retry_after: Some(5),
+                    ..Refusal::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        format!("the subject cannot be checked now: {reason}"),
+                    )
+                },
                 SubjectRefusal::Invalid => Refusal::new(
                     ErrorCode::InvalidGrant,
                     "subject_token is not a current credential of any user (a removed user's key, \
@@ -796,14 +811,16 @@ impl Exchange {
         response
     }
 
-    /// RFC 8414 metadata; `issuer` is this server as the request reached it (its Host, which
-    /// the caller checked).
+    /// RFC 8414 metadata; `issuer` is `[server] public_url`, else this server as the request
+    /// reached it (its Host, which the caller checked).
     pub fn metadata(&self, headers: &HeaderMap) -> Response {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("localhost");
-        let issuer = format!("http://{host}");
+        let issuer = self.issuer.clone().unwrap_or_else(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        });
         let body = json!({
             "issuer": issuer,
             "token_endpoint": format!("{issuer}{TOKEN_PATH}"),

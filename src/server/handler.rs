@@ -86,8 +86,9 @@ pub struct KeywardServer {
     /// [`ServerHandler::accepted_subscription_filter`] below): a change right after the
     /// acknowledgment is never missed.
     listening: Mutex<VecDeque<broadcast::Receiver<crate::vault::ConnKey>>>,
-    /// stdio only: sign-ins started for 2026-07-28 clients that can show the user a URL.
-    sign_ins: Option<SignIns>,
+    /// How users are asked to sign in: stdio's own browser flows, or (HTTP with `public_url`)
+    /// `/connect` links.
+    sign_ins: Option<Arc<SignIns>>,
     /// Stops this session's `list_changed` watcher when the session ends.
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -124,8 +125,9 @@ impl KeywardServer {
     }
 
     /// Ask 2026-07-28 clients that declared `elicitation.url` to sign in when a call needs it
-    /// (stdio: the browser and keyward are on the same machine).
-    pub fn with_sign_ins(mut self, sign_ins: SignIns) -> KeywardServer {
+    /// (stdio: the browser and keyward are on the same machine; HTTP with `public_url`: a
+    /// `/connect` link, also given to other clients in the error's hint).
+    pub fn with_sign_ins(mut self, sign_ins: Arc<SignIns>) -> KeywardServer {
         self.sign_ins = Some(sign_ins);
         self
     }
@@ -487,12 +489,28 @@ impl ServerHandler for KeywardServer {
                 )),
             };
         let call = async {
-            if let (Some(key), Some(sign_ins)) = (&retry, &self.sign_ins) {
-                if accepted(request.input_responses.as_ref()) {
-                    sign_ins.wait(key).await;
+            let accepted = accepted(request.input_responses.as_ref());
+            // Remote: subscribed before the call, so a connection stored meanwhile is not missed.
+            let changes = match (&retry, &self.sign_ins) {
+                (Some(_), Some(sign_ins)) if accepted && sign_ins.waits_for_change() => {
+                    Some(executor.vault().subscribe_changes())
+                }
+                _ => None,
+            };
+            if let (Some(awaited), Some(sign_ins)) = (&retry, &self.sign_ins) {
+                if accepted {
+                    sign_ins.wait(&awaited.key).await;
                 }
             }
-            let outcome = executor.call(&ctx, name, args.clone()).await;
+            let mut outcome = executor.call(&ctx, name, args.clone()).await;
+            if let (Some(changes), Some(awaited), Some(sign_ins), Err(e)) =
+                (changes, &retry, &self.sign_ins, &outcome)
+            {
+                let still_missing = e.sign_in.as_ref().is_some_and(|s| s.key == awaited.key);
+                if still_missing && sign_ins.wait_for_change(changes, awaited).await {
+                    outcome = executor.call(&ctx, name, args.clone()).await;
+                }
+            }
             if let (Err(e), Some(sign_ins), None) = (&outcome, sign_ins, &retry) {
                 if let Some(sign_in) = &e.sign_in {
                     let vault = executor.vault();
@@ -505,6 +523,11 @@ impl ServerHandler for KeywardServer {
                     }
                 }
             }
+            // Not asked (or asked already): a remote user gets the link in the hint.
+            let outcome = match (outcome, &self.sign_ins) {
+                (Err(e), Some(sign_ins)) => Err(sign_ins.with_link(e)),
+                (outcome, _) => outcome,
+            };
             tools::result(outcome).into()
         };
         tokio::select! {

@@ -7,13 +7,19 @@
 //!   sessions are named by `Mcp-Session-Id`;
 //! - `GET /sse` + `POST /messages?sessionId=…` — the legacy HTTP+SSE transport ([`super::sse`]);
 //! - `GET /healthz` — `ok`, without authentication and without details;
+//! - with `[server.auth]`: `GET /.well-known/oauth-protected-resource/mcp` (and the root form),
+//!   the RFC 9728 metadata that names the identity provider, without authentication;
 //! - with `[exchange] enabled`: `POST /oauth/token` (RFC 8693 token exchange, [`super::exchange`])
 //!   and its RFC 8414 metadata at `/.well-known/oauth-authorization-server`. They are not
-//!   behind the API key: a client authenticates with its own credentials, and the metadata is
-//!   public. Host and Origin are checked as everywhere.
+//!   behind the bearer guard: a client authenticates with its own credentials, and the metadata
+//!   is public. Host and Origin are checked as everywhere;
+//! - with `public_url`: the browser side — the account page at `/`, sign-in at `/auth/…`,
+//!   `/connect/<provider>` links and `/oauth/callback/<provider>` ([`super::web`],
+//!   [`super::connect_web`]), behind the same Host and Origin checks.
 //!
 //! Every other request goes through `guard`: Host and Origin checks (403), the bearer API key
-//! (401), and the session's owner (404 for another user's session); see [`super::auth`].
+//! or access token (401/403), and the session's owner (404 for another user's session); see
+//! [`super::auth`].
 //! A background task closes, within half a second, every session whose API key was removed.
 //!
 //! # Connections
@@ -51,12 +57,15 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, Access, AuthUser, Ownership, SessionKind, SessionOwners};
+use super::auth::{self, Access, AuthUser, Authenticator, Ownership, SessionKind, SessionOwners};
 use super::exchange::{self, Exchange};
+use super::oidc::Oidc;
+use super::sign_in::SignIns;
 use super::sse::{self, SseSessions};
 use super::streamable;
+use super::web::{self, Web};
 use super::{KeywardServer, ServerState};
-use crate::config::{ExchangeConfig, ServerConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::vault::users::{self, KeyCache};
 use crate::vault::Vault;
@@ -73,12 +82,14 @@ pub struct HttpOptions {
     /// Answer a POST with `application/json` when its reply is a single message (the default is
     /// an SSE stream, which also carries progress and keeps long calls alive through proxies).
     pub json_response: bool,
-    /// `[exchange]`: the token-exchange endpoint, when enabled.
-    pub exchange: ExchangeConfig,
 }
 
-/// Refuse to expose the server beyond this machine without API keys (invariant 9).
-pub async fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
+/// Refuse to expose the server beyond this machine without API keys or an identity provider
+/// (invariant 9).
+pub async fn check_bind(addr: &SocketAddr, vault: &Vault, identity_provider: bool) -> Result<()> {
+    if identity_provider {
+        return Ok(());
+    }
     if addr.ip().is_loopback() {
         if !users::any(vault).await? {
             tracing::warn!(
@@ -103,7 +114,11 @@ pub async fn check_bind(addr: &SocketAddr, vault: &Vault) -> Result<()> {
 pub struct App {
     pub(crate) state: Arc<ServerState>,
     access: Arc<Access>,
-    keys: Arc<KeyCache>,
+    auth: Arc<Authenticator>,
+    /// The browser side and remote sign-in (with `public_url`).
+    web: Option<Arc<Web>>,
+    /// How a session asks its user to sign in (with `public_url`).
+    pub(crate) sign_ins: Option<Arc<SignIns>>,
     pub(crate) owners: Arc<SessionOwners>,
     sessions: Arc<LocalSessionManager>,
     pub(crate) sse: Arc<SseSessions>,
@@ -163,16 +178,21 @@ impl HttpServer {
     /// Bind `options.addr` (after [`check_bind`]) and serve in the background.
     pub async fn start(
         state: Arc<ServerState>,
-        server_config: &ServerConfig,
+        config: &Config,
         options: HttpOptions,
     ) -> Result<HttpServer> {
+        let server_config = &config.server;
         server_config.check_http_limits()?;
-        options.exchange.check()?;
+        config.exchange.check()?;
         // HTTP needs the vault for every request (API keys), and the Streamable HTTP service
         // reads the tools synchronously: both are built before the port is opened.
         state.ready().await?;
         let executor = state.executor().await.map_err(super::unshared)?;
-        check_bind(&options.addr, executor.vault()).await?;
+        let oidc = match (&server_config.auth, server_config.audience()?) {
+            (Some(auth), Some(audience)) => Some(Arc::new(Oidc::new(auth, audience)?)),
+            _ => None,
+        };
+        check_bind(&options.addr, executor.vault(), oidc.is_some()).await?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
             .map_err(|e| Error::io(format!("listening on {}", options.addr), e))?;
@@ -181,17 +201,37 @@ impl HttpServer {
             .map_err(|e| Error::io("reading the bound address", e))?;
         let shutdown = CancellationToken::new();
         let keys = Arc::new(KeyCache::new(Vault::clone(executor.vault())));
-        let exchange = options.exchange.enabled.then(|| {
+        let access = Arc::new(Access::new(local_addr, server_config));
+        let public_base = server_config.public_base()?;
+        let web = web::build(
+            config,
+            state.clone(),
+            keys.clone(),
+            access.clone(),
+            oidc.clone(),
+            executor.vault().home(),
+        )?;
+        let sign_ins = web.as_ref().map(|web| {
+            Arc::new(SignIns::remote(
+                web.links.clone(),
+                web.key.request_state_codec(),
+            ))
+        });
+        let auth = Arc::new(Authenticator::new(keys, oidc, public_base.as_deref()));
+        let exchange = config.exchange.enabled.then(|| {
             Arc::new(Exchange::new(
                 executor.clone(),
-                keys.clone(),
-                options.exchange.clone(),
+                auth.clone(),
+                config.exchange.clone(),
+                public_base.clone(),
             ))
         });
         let app = App {
-            keys,
+            auth,
+            web,
+            sign_ins,
             state,
-            access: Arc::new(Access::new(local_addr, server_config)),
+            access,
             owners: Arc::new(SessionOwners::new(server_config.max_sessions_per_user)),
             sessions: Arc::new(LocalSessionManager::default()),
             sse: Arc::new(SseSessions::default()),
@@ -204,11 +244,24 @@ impl HttpServer {
             header_read_timeout: Duration::from_millis(server_config.header_read_timeout_ms),
             max_unauthenticated: server_config.max_unauthenticated_connections,
         };
+        if let Some(base) = &public_base {
+            match &server_config.auth {
+                Some(auth) => tracing::info!(
+                    "remote users sign in with {}; their account page is {base}/ and connect \
+                     links start at {base}/connect/",
+                    auth.issuer
+                ),
+                None => tracing::info!(
+                    "connect links start at {base}/connect/ (no [server.auth]: a link alone \
+                     connects an account for its user)"
+                ),
+            }
+        }
         let task = tokio::spawn(accept(listener, router, limits, shutdown.clone()));
         tracing::info!(
             "serving MCP on http://{local_addr}/mcp (Streamable HTTP) and http://{local_addr}/sse (legacy SSE)"
         );
-        if options.exchange.enabled {
+        if config.exchange.enabled {
             tracing::info!(
                 "serving token exchange (RFC 8693) on http://{local_addr}{}",
                 exchange::TOKEN_PATH
@@ -375,8 +428,15 @@ fn router(app: App, exchange: Option<Arc<Exchange>>) -> Router {
         .disable_allowed_hosts()
         .disable_allowed_origins()
         .with_max_request_body_bytes(super::jsonrpc::MAX_MESSAGE_BYTES);
+    let sign_ins = app.sign_ins.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(KeywardServer::per_request(state.clone())),
+        move || {
+            let server = KeywardServer::per_request(state.clone());
+            Ok(match &sign_ins {
+                Some(sign_ins) => server.with_sign_ins(sign_ins.clone()),
+                None => server,
+            })
+        },
         Arc::new(streamable::EventIds(app.sessions.clone())),
         config,
     );
@@ -390,9 +450,19 @@ fn router(app: App, exchange: Option<Arc<Exchange>>) -> Router {
         .route("/sse", get(sse::open))
         .route("/messages", post(sse::message))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .route(auth::METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{}/mcp", auth::METADATA_PATH),
+            get(resource_metadata),
+        )
+        .with_state(app.clone());
+    if let Some(web) = &app.web {
+        router = router.merge(web::routes(web.clone()));
+    }
     if let Some(exchange) = exchange {
-        // After the API-key guard: these routes check Host and Origin themselves.
+        // Outside the bearer guard: these routes check Host and Origin themselves, and the
+        // client authenticates with its own credentials.
         let (token, metadata) = (
             (exchange.clone(), app.access.clone()),
             (exchange, app.access.clone()),
@@ -413,11 +483,7 @@ fn router(app: App, exchange: Option<Arc<Exchange>>) -> Router {
                 }),
             );
     }
-    router.with_state(app)
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
+    router
 }
 
 /// `POST /oauth/token`: Host and Origin as for every route, then the exchange (which
@@ -451,6 +517,29 @@ fn token_metadata(exchange: &Exchange, access: &Access, headers: &http::HeaderMa
     exchange.metadata(headers)
 }
 
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// RFC 9728 protected resource metadata: where MCP clients learn which identity provider to
+/// sign their user in with. Public (no credential), and readable by any web page.
+async fn resource_metadata(State(app): State<App>) -> Response {
+    let base = app.web.as_ref().map(|web| web.base.clone());
+    let Some(document) = base.and_then(|base| app.auth.metadata(&base)) else {
+        return (
+            http::StatusCode::NOT_FOUND,
+            "404 Not Found: keyward has no [server.auth]\n",
+        )
+            .into_response();
+    };
+    let mut response = axum::Json(document).into_response();
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
 /// Host, Origin, API key and session owner, for every route but `/healthz`.
 async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Response {
     if let Err(rejection) = app.access.check_host(request.headers()) {
@@ -459,9 +548,9 @@ async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Resp
     if let Err(rejection) = app.access.check_origin(request.headers()) {
         return rejection.into_response();
     }
-    let user = match auth::authenticate(&app.keys, request.headers()).await {
+    let user = match app.auth.authenticate(request.headers()).await {
         Ok(user) => user,
-        Err(rejection) => return rejection.into_response(),
+        Err(refused) => return app.auth.refuse(refused),
     };
     if let Some(admission) = request.extensions().get::<Arc<Admission>>() {
         admission.authenticated();
@@ -519,7 +608,7 @@ async fn reap(app: App) {
             _ = app.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let mut valid: std::collections::HashMap<[u8; 32], bool> = Default::default();
+        let mut valid: std::collections::HashMap<AuthUser, bool> = Default::default();
         for (id, owner, transport) in app.owners.snapshot() {
             if transport == SessionKind::Streamable {
                 let session_id: Arc<str> = id.as_str().into();
@@ -528,18 +617,18 @@ async fn reap(app: App) {
                     continue;
                 }
             }
-            let still_valid = match valid.get(&owner.key_hash) {
+            let still_valid = match valid.get(&owner) {
                 Some(&known) => known,
                 None => {
-                    let now = owner.still_valid(&app.keys).await;
-                    *valid.entry(owner.key_hash).or_insert(now)
+                    let now = owner.still_valid(app.auth.keys()).await;
+                    *valid.entry(owner.clone()).or_insert(now)
                 }
             };
             if !still_valid {
                 tracing::info!(
                     user = owner.name,
                     session = id,
-                    "the session's API key was removed: closing it"
+                    "the session's API key or user was removed: closing it"
                 );
                 app.owners.remove(&id);
                 app.close_session(&id, transport).await;
@@ -549,12 +638,8 @@ async fn reap(app: App) {
 }
 
 /// Serve until SIGTERM/SIGINT, then close sessions and flush the vault.
-pub async fn serve(
-    state: Arc<ServerState>,
-    server_config: &ServerConfig,
-    options: HttpOptions,
-) -> Result<()> {
-    let server = HttpServer::start(state.clone(), server_config, options).await?;
+pub async fn serve(state: Arc<ServerState>, config: &Config, options: HttpOptions) -> Result<()> {
+    let server = HttpServer::start(state.clone(), config, options).await?;
     let stop = server.shutdown_token();
     let signals = tokio::spawn(super::stdio::cancel_on_signal(stop.clone()));
     stop.cancelled().await;

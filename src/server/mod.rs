@@ -26,15 +26,19 @@
 //! that user, so one user's session cannot name another user's connection.
 
 pub mod auth;
+pub mod connect_web;
 pub mod exchange;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
+pub mod oidc;
+pub mod seal;
 pub mod sign_in;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;
 pub mod tools;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -499,7 +503,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
             if options.user.is_some() {
                 return Err(Error::usage(
                     "--user applies to stdio only: over HTTP each request's API key names its user \
-                     (`keyward users add NAME`)",
+                     (`keyward users add NAME`), or its identity-provider token ([server.auth])",
                 ));
             }
             // Before the vault is opened (or created): a bad limit changes nothing on disk.
@@ -529,9 +533,8 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
                 let http_options = http::HttpOptions {
                     addr,
                     json_response: options.json_response,
-                    exchange: config.exchange.clone(),
                 };
-                http::serve(state, &config.server, http_options).await
+                http::serve(state, &config, http_options).await
             }
             None => stdio::serve(state, &user, &config).await,
         }

@@ -1,4 +1,5 @@
-//! Asking the user to sign in, the 2026-07-28 way (MRTR: multi round-trip requests), on stdio.
+//! Asking the user to sign in, the 2026-07-28 way (MRTR: multi round-trip requests), on stdio
+//! and — with `public_url` — over HTTP.
 //!
 //! A `tools/call` that cannot proceed without the user — the provider is not connected, the
 //! grant lacks the tool's scopes, the connection needs reconnecting (a typed
@@ -18,8 +19,18 @@
 //! `requestState` is sealed with rmcp's `RequestStateCodec` (HMAC-SHA256 with associated data
 //! and a TTL): bound to the user, the tool and a digest of the arguments, valid for as long as a
 //! sign-in may take. It holds only the provider and account to wait for — nothing secret — and
-//! an echoed value that does not open is refused (`-32602`), never trusted. The key is random
-//! per process: the sign-in it refers to lives in this process, so no other could use it.
+//! an echoed value that does not open is refused (`-32602`), never trusted. On stdio the key is
+//! random per process: the sign-in it refers to lives in this process, so no other could use it.
+//!
+//! **Remote users** (`keyward serve --http` with `public_url`, [`SignIns::remote`]): the browser
+//! is not on keyward's machine, so the URL is a `/connect/<provider>?ticket=…` link
+//! ([`super::connect_web`]) — single-use, sealed, bound to the user, provider, account and
+//! scopes, valid for 10 minutes. Clients that cannot show a URL get the same link in the error
+//! result's hint instead of the `keyward connect` command. The `requestState` key is the web
+//! key's, shared by every process of the home folder, since the retry may reach another
+//! process than the one that asked; the retry runs the call, and if the connection is still
+//! missing it waits (until the link expires) for the connection to change, wherever the
+//! browser finished.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,11 +44,12 @@ use rmcp::model::{
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::connect_web::{Links, TICKET_TTL};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Result;
 use crate::oauth::connect::{BrowserSignIn, ConnectRequest, Selection, DEFAULT_TIMEOUT};
-use crate::tool_error::SignIn;
+use crate::tool_error::{SignIn, ToolError};
 use crate::vault::{ConnKey, Vault};
 
 /// The key of keyward's one input request in an `InputRequiredResult`.
@@ -55,12 +67,24 @@ struct Running {
     done: Ending,
 }
 
-/// The sign-ins this stdio server started, one at a time per connection.
+/// How a server asks its users to sign in: the sign-ins it started (stdio), or links.
 pub struct SignIns {
+    codec: RequestStateCodec,
+    mode: Mode,
+}
+
+enum Mode {
+    /// stdio: `keyward connect`'s browser flow on this machine's loopback.
+    Local(Box<Local>),
+    /// HTTP with `public_url`: `/connect` links.
+    Remote(Arc<Links>),
+}
+
+/// The sign-ins a stdio server started, one at a time per connection.
+struct Local {
     config: Config,
     /// Read-only servers ask only for the scopes of read-only tools.
     read_only: bool,
-    codec: RequestStateCodec,
     running: Arc<Mutex<HashMap<ConnKey, Running>>>,
 }
 
@@ -75,9 +99,21 @@ impl std::fmt::Debug for SignIns {
 struct State {
     provider: String,
     account: String,
+    /// Remote: until when (unix seconds) the retry waits for the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<i64>,
+}
+
+/// The connection a retry waits for, from its `requestState`.
+#[derive(Debug, Clone)]
+pub struct Awaited {
+    pub key: ConnKey,
+    /// Remote: the link's expiry (unix seconds).
+    pub until: Option<i64>,
 }
 
 impl SignIns {
+    /// stdio: sign-ins started on demand with the loopback redirect.
     pub fn new(config: Config, read_only: bool) -> SignIns {
         use rand::RngCore;
         let mut key = [0u8; 32];
@@ -85,11 +121,38 @@ impl SignIns {
         let codec = RequestStateCodec::try_new(key.to_vec())
             .expect("32 random bytes are a long enough key");
         SignIns {
-            config,
-            read_only,
             codec,
-            running: Arc::default(),
+            mode: Mode::Local(Box::new(Local {
+                config,
+                read_only,
+                running: Arc::default(),
+            })),
         }
+    }
+
+    /// HTTP with `public_url`: `/connect` links, and `requestState` sealed with the web key's
+    /// codec (`codec`), shared by every process of the home folder.
+    pub fn remote(links: Arc<Links>, codec: RequestStateCodec) -> SignIns {
+        SignIns {
+            codec,
+            mode: Mode::Remote(links),
+        }
+    }
+
+    /// Remote: `error` with its `keyward connect` hint replaced by a `/connect` link, for a
+    /// client that cannot show a URL itself. stdio: `error` as it is.
+    pub fn with_link(&self, mut error: ToolError) -> ToolError {
+        let (Mode::Remote(links), Some(sign_in)) = (&self.mode, &error.sign_in) else {
+            return error;
+        };
+        let link = links.issue(sign_in);
+        error.hint = Some(format!(
+            "ask the user to open {} in a browser to connect their account (the link works once, \
+             for {} minutes), then call the tool again",
+            link.url,
+            TICKET_TTL.as_secs() / 60
+        ));
+        error
     }
 
     /// Start the browser sign-in `sign_in` asks for (or join the one running for the same
@@ -102,7 +165,13 @@ impl SignIns {
         tool: &str,
         args: &Map<String, Value>,
     ) -> Result<InputRequiredResult> {
-        let url = self.start(vault, catalog, sign_in).await?;
+        let (url, until) = match &self.mode {
+            Mode::Local(local) => (local.start(vault, catalog, sign_in).await?, None),
+            Mode::Remote(links) => {
+                let link = links.issue(sign_in);
+                (link.url, Some(link.expires_at))
+            }
+        };
         let title = catalog
             .provider(&sign_in.key.provider)
             .map(|p| p.title.clone())
@@ -124,13 +193,17 @@ impl SignIns {
         let state = serde_json::to_vec(&State {
             provider: sign_in.key.provider.clone(),
             account: sign_in.key.account.clone(),
+            until,
         })
         .expect("the state serializes");
         let bound = binding(&sign_in.key.user, tool, args);
-        let sealed = self.codec.seal_with(
-            &state,
-            &SealOptions::new().associated_data(&bound).ttl(STATE_TTL),
-        );
+        let ttl = match self.mode {
+            Mode::Local(_) => STATE_TTL,
+            Mode::Remote(_) => TICKET_TTL + Duration::from_secs(60),
+        };
+        let sealed = self
+            .codec
+            .seal_with(&state, &SealOptions::new().associated_data(&bound).ttl(ttl));
         Ok(InputRequiredResult::new(Some(requests), Some(sealed)))
     }
 
@@ -142,19 +215,27 @@ impl SignIns {
         user: &str,
         tool: &str,
         args: &Map<String, Value>,
-    ) -> std::result::Result<ConnKey, String> {
+    ) -> std::result::Result<Awaited, String> {
         let bound = binding(user, tool, args);
         let opened = self
             .codec
             .open_with(sealed, &bound)
             .map_err(|e| e.to_string())?;
         let state: State = serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
-        ConnKey::new(user, &state.provider, &state.account).map_err(|e| e.to_string())
+        let key = ConnKey::new(user, &state.provider, &state.account).map_err(|e| e.to_string())?;
+        Ok(Awaited {
+            key,
+            until: state.until,
+        })
     }
 
-    /// Wait until the sign-in of `key` ends, if one is running.
+    /// stdio: wait until the sign-in of `key` ends, if one is running. Remote: nothing to wait
+    /// for before the call (see [`SignIns::wait_for_change`]).
     pub async fn wait(&self, key: &ConnKey) {
-        let done = crate::sync::lock(&self.running)
+        let Mode::Local(local) = &self.mode else {
+            return;
+        };
+        let done = crate::sync::lock(&local.running)
             .get(key)
             .map(|r| r.done.clone());
         if let Some(done) = done {
@@ -164,6 +245,39 @@ impl SignIns {
         }
     }
 
+    /// Remote: whether a retried call that still lacks its connection should wait for it.
+    pub fn waits_for_change(&self) -> bool {
+        matches!(self.mode, Mode::Remote(_))
+    }
+
+    /// Wait until `changes` reports a change of `awaited`'s connection (the browser finished,
+    /// in whichever process) or its link expires. True on a change.
+    pub async fn wait_for_change(
+        &self,
+        mut changes: tokio::sync::broadcast::Receiver<ConnKey>,
+        awaited: &Awaited,
+    ) -> bool {
+        let left = awaited
+            .until
+            .map(|until| (until - chrono::Utc::now().timestamp()).max(0) as u64)
+            .unwrap_or(0);
+        let changed = async {
+            loop {
+                match changes.recv().await {
+                    Ok(key) if key == awaited.key => return true,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(left), changed)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Local {
     async fn start(
         &self,
         vault: &Arc<Vault>,

@@ -112,6 +112,10 @@ pub async fn open(State(app): State<App>, Extension(user): Extension<AuthUser>) 
     app.close_evicted(&user, evicted).await;
 
     let server = KeywardServer::for_user(app.state.clone(), user.name.clone(), id.clone());
+    let server = match &app.sign_ins {
+        Some(sign_ins) => server.with_sign_ins(sign_ins.clone()),
+        None => server,
+    };
     let transport = ChannelTransport { incoming, outgoing };
     let sessions = app.sse.clone();
     let owners = app.owners.clone();

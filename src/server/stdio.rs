@@ -37,7 +37,8 @@ pub async fn serve(state: Arc<ServerState>, user: &str, config: &Config) -> Resu
     let session = format!("stdio-{}", random_id(6));
     tracing::info!(user, session, "serving MCP on stdio");
     let sign_ins = SignIns::new(config.clone(), state.offer().filter.read_only);
-    let server = KeywardServer::for_user(state.clone(), user, session).with_sign_ins(sign_ins);
+    let server =
+        KeywardServer::for_user(state.clone(), user, session).with_sign_ins(Arc::new(sign_ins));
     let stop = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(stop.clone()));
     // The tools and the vault are built once `initialize` is answered (see `serve_until` and

@@ -7,8 +7,15 @@
 //!
 //! Layout of the `users` tree:
 //! - `h/` ‖ SHA-256(key) → user name (the lookup by key);
-//! - `u/` ‖ user name → JSON `{"key_sha256": hex, "created": RFC 3339}` (names are unique;
-//!   `list` and `remove` go through here).
+//! - `u/` ‖ user name → JSON `{"key_sha256": hex, "created": RFC 3339, "oidc": true}` (names are
+//!   unique; `list` and `remove` go through here). `key_sha256` is absent for a user who has no
+//!   API key; `oidc` marks a user who came in through the identity provider (`[server.auth]`);
+//! - `x/` ‖ user name → JSON `{"removed": RFC 3339}`: a user `keyward users remove` cut off. The
+//!   identity provider keeps vouching for them, so without this mark their next request would
+//!   bring them back; `keyward users add` (with or without `--oidc`) lifts it;
+//! - `t/` ‖ ticket id → its expiry (unix seconds, 8 bytes big-endian): `/connect` tickets already
+//!   used, so that a ticket works once whichever process sharing the vault sees it
+//!   ([`redeem_ticket`]); entries are dropped once expired.
 //!
 //! A key counts only when both entries exist and agree (compared in constant time), so an
 //! interrupted `add` or `remove`, or a tampered tree, never authenticates anyone. Adding writes
@@ -37,18 +44,41 @@ pub const KEY_PREFIX: &str = "kw_";
 
 const BY_HASH: &[u8] = b"h/";
 const BY_NAME: &[u8] = b"u/";
+const REMOVED: &[u8] = b"x/";
+const TICKETS: &[u8] = b"t/";
 
 /// What `list` shows about a user (never the key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
     pub created: String,
+    /// The user has an API key.
+    pub api_key: bool,
+    /// The user came in through the identity provider (or was admitted for it).
+    pub oidc: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 struct UserRecord {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     key_sha256: String,
     created: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    oidc: bool,
+}
+
+impl UserRecord {
+    fn new(key_sha256: String, oidc: bool) -> UserRecord {
+        UserRecord {
+            key_sha256,
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            oidc,
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a user record serializes")
+    }
 }
 
 /// SHA-256 of an API key; the only form of the key that is ever stored. Token-exchange client
@@ -69,7 +99,7 @@ pub(super) fn key_of(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
 }
 
 /// Constant-time equality of two byte strings of public length.
-pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -107,19 +137,116 @@ pub async fn add(vault: &Vault, name: &str) -> Result<SecretString> {
     }
     let key = new_key(KEY_PREFIX, 32);
     let hash = key_hash(key.expose());
-    let record = UserRecord {
-        key_sha256: hex(&hash),
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    let record = serde_json::to_vec(&record).expect("a user record serializes");
+    let record = UserRecord::new(hex(&hash), false).to_bytes();
     // By name first: a key is valid only once both entries exist and agree.
     vault.users_insert(&by_name, &record).await?;
     vault
         .users_insert(&key_of(BY_HASH, &hash), name.as_bytes())
         .await?;
+    vault
+        .users_remove(&key_of(REMOVED, name.as_bytes()))
+        .await?;
     vault.audit(&AuditEntry::new(name, "user-add", "ok")).await;
     vault.flush().await?;
     Ok(key)
+}
+
+/// Admit a user of the identity provider ahead of their first sign-in, or again after
+/// `keyward users remove`: a user without an API key, marked `oidc`. Fails when the name is
+/// taken. Audited as `user-add`.
+pub async fn add_oidc(vault: &Vault, name: &str) -> Result<()> {
+    check_user_name(name)?;
+    let by_name = key_of(BY_NAME, name.as_bytes());
+    if vault.users_get(&by_name).await?.is_some() {
+        return Err(Error::usage(format!(
+            "there is already a user named {name}: they may sign in through the identity \
+             provider already"
+        )));
+    }
+    vault
+        .users_insert(&by_name, &UserRecord::new(String::new(), true).to_bytes())
+        .await?;
+    vault
+        .users_remove(&key_of(REMOVED, name.as_bytes()))
+        .await?;
+    vault
+        .audit(&AuditEntry::new(name, "user-add", "ok (identity provider)"))
+        .await;
+    vault.flush().await?;
+    Ok(())
+}
+
+/// Whether the identity provider's user `name` may use keyward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// `keyward users remove` cut them off.
+    Removed,
+}
+
+/// The identity provider vouched for `name`: admit them unless they were removed. A user seen
+/// for the first time is created (marked `oidc`, no API key, audited as `user-add`); an API-key
+/// user of the same name is the same user, and is marked `oidc` too.
+pub async fn admit_oidc(vault: &Vault, name: &str) -> Result<Admission> {
+    check_user_name(name)?;
+    if vault
+        .users_get(&key_of(REMOVED, name.as_bytes()))
+        .await?
+        .is_some()
+    {
+        return Ok(Admission::Removed);
+    }
+    let by_name = key_of(BY_NAME, name.as_bytes());
+    let record = match vault.users_get(&by_name).await? {
+        Some(bytes) => match serde_json::from_slice::<UserRecord>(&bytes) {
+            Ok(record) if record.oidc => return Ok(Admission::Admitted),
+            Ok(mut record) => {
+                record.oidc = true;
+                record
+            }
+            Err(_) => {
+                return Err(Error::Vault(format!(
+                    "the users entry of {name} is unreadable: `keyward users remove {name}`, \
+                     then `keyward users add {name} --oidc`"
+                )))
+            }
+        },
+        None => UserRecord::new(String::new(), true),
+    };
+    let first = record.key_sha256.is_empty();
+    vault.users_insert(&by_name, &record.to_bytes()).await?;
+    let outcome = if first {
+        "ok (first sign-in through the identity provider)"
+    } else {
+        "ok (identity provider, beside the API key)"
+    };
+    vault
+        .audit(&AuditEntry::new(name, "user-add", outcome))
+        .await;
+    vault.flush().await?;
+    Ok(Admission::Admitted)
+}
+
+/// Mark the `/connect` ticket `id` used. `Ok(false)` when it was used before (by any process
+/// sharing the vault). `expires_at` (unix seconds) says when the mark may be dropped; expired
+/// marks are dropped here. A read, then a write — the users tree has no compare-and-swap — so
+/// the caller serialises redemptions in its process; two processes redeeming the same ticket in
+/// the same instant could both succeed (both for the ticket's own user).
+pub async fn redeem_ticket(vault: &Vault, id: &[u8], expires_at: i64) -> Result<bool> {
+    let now = chrono::Utc::now().timestamp();
+    for (k, v) in vault.users_scan(TICKETS).await? {
+        let expiry = v.try_into().map(i64::from_be_bytes).unwrap_or(0);
+        if expiry < now {
+            vault.users_remove(&k).await?;
+        }
+    }
+    let key = key_of(TICKETS, id);
+    if vault.users_get(&key).await?.is_some() {
+        return Ok(false);
+    }
+    vault.users_insert(&key, &expires_at.to_be_bytes()).await?;
+    vault.flush().await?;
+    Ok(true)
 }
 
 /// Every user, by name.
@@ -127,10 +254,16 @@ pub async fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
     let mut users = Vec::new();
     for (k, v) in vault.users_scan(BY_NAME).await? {
         let name = String::from_utf8_lossy(&k[BY_NAME.len()..]).into_owned();
-        let created = serde_json::from_slice::<UserRecord>(&v)
-            .map(|r| r.created)
-            .unwrap_or_default();
-        users.push(UserInfo { name, created });
+        let record = serde_json::from_slice::<UserRecord>(&v).ok();
+        users.push(UserInfo {
+            name,
+            created: record
+                .as_ref()
+                .map(|r| r.created.clone())
+                .unwrap_or_default(),
+            api_key: record.as_ref().is_some_and(|r| !r.key_sha256.is_empty()),
+            oidc: record.as_ref().is_some_and(|r| r.oidc),
+        });
     }
     Ok(users)
 }
@@ -146,6 +279,18 @@ pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
         if v.as_slice() == name.as_bytes() {
             vault.users_remove(&k).await?;
         }
+    }
+    if existed {
+        // Before the name goes: the identity provider must not bring them back.
+        let mark = serde_json::json!({
+            "removed": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        vault
+            .users_insert(
+                &key_of(REMOVED, name.as_bytes()),
+                mark.to_string().as_bytes(),
+            )
+            .await?;
     }
     vault.users_remove(&by_name).await?;
     if existed {
@@ -202,6 +347,8 @@ struct Known {
     /// The users generation the entries were read under.
     generation: u64,
     keys: HashMap<[u8; 32], (String, Instant)>,
+    /// Users of the identity provider found admitted (only those: one entry per user).
+    admitted: HashMap<String, Instant>,
 }
 
 impl KeyCache {
@@ -209,7 +356,7 @@ impl KeyCache {
         let generation = vault.watch_users();
         let known = Known {
             generation: *generation.borrow(),
-            keys: HashMap::new(),
+            ..Known::default()
         };
         KeyCache {
             vault,
@@ -230,22 +377,54 @@ impl KeyCache {
         Some(name)
     }
 
-    /// The users generation now, and the name `hash` was found valid for if that is recent.
-    fn cached(&self, hash: &[u8; 32]) -> (u64, Option<String>) {
-        let generation = *self.generation.borrow();
-        {
-            let mut known = crate::sync::lock(&self.known);
-            if known.generation != generation {
-                known.keys.clear();
-                known.generation = generation;
+    /// [`admit_oidc`], answered from memory when `name` was found admitted
+    /// less than [`KEY_CACHE_TTL`] ago and no user was added or removed since: the identity
+    /// provider's users are checked on every request, like API keys.
+    pub async fn admit_oidc(&self, name: &str) -> Result<Admission> {
+        let generation = {
+            let known = self.current();
+            if known
+                .admitted
+                .get(name)
+                .is_some_and(|at| at.elapsed() < KEY_CACHE_TTL)
+            {
+                return Ok(Admission::Admitted);
             }
-            if let Some((name, at)) = known.keys.get(hash) {
-                if at.elapsed() < KEY_CACHE_TTL {
-                    return (generation, Some(name.clone()));
-                }
+            known.generation
+        };
+        let admission = admit_oidc(&self.vault, name).await?;
+        if admission == Admission::Admitted {
+            let mut known = crate::sync::lock(&self.known);
+            // Admitting a new user moves the generation on: what was read is still the answer,
+            // but only an answer read under the current generation is kept.
+            if known.generation == generation && *self.generation.borrow() == generation {
+                known.admitted.insert(name.to_string(), Instant::now());
             }
         }
-        (generation, None)
+        Ok(admission)
+    }
+
+    /// What is remembered, emptied first if a user was added or removed since it was read.
+    fn current(&self) -> std::sync::MutexGuard<'_, Known> {
+        let generation = *self.generation.borrow();
+        let mut known = crate::sync::lock(&self.known);
+        if known.generation != generation {
+            known.keys.clear();
+            known.admitted.clear();
+            known.generation = generation;
+        }
+        known
+    }
+
+    /// The users generation now, and the name `hash` was found valid for if that is recent.
+    fn cached(&self, hash: &[u8; 32]) -> (u64, Option<String>) {
+        let known = self.current();
+        if let Some((name, at)) = known.keys.get(hash) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return (known.generation, Some(name.clone()));
+            }
+        }
+        (known.generation, None)
     }
 
     /// Keep what was read at `generation`.
@@ -311,6 +490,61 @@ mod tests {
         assert_eq!(lookup(&vault, alice.expose()).await, None);
         assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
         assert!(any(&vault).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn identity_provider_users_come_in_once_and_stay_out_once_removed() {
+        let (_dir, vault) = vault().await;
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        let listed = list(&vault).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].oidc && !listed[0].api_key, "{listed:?}");
+        // An API-key user of the same name is the same user, now also marked.
+        let key = add(&vault, "erin").await.unwrap();
+        assert_eq!(
+            admit_oidc(&vault, "erin").await.unwrap(),
+            Admission::Admitted
+        );
+        let erin = list(&vault)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == "erin")
+            .unwrap();
+        assert!(erin.oidc && erin.api_key, "{erin:?}");
+        assert_eq!(lookup(&vault, key.expose()).await.as_deref(), Some("erin"));
+        // Removed: the identity provider does not bring them back; `add --oidc` does.
+        assert!(remove(&vault, "dana").await.unwrap());
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Removed
+        );
+        assert!(list(&vault).await.unwrap().iter().all(|u| u.name != "dana"));
+        add_oidc(&vault, "dana").await.unwrap();
+        assert_eq!(
+            admit_oidc(&vault, "dana").await.unwrap(),
+            Admission::Admitted
+        );
+        assert!(add_oidc(&vault, "dana").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_ticket_is_redeemed_once() {
+        let (_dir, vault) = vault().await;
+        let later = chrono::Utc::now().timestamp() + 600;
+        assert!(redeem_ticket(&vault, b"t1", later).await.unwrap());
+        assert!(!redeem_ticket(&vault, b"t1", later).await.unwrap());
+        assert!(redeem_ticket(&vault, b"t2", later).await.unwrap());
+        // An expired mark is dropped (the ticket itself is refused for its age before this).
+        assert!(redeem_ticket(&vault, b"old", 0).await.unwrap());
+        assert!(redeem_ticket(&vault, b"old", later).await.unwrap());
     }
 
     #[tokio::test]

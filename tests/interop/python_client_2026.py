@@ -4,6 +4,9 @@ Usage (normally through `tests/interop/run.sh sdk2 ...`, which provides the SDK)
 
     python_client_2026.py stdio MODE KEYWARD_BIN HOME   spawn `KEYWARD_BIN --home HOME serve`
     python_client_2026.py http MODE URL API_KEY         Streamable HTTP at URL (…/mcp)
+    python_client_2026.py oauth MODE URL CLIENT_ID      the same, signed in with the SDK's
+                                                        OAuthClientProvider: from the 401 through
+                                                        RFC 9728 metadata to the identity provider
 
 MODE is the SDK's `mode=`: `2026-07-28` (adopt the revision directly, no probe) or `auto` (probe
 `server/discover`, fall back to `initialize` on servers that do not answer it). Either way the
@@ -108,8 +111,72 @@ async def listen_for_a_new_connection(client, keyward_bin, home):
     check(any(t.name == "slack_post_message" for t in after.tools), "Slack tools listed after the change")
 
 
+class MemoryStorage:
+    """The SDK's TokenStorage, in memory, with the client pre-registered at the identity provider
+    (so no dynamic client registration is needed)."""
+
+    def __init__(self, client_info):
+        self.tokens = None
+        self.client_info = client_info
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+def oauth_provider(url, client_id):
+    """An OAuthClientProvider whose "browser" follows the identity provider's redirect (the test
+    issuer signs the user in without a page) and hands the code back."""
+    from urllib.parse import parse_qs, urlparse
+
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
+
+    redirect_uri = "http://127.0.0.1:9/callback"
+    metadata = OAuthClientMetadata(
+        redirect_uris=[redirect_uri],
+        client_name="keyward interop",
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    )
+    info = OAuthClientInformationFull(client_id=client_id, **metadata.model_dump(exclude_none=True))
+    answer = {}
+
+    async def redirect_handler(authorization_url):
+        step(f"oauth: the browser opens {urlparse(authorization_url).path} at the identity provider")
+        query = parse_qs(urlparse(authorization_url).query)
+        check(query.get("resource") == [url], f"RFC 8707 resource: {query.get('resource')}")
+        check(query.get("code_challenge_method") == ["S256"], "PKCE S256")
+        async with httpx2.AsyncClient(follow_redirects=False, timeout=30) as browser:
+            response = await browser.get(authorization_url)
+        check(response.status_code in (302, 303), f"the identity provider redirects: {response.status_code}")
+        back = parse_qs(urlparse(response.headers["location"]).query)
+        answer["code"] = back["code"][0]
+        answer["state"] = back.get("state", [None])[0]
+
+    async def callback_handler():
+        return AuthorizationCodeResult(code=answer["code"], state=answer["state"])
+
+    return OAuthClientProvider(
+        server_url=url,
+        client_metadata=metadata,
+        storage=MemoryStorage(info),
+        redirect_handler=redirect_handler,
+        callback_handler=callback_handler,
+    )
+
+
 async def main(argv):
-    if len(argv) != 5 or argv[1] not in ("stdio", "http") or argv[2] not in ("2026-07-28", "auto"):
+    if len(argv) != 5 or argv[1] not in ("stdio", "http", "oauth") or argv[2] not in ("2026-07-28", "auto"):
         print(__doc__, file=sys.stderr)
         return 2
     transport, mode = argv[1], argv[2]
@@ -124,6 +191,14 @@ async def main(argv):
             await asyncio.wait_for(exercise(client, transport, mode), timeout=60)
             if os.environ.get("LISTEN") == "1":
                 await asyncio.wait_for(listen_for_a_new_connection(client, keyward_bin, home), timeout=60)
+    elif transport == "oauth":
+        url, client_id = argv[3], argv[4]
+        provider = oauth_provider(url, client_id)
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+                await asyncio.wait_for(exercise(client, transport, mode), timeout=60)
+        tokens = provider.context.storage.tokens
+        check(tokens is not None and tokens.access_token, "the SDK holds the identity provider's token")
     else:
         url, key = argv[3], argv[4]
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:

@@ -654,3 +654,87 @@ async fn a_code_exchange_refusal_quoting_the_code_and_client_secret_is_redacted(
         out.stderr()
     );
 }
+
+/// Remote users (invariants 1 and 16): with logs at trace level, nothing keyward shows or logs
+/// while it refuses tokens, hands out a `/connect` link, signs a browser in with the identity
+/// provider, runs the provider's flow, serves the account page and calls a tool for the
+/// identity provider's user carries a token — the provider's, the identity provider's access
+/// and ID tokens, or the client secrets.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_users_refusals_links_sign_in_and_pages_carry_no_secret() {
+    use crate::remote_auth::{get_me, Remote};
+    use crate::server_stateless::{answer, call_tool, post};
+    use crate::support::browser::Browser;
+    use crate::support::issuer;
+    let remote = Remote::start_with(
+        jsonwebtoken::Algorithm::ES256,
+        &[],
+        true,
+        &[("RUST_LOG", "trace")],
+    )
+    .await;
+    let base = &remote.base;
+    let alice = remote.token("alice");
+    let mut shown = Vec::new();
+    // A token for another audience is refused: neither the body nor the challenge quote it.
+    let wrong = remote
+        .issuer
+        .token("alice", "https://other.example/mcp", "keyward");
+    let (status, body, challenge) = get_me(base, &wrong).await;
+    assert_eq!(status, 401);
+    shown.push(body.to_string());
+    shown.push(challenge.unwrap_or_default());
+    // A call that needs a connection: the link in the hint.
+    let response = post(base, &alice, &call_tool(1, "github_get_me", json!({})))
+        .send()
+        .await
+        .unwrap();
+    let needs = answer(response).await.1;
+    shown.push(needs.to_string());
+    let hint = needs["result"]["structuredContent"]["hint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = hint
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap()
+        .to_string();
+    // The browser signs in and connects; every page on the way is kept.
+    remote.issuer.sign_in_browser_as("alice");
+    let browser = Browser::new();
+    let page = browser.get(&link).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    shown.push(page.body);
+    shown.push(format!("{:?}", page.visited));
+    let account = browser.get(&format!("{base}/")).await;
+    assert!(account.body.contains("GitHub"), "{}", account.body);
+    shown.push(account.body);
+    let (status, me, _) = get_me(base, &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["result"]["isError"], false, "{me}");
+    shown.push(me.to_string());
+
+    let stderr = String::from_utf8_lossy(&remote.server.stop().await).into_owned();
+    let mut all = secrets(&remote.up, &[issuer::CLIENT_SECRET, &alice, &wrong]);
+    all.extend(remote.issuer.issued.lock().unwrap().iter().cloned());
+    assert!(
+        remote.up.issued_tokens("github").len() == 1,
+        "the provider issued the grant the browser flow stored"
+    );
+    for (i, text) in shown.iter().enumerate() {
+        assert_no_secret(&format!("answer {i} of the remote flow"), text, &all);
+    }
+    assert_no_secret(
+        "stderr of keyward serve --http at trace level",
+        &stderr,
+        &all,
+    );
+    let audit = serde_json::to_string(&crate::support::canary::audit_json(&remote.kw)).unwrap();
+    assert_no_secret("the audit log", &audit, &all);
+    assert_no_secret(
+        "status",
+        &serde_json::to_string(&crate::support::home::status(&remote.kw)).unwrap(),
+        &all,
+    );
+}

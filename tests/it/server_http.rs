@@ -83,11 +83,10 @@ async fn http_with(connections: &[(&str, &str)], offer: Offer, json_response: bo
     let state = ServerState::open(&home, &config, offer).await.unwrap();
     let server = HttpServer::start(
         state.clone(),
-        &config.server,
+        &config,
         HttpOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             json_response,
-            exchange: Default::default(),
         },
     )
     .await
@@ -106,7 +105,7 @@ async fn http(connections: &[(&str, &str)]) -> Http {
     http_with(connections, Offer::default(), false).await
 }
 
-async fn mcp_client(base: &str, key: &str) -> Client {
+pub(crate) async fn mcp_client(base: &str, key: &str) -> Client {
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
         .auth_header(key)
         .max_concurrent_requests(256);

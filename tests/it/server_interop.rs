@@ -12,7 +12,7 @@ use crate::support::home::{bin, home_with, Kw};
 use crate::support::mcp::*;
 use crate::support::FakeUpstream;
 
-fn python_available() -> bool {
+pub(crate) fn python_available() -> bool {
     Command::new("python3")
         .arg("--version")
         .stdout(Stdio::null())
@@ -32,7 +32,12 @@ async fn python(kw: &Kw, args: Vec<String>, expect_login: &str) {
 }
 
 /// [`python`] with extra environment variables for the client.
-async fn python_env(kw: &Kw, args: Vec<String>, expect_login: &str, env: &[(&str, &str)]) {
+pub(crate) async fn python_env(
+    kw: &Kw,
+    args: Vec<String>,
+    expect_login: &str,
+    env: &[(&str, &str)],
+) {
     let mut cmd = Command::new("bash");
     cmd.arg(run_sh())
         .args(&args)

@@ -20,7 +20,7 @@ use crate::support::FakeUpstream;
 const V2026: &str = "2026-07-28";
 
 /// The `_meta` every 2026-07-28 request carries.
-fn meta(capabilities: Value) -> Value {
+pub(crate) fn meta(capabilities: Value) -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": V2026,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
@@ -29,12 +29,12 @@ fn meta(capabilities: Value) -> Value {
 }
 
 /// A 2026-07-28 request: `params` with the per-request `_meta`.
-fn request(id: u64, method: &str, mut params: Value) -> Value {
+pub(crate) fn request(id: u64, method: &str, mut params: Value) -> Value {
     params["_meta"] = meta(json!({}));
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 
-fn call_tool(id: u64, name: &str, arguments: Value) -> Value {
+pub(crate) fn call_tool(id: u64, name: &str, arguments: Value) -> Value {
     request(
         id,
         "tools/call",
@@ -227,8 +227,7 @@ async fn stdio_subscriptions_listen_hears_a_connection_the_cli_adds() {
     assert_no_canary("stderr of keyward serve", &stderr.join().unwrap());
 }
 
-/// A `keyward serve --http` process on `kw`'s home, and its stderr (also used by
-/// `exchange.rs`).
+/// A `keyward serve --http` process on `kw`'s home, and its stderr.
 pub(crate) struct HttpProcess {
     child: std::process::Child,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
@@ -247,9 +246,13 @@ impl Drop for HttpProcess {
 
 impl HttpProcess {
     pub(crate) async fn start(kw: &Kw) -> HttpProcess {
-        let addr = format!("127.0.0.1:{}", free_port());
+        HttpProcess::start_at(kw, &format!("127.0.0.1:{}", free_port())).await
+    }
+
+    /// Listening on `addr` (a test that names its `public_url` picks the port first).
+    pub(crate) async fn start_at(kw: &Kw, addr: &str) -> HttpProcess {
         let mut child = kw
-            .command(&["serve", "--http", &addr])
+            .command(&["serve", "--http", addr])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -268,7 +271,7 @@ impl HttpProcess {
         }
     }
 
-    /// SIGTERM, a clean exit, and no token in its stderr; returns the stderr.
+    /// SIGTERM, wait for a clean exit; its stderr (already checked for canaries).
     pub(crate) async fn stop(mut self) -> Vec<u8> {
         let pid = self.child.id().to_string();
         std::process::Command::new("kill")
@@ -291,7 +294,7 @@ impl HttpProcess {
 }
 
 /// A 2026-07-28 POST: the version, method and name headers that go with `body`.
-fn post(base: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
+pub(crate) fn post(base: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
     post_with(base, key, body, &[])
 }
 
@@ -329,7 +332,7 @@ fn post_with(
 }
 
 /// The one JSON-RPC answer to a POST, whether it came as JSON or as an event stream.
-async fn answer(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let is_stream = response
         .headers()
@@ -522,7 +525,7 @@ async fn http_subscriptions_listen_hears_a_connection_the_cli_adds() {
 
 /// A call with `elicitation.url` declared: a 2026-07-28 request of a client that can show its
 /// user a URL.
-fn call_tool_eliciting(id: u64, name: &str, arguments: Value) -> Value {
+pub(crate) fn call_tool_eliciting(id: u64, name: &str, arguments: Value) -> Value {
     let mut call = call_tool(id, name, arguments);
     call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
         json!({"elicitation": {"url": {}}});

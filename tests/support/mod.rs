@@ -20,6 +20,7 @@
 //! - A second listener on 127.0.0.2 (another host) records everything sent to it: the GitHub
 //!   repository `moved` redirects there ([`SharedState::steal_requests`]).
 
+pub mod browser;
 pub mod canary;
 mod echo;
 pub mod fixtures;
@@ -27,6 +28,7 @@ mod github;
 mod github_data;
 mod google;
 pub mod home;
+pub mod issuer;
 pub mod mcp;
 mod oauth;
 pub mod postgres;
