@@ -18,8 +18,9 @@
 //! 4. `grant_type` (`unsupported_grant_type`), `requested_token_type` and `actor_token`
 //!    (`invalid_request`: only access tokens are issued, and there are no delegation chains);
 //! 5. the subject: its type (`unsupported_token_type`), then the user it belongs to through
-//!    [`auth::resolve_subject`], the same decision as for an MCP request's bearer
-//!    (`invalid_grant`);
+//!    [`Authenticator::resolve_subject`], the same decision as for an MCP request's bearer (an
+//!    API key, or with `[server.auth]` the identity provider's access token or JWT) —
+//!    `invalid_grant`, or 503 when the identity provider's keys cannot be had;
 //! 6. the target: `audience` (a provider name) or `resource` (the provider's API base URL),
 //!    and `account` (default `default`) — `invalid_target`; a provider or account the client
 //!    was not registered for — `unauthorized_client`;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::remote_auth::Remote;
 use crate::server_stateless::HttpProcess;
 use crate::support::canary::{assert_no_canary, audit_json};
 use crate::support::home::{expired_token_json, home_with, status, token, Kw};
@@ -844,4 +845,76 @@ async fn the_example_backend_exchanges_and_calls_github() {
         String::from_utf8_lossy(&output.stderr)
     );
     s.stop().await;
+}
+
+/// With an identity provider (`[server.auth]`), the subject may be its access token (JWT):
+/// validated exactly as an MCP bearer is, it names the user whose token the client gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_providers_token_as_subject_names_the_user() {
+    let remote = Remote::start_configured(
+        jsonwebtoken::Algorithm::RS256,
+        &["alice", "bob"],
+        true,
+        &[],
+        "\n[exchange]\nenabled = true\n",
+    )
+    .await;
+    let client = add_client(
+        &remote.kw,
+        &[
+            "backend",
+            "--providers",
+            "github",
+            "--scopes",
+            "repo read:user",
+        ],
+    );
+    let exchange = |subject: String, kind: &'static str| {
+        let (base, client) = (remote.base.clone(), &client);
+        async move {
+            post(
+                &base,
+                Some(client),
+                &[
+                    ("grant_type", GRANT),
+                    ("subject_token", subject.as_str()),
+                    ("subject_token_type", kind),
+                    ("audience", "github"),
+                ],
+            )
+            .await
+        }
+    };
+    const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+    for (user, kind) in [("alice", JWT), ("bob", ACCESS)] {
+        let ok = exchange(remote.token(user), kind).await;
+        assert_eq!(ok.status, 200, "{}", ok.raw);
+        assert_eq!(ok.body["access_token"], token(user, "default"));
+    }
+    // A token for another audience, or signed by a key the issuer never published: no user.
+    let wrong_audience = remote
+        .issuer
+        .token("alice", "https://elsewhere.example/mcp", "keyward");
+    exchange(wrong_audience, JWT)
+        .await
+        .assert_refused(400, "invalid_grant");
+    let forged = remote.issuer.sign(
+        &remote
+            .issuer
+            .unpublished_key(jsonwebtoken::Algorithm::RS256),
+        &remote
+            .issuer
+            .claims("bob", &format!("{}/mcp", remote.base), "keyward"),
+    );
+    exchange(forged, JWT)
+        .await
+        .assert_refused(400, "invalid_grant");
+    let audit = audit_json(&remote.kw);
+    let users: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["event"] == "token-exchange" && e["outcome"] == "ok")
+        .map(|e| e["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+    remote.server.stop().await;
 }
