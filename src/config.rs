@@ -355,6 +355,54 @@ fn check_web_url(text: &str, key: &str, section: &str) -> Result<url::Url> {
     Ok(url)
 }
 
+/// The RFC 8693 token-exchange endpoint of `keyward serve --http` (`[exchange]`; see
+/// [`crate::server::exchange`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// Serve `POST /oauth/token` and its metadata. Off unless asked for: the endpoint hands
+    /// provider tokens to other programs.
+    pub enabled: bool,
+    /// Exchanges one client may make per minute, on average (a token bucket per client).
+    pub rate_limit_per_minute: u32,
+    /// How many exchanges one client may make at once before the average applies.
+    pub rate_limit_burst: u32,
+    /// `expires_in` never says more than this, even for a provider token that lives longer (or
+    /// forever, like a GitHub OAuth app's): a backend comes back at least this often, so a
+    /// removed client or user loses access within it.
+    pub max_expires_in_secs: u64,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rate_limit_per_minute: 600,
+            rate_limit_burst: 60,
+            max_expires_in_secs: 3600,
+        }
+    }
+}
+
+impl ExchangeConfig {
+    /// Limits of 0 would refuse every exchange.
+    pub fn check(&self) -> Result<()> {
+        for (key, value) in [
+            ("rate_limit_per_minute", self.rate_limit_per_minute as u64),
+            ("rate_limit_burst", self.rate_limit_burst as u64),
+            ("max_expires_in_secs", self.max_expires_in_secs),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!(
+                    "`{key} = 0` in the [exchange] section of config.toml would refuse every \
+                     exchange: set it to at least 1, or remove the line for the default"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where the vault is (`[store]`): the embedded sled database in the home folder (no `url`), or
 /// a PostgreSQL database shared by several keyward processes (`url = "postgres://…"`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -376,6 +424,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub executor: ExecutorConfig,
     pub server: ServerConfig,
+    pub exchange: ExchangeConfig,
     pub store: StoreConfig,
 }
 

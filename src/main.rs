@@ -59,6 +59,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::users::UsersCommand,
     },
+    /// Manage the token-exchange clients: programs that may exchange a user's credential for
+    /// a provider token at POST /oauth/token
+    Clients {
+        #[command(subcommand)]
+        command: cli::clients::ClientsCommand,
+    },
     /// Where the vault is, and copying it between sled and PostgreSQL
     Store {
         #[command(subcommand)]
@@ -98,6 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => cli::tools::call(&home, args).await,
         Command::Serve(args) => cli::serve::run(&home, args).await,
         Command::Users { command } => cli::users::run(&home, command).await,
+        Command::Clients { command } => cli::clients::run(&home, command).await,
         Command::Store { command } => cli::store::run(&home, command).await,
     }
 }

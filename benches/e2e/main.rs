@@ -17,7 +17,9 @@
 //! 5. context economy: the size of `tools/list`, and raw upstream bytes against what the model
 //!    gets back for the list/read tools;
 //! 6. the goals of issue 7, each met or not (nothing here fails anything);
-//! 7. the PostgreSQL store on loopback: token read, touch, audit append (issue 13).
+//! 7. the PostgreSQL store on loopback: token read, touch, audit append (issue 13);
+//! 8. the token-exchange endpoint: one exchange warm and with a refresh, exchanges/s, a storm of
+//!    200 on an expired token. `cargo bench --bench e2e -- exchange` runs this section alone.
 //!
 //! Everything runs on loopback with the release binary (`CARGO_BIN_EXE_keyward`), bounded in
 //! count (warm-up + 2000 calls per row) and in time (20 s per row at most). Every token the bench
@@ -27,7 +29,8 @@
 
 //!
 //! One file per section ([`in_process`], [`end_to_end`], [`refresh`], [`startup`], [`context`],
-//! [`goals`], [`postgres`]), each measuring and then writing its part of the table; what they share is in
+//! [`goals`], [`postgres`], [`exchange`]), each measuring and then writing its part of the table;
+//! what they share is in
 //! [`report`] (output, statistics, the machine), [`procs`] (home folders and keyward processes),
 //! [`clients`] (the legacy SSE and raw Streamable HTTP clients) and [`calls`] (one call of the
 //! standard request, five ways, and the rows of calls). `run` below keeps the order of the
@@ -40,6 +43,7 @@ mod calls;
 mod clients;
 mod context;
 mod end_to_end;
+mod exchange;
 mod goals;
 mod in_process;
 mod postgres;
@@ -96,6 +100,12 @@ async fn run(started: Instant) {
     let fake = FakeUpstream::start().await;
     fake.set_recording(false);
     let mut table = Table::default();
+    // `cargo bench --bench e2e -- exchange`: section 8 alone (cargo also passes `--bench`).
+    if std::env::args().skip(1).any(|a| a == "exchange") {
+        exchange::section(&mut table, &fake, &logs).await;
+        finish(started, &table, &logs, None, 0);
+        return;
+    }
 
     // The main home: GitHub, Slack and Google connected; an HTTP user.
     progress("setting up a home folder against the fake upstream");
@@ -130,17 +140,22 @@ async fn run(started: Instant) {
     context::report(&mut table, &context);
     goals::section(&mut table, &inproc, &e2e, &refresh, &startup, &context);
     postgres::section(&mut table).await;
+    exchange::section(&mut table, &fake, &logs).await;
+    finish(started, &table, &logs, Some(&api_key), e2e.sse_leaks);
+    drop(fake);
+}
 
+/// Print the table, then the leak check: this output, every server's stderr, the legacy SSE
+/// stream (`sse_leaks`), for the canary marker and the HTTP user's `api_key`.
+fn finish(started: Instant, table: &Table, logs: &Logs, api_key: Option<&str>, sse_leaks: usize) {
     say("");
     for line in table.render() {
         say(line);
     }
-
-    // The leak check: this output, every server's stderr, the legacy SSE stream.
     let transcript = TRANSCRIPT.lock().unwrap().clone();
-    let leaked_output = transcript.contains(CANARY) || transcript.contains(&api_key);
-    let leaked_logs = logs.contains(CANARY) || logs.contains(&api_key);
-    let sse_leaks = e2e.sse_leaks;
+    let has_key = |text: &str| api_key.is_some_and(|key| text.contains(key));
+    let leaked_output = transcript.contains(CANARY) || has_key(&transcript);
+    let leaked_logs = logs.contains(CANARY) || api_key.is_some_and(|key| logs.contains(key));
     if leaked_output || leaked_logs || sse_leaks > 0 {
         say(format!(
             "LEAK: a token or API key appeared ({}{}{})",
@@ -162,5 +177,4 @@ async fn run(started: Instant) {
         "total run time {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    drop(fake);
 }

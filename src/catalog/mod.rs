@@ -37,7 +37,9 @@ pub use manifest::{
     ResponseSpec, RevokeStyle, TokenPlacement, ToolSpec,
 };
 pub use schema::{manifest_schema_json, tool_input_schema};
-pub use scopes::{expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes};
+pub use scopes::{
+    expand_scopes, join_scopes, minimize_scopes, missing_scopes, parse_scopes, split_scopes,
+};
 
 /// The manifests compiled into the binary, in the order their providers are listed.
 const EMBEDDED: [(&str, &str); 3] = [

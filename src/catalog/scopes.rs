@@ -13,6 +13,12 @@ use super::manifest::ProviderSpec;
 /// provider's own separator: GitHub's `X-OAuth-Scopes` header says `repo, user`, its token
 /// response says `repo,user`, Google uses spaces. Duplicates are dropped, order is kept.
 pub fn parse_scopes(_provider: &ProviderSpec, text: &str) -> Vec<String> {
+    split_scopes(text)
+}
+
+/// [`parse_scopes`] where no provider is at hand (a token-exchange client's allowance spans
+/// several).
+pub fn split_scopes(text: &str) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for scope in text.split(|c: char| c == ',' || c.is_whitespace()) {
         if !scope.is_empty() && !scopes.iter().any(|s| s == scope) {

@@ -8,6 +8,8 @@
 //! - [`status`] — `status`: what is connected, never a token;
 //! - [`audit`] — `audit`: the log, and following it;
 //! - [`users`] — `users add|list|remove`: the HTTP server's users and their API keys;
+//! - [`clients`] — `clients add|list|remove`: the programs that may exchange a user's
+//!   credential for a provider token (`POST /oauth/token`);
 //! - [`tools`] — `tools`, `call`: the catalog, and one tool call from the shell;
 //! - [`serve`] — `serve`: the MCP server over stdio or HTTP;
 //! - [`store`] — `store status|copy`: where the vault is, and moving it (sled ⇄ PostgreSQL).
@@ -16,6 +18,7 @@
 //! needs it, the catalog as the home's config shapes it, and durations for people.
 
 pub mod audit;
+pub mod clients;
 pub mod connections;
 pub mod keys;
 pub mod serve;

@@ -1,4 +1,6 @@
-//! `keyward status`: what is connected — scopes, expiry, status, last use — and never a token.
+//! `keyward status`: what is connected — scopes, expiry, status, last use, last token exchange
+//! (which client took the connection's token through `POST /oauth/token`, when, how it ended)
+//! — and never a token.
 //! It is the first thing a person runs when a tool call fails, so a record that does not open
 //! is listed as an error next to the others (and the command exits non-zero) instead of hiding
 //! them all. Which rows there are, with reasons scrubbed and broken records audited, is
@@ -7,7 +9,10 @@
 use clap::Args;
 use keyward::config::Home;
 use keyward::error::{Error, Result};
-use keyward::vault::{ConnectionStatus, Listed};
+use std::collections::HashMap;
+
+use keyward::vault::clients::LastExchange;
+use keyward::vault::{ConnKey, ConnectionStatus, Listed};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -30,10 +35,15 @@ pub async fn run(home: &Home, args: StatusArgs) -> Result<()> {
     };
     let now = chrono::Utc::now().timestamp();
     let rows = vault.status(args.user.as_deref()).await?;
+    let exchanges: HashMap<ConnKey, LastExchange> = vault
+        .exchanges(args.user.as_deref())
+        .await?
+        .into_iter()
+        .collect();
     if args.json {
-        print_json(&rows, now);
+        print_json(&rows, &exchanges, now);
     } else {
-        print_table(&rows, now);
+        print_table(&rows, &exchanges, now);
     }
     let failed = rows.iter().filter(|r| r.is_err()).count();
     if failed > 0 {
@@ -44,7 +54,7 @@ pub async fn run(home: &Home, args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_json(rows: &[Listed], now: i64) {
+fn print_json(rows: &[Listed], exchanges: &HashMap<ConnKey, LastExchange>, now: i64) {
     let items: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| match row {
@@ -63,6 +73,7 @@ fn print_json(rows: &[Listed], now: i64) {
                 },
                 "has_refresh_token": c.record.refresh_token.is_some(),
                 "last_used": last_used,
+                "last_exchange": exchanges.get(&c.key),
                 "version": c.version,
             }),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
@@ -71,7 +82,7 @@ fn print_json(rows: &[Listed], now: i64) {
     println!("{}", serde_json::to_string_pretty(&items).expect("JSON"));
 }
 
-fn print_table(rows: &[Listed], now: i64) {
+fn print_table(rows: &[Listed], exchanges: &HashMap<ConnKey, LastExchange>, now: i64) {
     if rows.is_empty() {
         println!(
             "no connections: add one with `keyward import PROVIDER` or `keyward connect PROVIDER`"
@@ -79,8 +90,8 @@ fn print_table(rows: &[Listed], now: i64) {
         return;
     }
     println!(
-        "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} SCOPES",
-        "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED"
+        "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {:<24} SCOPES",
+        "USER", "PROVIDER", "ACCOUNT", "EXPIRES IN", "STATUS", "LAST USED", "LAST EXCHANGE"
     );
     for row in rows {
         match row {
@@ -93,14 +104,25 @@ fn print_table(rows: &[Listed], now: i64) {
                 let last = last_used
                     .map(|t| format!("{} ago", super::human_duration(now - t)))
                     .unwrap_or_else(|| "never".into());
+                let exchange = exchanges
+                    .get(&c.key)
+                    .map(|x| {
+                        let ago = super::human_duration(now - x.time);
+                        match x.outcome.as_str() {
+                            "ok" => format!("{} {ago} ago", x.client),
+                            refused => format!("{} {ago} ago ({refused})", x.client),
+                        }
+                    })
+                    .unwrap_or_else(|| "never".into());
                 println!(
-                    "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {}",
+                    "{:<12} {:<8} {:<14} {:<10} {:<28} {:<10} {:<24} {}",
                     c.key.user,
                     c.key.provider,
                     c.key.account,
                     expires,
                     c.record.status.label(),
                     last,
+                    exchange,
                     c.record.scopes.join(" ")
                 );
             }

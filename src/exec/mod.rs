@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use crate::catalog::{missing_scopes, Catalog, Provider, Tool};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
-use crate::oauth::refresh::Refresher;
+use crate::oauth::refresh::{RefreshError, Refresher};
 use crate::secret::{Redactor, SecretString};
 use crate::vault::{AuditEntry, ConnKey, Connection, ConnectionStatus, Vault, DEFAULT_ACCOUNT};
 
@@ -267,6 +267,52 @@ impl Executor {
         let reads = self.reads.get(&tool.name);
         let body = errors::check_with(provider, tool, &key, &response, reads)?;
         Ok(project::project(tool, &response.headers, body))
+    }
+
+    /// The access token of `conn` for a program outside keyward (the token exchange,
+    /// [`crate::server::exchange`]), within the call budget: the record's own token, or — near
+    /// expiry — the one the refresher produces, single-flight with every tool call of the
+    /// connection (invariant 5). Returns the record the token belongs to (after a refresh, the
+    /// new one: its expiry and scopes are the token's). The connection counts as used.
+    pub async fn token_for(&self, conn: Connection) -> Result<Connection, RefreshError> {
+        let deadline = client::deadline_after(Duration::from_millis(self.limits.call_budget_ms));
+        let key = conn.key.clone();
+        let seen = conn.version;
+        let (_, version) = self
+            .refresher
+            .fresh_token(&key, conn.clone(), deadline)
+            .await?;
+        let conn = if version == seen {
+            conn
+        } else {
+            // The refresh wrote a new record: read it for the new token's expiry and scopes. A
+            // writer after it (another refresh, a reconnect) left a token as good, if active.
+            let latest = self
+                .vault
+                .get(&key)
+                .await
+                .map_err(|e| ToolError::new(e.to_string()))?;
+            let now = chrono::Utc::now().timestamp();
+            match latest {
+                Some(latest)
+                    if latest.version == version
+                        || (latest.record.status == ConnectionStatus::Active
+                            && !latest.record.needs_refresh(now, 0)) =>
+                {
+                    latest
+                }
+                _ => {
+                    return Err(ToolError::new(format!(
+                        "the {key} connection changed while its token was being refreshed"
+                    ))
+                    .hint("this is temporary; retry in a moment")
+                    .retryable()
+                    .into())
+                }
+            }
+        };
+        self.vault.touch(&key).await;
+        Ok(conn)
     }
 
     /// The connection a call uses — the account asked for, else `default`, else the only one —

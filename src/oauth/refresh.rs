@@ -135,6 +135,14 @@ impl RefreshError {
     }
 }
 
+/// What a tool call tells its client: the error itself (whether the grant lives decides nothing
+/// there).
+impl From<RefreshError> for ToolError {
+    fn from(error: RefreshError) -> Self {
+        error.into_tool_error()
+    }
+}
+
 /// A failure on the way (reading the vault, say) leaves the grant as it was.
 impl From<ToolError> for RefreshError {
     fn from(error: ToolError) -> Self {
@@ -231,13 +239,14 @@ impl Refresher {
     }
 
     /// The access token to use now for `conn`: its own, or a fresh one when it is within the
-    /// refresh margin of expiry. Returns the token and the record version it came from.
+    /// refresh margin of expiry. Returns the token and the record version it came from; a
+    /// failure says whether the grant still lives (the token exchange answers by it).
     pub async fn fresh_token(
         &self,
         key: &ConnKey,
         conn: Connection,
         deadline: Instant,
-    ) -> Result<(SecretString, u64), ToolError> {
+    ) -> Result<(SecretString, u64), RefreshError> {
         let now = chrono::Utc::now().timestamp();
         if !conn.record.needs_refresh(now, self.margin(&key.provider)) {
             return Ok((conn.record.access_token.clone(), conn.version));
@@ -256,7 +265,7 @@ impl Refresher {
                     tracing::warn!(connection = %key, error = %failure.tool_error(), "proactive refresh failed; using the current token");
                     Ok((conn.record.access_token.clone(), conn.version))
                 } else {
-                    Err(failure.into_tool_error())
+                    Err(failure)
                 }
             }
         }

@@ -20,6 +20,12 @@
 //! identity provider to sign its user in; a valid token without the required scopes gets 403
 //! with `error="insufficient_scope"` and the whole scope set in the same one challenge.
 //!
+//! Which user a credential belongs to is decided in one place,
+//! [`Authenticator::user_of_credential`], for the bearer of an MCP request and for the
+//! `subject_token` of a token exchange ([`Authenticator::resolve_subject`], `super::exchange`):
+//! an API key, or with `[server.auth]` the identity provider's access token (JWT), is accepted
+//! alike on both paths.
+//!
 //! MCP sessions are bound to the user that created them ([`SessionOwners`]): a request that
 //! carries another user's session id is answered 404, exactly like an unknown session, so it
 //! learns nothing about it. The same table caps each user's live sessions (both transports
@@ -260,6 +266,27 @@ fn forbidden(reason: &str) -> Rejection {
     Rejection::Forbidden(reason.to_string())
 }
 
+/// What a token exchange says its `subject_token` is (RFC 8693 §3 token type identifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectType {
+    /// `urn:ietf:params:oauth:token-type:access_token`: a credential keyward's HTTP server
+    /// accepts as a bearer (an API key, or the identity provider's access token).
+    AccessToken,
+    /// `urn:ietf:params:oauth:token-type:jwt`: the identity provider's JWT.
+    Jwt,
+}
+
+/// Why a `subject_token` names no user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectRefusal {
+    /// Not a kind of credential this server takes (`unsupported_token_type`); says what is.
+    Unsupported(&'static str),
+    /// Not a current credential of any user (`invalid_grant`).
+    Invalid,
+    /// The identity provider's keys could not be had: nobody can be checked now (503).
+    Unavailable(String),
+}
+
 /// Who may call `/mcp`: API keys, and the identity provider's access tokens when configured.
 pub struct Authenticator {
     keys: std::sync::Arc<KeyCache>,
@@ -311,7 +338,13 @@ impl Authenticator {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Refused::Missing);
         }
-        let credential = credential.trim();
+        self.user_of_credential(credential.trim()).await
+    }
+
+    /// The user a credential belongs to — an API key (`kw_…`), or with `[server.auth]` any other
+    /// credential as the identity provider's access token: the one decision behind an MCP
+    /// request's bearer and a token exchange's subject.
+    pub async fn user_of_credential(&self, credential: &str) -> Result<AuthUser, Refused> {
         match &self.oidc {
             Some(oidc) if !credential.starts_with(users::KEY_PREFIX) => {
                 self.authenticate_token(oidc, credential).await
@@ -359,6 +392,33 @@ impl Authenticator {
                 "checking the user failed: {e}"
             ))),
         }
+    }
+
+    /// The user whose credential a token exchange presents as its `subject_token`: exactly the
+    /// user an MCP request with that credential as its bearer would act as. A JWT subject is
+    /// taken only with an identity provider (`[server.auth]`), and validated as its access token.
+    pub async fn resolve_subject(
+        &self,
+        token: &str,
+        kind: SubjectType,
+    ) -> Result<AuthUser, SubjectRefusal> {
+        let resolved =
+            match (kind, &self.oidc) {
+                (SubjectType::AccessToken, _) => self.user_of_credential(token).await,
+                (SubjectType::Jwt, Some(oidc)) => self.authenticate_token(oidc, token).await,
+                (SubjectType::Jwt, None) => return Err(SubjectRefusal::Unsupported(
+                    "this server takes no JWT subject tokens (no identity provider is configured \
+                     in [server.auth]): send the user's keyward API key with subject_token_type \
+                     urn:ietf:params:oauth:token-type:access_token",
+                )),
+            };
+        resolved.map_err(|refused| match refused {
+            Refused::Unavailable(reason) => SubjectRefusal::Unavailable(reason),
+            Refused::Missing
+            | Refused::BadKey
+            | Refused::BadToken(_)
+            | Refused::InsufficientScope => SubjectRefusal::Invalid,
+        })
     }
 
     /// The answer to a refused credential: 401 (403 for missing scopes, 503 when the identity

@@ -9,6 +9,10 @@
 //! - `GET /healthz` — `ok`, without authentication and without details;
 //! - with `[server.auth]`: `GET /.well-known/oauth-protected-resource/mcp` (and the root form),
 //!   the RFC 9728 metadata that names the identity provider, without authentication;
+//! - with `[exchange] enabled`: `POST /oauth/token` (RFC 8693 token exchange, [`super::exchange`])
+//!   and its RFC 8414 metadata at `/.well-known/oauth-authorization-server`. They are not
+//!   behind the bearer guard: a client authenticates with its own credentials, and the metadata
+//!   is public. Host and Origin are checked as everywhere;
 //! - with `public_url`: the browser side — the account page at `/`, sign-in at `/auth/…`,
 //!   `/connect/<provider>` links and `/oauth/callback/<provider>` ([`super::web`],
 //!   [`super::connect_web`]), behind the same Host and Origin checks.
@@ -54,6 +58,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Access, AuthUser, Authenticator, Ownership, SessionKind, SessionOwners};
+use super::exchange::{self, Exchange};
 use super::oidc::Oidc;
 use super::sign_in::SignIns;
 use super::sse::{self, SseSessions};
@@ -178,6 +183,7 @@ impl HttpServer {
     ) -> Result<HttpServer> {
         let server_config = &config.server;
         server_config.check_http_limits()?;
+        config.exchange.check()?;
         // HTTP needs the vault for every request (API keys), and the Streamable HTTP service
         // reads the tools synchronously: both are built before the port is opened.
         state.ready().await?;
@@ -211,8 +217,17 @@ impl HttpServer {
                 web.key.request_state_codec(),
             ))
         });
+        let auth = Arc::new(Authenticator::new(keys, oidc, public_base.as_deref()));
+        let exchange = config.exchange.enabled.then(|| {
+            Arc::new(Exchange::new(
+                executor.clone(),
+                auth.clone(),
+                config.exchange.clone(),
+                public_base.clone(),
+            ))
+        });
         let app = App {
-            auth: Arc::new(Authenticator::new(keys, oidc, public_base.as_deref())),
+            auth,
             web,
             sign_ins,
             state,
@@ -224,7 +239,7 @@ impl HttpServer {
             json_response: options.json_response,
         };
         tokio::spawn(reap(app.clone()));
-        let router = router(app);
+        let router = router(app, exchange);
         let limits = Limits {
             header_read_timeout: Duration::from_millis(server_config.header_read_timeout_ms),
             max_unauthenticated: server_config.max_unauthenticated_connections,
@@ -246,6 +261,12 @@ impl HttpServer {
         tracing::info!(
             "serving MCP on http://{local_addr}/mcp (Streamable HTTP) and http://{local_addr}/sse (legacy SSE)"
         );
+        if config.exchange.enabled {
+            tracing::info!(
+                "serving token exchange (RFC 8693) on http://{local_addr}{}",
+                exchange::TOKEN_PATH
+            );
+        }
         Ok(HttpServer {
             local_addr,
             shutdown,
@@ -399,7 +420,7 @@ async fn pause_after_accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn router(app: App) -> Router {
+fn router(app: App, exchange: Option<Arc<Exchange>>) -> Router {
     let state = app.state.clone();
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(app.shutdown.child_token())
@@ -439,7 +460,61 @@ fn router(app: App) -> Router {
     if let Some(web) = &app.web {
         router = router.merge(web::routes(web.clone()));
     }
+    if let Some(exchange) = exchange {
+        // Outside the bearer guard: these routes check Host and Origin themselves, and the
+        // client authenticates with its own credentials.
+        let (token, metadata) = (
+            (exchange.clone(), app.access.clone()),
+            (exchange, app.access.clone()),
+        );
+        router = router
+            .route(
+                exchange::TOKEN_PATH,
+                post(move |request: Request| {
+                    let (exchange, access) = token.clone();
+                    token_endpoint(exchange, access, request)
+                }),
+            )
+            .route(
+                exchange::METADATA_PATH,
+                get(move |headers: http::HeaderMap| {
+                    let (exchange, access) = metadata.clone();
+                    async move { token_metadata(&exchange, &access, &headers) }
+                }),
+            );
+    }
     router
+}
+
+/// `POST /oauth/token`: Host and Origin as for every route, then the exchange (which
+/// authenticates the client itself).
+async fn token_endpoint(
+    exchange: Arc<Exchange>,
+    access: Arc<Access>,
+    request: Request,
+) -> Response {
+    if let Err(rejection) = access
+        .check_host(request.headers())
+        .and_then(|()| access.check_origin(request.headers()))
+    {
+        return rejection.into_response();
+    }
+    let admission = request.extensions().get::<Arc<Admission>>().cloned();
+    let handled = exchange.handle(request).await;
+    if handled.client_authenticated {
+        if let Some(admission) = admission {
+            admission.authenticated();
+        }
+    }
+    handled.response
+}
+
+/// RFC 8414 metadata of the token endpoint: public, Host checked.
+fn token_metadata(exchange: &Exchange, access: &Access, headers: &http::HeaderMap) -> Response {
+    if let Err(rejection) = access.check_host(headers) {
+        return rejection.into_response();
+    }
+    exchange.metadata(headers)
 }
 
 async fn healthz() -> &'static str {

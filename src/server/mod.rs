@@ -12,6 +12,9 @@
 //!   Streamable HTTP service answers wrongly (malformed bodies, `DELETE`, event ids), and
 //!   [`jsonrpc`] says what every transport answers to input that is not one MCP message.
 //! - [`sign_in`] — stdio: asking a 2026-07-28 client to sign its user in (MRTR).
+//! - [`exchange`] — `POST /oauth/token` of `keyward serve --http` with `[exchange] enabled`:
+//!   RFC 8693 token exchange, handing a registered backend the provider token of the user whose
+//!   credential it presents.
 //!
 //! Revisions 2024-11-05 … 2025-11-25 open with `initialize` (and, over HTTP, a session);
 //! 2026-07-28 is stateless: rmcp reads each request's `_meta` (version, client capabilities and
@@ -24,6 +27,7 @@
 
 pub mod auth;
 pub mod connect_web;
+pub mod exchange;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
@@ -504,6 +508,7 @@ pub async fn run(home: &Home, options: ServeOptions) -> Result<()> {
             }
             // Before the vault is opened (or created): a bad limit changes nothing on disk.
             config.server.check_http_limits()?;
+            config.exchange.check()?;
             Some(resolve_addr(addr)?)
         }
         None => None,

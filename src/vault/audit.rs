@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct AuditEntry {
     pub time: String,
     pub user: String,
-    /// `import`, `disconnect`, `rotate-key`, `rekey`, `open-failed`, `tool-call`, `refresh`, …
+    /// `import`, `disconnect`, `rotate-key`, `rekey`, `open-failed`, `tool-call`, `refresh`,
+    /// `token-exchange`, `client-add`, …
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -24,6 +25,9 @@ pub struct AuditEntry {
     pub session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The token-exchange client (`keyward clients add`) a `token-exchange` was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +68,9 @@ impl AuditEntry {
         }
         if let Some(tool) = &self.tool {
             line.push_str(&format!(" {tool}"));
+        }
+        if let Some(client) = &self.client {
+            line.push_str(&format!(" client {client}"));
         }
         if let (Some(m), Some(h), Some(p)) = (&self.method, &self.host, &self.path) {
             line.push_str(&format!(" {m} {h}{p}"));

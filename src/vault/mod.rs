@@ -6,7 +6,8 @@
 //!   `connections` (user␀provider␀account → version ‖ sealed record),
 //!   `versions` (same key → the latest version ever written, kept after a disconnect so a
 //!   reconnect never reuses a version number), `usage` (same key → last use, unsealed),
-//!   `audit` (sequence → entry), `users` (API key hash → user) and `meta` (format version);
+//!   `audit` (sequence → entry), `users` (API key hash → user, and the token-exchange clients
+//!   of [`clients`]) and `meta` (format version);
 //! - `keyward.sock` — the socket through which other local keyward processes reach the
 //!   process that has the database open ([`share`]);
 //! - `keyward.lock` — held (flock) by that process for as long as it has the database open;
@@ -25,6 +26,7 @@
 //! the last `touch` that saves a message per call.
 
 pub mod audit;
+pub mod clients;
 pub mod crypto;
 pub mod keys;
 pub mod postgres;
@@ -369,6 +371,15 @@ impl Vault {
         Ok(rows)
     }
 
+    /// The latest token exchange of every connection (of `user`, if given) that had one, for
+    /// `keyward status`.
+    pub async fn exchanges(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<(ConnKey, clients::LastExchange)>> {
+        self.run(|s| s.exchanges(user.map(String::from))).await
+    }
+
     /// Keys of every stored connection, without opening them.
     pub async fn keys(&self) -> Result<Vec<ConnKey>> {
         self.run(|s| s.keys()).await
@@ -538,6 +549,13 @@ impl Vault {
     /// Flush every pending write to disk (in the owner).
     pub async fn flush(&self) -> Result<()> {
         self.run(|s| s.flush()).await
+    }
+
+    /// Note a connection's latest token exchange (a hint for `status`, like the last use).
+    pub async fn note_exchange(&self, key: &ConnKey, note: clients::LastExchange) {
+        let _ = self
+            .run(|s| s.note_exchange(key.clone(), note.clone()))
+            .await;
     }
 
     pub async fn current_key_id(&self) -> u32 {

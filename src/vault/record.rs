@@ -84,7 +84,9 @@ impl std::fmt::Display for ConnKey {
     }
 }
 
-fn check_name(what: &str, value: &str) -> Result<()> {
+/// The rule for every name keyward prints back or keys storage with (users, providers,
+/// accounts, token-exchange clients): 1-128 characters from A-Z a-z 0-9 . _ @ + -.
+pub(crate) fn check_name(what: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
         && value

@@ -33,6 +33,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::clients::LastExchange;
 use super::record::{ConnKey, Connection, TokenRecord};
 use super::share::{Answer, RemoteClient};
 use super::store::{AuditPage, Listed, RotateReport};
@@ -179,6 +180,10 @@ storage_ops! {
     List => fn list(user: Option<String>) -> Vec<Listed>;
     /// Keys of every stored connection, without opening them.
     Keys => fn keys() -> Vec<ConnKey>;
+    /// Note a connection's latest token exchange (not flushed; a hint for `status`).
+    NoteExchange => fn note_exchange(key: ConnKey, note: LastExchange) -> () as notice;
+    /// The latest token exchange of every connection (of `user`, if given) that had one.
+    Exchanges => fn exchanges(user: Option<String>) -> Vec<(ConnKey, LastExchange)>;
     /// Append an audit entry (not flushed one by one).
     Audit => fn audit(entry: AuditEntry) -> () as notice;
     /// The audit entries after `after` up to sequence `until` (`None`: the newest), the newest

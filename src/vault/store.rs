@@ -12,6 +12,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::audit::AuditEntry;
+use super::clients::LastExchange;
 use super::crypto;
 use super::keys::{self, Keyring, MasterKey};
 use super::record::{self, ConnKey, Connection, TokenRecord};
@@ -40,6 +41,8 @@ pub struct Store {
     connections: sled::Tree,
     versions: sled::Tree,
     usage: sled::Tree,
+    /// Connection → its latest token exchange ([`LastExchange`], JSON, unsealed: no secret).
+    exchanges: sled::Tree,
     audit: sled::Tree,
     users: sled::Tree,
     audit_seq: AtomicU64,
@@ -173,6 +176,7 @@ impl Store {
             connections: db.open_tree("connections")?,
             versions: db.open_tree("versions")?,
             usage: db.open_tree("usage")?,
+            exchanges: db.open_tree("exchanges")?,
             users: db.open_tree("users")?,
             audit,
             db,
@@ -307,6 +311,7 @@ impl Store {
         let storage_key = key.storage_key();
         let existed = self.connections.remove(&storage_key)?.is_some();
         self.usage.remove(&storage_key)?;
+        self.exchanges.remove(&storage_key)?;
         self.flush()?;
         let _ = self.changes.send(key.clone());
         Ok(existed)
@@ -316,6 +321,32 @@ impl Store {
     pub fn touch(&self, key: &ConnKey) {
         let now = chrono::Utc::now().timestamp();
         let _ = self.usage.insert(key.storage_key(), &now.to_be_bytes());
+    }
+
+    /// Note a connection's latest token exchange (unflushed, like [`Store::touch`]).
+    pub fn note_exchange(&self, key: &ConnKey, note: &LastExchange) {
+        if let Ok(json) = serde_json::to_vec(note) {
+            let _ = self.exchanges.insert(key.storage_key(), json);
+        }
+    }
+
+    /// The latest token exchange of every connection (of `user`, if given) that had one.
+    pub fn exchanges(&self, user: Option<&str>) -> Result<Vec<(ConnKey, LastExchange)>> {
+        let iter = match user {
+            Some(user) => self.exchanges.scan_prefix(ConnKey::user_prefix(user)),
+            None => self.exchanges.iter(),
+        };
+        let mut notes = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if let (Some(key), Ok(note)) = (
+                ConnKey::from_storage_key(&k),
+                serde_json::from_slice::<LastExchange>(&v),
+            ) {
+                notes.push((key, note));
+            }
+        }
+        Ok(notes)
     }
 
     fn last_used(&self, storage_key: &[u8]) -> Option<i64> {
@@ -595,6 +626,16 @@ impl Storage for Arc<Store> {
     }
     fn keys(&self) -> BoxFuture<'_, Result<Vec<ConnKey>>> {
         blocking(self, |s| s.keys())
+    }
+    fn note_exchange(&self, key: ConnKey, note: LastExchange) -> BoxFuture<'_, Result<()>> {
+        Store::note_exchange(self, &key, &note);
+        in_place(Ok(()))
+    }
+    fn exchanges(
+        &self,
+        user: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<(ConnKey, LastExchange)>>> {
+        blocking(self, move |s| s.exchanges(user.as_deref()))
     }
     fn audit(&self, entry: AuditEntry) -> BoxFuture<'_, Result<()>> {
         Store::audit(self, &entry);

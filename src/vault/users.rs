@@ -81,16 +81,17 @@ impl UserRecord {
     }
 }
 
-/// SHA-256 of an API key; the only form of the key that is ever stored.
+/// SHA-256 of an API key; the only form of the key that is ever stored. Token-exchange client
+/// secrets ([`super::clients`]) are made and stored the same way.
 pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_of(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+pub(super) fn key_of(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + rest.len());
     key.extend_from_slice(prefix);
     key.extend_from_slice(rest);
@@ -109,26 +110,18 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// User names follow the rules of connection names: they appear in sled keys, audit lines and
 /// commands printed back to the user.
 pub fn check_user_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::usage(format!(
-            "invalid user name {name:?}: use 1-128 characters from A-Z a-z 0-9 . _ @ + -"
-        )))
-    }
+    super::record::check_name("user", name)
 }
 
-fn new_key() -> SecretString {
+/// `prefix` and `bytes` random bytes from the operating system's CSPRNG, base64url.
+pub(super) fn new_key(prefix: &str, bytes: usize) -> SecretString {
     use rand::RngCore;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
-    SecretString::new(format!("{KEY_PREFIX}{encoded}"))
+    let mut random = zeroize::Zeroizing::new(vec![0u8; bytes]);
+    rand::rngs::OsRng.fill_bytes(random.as_mut());
+    let encoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random.as_slice()),
+    );
+    SecretString::new(format!("{prefix}{}", encoded.as_str()))
 }
 
 /// Add a user and return its new API key (the only time the key exists outside the client).
@@ -142,7 +135,7 @@ pub async fn add(vault: &Vault, name: &str) -> Result<SecretString> {
              {name}` first to replace its key"
         )));
     }
-    let key = new_key();
+    let key = new_key(KEY_PREFIX, 32);
     let hash = key_hash(key.expose());
     let record = UserRecord::new(hex(&hash), false).to_bytes();
     // By name first: a key is valid only once both entries exist and agree.
@@ -309,7 +302,7 @@ pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     Ok(existed)
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -508,6 +508,96 @@ async fn tool_errors_over_http_carry_no_token_in_responses_or_logs() {
     assert_audit_and_status_clean(&fake, &kw);
 }
 
+/// The token-exchange endpoint: refresh failures whose token endpoint quotes every secret come
+/// back as RFC 6749 errors with the quote redacted; the server's trace log, the audit log and
+/// `status` hold no secret, nor the client's secret or the user's API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_exchange_refusals_carry_no_token_in_answers_or_logs() {
+    keyward::server::install_crypto_provider();
+    let (fake, kw) = traced_home(true).await;
+    let config = kw.home().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[exchange]\nenabled = true\n");
+    std::fs::write(&config, text).unwrap();
+    let key = kw
+        .ok(&["users", "add", "default"], "")
+        .stdout()
+        .trim()
+        .to_string();
+    let registered = kw
+        .ok(
+            &[
+                "clients",
+                "add",
+                "backend",
+                "--providers",
+                "github,slack,google",
+                "--scopes",
+                "repo read:user channels:read users:read \
+                 https://www.googleapis.com/auth/calendar.readonly \
+                 https://www.googleapis.com/auth/calendar.events",
+            ],
+            "",
+        )
+        .stdout();
+    let field = |name: &str| {
+        registered
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let (id, secret) = (field("client_id"), field("client_secret"));
+    let server = crate::server_stateless::HttpProcess::start(&kw).await;
+    let exchange = |provider: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/oauth/token", server.base))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", key.as_str()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("audience", provider),
+            ])
+            .send()
+    };
+    let all = secrets(&fake, &[&key, &secret]);
+    for (provider, status, code, echo) in [
+        ("github", 400, "invalid_grant", (400, "invalid_grant")),
+        ("slack", 500, "server_error", (401, "invalid_client")),
+        ("google", 503, "temporarily_unavailable", (503, "")),
+    ] {
+        let times = if echo.0 == 503 { 3 } else { 1 };
+        fake.echo_token_errors(provider, times, echo.0, echo.1);
+        let answer = exchange(provider).await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{provider}");
+        let body = answer.text().await.unwrap();
+        assert_no_secret(&format!("{provider}: the exchange's answer"), &body, &all);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("[redacted]"),
+            "{provider}: the echo should show up redacted: {body}"
+        );
+    }
+    let log = String::from_utf8(server.stop().await).unwrap();
+    assert!(
+        log.contains("token exchange refused"),
+        "the log is at trace level"
+    );
+    assert_no_secret("stderr of keyward serve --http", &log, &all);
+    assert_audit_and_status_clean(&fake, &kw);
+}
+
 #[test]
 fn a_config_error_names_file_line_and_key_but_never_the_value() {
     let kw = Kw::new();

@@ -1,5 +1,6 @@
 mod canary;
 mod catalog;
+mod exchange;
 mod exec;
 mod fake_upstream;
 mod multiprocess;

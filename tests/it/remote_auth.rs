@@ -38,6 +38,17 @@ impl Remote {
         auth: bool,
         env: &[(&str, &str)],
     ) -> Remote {
+        Remote::start_configured(alg, users, auth, env, "").await
+    }
+
+    /// [`Remote::start_with`] with `extra_toml` appended to config.toml (e.g. `[exchange]`).
+    pub(crate) async fn start_configured(
+        alg: Algorithm,
+        users: &[&str],
+        auth: bool,
+        env: &[(&str, &str)],
+        extra_toml: &str,
+    ) -> Remote {
         keyward::server::install_crypto_provider();
         let up = FakeUpstream::start().await;
         let issuer = Issuer::start(alg).await;
@@ -57,6 +68,7 @@ impl Remote {
                 issuer::CLIENT_ID
             ));
         }
+        config.push_str(extra_toml);
         std::fs::write(kw.home().join("config.toml"), config).unwrap();
         let mut kw = kw;
         kw.env.push((
