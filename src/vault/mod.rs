@@ -667,7 +667,9 @@ impl Vault {
     pub fn raw_record(&self, key: &ConnKey) -> Result<Option<Vec<u8>>> {
         match self.backend() {
             Backend::Local(s) => s.raw_record(key),
-            _ => Err(Error::other("raw access needs the process owning a sled vault")),
+            _ => Err(Error::other(
+                "raw access needs the process owning a sled vault",
+            )),
         }
     }
 
@@ -676,7 +678,9 @@ impl Vault {
     pub fn raw_put_record(&self, key: &ConnKey, bytes: &[u8]) -> Result<()> {
         match self.backend() {
             Backend::Local(s) => s.raw_put_record(key, bytes),
-            _ => Err(Error::other("raw access needs the process owning a sled vault")),
+            _ => Err(Error::other(
+                "raw access needs the process owning a sled vault",
+            )),
         }
     }
 }

@@ -594,10 +594,7 @@ impl PgStore {
                 let tx = client.transaction().await.map_err(err)?;
                 // The data keys to seal under, as of this transaction (see the module docs).
                 let ring = tx
-                    .query_one(
-                        &format!("{SELECT_KEYRING} FOR SHARE"),
-                        &[],
-                    )
+                    .query_one(&format!("{SELECT_KEYRING} FOR SHARE"), &[])
                     .await
                     .map_err(err)?;
                 self.adopt_keyring(ring.get(0), ring.get(1))?;
@@ -771,10 +768,7 @@ impl PgStore {
              WHERE sealed IS NOT NULL ORDER BY user_name, provider, account",
             &[],
         ))?;
-        Ok(rows
-            .iter()
-            .map(key_of)
-            .collect())
+        Ok(rows.iter().map(key_of).collect())
     }
 
     /// Every write is committed when it returns: there is nothing to flush.
@@ -882,7 +876,8 @@ impl PgStore {
     }
 
     async fn reload_keyring(&self) -> Result<()> {
-        let row = read!(self, "reading the keyring", |c| c.query_one(SELECT_KEYRING, &[]))?;
+        let row = read!(self, "reading the keyring", |c| c
+            .query_one(SELECT_KEYRING, &[]))?;
         self.adopt_keyring(row.get(0), row.get(1))
     }
 
@@ -916,10 +911,7 @@ impl PgStore {
         doing: &str,
     ) -> Result<(Keyring, i64)> {
         let row = tx
-            .query_one(
-                &format!("{SELECT_KEYRING} FOR UPDATE"),
-                &[],
-            )
+            .query_one(&format!("{SELECT_KEYRING} FOR UPDATE"), &[])
             .await
             .map_err(|e| self.place().error(doing, &e))?;
         let text: String = row.get(1);
@@ -1447,10 +1439,7 @@ async fn open_keyring(
     let err = |e: tokio_postgres::Error| place.error("opening the vault", &e);
     let tx = locked(client, place).await?;
     let mut created = migrate(&tx, place, mode).await?;
-    let row = tx
-        .query_opt(SELECT_KEYRING, &[])
-        .await
-        .map_err(err)?;
+    let row = tx.query_opt(SELECT_KEYRING, &[]).await.map_err(err)?;
     let stored: Option<(i64, String)> = row.map(|r| (r.get(0), r.get(1)));
     keys::finish_pending_rekey_of(home, stored.as_ref().map(|(_, text)| text.as_str()))?;
     let origin = format!("the keyring in {}", place.url);
@@ -1579,10 +1568,7 @@ async fn resync(inner: &Arc<Inner>, client: &tokio_postgres::Client) {
             let _ = inner.changes.send(key_of(&row));
         }
     }
-    if let Ok(row) = client
-        .query_one(SELECT_KEYRING, &[])
-        .await
-    {
+    if let Ok(row) = client.query_one(SELECT_KEYRING, &[]).await {
         adopt_in_listener(inner, row.get(0), row.get(1));
     }
 }
@@ -1615,10 +1601,7 @@ async fn apply(inner: &Arc<Inner>, payload: &str) {
             let Ok(client) = inner.pool.get().await else {
                 return;
             };
-            if let Ok(row) = client
-                .query_one(SELECT_KEYRING, &[])
-                .await
-            {
+            if let Ok(row) = client.query_one(SELECT_KEYRING, &[]).await {
                 adopt_in_listener(inner, row.get(0), row.get(1));
             }
         }

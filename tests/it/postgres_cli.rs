@@ -1,13 +1,13 @@
-//! `keyward` with a PostgreSQL store, through the real binary: `store status`, `store copy`
-//! between a sled home and PostgreSQL both ways. The shared cluster of
+//! `keyward` with a PostgreSQL store, through the real binary: every command on a store named by
+//! `KEYWARD_STORE_URL`, `store status`, `store copy` between a sled home and PostgreSQL both ways. The shared cluster of
 //! `tests/support/postgres.rs`; without PostgreSQL these say so and pass (not under `CI=true`).
 
 use serde_json::Value;
 
 use crate::support::canary::assert_no_canary;
-use crate::support::home::Kw;
-use crate::support::postgres;
-use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::home::{home_for, Kw};
+use crate::support::postgres::{self, on_store, replica_of};
+use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH, GITHUB_LOGIN};
 
 /// A password that must never be printed (trust authentication ignores it).
 const PG_PASSWORD: &str = "kwcanary_pg_password_77";
@@ -128,4 +128,121 @@ fn store_copy_sled_to_postgres_and_back_is_identical() {
 
     let dump = pg.pg_dump(&url.replacen(&format!(":{PG_PASSWORD}"), "", 1));
     assert_no_canary("pg_dump", &dump);
+}
+
+/// Every command of the issue honours `KEYWARD_STORE_URL`: the vault is in PostgreSQL (the
+/// home keeps only its config and master key), and a second machine's home with the same
+/// master key sees and changes the same vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_uses_the_store_the_url_names() {
+    let Some(pg) = postgres::shared() else { return };
+    let url = with_password(&pg.database());
+    let fake = FakeUpstream::start().await;
+    let kw = on_store(home_for(&fake, &[]), &url);
+
+    let init = kw.ok(&["init"], "");
+    clean(&init);
+    assert!(
+        init.stdout()
+            .contains("keyring in postgres://postgres@127.0.0.1")
+            && init.stdout().contains("vault:  postgres://"),
+        "{}",
+        init.stdout()
+    );
+    let (access, refresh) = (
+        format!("{CANARY_ACCESS}.pgcli"),
+        format!("{CANARY_REFRESH}.pgcli"),
+    );
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(std::time::Duration::from_secs(3600)),
+    );
+    clean(&kw.import("github", "default", &access, &refresh));
+    let me = |kw: &Kw| {
+        let run = kw.ok(&["call", "github_get_me"], "");
+        clean(&run);
+        let me: Value = serde_json::from_str(&run.stdout()).unwrap();
+        assert_eq!(me["login"], GITHUB_LOGIN, "{me}");
+    };
+    me(&kw);
+    let key = kw
+        .ok(&["users", "add", "alice"], "")
+        .stdout()
+        .trim()
+        .to_string();
+    assert!(key.starts_with("kw_"), "{key}");
+    assert!(kw.ok(&["users", "list"], "").stdout().contains("alice"));
+
+    let rotated = kw.ok(&["rotate-key"], "");
+    clean(&rotated);
+    assert!(
+        rotated
+            .stdout()
+            .contains("data key 2 is now current; re-sealed 1 of 1"),
+        "{}",
+        rotated.stdout()
+    );
+    me(&kw);
+    let old_key = std::fs::read(kw.home().join("master.key")).unwrap();
+    clean(&kw.ok(&["rekey"], ""));
+    assert_ne!(
+        std::fs::read(kw.home().join("master.key")).unwrap(),
+        old_key
+    );
+    me(&kw);
+
+    // Another machine: the same config, the (new) master key, the same URL.
+    let other = replica_of(&kw);
+    me(&other);
+    let rows: Vec<Value> =
+        serde_json::from_str(&other.ok(&["status", "--json"], "").stdout()).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "active", "{rows:?}");
+    assert!(
+        rows[0]["last_used"].is_i64(),
+        "the calls noted the use: {rows:?}"
+    );
+    let status = store_status(&other);
+    assert_eq!(status["backend"], "postgres");
+    assert_eq!(status["schema"], keyward::vault::postgres::SCHEMA_VERSION);
+    assert_eq!(
+        (status["connections"].as_u64(), status["users"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    other.ok(&["disconnect", "github", "--force"], "");
+    let rows: Vec<Value> =
+        serde_json::from_str(&kw.ok(&["status", "--json"], "").stdout()).unwrap();
+    assert!(
+        rows.is_empty(),
+        "disconnected on the other machine: {rows:?}"
+    );
+    other.ok(&["users", "remove", "alice"], "");
+    assert!(!kw.ok(&["users", "list"], "").stdout().contains("alice"));
+
+    let audit = crate::support::canary::audit_json(&kw);
+    let events: Vec<&str> = audit.iter().filter_map(|e| e["event"].as_str()).collect();
+    for event in ["tool-call", "rotate-key", "rekey"] {
+        assert!(events.contains(&event), "no {event} in {events:?}");
+    }
+    assert_eq!(
+        audit.iter().filter(|e| e["event"] == "tool-call").count(),
+        4,
+        "every call, on either machine, in the one log: {audit:?}"
+    );
+    // Nothing of the vault in either home: no sled database, keyring or owner socket.
+    for home in [kw.home(), other.home()] {
+        for file in ["vault", "keyring.json", "keyward.sock"] {
+            assert!(!home.join(file).exists(), "{} has {file}", home.display());
+        }
+    }
+    let dump = pg.pg_dump(&url.replacen(&format!(":{PG_PASSWORD}"), "", 1));
+    assert_no_canary("pg_dump", &dump);
+    assert!(!crate::support::canary::contains_bytes(
+        &dump,
+        key.as_bytes()
+    ));
 }

@@ -290,3 +290,25 @@ fn run(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Another machine's home on the same store: `first`'s `config.toml`, its master key (each
+/// machine is given the key; it never enters the database) and `KEYWARD_STORE_URL`. `first`
+/// must be set up already (it holds the master key).
+pub fn replica_of(first: &super::home::Kw) -> super::home::Kw {
+    let mut kw = super::home::Kw::new();
+    std::fs::create_dir_all(kw.home()).unwrap();
+    for file in ["config.toml", "master.key"] {
+        let from = first.home().join(file);
+        if from.exists() {
+            std::fs::copy(&from, kw.home().join(file)).unwrap();
+        }
+    }
+    kw.env = first.env.clone();
+    kw
+}
+
+/// `kw` using the PostgreSQL store at `url` (through `KEYWARD_STORE_URL`).
+pub fn on_store(mut kw: super::home::Kw, url: &str) -> super::home::Kw {
+    kw.env.push(("KEYWARD_STORE_URL".into(), url.to_string()));
+    kw
+}
