@@ -1,0 +1,325 @@
+//! Several `keyward serve --http` replicas on one PostgreSQL store, as behind a load balancer:
+//! each replica is a home of its own (another machine: its config, its copy of the master key,
+//! `KEYWARD_STORE_URL`), all real binaries, against the fake upstream. The shared cluster of
+//! `tests/support/postgres.rs` (one database per test), except the restart test, which stops its
+//! own. Without PostgreSQL these say so and pass (not under `CI=true`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::server_http::mcp_client;
+use crate::server_stateless::{answer, call_tool, post, HttpProcess};
+use crate::support::home::{expired_token_json, home_for, status, Kw};
+use crate::support::mcp::{call, ok_value};
+use crate::support::postgres::{self, on_store, replica_of};
+use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH, GITHUB_LOGIN};
+
+const USER: &str = "alice";
+
+/// The first machine's home on the store at `url`, with `alice`'s GitHub connection imported
+/// from `token_json` and her API key; returns the home and the key.
+fn first_machine(fake: &FakeUpstream, url: &str, token_json: &str) -> (Kw, String) {
+    let kw = on_store(home_for(fake, &[]), url);
+    kw.ok(&["init"], "");
+    kw.ok(&["import", "github", "--user", USER], token_json);
+    let key = kw
+        .ok(&["users", "add", USER], "")
+        .stdout()
+        .trim()
+        .to_string();
+    (kw, key)
+}
+
+/// `n` replicas: `first` and `n - 1` machines like it, each serving HTTP.
+async fn serve(first: Kw, n: usize) -> (Vec<Kw>, Vec<HttpProcess>) {
+    let mut homes = vec![first];
+    for _ in 1..n {
+        homes.push(replica_of(&homes[0]));
+    }
+    let mut servers = Vec::new();
+    for home in &homes {
+        servers.push(HttpProcess::start(home).await);
+    }
+    (homes, servers)
+}
+
+/// A tool call as a 2026-07-28 stateless request to `base`: the JSON-RPC answer.
+async fn stateless(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: u64,
+    tool: &str,
+    args: Value,
+) -> Value {
+    let body = call_tool(id, tool, args);
+    let response = post(base, key, &body);
+    let request = response.build().unwrap();
+    let (status, answer) = answer(http.execute(request).await.unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// The HTTP status a request with `key` gets from `base` now.
+async fn status_with(base: &str, key: &str) -> u16 {
+    post(base, key, &call_tool(1, "github_get_me", json!({})))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Tokens the fake accepts for an hour, for the one GitHub login of `grant_with_refresh`.
+fn github_grant(fake: &FakeUpstream, tag: &str) -> (String, String) {
+    let (access, refresh) = (
+        format!("{CANARY_ACCESS}.gho_{tag}"),
+        format!("{CANARY_REFRESH}.ghr_{tag}"),
+    );
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(Duration::from_secs(3600)),
+    );
+    (access, refresh)
+}
+
+/// An import whose access token has expired on both sides: only a refreshed one works.
+fn expired_grant(fake: &FakeUpstream, tag: &str) -> String {
+    let (access, refresh) = github_grant(fake, tag);
+    fake.expire_access_token(&access);
+    expired_token_json(&access, &refresh, "repo,read:user")
+}
+
+/// Wait (bounded, generously: both cores may be busy) until `cond` holds.
+async fn until<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_answer_one_user_and_a_removal_reaches_them_all_at_once() {
+    keyward::server::install_crypto_provider();
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let fake = FakeUpstream::start().await;
+    let access = crate::support::home::token(USER, "default");
+    fake.grant_github_as(&access, "alice-default");
+    let token = json!({"access_token": access, "refresh_token": format!("{CANARY_REFRESH}_pgr"),
+                       "token_type": "bearer", "expires_in": 28800, "scope": "repo read:user"});
+    let (first, key) = first_machine(&fake, &url, &token.to_string());
+    let (homes, servers) = serve(first, 3).await;
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let http = reqwest::Client::new();
+
+    // One client's stateless requests round-robin over the three, as a plain load balancer
+    // sends them (no sticky sessions).
+    for n in 1..=30u64 {
+        let base = &bases[n as usize % 3];
+        let issue = stateless(
+            &http,
+            base,
+            &key,
+            n,
+            "github_get_issue",
+            json!({"owner": "octo", "repo": "seen-by", "number": n}),
+        )
+        .await;
+        assert_eq!(
+            issue["result"]["structuredContent"]["title"],
+            format!("octo/seen-by#{n} seen by alice-default"),
+            "{issue}"
+        );
+    }
+    // 2025-era sessions, each pinned to its replica.
+    let mut sessions = Vec::new();
+    for base in &bases {
+        let client = mcp_client(base, &key).await;
+        let me = ok_value(&call(&client, "github_get_me", json!({})).await);
+        assert_eq!(me["login"], "alice-default", "{me}");
+        sessions.push(client);
+    }
+
+    // A disconnect on one machine (the CLI): every replica's session hears tools/list_changed,
+    // and no replica has the connection any more.
+    homes[1].ok(&["disconnect", "github", "--user", USER, "--force"], "");
+    for (i, session) in sessions.iter().enumerate() {
+        let heard = session.service().list_changed.clone();
+        assert!(
+            until(30, || {
+                let heard = heard.clone();
+                async move { heard.load(std::sync::atomic::Ordering::SeqCst) >= 1 }
+            })
+            .await,
+            "replica {i}'s session heard no tools/list_changed after the disconnect"
+        );
+    }
+    for (i, base) in bases.iter().enumerate() {
+        let gone = stateless(&http, base, &key, 100, "github_get_me", json!({})).await;
+        assert_eq!(gone["result"]["isError"], true, "replica {i}: {gone}");
+    }
+
+    // `users remove` on another machine: every replica refuses the key as soon as the
+    // notification lands, well before any cache would have expired by itself.
+    let removed_at = Instant::now();
+    homes[2].ok(&["users", "remove", USER], "");
+    for (i, base) in bases.iter().enumerate() {
+        assert!(
+            until(30, || async { status_with(base, &key).await == 401 }).await,
+            "replica {i} still accepts a removed key"
+        );
+    }
+    eprintln!(
+        "removal refused on all 3 replicas {} ms after the command started",
+        removed_at.elapsed().as_millis()
+    );
+
+    let audit = crate::support::canary::audit_json(&homes[0]);
+    let calls = audit
+        .iter()
+        .filter(|e| e["event"] == "tool-call" && e["outcome"] == "ok")
+        .count();
+    assert_eq!(
+        calls, 33,
+        "every call, whichever replica answered it, in the one log"
+    );
+    for session in sessions {
+        let _ = session.cancel().await;
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_call_storm_over_three_replicas_refreshes_once() {
+    keyward::server::install_crypto_provider();
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let fake = FakeUpstream::start().await;
+    fake.set_recording(false);
+    let (first, key) = first_machine(&fake, &url, &expired_grant(&fake, "storm"));
+    // The refresh stays in flight while the calls pile up on every replica.
+    fake.token_endpoint_delay("github", Duration::from_millis(300));
+    let (homes, servers) = serve(first, 3).await;
+    let http = reqwest::Client::new();
+
+    let started = Instant::now();
+    let mut calls = JoinSet::new();
+    for n in 0..300u64 {
+        let (http, base, key) = (
+            http.clone(),
+            servers[n as usize % 3].base.clone(),
+            key.clone(),
+        );
+        calls.spawn(
+            async move { stateless(&http, &base, &key, n, "github_get_me", json!({})).await },
+        );
+    }
+    while let Some(me) = calls.join_next().await {
+        let me = me.unwrap();
+        assert_eq!(
+            me["result"]["structuredContent"]["login"], GITHUB_LOGIN,
+            "{me}"
+        );
+    }
+    eprintln!(
+        "300 calls over 3 replicas, one refresh: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        fake.refresh_count("github"),
+        1,
+        "exactly one refresh across the replicas"
+    );
+    assert!(
+        !fake.family_revoked("github"),
+        "no refresh token was presented twice"
+    );
+    let row = &status(&homes[2])[0];
+    assert_eq!(
+        (row["status"].as_str(), row["version"].as_u64()),
+        (Some("active"), Some(2)),
+        "{row}"
+    );
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_replica_refreshing_lets_another_finish_the_refresh() {
+    keyward::server::install_crypto_provider();
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let fake = FakeUpstream::start().await;
+    let (first, key) = first_machine(&fake, &url, &expired_grant(&fake, "killed"));
+    let (homes, mut servers) = serve(first, 3).await;
+    let http = reqwest::Client::new();
+
+    // Replica 0 takes the refresh lock and calls a token endpoint that does not answer.
+    fake.token_endpoint_delay("github", Duration::from_secs(600));
+    let doomed = {
+        let (http, base, key) = (http.clone(), servers[0].base.clone(), key.clone());
+        tokio::spawn(async move {
+            let _ = http
+                .execute(
+                    post(&base, &key, &call_tool(1, "github_get_me", json!({})))
+                        .build()
+                        .unwrap(),
+                )
+                .await;
+        })
+    };
+    assert!(
+        until(60, || async { fake.refresh_count("github") == 1 }).await,
+        "replica 0 never asked the token endpoint"
+    );
+    servers.remove(0).kill9();
+    doomed.abort();
+    // Its request died with it: the provider never processes it.
+    fake.abandon_delayed_token_requests("github");
+    fake.token_endpoint_delay("github", Duration::ZERO);
+
+    // The lock went with replica 0's connection: the others refresh and answer.
+    for (i, server) in servers.iter().enumerate() {
+        let me = stateless(&http, &server.base, &key, 2, "github_get_me", json!({})).await;
+        assert_eq!(
+            me["result"]["structuredContent"]["login"],
+            GITHUB_LOGIN,
+            "replica {}: {me}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        fake.refresh_count("github"),
+        2,
+        "the dead replica's refresh, and one more"
+    );
+    assert_eq!(fake.successful_refreshes("github"), 1);
+    assert!(
+        !fake.family_revoked("github"),
+        "the refresh token was never presented twice"
+    );
+    let row = &status(&homes[1])[0];
+    assert_eq!(
+        (row["status"].as_str(), row["version"].as_u64()),
+        (Some("active"), Some(2)),
+        "{row}"
+    );
+    for server in servers {
+        server.stop().await;
+    }
+}
