@@ -229,7 +229,15 @@ async fn a_300_call_storm_over_three_replicas_refreshes_once() {
         );
     }
     while let Some(me) = calls.join_next().await {
-        let me = me.unwrap();
+        let me = match me {
+            Ok(me) => me,
+            Err(e) => {
+                for server in servers {
+                    eprintln!("{}", String::from_utf8_lossy(&server.kill9()));
+                }
+                panic!("{e}");
+            }
+        };
         assert_eq!(
             me["result"]["structuredContent"]["login"], GITHUB_LOGIN,
             "{me}"
@@ -322,4 +330,189 @@ async fn kill_9_of_the_replica_refreshing_lets_another_finish_the_refresh() {
     for server in servers {
         server.stop().await;
     }
+}
+
+/// What one call of the load saw: `Ok`, or the error text a client got.
+async fn outcome(http: &reqwest::Client, base: &str, key: &str) -> Result<(), String> {
+    let request = post(base, key, &call_tool(1, "github_get_me", json!({})))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let response = http.execute(request).await.map_err(|e| e.to_string())?;
+    if response.status() != 200 {
+        return Err(format!(
+            "{}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let (_, me) = answer(response).await;
+    if me["result"]["isError"] == false {
+        Ok(())
+    } else {
+        Err(me.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_restart() {
+    keyward::server::install_crypto_provider();
+    let Some(pg) = postgres::PgCluster::start() else {
+        return;
+    };
+    let url = pg.database();
+    let fake = FakeUpstream::start().await;
+    let (access, refresh) = github_grant(&fake, "restart");
+    let (first, key) = first_machine(
+        &fake,
+        &url,
+        &crate::support::home::token_json(&access, &refresh),
+    );
+    let (homes, servers) = serve(first, 2).await;
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+
+    // Load: calls alternating over both replicas, and `users add` from a third machine, until
+    // told to stop; every outcome recorded.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Result<(), String>>>> = Default::default();
+    let calls = {
+        let (stop, seen, bases, key) = (stop.clone(), seen.clone(), bases.clone(), key.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let result = outcome(&http, &bases[n % 2], &key).await;
+                seen.lock().unwrap().push(result);
+            }
+        })
+    };
+    let writer_home = replica_of(&homes[0]);
+    let writes = {
+        let stop = stop.clone();
+        let kw = replica_of(&homes[0]);
+        std::thread::spawn(move || {
+            let mut added = Vec::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let name = format!("writer{n}");
+                let run = kw.run(&["users", "add", &name], "");
+                added.push((name, run.code() == Some(0), run.stderr()));
+            }
+            added
+        })
+    };
+    let oks = |seen: &std::sync::Mutex<Vec<Result<(), String>>>| {
+        seen.lock().unwrap().iter().filter(|r| r.is_ok()).count()
+    };
+    assert!(
+        until(60, || async { oks(&seen) >= 5 }).await,
+        "the load never got going"
+    );
+
+    pg.stop("fast");
+    let failed = |seen: &std::sync::Mutex<Vec<Result<(), String>>>| {
+        seen.lock().unwrap().iter().filter(|r| r.is_err()).count()
+    };
+    assert!(
+        until(120, || async { failed(&seen) >= 4 }).await,
+        "no call failed while PostgreSQL was down"
+    );
+    pg.start_again();
+    let before = oks(&seen);
+    assert!(
+        until(120, || async { oks(&seen) >= before + 10 }).await,
+        "the replicas did not recover by themselves"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    calls.await.unwrap();
+    let added = writes.join().unwrap();
+
+    // Every failure said what happened and that retrying helps, naming the store (never a
+    // password); the replicas were never restarted.
+    let shown = format!(
+        "PostgreSQL store at postgres://postgres@127.0.0.1:{}",
+        pg.port
+    );
+    for error in seen.lock().unwrap().iter().filter_map(|r| r.as_ref().err()) {
+        assert!(error.contains(&shown) && error.contains("retry"), "{error}");
+        crate::support::canary::assert_no_canary("an error during the outage", error.as_bytes());
+    }
+    for (name, ok, stderr) in &added {
+        if !ok {
+            assert!(stderr.contains(&shown), "{name}: {stderr}");
+        }
+    }
+    // Nothing acknowledged was lost: every user whose `users add` succeeded is there.
+    let listed = writer_home.ok(&["users", "list"], "").stdout();
+    let acknowledged: Vec<&String> = added
+        .iter()
+        .filter(|(_, ok, _)| *ok)
+        .map(|(n, _, _)| n)
+        .collect();
+    assert!(!acknowledged.is_empty(), "no write went through: {added:?}");
+    for name in acknowledged {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} was lost:\n{listed}"
+        );
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_starting_on_an_empty_database_at_once_both_serve() {
+    keyward::server::install_crypto_provider();
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let fake = FakeUpstream::start().await;
+    // Both machines are given the same master key; neither has a vault yet.
+    let key = (
+        "KEYWARD_MASTER_KEY".to_string(),
+        "S2V5d2FyZCByZXBsaWNhIHRlc3Qga2V5IDMyIGJ5dGU=".to_string(),
+    );
+    let mut a = on_store(home_for(&fake, &[]), &url);
+    a.env.push(key.clone());
+    let b = replica_of(&a);
+    let (first, second) = tokio::join!(HttpProcess::start(&a), HttpProcess::start(&b));
+    let version = keyward::vault::postgres::SCHEMA_VERSION.to_string();
+    assert_eq!(
+        pg.psql(&db_name(&url), "SELECT version FROM keyward_schema")
+            .trim(),
+        version
+    );
+    assert_eq!(
+        pg.psql(&db_name(&url), "SELECT count(*) FROM keyward_keyring")
+            .trim(),
+        "1"
+    );
+    // Each opens what the other wrote: a user added on one is known to the other.
+    let api_key = b
+        .ok(&["users", "add", USER], "")
+        .stdout()
+        .trim()
+        .to_string();
+    for server in [&first, &second] {
+        assert!(
+            until(30, || async {
+                status_with(&server.base, &api_key).await == 200
+            })
+            .await,
+            "{} does not know the user",
+            server.base
+        );
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
+fn db_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_string()
 }
