@@ -473,10 +473,13 @@ mod tests {
         assert_eq!(alice.expose().len(), 3 + 43);
         assert_ne!(alice.expose(), bob.expose());
         assert_eq!(
-            lookup(&vault, alice.expose()).await.as_deref(),
+            lookup(&vault, alice.expose()).await.unwrap().as_deref(),
             Some("alice")
         );
-        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert_eq!(
+            lookup(&vault, bob.expose()).await.unwrap().as_deref(),
+            Some("bob")
+        );
         assert_eq!(lookup(&vault, "kw_nope").await.unwrap(), None);
         assert_eq!(lookup(&vault, "").await.unwrap(), None);
         let names: Vec<String> = list(&vault)
@@ -493,8 +496,11 @@ mod tests {
 
         assert!(remove(&vault, "alice").await.unwrap());
         assert!(!remove(&vault, "alice").await.unwrap());
-        assert_eq!(lookup(&vault, alice.expose()).await, None);
-        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert_eq!(lookup(&vault, alice.expose()).await.unwrap(), None);
+        assert_eq!(
+            lookup(&vault, bob.expose()).await.unwrap().as_deref(),
+            Some("bob")
+        );
         assert!(any(&vault).await.unwrap());
     }
 
@@ -525,7 +531,10 @@ mod tests {
             .find(|u| u.name == "erin")
             .unwrap();
         assert!(erin.oidc && erin.api_key, "{erin:?}");
-        assert_eq!(lookup(&vault, key.expose()).await.as_deref(), Some("erin"));
+        assert_eq!(
+            lookup(&vault, key.expose()).await.unwrap().as_deref(),
+            Some("erin")
+        );
         // Removed: the identity provider does not bring them back; `add --oidc` does.
         assert!(remove(&vault, "dana").await.unwrap());
         assert_eq!(
