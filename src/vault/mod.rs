@@ -19,6 +19,11 @@
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).
 //!
+//! With `[store] url` (or `KEYWARD_STORE_URL`) the vault is a PostgreSQL database instead
+//! ([`postgres`]), chosen once at open (invariant 18): none of the above files exist, no process
+//! owns the vault and none takes over, and every process — on this machine or another — is a
+//! peer of the database.
+//!
 //! Every operation is async, whatever the backend ([`storage::Storage`]): a relayed one waits
 //! for the owner's answer without holding a runtime worker, and the owner serves the others on
 //! the runtime that opened the vault. What is written once, above the backends, lives here: the
