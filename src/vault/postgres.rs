@@ -1677,8 +1677,8 @@ pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
     };
     for row in tx
         .query(
-            "SELECT user_name, provider, account, latest, version, sealed, last_used \
-             FROM keyward_connections ORDER BY user_name, provider, account",
+            "SELECT user_name, provider, account, latest, version, sealed, last_used, \
+             last_exchange FROM keyward_connections ORDER BY user_name, provider, account",
             &[],
         )
         .await
@@ -1691,6 +1691,7 @@ pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
             latest: to_u64(row.get(3)),
             sealed: version.zip(sealed).map(|(v, blob)| (to_u64(v), blob)),
             last_used: row.get(6),
+            last_exchange: row.get(7),
         });
     }
     for row in tx
@@ -1764,8 +1765,8 @@ pub async fn import(url: &StoreUrl, dump: &super::transfer::Dump, force: bool) -
     let insert = tx
         .prepare(
             "INSERT INTO keyward_connections \
-             (user_name, provider, account, latest, version, sealed, last_used) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (user_name, provider, account, latest, version, sealed, last_used, \
+             last_exchange) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await
         .map_err(err)?;
@@ -1782,6 +1783,7 @@ pub async fn import(url: &StoreUrl, dump: &super::transfer::Dump, force: bool) -
                 &version,
                 &blob,
                 &c.last_used,
+                &c.last_exchange,
             ],
         )
         .await

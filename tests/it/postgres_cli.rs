@@ -46,6 +46,19 @@ fn store_copy_sled_to_postgres_and_back_is_identical() {
     );
     a.ok(&["disconnect", "slack", "--account", "work", "--force"], "");
     a.ok(&["users", "add", "alice"], "");
+    // A token exchange noted on the connection (a hint `status` shows) travels too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let vault = a.vault().await;
+        let key = keyward::vault::ConnKey::new("default", "github", "default").unwrap();
+        let note = keyward::vault::clients::LastExchange {
+            time: 1_700_000_000,
+            client: "ci-bot".into(),
+            outcome: "ok".into(),
+        };
+        vault.note_exchange(&key, note).await;
+        vault.flush().await.unwrap();
+    });
     let sled = store_status(&a);
     assert_eq!(sled["backend"], "sled");
     assert_eq!(
@@ -96,7 +109,6 @@ fn store_copy_sled_to_postgres_and_back_is_identical() {
     let run = on_pg.ok(&["store", "copy", "--to", back.to_str().unwrap()], "");
     clean(&run);
     std::fs::copy(a.home().join("master.key"), b.home().join("master.key")).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let read = |kw: &Kw| {
         let home = keyward::config::Home { dir: kw.home() };
         rt.block_on(keyward::vault::transfer::read(
@@ -104,8 +116,13 @@ fn store_copy_sled_to_postgres_and_back_is_identical() {
         ))
         .unwrap()
     };
+    let original = read(&a);
+    assert!(original
+        .connections
+        .iter()
+        .any(|c| c.last_exchange.is_some()));
     assert_eq!(
-        read(&a),
+        original,
         read(&b),
         "sled → PostgreSQL → sled changed the vault"
     );

@@ -8,6 +8,7 @@ use std::time::Duration;
 use keyward::config::Home;
 use keyward::error::Error;
 use keyward::secret::SecretString;
+use keyward::vault::clients::LastExchange;
 use keyward::vault::postgres::{PgStore, StoreUrl};
 use keyward::vault::transfer::{self, Location};
 use keyward::vault::{AuditEntry, ConnKey, ConnectionStatus, OpenMode, TokenRecord};
@@ -198,6 +199,28 @@ async fn records_users_and_audit_round_trip_with_compare_and_swap() {
     .unwrap();
     assert_eq!(again.store.get(&k).await.unwrap().unwrap().version, 3);
     assert!(again.store.created.is_empty());
+
+    // A connection's latest token exchange: per user, a hint that goes with the connection.
+    let note = LastExchange {
+        time: 1_700_000_000,
+        client: "ci-bot".into(),
+        outcome: "ok".into(),
+    };
+    let bob = key("bob", "slack");
+    a.store.note_exchange(&bob, &note).await.unwrap();
+    assert_eq!(
+        again.store.exchanges(Some("bob")).await.unwrap(),
+        [(bob.clone(), note.clone())]
+    );
+    assert!(again
+        .store
+        .exchanges(Some("alice"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(again.store.exchanges(None).await.unwrap().len(), 1);
+    a.store.remove(&bob).await.unwrap();
+    assert!(again.store.exchanges(None).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

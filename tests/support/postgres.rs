@@ -307,8 +307,12 @@ pub fn replica_of(first: &super::home::Kw) -> super::home::Kw {
     kw
 }
 
-/// `kw` using the PostgreSQL store at `url` (through `KEYWARD_STORE_URL`).
+/// `kw` using the PostgreSQL store at `url` (through `KEYWARD_STORE_URL`). keyward's own debug
+/// log stays on; tokio-postgres's (a line per statement) does not: written synchronously into a
+/// pipe that a busy test process drains, that much of it stalls a replica under a storm.
 pub fn on_store(mut kw: super::home::Kw, url: &str) -> super::home::Kw {
     kw.env.push(("KEYWARD_STORE_URL".into(), url.to_string()));
+    kw.env
+        .push(("RUST_LOG".into(), "debug,tokio_postgres=info".into()));
     kw
 }
