@@ -531,10 +531,7 @@ impl PgStore {
         }
         .map_err(|e| key.corrupt(e.to_string()))?;
         if version != to_u64(latest) {
-            return Err(key.corrupt(format!(
-                "it is version {version} but version {latest} was written last: an older copy \
-                 was put back"
-            )));
+            return Err(key.rolled_back(version, to_u64(latest)));
         }
         Ok(Connection {
             key: key.clone(),

@@ -255,16 +255,7 @@ impl Store {
         if conn.version == latest {
             return Ok(Some(conn));
         }
-        Err(Error::RecordCorrupt {
-            record: key.to_string(),
-            provider: key.provider.clone(),
-            user: key.user.clone(),
-            account: key.account.clone(),
-            reason: format!(
-                "it is version {} but version {latest} was written last: an older copy was put back",
-                conn.version
-            ),
-        })
+        Err(key.rolled_back(conn.version, latest))
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::support::canary::assert_no_canary;
-use crate::support::home::{home_for, Kw};
+use crate::support::home::{github_grant, home_for, Kw};
 use crate::support::postgres::{self, on_store, replica_of};
 use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH, GITHUB_LOGIN};
 
@@ -166,17 +166,7 @@ async fn every_command_uses_the_store_the_url_names() {
         "{}",
         init.stdout()
     );
-    let (access, refresh) = (
-        format!("{CANARY_ACCESS}.pgcli"),
-        format!("{CANARY_REFRESH}.pgcli"),
-    );
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(std::time::Duration::from_secs(3600)),
-    );
+    let (access, refresh) = github_grant(&fake, "pgcli");
     clean(&kw.import("github", "default", &access, &refresh));
     let me = |kw: &Kw| {
         let run = kw.ok(&["call", "github_get_me"], "");

@@ -11,10 +11,10 @@ use tokio::task::JoinSet;
 
 use crate::server_http::mcp_client;
 use crate::server_stateless::{answer, call_tool, post, HttpProcess};
-use crate::support::home::{expired_token_json, home_for, status, Kw};
+use crate::support::home::{expired_token_json, github_grant, home_for, status, Kw};
 use crate::support::mcp::{call, ok_value};
 use crate::support::postgres::{self, on_store, replica_of};
-use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH, GITHUB_LOGIN};
+use crate::support::{FakeUpstream, CANARY_REFRESH, GITHUB_LOGIN};
 
 const USER: &str = "alice";
 
@@ -81,20 +81,12 @@ async fn status_with(base: &str, key: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Tokens the fake accepts for an hour, for the one GitHub login of `grant_with_refresh`.
-fn github_grant(fake: &FakeUpstream, tag: &str) -> (String, String) {
-    let (access, refresh) = (
-        format!("{CANARY_ACCESS}.gho_{tag}"),
-        format!("{CANARY_REFRESH}.ghr_{tag}"),
-    );
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
-    (access, refresh)
+/// The crypto provider, a database of the shared cluster and a fake upstream; `None` without
+/// PostgreSQL.
+async fn setup() -> Option<(&'static postgres::PgCluster, String, FakeUpstream)> {
+    keyward::server::install_crypto_provider();
+    let pg = postgres::shared()?;
+    Some((pg, pg.database(), FakeUpstream::start().await))
 }
 
 /// An import whose access token has expired on both sides: only a refreshed one works.
@@ -121,10 +113,9 @@ async fn until<F: std::future::Future<Output = bool>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_answer_one_user_and_a_removal_reaches_them_all_at_once() {
-    keyward::server::install_crypto_provider();
-    let Some(pg) = postgres::shared() else { return };
-    let url = pg.database();
-    let fake = FakeUpstream::start().await;
+    let Some((_, url, fake)) = setup().await else {
+        return;
+    };
     let access = crate::support::home::token(USER, "default");
     fake.grant_github_as(&access, "alice-default");
     let token = json!({"access_token": access, "refresh_token": format!("{CANARY_REFRESH}_pgr"),
@@ -215,10 +206,9 @@ async fn three_replicas_answer_one_user_and_a_removal_reaches_them_all_at_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_call_storm_over_three_replicas_refreshes_once() {
-    keyward::server::install_crypto_provider();
-    let Some(pg) = postgres::shared() else { return };
-    let url = pg.database();
-    let fake = FakeUpstream::start().await;
+    let Some((_, url, fake)) = setup().await else {
+        return;
+    };
     fake.set_recording(false);
     let (first, key) = first_machine(&fake, &url, &expired_grant(&fake, "storm"));
     // 300 connections at once on a machine whose two cores other builds share: a request's
@@ -277,10 +267,9 @@ async fn a_300_call_storm_over_three_replicas_refreshes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_replica_refreshing_lets_another_finish_the_refresh() {
-    keyward::server::install_crypto_provider();
-    let Some(pg) = postgres::shared() else { return };
-    let url = pg.database();
-    let fake = FakeUpstream::start().await;
+    let Some((_, url, fake)) = setup().await else {
+        return;
+    };
     let (first, key) = first_machine(&fake, &url, &expired_grant(&fake, "killed"));
     let (homes, mut servers) = serve(first, 3).await;
     let http = client();
@@ -477,10 +466,9 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_starting_on_an_empty_database_at_once_both_serve() {
-    keyward::server::install_crypto_provider();
-    let Some(pg) = postgres::shared() else { return };
-    let url = pg.database();
-    let fake = FakeUpstream::start().await;
+    let Some((pg, url, fake)) = setup().await else {
+        return;
+    };
     // Both machines are given the same master key; neither has a vault yet.
     let key = (
         "KEYWARD_MASTER_KEY".to_string(),
