@@ -6,16 +6,8 @@ use serde_json::Value;
 
 use crate::support::canary::assert_no_canary;
 use crate::support::home::{github_grant, home_for, Kw};
-use crate::support::postgres::{self, on_store, replica_of};
+use crate::support::postgres::{self, on_store, replica_of, with_password, PG_PASSWORD};
 use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH, GITHUB_LOGIN};
-
-/// A password that must never be printed (trust authentication ignores it).
-const PG_PASSWORD: &str = "kwcanary_pg_password_77";
-
-/// `url` with the canary password in it.
-fn with_password(url: &str) -> String {
-    url.replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1)
-}
 
 fn clean(run: &crate::support::home::Run) {
     run.assert_clean(&[CANARY_ACCESS, CANARY_REFRESH, PG_PASSWORD]);

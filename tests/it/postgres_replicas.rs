@@ -357,7 +357,8 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
     let Some(pg) = postgres::PgCluster::start() else {
         return;
     };
-    let url = pg.database();
+    // A password in the URL (ignored by the cluster) that no error may show.
+    let url = postgres::with_password(&pg.database());
     let fake = FakeUpstream::start().await;
     let (access, refresh) = github_grant(&fake, "restart");
     let (first, key) = first_machine(
@@ -436,9 +437,11 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
     );
     for error in seen.lock().unwrap().iter().filter_map(|r| r.as_ref().err()) {
         assert!(error.contains(&shown) && error.contains("retry"), "{error}");
+        assert!(!error.contains(postgres::PG_PASSWORD), "{error}");
         crate::support::canary::assert_no_canary("an error during the outage", error.as_bytes());
     }
     for (name, ok, stderr) in &added {
+        assert!(!stderr.contains(postgres::PG_PASSWORD), "{name}: {stderr}");
         if !ok {
             assert!(stderr.contains(&shown), "{name}: {stderr}");
         }
@@ -460,7 +463,9 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
         );
     }
     for server in servers {
-        server.stop().await;
+        let log = server.stop().await;
+        let password = postgres::PG_PASSWORD.as_bytes();
+        assert!(!crate::support::canary::contains_bytes(&log, password));
     }
 }
 

@@ -316,3 +316,11 @@ pub fn on_store(mut kw: super::home::Kw, url: &str) -> super::home::Kw {
         .push(("RUST_LOG".into(), "debug,tokio_postgres=info".into()));
     kw
 }
+
+/// A password that must never be printed (the clusters' trust authentication ignores it).
+pub const PG_PASSWORD: &str = "kwcanary_pg_password_77";
+
+/// `url` with [`PG_PASSWORD`] in it.
+pub fn with_password(url: &str) -> String {
+    url.replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1)
+}
