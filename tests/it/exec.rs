@@ -153,15 +153,12 @@ async fn every_tool_sends_its_fixtures_request_and_returns_its_result() {
 
 /// A list tool's result is at most 15% of the provider's answer (issue 16's budget), on the
 /// fixtures' realistic answers: whole objects as the APIs return them. The fixtures' results are
-/// what the binary returns (see above). Two lists are allowed more, because what they keep is
-/// most of what there is: a calendar list entry is little more than its id and name, and a
-/// search match's text and permalink are the match.
+/// what the binary returns (see above). One list is allowed more, because what it keeps is most
+/// of what there is: a calendar list entry is its id, its name and the user's role on it, and
+/// dropping any of those leaves the model unable to pick or write to a calendar.
 #[test]
 fn list_projections_keep_at_most_15_percent_of_the_answer() {
-    const ALLOWED: [(&str, usize); 2] = [
-        ("calendar_list_calendars", 20),
-        ("slack_search_messages", 25),
-    ];
+    const ALLOWED: [(&str, usize); 1] = [("calendar_list_calendars", 20)];
     let mut over = Vec::new();
     for fixture in fixtures::all() {
         // List tools only: a get tool whose answer has items (github_get_commit's changed
