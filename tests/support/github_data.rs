@@ -16,12 +16,25 @@ pub const OPEN_PRS: u64 = 25;
 pub const LAST_PR: u64 = 30;
 pub const LAST_ISSUE: u64 = 45;
 
-/// Issues and comments created through the API.
+/// Issues, pull requests, comments, reviews and merges made through the API.
 #[derive(Default)]
 pub(crate) struct GithubData {
+    /// Issues and pull requests created through the API, numbered after the fixed ones.
     pub created: HashMap<(String, String), Vec<IssueMeta>>,
     pub extra_comments: HashMap<(String, String, u64), u64>,
     pub next_comment_id: u64,
+    /// Fixed issues and pull requests as changed through the API (`PATCH …/issues/{n}`, merge).
+    pub edited: HashMap<(String, String, u64), IssueMeta>,
+    /// Repositories with any of the above: their lists are built from the metadata, not the
+    /// (cached) fixed answers.
+    pub touched: std::collections::HashSet<(String, String)>,
+    /// Bumped by every change, so cached answers of changed data are not served.
+    pub generation: u64,
+    /// Reviews submitted through the API, per pull request.
+    pub reviews: HashMap<(String, String, u64), Vec<Value>>,
+    pub next_review_id: u64,
+    /// Merge commits, newest last, per (owner, repo, base branch): (sha, message, time).
+    pub merges: HashMap<(String, String, String), Vec<(String, String, i64)>>,
 }
 
 #[derive(Clone, Debug)]
