@@ -631,9 +631,23 @@ async fn calendar_update_event_changes_only_the_given_fields() {
         json!({"start": {"dateTime": "2025-01-08T14:00:00", "timeZone": "Europe/Berlin"},
                "end": {"dateTime": "2025-01-08T15:00:00", "timeZone": "Europe/Berlin"}})
     );
-    let moved = s.ok("calendar_get_event", event).await;
+    let moved = s.ok("calendar_get_event", event.clone()).await;
     assert_eq!(moved["start"], "2025-01-08T14:00:00+01:00");
     assert_eq!(moved["summary"], "Q1 planning (final)");
+
+    // A time zone alone goes out as `{"timeZone"}` objects, which Google merges: the times stay.
+    s.ok(
+        "calendar_update_event",
+        json!({"event_id": "kwq1planning", "time_zone": "America/New_York"}),
+    )
+    .await;
+    assert_eq!(
+        s.last("/events/kwq1planning").body_json().unwrap(),
+        json!({"start": {"timeZone": "America/New_York"}, "end": {"timeZone": "America/New_York"}})
+    );
+    let zoned = s.ok("calendar_get_event", event).await;
+    assert_eq!(zoned["start"], moved["start"]);
+    assert_eq!(zoned["time_zone"], "America/New_York");
 
     let backwards = s
         .err(

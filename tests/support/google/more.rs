@@ -105,6 +105,24 @@ fn replace_attendees(e: &mut Event, given: &[Value]) -> Result<(), Response> {
     Ok(())
 }
 
+/// A patch's `start`/`end` merged into the event's (Google merges objects in a patch): a
+/// lone `timeZone` keeps the time; a `date` replaces a `dateTime` and the other way round.
+fn merged_when(old: &Value, given: &Value) -> Value {
+    let (Value::Object(old), Value::Object(given)) = (old, given) else {
+        return given.clone();
+    };
+    let mut out = old.clone();
+    if given.contains_key("date") {
+        out.remove("dateTime");
+        out.remove("timeZone");
+    }
+    if given.contains_key("dateTime") {
+        out.remove("date");
+    }
+    out.extend(given.clone());
+    Value::Object(out)
+}
+
 /// `PATCH …/events/{eventId}`: the fields sent replace the event's, the rest stay.
 pub(super) fn patch_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Response> {
     let mut data = lock(&ctx.st.data);
@@ -139,16 +157,17 @@ pub(super) fn patch_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Re
         }
     }
     let mut moved = false;
-    if body.contains_key("start") {
-        let (t, obj, _) = parse_when(body.get("start"), "start")?;
-        updated.start = t;
-        updated.json["start"] = obj;
-        moved = true;
-    }
-    if body.contains_key("end") {
-        let (t, obj, _) = parse_when(body.get("end"), "end")?;
-        updated.end = t;
-        updated.json["end"] = obj;
+    for which in ["start", "end"] {
+        let Some(given) = body.get(which) else {
+            continue;
+        };
+        let (t, obj, _) = parse_when(Some(&merged_when(&updated.json[which], given)), which)?;
+        if which == "start" {
+            updated.start = t;
+        } else {
+            updated.end = t;
+        }
+        updated.json[which] = obj;
         moved = true;
     }
     if updated.end <= updated.start {
