@@ -75,7 +75,13 @@ impl Session {
         let mut items = Vec::new();
         for _ in 0..20 {
             let page = self.ok(tool, args.clone()).await;
-            items.extend(page["items"].as_array().expect("a list result").iter().cloned());
+            items.extend(
+                page["items"]
+                    .as_array()
+                    .expect("a list result")
+                    .iter()
+                    .cloned(),
+            );
             if let Some(n) = page.get("next_page").and_then(Value::as_u64) {
                 args["page"] = json!(n);
             } else if let Some(c) = page.get("next_cursor").and_then(Value::as_str) {
@@ -120,8 +126,10 @@ async fn github_update_issue_changes_what_get_and_list_return() {
     let updated = s
         .ok(
             "github_update_issue",
-            gh(json!({"number": 33, "title": "Crash on start", "state": "closed",
-                      "state_reason": "not_planned", "labels": ["bug"], "assignees": ["hubot"]})),
+            gh(
+                json!({"number": 33, "title": "Crash on start", "state": "closed",
+                      "state_reason": "not_planned", "labels": ["bug"], "assignees": ["hubot"]}),
+            ),
         )
         .await;
     let request = s.last("/issues/33");
@@ -136,8 +144,11 @@ async fn github_update_issue_changes_what_get_and_list_return() {
     assert_eq!(updated["state_reason"], "not_planned");
 
     // Only the field sent changes.
-    s.ok("github_update_issue", gh(json!({"number": 33, "body": "Steps: run it."})))
-        .await;
+    s.ok(
+        "github_update_issue",
+        gh(json!({"number": 33, "body": "Steps: run it."})),
+    )
+    .await;
     assert_eq!(
         s.last("/issues/33").body_json().unwrap(),
         json!({"body": "Steps: run it."})
@@ -149,21 +160,32 @@ async fn github_update_issue_changes_what_get_and_list_return() {
     assert_eq!(issue["labels"], json!(["bug"]));
     assert_eq!(issue["assignees"], json!(["hubot"]));
 
-    let open = s.all_pages("github_list_issues", gh(json!({"per_page": 100}))).await;
+    let open = s
+        .all_pages("github_list_issues", gh(json!({"per_page": 100})))
+        .await;
     assert!(!field(&open, "number").contains(&&json!(33)));
     let closed = s
-        .ok("github_list_issues", gh(json!({"state": "closed", "per_page": 100})))
+        .ok(
+            "github_list_issues",
+            gh(json!({"state": "closed", "per_page": 100})),
+        )
         .await;
     assert!(field(closed["items"].as_array().unwrap(), "number").contains(&&json!(33)));
 
     let reopened = s
-        .ok("github_update_issue", gh(json!({"number": 33, "state": "open"})))
+        .ok(
+            "github_update_issue",
+            gh(json!({"number": 33, "state": "open"})),
+        )
         .await;
     assert_eq!(reopened["state"], "open");
     assert_eq!(reopened["state_reason"], "reopened");
 
     let missing = s
-        .err("github_update_issue", gh(json!({"number": 999, "title": "x"})))
+        .err(
+            "github_update_issue",
+            gh(json!({"number": 999, "title": "x"})),
+        )
         .await;
     assert_has(&missing, &["404", "not found"]);
     s.finish().await;
@@ -172,8 +194,10 @@ async fn github_update_issue_changes_what_get_and_list_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_pull_request_is_created_listed_reviewed_and_merged_once() {
     let s = Session::start().await;
-    let create = gh(json!({"title": "Release 1.0", "head": "release/v1.0", "base": "main",
-                           "body": "Ship it.", "draft": false}));
+    let create = gh(
+        json!({"title": "Release 1.0", "head": "release/v1.0", "base": "main",
+                           "body": "Ship it.", "draft": false}),
+    );
     let created = s.ok("github_create_pull_request", create.clone()).await;
     let request = s.last("/repos/octo/hello/pulls");
     assert_eq!(request.method, "POST");
@@ -192,7 +216,10 @@ async fn github_pull_request_is_created_listed_reviewed_and_merged_once() {
     assert_eq!(listed["items"][0]["head"], "release/v1.0");
     assert_eq!(listed["items"][0]["author"], "kw-tester");
     let again = s.err("github_create_pull_request", create).await;
-    assert_has(&again, &["422", "A pull request already exists for octo:release/v1.0"]);
+    assert_has(
+        &again,
+        &["422", "A pull request already exists for octo:release/v1.0"],
+    );
 
     // The author may not approve their own pull request; someone else's takes a review.
     let own = s
@@ -230,15 +257,26 @@ async fn github_pull_request_is_created_listed_reviewed_and_merged_once() {
         .await;
     let request = s.last(&format!("/pulls/{number}/merge"));
     assert_eq!(request.method, "PUT");
-    assert_eq!(request.body_json().unwrap(), json!({"merge_method": "squash"}));
+    assert_eq!(
+        request.body_json().unwrap(),
+        json!({"merge_method": "squash"})
+    );
     assert_eq!(merged["merged"], true, "{merged}");
     let pull = s
         .ok("github_get_pull_request", gh(json!({"number": number})))
         .await;
-    assert_eq!((&pull["state"], &pull["merged"]), (&json!("closed"), &json!(true)));
-    let head = s.ok("github_list_commits", gh(json!({"per_page": 1}))).await;
+    assert_eq!(
+        (&pull["state"], &pull["merged"]),
+        (&json!("closed"), &json!(true))
+    );
+    let head = s
+        .ok("github_list_commits", gh(json!({"per_page": 1})))
+        .await;
     assert_eq!(head["items"][0]["sha"], merged["sha"]);
-    assert_eq!(head["items"][0]["message"], format!("Release 1.0 (#{number})"));
+    assert_eq!(
+        head["items"][0]["message"],
+        format!("Release 1.0 (#{number})")
+    );
     let twice = s
         .err("github_merge_pull_request", gh(json!({"number": number})))
         .await;
@@ -272,7 +310,10 @@ async fn github_lists_page_to_their_end() {
     // The first commit's files, four a page.
     let first = commits.last().unwrap()["sha"].as_str().unwrap().to_string();
     let files = s
-        .all_pages("github_get_commit", gh(json!({"ref": first, "per_page": 4})))
+        .all_pages(
+            "github_get_commit",
+            gh(json!({"ref": first, "per_page": 4})),
+        )
         .await;
     assert_eq!(files.len(), 9, "{files:?}");
     assert!(field(&files, "filename").contains(&&json!("src/lib.rs")));
@@ -300,21 +341,35 @@ async fn github_lists_page_to_their_end() {
         )
         .await;
     assert_eq!(failed.len(), 4);
-    assert!(failed.iter().all(|r| r["conclusion"] == "failure"), "{failed:?}");
+    assert!(
+        failed.iter().all(|r| r["conclusion"] == "failure"),
+        "{failed:?}"
+    );
 
     let repos = s
         .all_pages("github_list_repositories", json!({"per_page": 4}))
         .await;
-    let names: Vec<&str> = repos.iter().map(|r| r["full_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = repos
+        .iter()
+        .map(|r| r["full_name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 10);
     assert!(names.contains(&"acme/platform") && names.contains(&"kw-tester/keyward-notes"));
-    assert_eq!(s.last("/user/repos").query_param("page").as_deref(), Some("3"));
+    assert_eq!(
+        s.last("/user/repos").query_param("page").as_deref(),
+        Some("3")
+    );
 
     let changed = s
-        .all_pages("github_get_pull_request_files", gh(json!({"number": 6, "per_page": 2})))
+        .all_pages(
+            "github_get_pull_request_files",
+            gh(json!({"number": 6, "per_page": 2})),
+        )
         .await;
     assert_eq!(changed.len(), 7);
-    assert!(changed.iter().any(|f| f["status"] == "renamed" && f["previous_filename"].is_string()));
+    assert!(changed
+        .iter()
+        .any(|f| f["status"] == "renamed" && f["previous_filename"].is_string()));
     let comments = s
         .all_pages(
             "github_list_pull_request_comments",
@@ -333,7 +388,10 @@ async fn github_diffs_and_patches_are_capped_and_marked_truncated() {
         .ok("github_get_pull_request_diff", gh(json!({"number": 13})))
         .await;
     let request = s.last("/repos/octo/hello/pulls/13");
-    assert_eq!(request.header("accept"), Some("application/vnd.github.diff"));
+    assert_eq!(
+        request.header("accept"),
+        Some("application/vnd.github.diff")
+    );
     assert_eq!(big["truncated"], true);
     assert!(big["size"].as_u64().unwrap() > 65_536, "{}", big["size"]);
     assert!(big["diff"].as_str().unwrap().len() <= 65_536);
@@ -344,7 +402,10 @@ async fn github_diffs_and_patches_are_capped_and_marked_truncated() {
     let diff = small["diff"].as_str().unwrap();
     assert!(small.get("truncated").is_none(), "{small}");
     assert_eq!(small["size"], diff.len());
-    assert!(diff.starts_with("diff --git a/src/hello/module_02.rs"), "{diff}");
+    assert!(
+        diff.starts_with("diff --git a/src/hello/module_02.rs"),
+        "{diff}"
+    );
     assert!(diff.contains("rename from"));
 
     // The second commit rewrites a long file: its patch is cut at 4 KB.
@@ -359,7 +420,10 @@ async fn github_diffs_and_patches_are_capped_and_marked_truncated() {
     let unknown = s
         .err("github_get_commit", gh(json!({"ref": "no-such-branch"})))
         .await;
-    assert_has(&unknown, &["422", "No commit found for SHA: no-such-branch"]);
+    assert_has(
+        &unknown,
+        &["422", "No commit found for SHA: no-such-branch"],
+    );
     s.finish().await;
 }
 
@@ -403,7 +467,9 @@ async fn github_search_finds_repositories_and_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_public_reads_need_no_scope_and_writes_name_the_fix() {
     let s = Session::with("github", "read:user", Some("read:user")).await;
-    let commits = s.ok("github_list_commits", gh(json!({"per_page": 1}))).await;
+    let commits = s
+        .ok("github_list_commits", gh(json!({"per_page": 1})))
+        .await;
     assert_eq!(commits["count"], 1);
     let repos = s
         .ok("github_list_repositories", json!({"per_page": 100}))
@@ -423,9 +489,15 @@ async fn github_public_reads_need_no_scope_and_writes_name_the_fix() {
             gh(json!({"title": "t", "head": "release/v1.0", "base": "main"})),
         )
         .await;
-    assert_has(&refused, &["keyward connect github --scopes read:user,repo"]);
+    assert_has(
+        &refused,
+        &["keyward connect github --scopes read:user,repo"],
+    );
     assert!(
-        s.fake.requests().iter().all(|r| !r.path.contains("/repos/")),
+        s.fake
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/repos/")),
         "a refused write reached GitHub"
     );
     s.finish().await;
@@ -442,9 +514,15 @@ async fn github_public_reads_need_no_scope_and_writes_name_the_fix() {
 
 async fn newest_ts(s: &Session, channel: &str) -> String {
     let history = s
-        .ok("slack_read_channel", json!({"channel": channel, "limit": 1}))
+        .ok(
+            "slack_read_channel",
+            json!({"channel": channel, "limit": 1}),
+        )
         .await;
-    history["items"][0]["ts"].as_str().expect("a ts").to_string()
+    history["items"][0]["ts"]
+        .as_str()
+        .expect("a ts")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,30 +582,56 @@ async fn slack_reacts_once_then_answers_already_reacted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_open_dm_returns_the_same_conversation_which_takes_a_post() {
     let s = Session::start().await;
-    let opened = s.ok("slack_open_dm", json!({"users": ["U0BOB00001"]})).await;
+    let opened = s
+        .ok("slack_open_dm", json!({"users": ["U0BOB00001"]}))
+        .await;
     let request = s.last("/conversations.open");
     assert_eq!(request.method, "POST");
-    assert_eq!(request.body_form(), [("users".to_string(), "U0BOB00001".to_string())]);
-    let dm = opened["channel"].as_str().expect("a channel id").to_string();
+    assert_eq!(
+        request.body_form(),
+        [("users".to_string(), "U0BOB00001".to_string())]
+    );
+    let dm = opened["channel"]
+        .as_str()
+        .expect("a channel id")
+        .to_string();
     assert!(dm.starts_with('D'), "{opened}");
     assert_ne!(opened["already_open"], true);
-    let again = s.ok("slack_open_dm", json!({"users": ["U0BOB00001"]})).await;
-    assert_eq!((&again["channel"], &again["already_open"]), (&json!(dm), &json!(true)));
-    let alice = s.ok("slack_open_dm", json!({"users": ["U0ALICE001"]})).await;
+    let again = s
+        .ok("slack_open_dm", json!({"users": ["U0BOB00001"]}))
+        .await;
+    assert_eq!(
+        (&again["channel"], &again["already_open"]),
+        (&json!(dm), &json!(true))
+    );
+    let alice = s
+        .ok("slack_open_dm", json!({"users": ["U0ALICE001"]}))
+        .await;
     assert_eq!(alice["channel"], "D0DMALICE1");
 
     let posted = s
-        .ok("slack_post_message", json!({"channel": dm, "text": "hi Bob"}))
+        .ok(
+            "slack_post_message",
+            json!({"channel": dm, "text": "hi Bob"}),
+        )
         .await;
     assert_eq!(posted["channel"], json!(dm), "{posted}");
 
     // A group DM needs mpim:write, which this connection lacks: Slack says so, and the hint
     // names the command.
     let group = s
-        .err("slack_open_dm", json!({"users": ["U0ALICE001", "U0BOB00001"]}))
+        .err(
+            "slack_open_dm",
+            json!({"users": ["U0ALICE001", "U0BOB00001"]}),
+        )
         .await;
-    assert_has(&group, &["missing_scope", "keyward connect slack --scopes mpim:write"]);
-    let departed = s.err("slack_open_dm", json!({"users": ["U0GONE0001"]})).await;
+    assert_has(
+        &group,
+        &["missing_scope", "keyward connect slack --scopes mpim:write"],
+    );
+    let departed = s
+        .err("slack_open_dm", json!({"users": ["U0GONE0001"]}))
+        .await;
     assert_has(&departed, &["user_disabled"]);
     s.finish().await;
 }
@@ -546,7 +650,10 @@ async fn slack_users_channel_info_and_permalinks() {
         .ok("slack_get_channel_info", json!({"channel": "#engineering"}))
         .await;
     let request = s.last("/conversations.info");
-    assert_eq!(request.query_param("channel").as_deref(), Some("C0ENGINEER"));
+    assert_eq!(
+        request.query_param("channel").as_deref(),
+        Some("C0ENGINEER")
+    );
     assert_eq!(
         request.query_param("include_num_members").as_deref(),
         Some("true")
@@ -558,16 +665,28 @@ async fn slack_users_channel_info_and_permalinks() {
 
     let ts = newest_ts(&s, "C0GENERAL1").await;
     let link = s
-        .ok("slack_get_permalink", json!({"channel": "C0GENERAL1", "ts": ts}))
+        .ok(
+            "slack_get_permalink",
+            json!({"channel": "C0GENERAL1", "ts": ts}),
+        )
         .await;
     let request = s.last("/chat.getPermalink");
-    assert_eq!(request.query_param("message_ts").as_deref(), Some(ts.as_str()));
+    assert_eq!(
+        request.query_param("message_ts").as_deref(),
+        Some(ts.as_str())
+    );
     assert_eq!(
         link["permalink"],
-        format!("https://acme.slack.com/archives/C0GENERAL1/p{}", ts.replace('.', ""))
+        format!(
+            "https://acme.slack.com/archives/C0GENERAL1/p{}",
+            ts.replace('.', "")
+        )
     );
     let unknown = s
-        .err("slack_get_permalink", json!({"channel": "C0NOPE0001", "ts": ts}))
+        .err(
+            "slack_get_permalink",
+            json!({"channel": "C0NOPE0001", "ts": ts}),
+        )
         .await;
     assert_has(&unknown, &["channel_not_found", "slack_list_channels"]);
     s.finish().await;
@@ -579,7 +698,10 @@ async fn slack_users_channel_info_and_permalinks() {
 async fn slack_missing_scopes_name_the_connect_command() {
     let s = Session::with("slack", "channels:read,channels:history,chat:write", None).await;
     let users = s.err("slack_list_users", json!({})).await;
-    assert_has(&users, &["missing_scope", "keyward connect slack --scopes users:read"]);
+    assert_has(
+        &users,
+        &["missing_scope", "keyward connect slack --scopes users:read"],
+    );
     let ts = newest_ts(&s, "C0RANDOM01").await;
     let react = s
         .err(
@@ -682,7 +804,10 @@ async fn calendar_respond_sets_only_my_response_and_refuses_non_guests() {
     );
     assert_eq!(answered["responses"], json!(["accepted", "tentative"]));
     let read = s
-        .ok("calendar_get_event", json!({"event_id": "kw1on1alice20250107"}))
+        .ok(
+            "calendar_get_event",
+            json!({"event_id": "kw1on1alice20250107"}),
+        )
         .await;
     assert_eq!(read["responses"], answered["responses"]);
 
@@ -725,10 +850,16 @@ async fn calendar_quick_add_creates_an_event_that_is_listed() {
             json!({"time_min": "2025-03-03T00:00:00Z", "time_max": "2025-03-04T00:00:00Z"}),
         )
         .await;
-    assert_eq!(field(listed["items"].as_array().unwrap(), "id"), [&added["id"]]);
+    assert_eq!(
+        field(listed["items"].as_array().unwrap(), "id"),
+        [&added["id"]]
+    );
 
     let all_day = s
-        .ok("calendar_quick_add", json!({"text": "Company holiday 2025-03-10"}))
+        .ok(
+            "calendar_quick_add",
+            json!({"text": "Company holiday 2025-03-10"}),
+        )
         .await;
     assert_eq!(all_day["start"], "2025-03-10");
     let read_only = s
@@ -754,7 +885,10 @@ async fn calendar_instances_page_through_a_recurring_event_only() {
     assert!(instances
         .iter()
         .all(|i| i["id"].as_str().unwrap().starts_with("kwstandup_")));
-    let starts: Vec<&str> = instances.iter().map(|i| i["start"].as_str().unwrap()).collect();
+    let starts: Vec<&str> = instances
+        .iter()
+        .map(|i| i["start"].as_str().unwrap())
+        .collect();
     assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
     let request = s.last("/events/kwstandup/instances");
     assert_eq!(request.query_param("maxResults").as_deref(), Some("7"));
@@ -780,7 +914,10 @@ async fn calendar_read_only_grant_is_told_to_add_the_write_scope() {
     )
     .await;
     let read = s
-        .ok("calendar_list_event_instances", json!({"event_id": "kwstandup"}))
+        .ok(
+            "calendar_list_event_instances",
+            json!({"event_id": "kwstandup"}),
+        )
         .await;
     assert_eq!(read["count"], 20);
     let write = s

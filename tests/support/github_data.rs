@@ -33,8 +33,15 @@ pub(crate) struct GithubData {
     /// Reviews submitted through the API, per pull request.
     pub reviews: HashMap<(String, String, u64), Vec<Value>>,
     pub next_review_id: u64,
-    /// Merge commits, newest last, per (owner, repo, base branch): (sha, message, time).
-    pub merges: HashMap<(String, String, String), Vec<(String, String, i64)>>,
+    /// Merge commits, newest last, per (owner, repo, base branch).
+    pub merges: HashMap<(String, String, String), Vec<MergeCommit>>,
+}
+
+/// A commit a merge through the API put on a base branch.
+pub(crate) struct MergeCommit {
+    pub sha: String,
+    pub message: String,
+    pub time: i64,
 }
 
 #[derive(Clone, Debug)]

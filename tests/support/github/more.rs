@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::super::github_data::{self as gd, IssueMeta, PullMeta};
 use super::super::{bytes_response, fake_sha, json_response, lock, now_unix, set_header, Req};
 use super::{
-    all_issues, find_issue, gh_error, issue_value, not_found, paginate, paginate_sized, requires_auth,
-    search_terms, string_list, validation_failed, with_link, Ctx,
+    all_issues, find_issue, gh_error, issue_value, not_found, paginate, paginate_sized,
+    requires_auth, search_terms, string_list, validation_failed, with_link, Ctx,
 };
 
 const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
@@ -76,8 +76,35 @@ struct Commit {
     author: String,
     time: i64,
     parents: Vec<String>,
-    /// (path, additions, deletions, status, patch)
-    files: Vec<(String, u64, u64, &'static str, String)>,
+    files: Vec<Change>,
+}
+
+/// One file a commit or a pull request changes.
+#[derive(Clone)]
+struct Change {
+    path: String,
+    additions: u64,
+    deletions: u64,
+    status: &'static str,
+    patch: String,
+    previous: Option<String>,
+}
+
+fn change(
+    path: &str,
+    additions: u64,
+    deletions: u64,
+    status: &'static str,
+    patch: String,
+) -> Change {
+    Change {
+        path: path.to_string(),
+        additions,
+        deletions,
+        status,
+        patch,
+        previous: None,
+    }
 }
 
 fn small_patch(path: &str, i: usize) -> String {
@@ -105,7 +132,7 @@ fn main_commits(owner: &str, repo: &str) -> Vec<Commit> {
                     .iter()
                     .map(|(p, bytes)| {
                         let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
-                        (p.clone(), lines, 0, "added", format!("@@ -0,0 +1,{lines} @@\n+…"))
+                        change(p, lines, 0, "added", format!("@@ -0,0 +1,{lines} @@\n+…"))
                     })
                     .collect(),
             ),
@@ -117,14 +144,14 @@ fn main_commits(owner: &str, repo: &str) -> Vec<Commit> {
                     .collect();
                 (
                     "Rewrite the guide".to_string(),
-                    vec![("docs/guide.md".to_string(), 200, 200, "modified", patch)],
+                    vec![change("docs/guide.md", 200, 200, "modified", patch)],
                 )
             }
             _ => {
                 let (path, _) = &files[i % 6];
                 (
                     COMMIT_MESSAGES[i % COMMIT_MESSAGES.len()].to_string(),
-                    vec![(path.clone(), 2, 1, "modified", small_patch(path, i))],
+                    vec![change(path, 2, 1, "modified", small_patch(path, i))],
                 )
             }
         };
@@ -147,15 +174,15 @@ fn commits_of(ctx: &Ctx, owner: &str, repo: &str, git_ref: &str) -> Option<Vec<C
     let merged = |branch: &str, mut list: Vec<Commit>| {
         let data = lock(&ctx.st.data);
         let key = (owner.to_string(), repo.to_string(), branch.to_string());
-        for (sha, message, time) in data.github.merges.get(&key).into_iter().flatten() {
+        for merge in data.github.merges.get(&key).into_iter().flatten() {
             let parent = list.first().map(|c| c.sha.clone()).into_iter().collect();
             list.insert(
                 0,
                 Commit {
-                    sha: sha.clone(),
-                    message: message.clone(),
+                    sha: merge.sha.clone(),
+                    message: merge.message.clone(),
                     author: ctx.login.clone(),
-                    time: *time,
+                    time: merge.time,
                     parents: parent,
                     files: Vec::new(),
                 },
@@ -176,7 +203,7 @@ fn commits_of(ctx: &Ctx, owner: &str, repo: &str, git_ref: &str) -> Option<Vec<C
                     author: "hubot".into(),
                     time: main[0].time + (k as i64) * 3600,
                     parents: vec![list[0].sha.clone()],
-                    files: vec![(path, 2, 1, "added", patch)],
+                    files: vec![change(&path, 2, 1, "added", patch)],
                 },
             );
         }
@@ -225,8 +252,8 @@ fn commit_json(ctx: &Ctx, owner: &str, repo: &str, c: &Commit, files: Option<&[V
         })).collect::<Vec<_>>()
     });
     if let (Some(files), Value::Object(o)) = (files, &mut v) {
-        let additions: u64 = c.files.iter().map(|f| f.1).sum();
-        let deletions: u64 = c.files.iter().map(|f| f.2).sum();
+        let additions: u64 = c.files.iter().map(|f| f.additions).sum();
+        let deletions: u64 = c.files.iter().map(|f| f.deletions).sum();
         o.insert(
             "stats".into(),
             json!({ "total": additions + deletions, "additions": additions, "deletions": deletions }),
@@ -236,9 +263,16 @@ fn commit_json(ctx: &Ctx, owner: &str, repo: &str, c: &Commit, files: Option<&[V
     v
 }
 
-fn file_json(owner: &str, repo: &str, at: &str, f: &(String, u64, u64, &str, String)) -> Value {
-    let (path, additions, deletions, status, patch) = f;
-    json!({
+fn file_json(owner: &str, repo: &str, at: &str, f: &Change) -> Value {
+    let Change {
+        path,
+        additions,
+        deletions,
+        status,
+        patch,
+        previous,
+    } = f;
+    let mut v = json!({
         "sha": fake_sha(&[owner, repo, at, path]),
         "filename": path,
         "status": status,
@@ -249,7 +283,11 @@ fn file_json(owner: &str, repo: &str, at: &str, f: &(String, u64, u64, &str, Str
         "raw_url": format!("https://github.com/{owner}/{repo}/raw/{at}/{path}"),
         "contents_url": format!("https://api.github.com/repos/{owner}/{repo}/contents/{path}?ref={at}"),
         "patch": patch
-    })
+    });
+    if let (Some(p), Value::Object(o)) = (previous, &mut v) {
+        o.insert("previous_filename".into(), json!(p));
+    }
+    v
 }
 
 /// `GET /repos/{owner}/{repo}/commits`: `sha`, `path`, `author`, `since`, `until`, paged.
@@ -286,9 +324,9 @@ pub(super) fn list_commits(ctx: &Ctx, owner: &str, repo: &str) -> Response {
         .iter()
         .filter(|c| {
             path.is_none_or(|p| {
-                c.files
-                    .iter()
-                    .any(|f| f.0 == p || f.0.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+                c.files.iter().any(|f| {
+                    f.path == p || f.path.starts_with(&format!("{}/", p.trim_end_matches('/')))
+                })
             })
         })
         .filter(|c| {
@@ -415,14 +453,17 @@ pub(super) fn list_pulls_changed(
     with_link(ctx, json_response(200, &Value::Array(items)), &page)
 }
 
-/// The files pull request `n` changes: (path, additions, deletions, status, patch,
-/// previous name).
-fn pull_changes(repo: &str, n: u64) -> Vec<(String, u64, u64, &'static str, String, Option<String>)> {
+/// The files pull request `n` changes.
+fn pull_changes(repo: &str, n: u64) -> Vec<Change> {
     let mut out = Vec::new();
     for i in 0..(1 + n % 7) {
         let path = format!("src/{repo}/module_{:02}.rs", (n + i) % 24);
         let (status, previous, patch) = match i {
-            1 => ("added", None, format!("@@ -0,0 +1,3 @@\n+//! Module {i}.\n+\n+pub fn edge_case_{n}() {{}}")),
+            1 => (
+                "added",
+                None,
+                format!("@@ -0,0 +1,3 @@\n+//! Module {i}.\n+\n+pub fn edge_case_{n}() {{}}"),
+            ),
             2 => (
                 "renamed",
                 Some(format!("src/{repo}/old_module_{:02}.rs", (n + i) % 24)),
@@ -431,13 +472,19 @@ fn pull_changes(repo: &str, n: u64) -> Vec<(String, u64, u64, &'static str, Stri
             _ => ("modified", None, small_patch(&path, (n + i) as usize)),
         };
         let (additions, deletions) = if status == "added" { (3, 0) } else { (2, 1) };
-        out.push((path, additions, deletions, status, patch, previous));
+        out.push(Change {
+            previous,
+            ..change(&path, additions, deletions, status, patch)
+        });
     }
     if n == 13 {
         let patch: String = std::iter::once("@@ -0,0 +1,2500 @@".to_string())
-            .chain((1..=2500).map(|l| format!("\n+{{\"id\": {l}, \"name\": \"fixture row {l:05}\"}},")))
+            .chain(
+                (1..=2500)
+                    .map(|l| format!("\n+{{\"id\": {l}, \"name\": \"fixture row {l:05}\"}},")),
+            )
             .collect();
-        out.push(("data/fixtures.json".into(), 2500, 0, "added", patch, None));
+        out.push(change("data/fixtures.json", 2500, 0, "added", patch));
     }
     out
 }
@@ -453,13 +500,7 @@ pub(super) fn pull_files(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Respons
     let page = paginate(ctx.r, changes.len());
     let items: Vec<Value> = changes[page.start..page.end]
         .iter()
-        .map(|(path, a, d, status, patch, previous)| {
-            let mut v = file_json(owner, repo, &head, &(path.clone(), *a, *d, status, patch.clone()));
-            if let (Some(p), Value::Object(o)) = (previous, &mut v) {
-                o.insert("previous_filename".into(), json!(p));
-            }
-            v
-        })
+        .map(|c| file_json(owner, repo, &head, c))
         .collect();
     with_link(ctx, json_response(200, &Value::Array(items)), &page)
 }
@@ -477,7 +518,14 @@ pub(super) fn pull_diff(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response
         return not_found(doc);
     };
     let mut diff = String::new();
-    for (path, _, _, status, patch, previous) in pull_changes(repo, meta.number) {
+    for Change {
+        path,
+        status,
+        patch,
+        previous,
+        ..
+    } in pull_changes(repo, meta.number)
+    {
         let old = previous.clone().unwrap_or_else(|| path.clone());
         let a = fake_sha(&[owner, repo, "base", &old]);
         let b = fake_sha(&[owner, repo, "head", &path]);
@@ -506,7 +554,25 @@ pub(super) fn pull_diff(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response
     resp
 }
 
-fn review_json(ctx: &Ctx, owner: &str, repo: &str, n: u64, id: u64, user: &str, state: &str, body: &str, at: Option<i64>) -> Value {
+/// A review of pull request `n` (`at`: when it was submitted; `None` while pending).
+struct Review<'a> {
+    n: u64,
+    id: u64,
+    user: &'a str,
+    state: &'a str,
+    body: &'a str,
+    at: Option<i64>,
+}
+
+fn review_json(ctx: &Ctx, owner: &str, repo: &str, review: &Review) -> Value {
+    let Review {
+        n,
+        id,
+        user,
+        state,
+        body,
+        at,
+    } = *review;
     let api = &ctx.api;
     let html = format!("https://github.com/{owner}/{repo}/pull/{n}#pullrequestreview-{id}");
     let pull_url = format!("{api}/repos/{owner}/{repo}/pulls/{n}");
@@ -537,12 +603,28 @@ fn reviews_of(ctx: &Ctx, owner: &str, repo: &str, m: &IssueMeta) -> Vec<Value> {
             }
             let state = ["APPROVED", "CHANGES_REQUESTED", "COMMENTED"][((n + k) % 3) as usize];
             let id = 80_000_000 + n * 10 + k;
-            let body = if state == "APPROVED" { "" } else { "Please handle the error case in the retry loop." };
-            out.push(review_json(ctx, owner, repo, n, id, who, state, body, Some(m.created + 3600 * (k as i64 + 1))));
+            let body = if state == "APPROVED" {
+                ""
+            } else {
+                "Please handle the error case in the retry loop."
+            };
+            let review = Review {
+                n,
+                id,
+                user: who,
+                state,
+                body,
+                at: Some(m.created + 3600 * (k as i64 + 1)),
+            };
+            out.push(review_json(ctx, owner, repo, &review));
         }
     }
     let data = lock(&ctx.st.data);
-    if let Some(list) = data.github.reviews.get(&(owner.to_string(), repo.to_string(), n)) {
+    if let Some(list) = data
+        .github
+        .reviews
+        .get(&(owner.to_string(), repo.to_string(), n))
+    {
         out.extend(list.iter().cloned());
     }
     out
@@ -583,7 +665,11 @@ pub(super) fn create_review(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Resp
     let Some(Value::Object(body)) = ctx.r.json() else {
         return gh_error(400, "Problems parsing JSON", doc);
     };
-    let text = body.get("body").and_then(Value::as_str).unwrap_or("").to_string();
+    let text = body
+        .get("body")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let state = match body.get("event").and_then(Value::as_str) {
         None => "PENDING",
         Some("APPROVE") => "APPROVED",
@@ -600,13 +686,19 @@ pub(super) fn create_review(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Resp
         match state {
             "APPROVED" => return unprocessable(doc, "Can not approve your own pull request"),
             "CHANGES_REQUESTED" => {
-                return unprocessable(doc, "Review Can not request changes on your own pull request")
+                return unprocessable(
+                    doc,
+                    "Review Can not request changes on your own pull request",
+                )
             }
             _ => {}
         }
     }
     if text.is_empty() && matches!(state, "CHANGES_REQUESTED" | "COMMENTED") {
-        return unprocessable(doc, "Review body is required when the event is REQUEST_CHANGES or COMMENT");
+        return unprocessable(
+            doc,
+            "Review body is required when the event is REQUEST_CHANGES or COMMENT",
+        );
     }
     let now = now_unix();
     let v = {
@@ -614,7 +706,15 @@ pub(super) fn create_review(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Resp
         data.github.next_review_id += 1;
         let id = 90_000_000 + data.github.next_review_id;
         let at = (state != "PENDING").then_some(now);
-        let v = review_json(ctx, owner, repo, meta.number, id, &ctx.login, state, &text, at);
+        let review = Review {
+            n: meta.number,
+            id,
+            user: &ctx.login,
+            state,
+            body: &text,
+            at,
+        };
+        let v = review_json(ctx, owner, repo, &review);
         data.github
             .reviews
             .entry((owner.to_string(), repo.to_string(), meta.number))
@@ -642,7 +742,7 @@ pub(super) fn review_comments(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Re
         .map(|k| {
             let id = first_id + k;
             let who = PEOPLE[((n + k + 1) as usize) % PEOPLE.len()];
-            let path = &changes[0].0;
+            let path = &changes[0].path;
             let url = format!("{r}/pulls/comments/{id}");
             let html = format!("https://github.com/{owner}/{repo}/pull/{n}#discussion_r{id}");
             let at = gd::iso(meta.created + 1800 * (k as i64 + 1));
@@ -695,7 +795,11 @@ pub(super) fn create_pull(ctx: &Ctx, owner: &str, repo: &str) -> Response {
     let Some(Value::Object(body)) = ctx.r.json() else {
         return gh_error(400, "Problems parsing JSON", doc);
     };
-    let field = |name: &str| body.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let field = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let missing = |name: &str| {
         validation_failed(
             doc,
@@ -706,7 +810,11 @@ pub(super) fn create_pull(ctx: &Ctx, owner: &str, repo: &str) -> Response {
         return missing("title");
     };
     let (Some(head), Some(base)) = (field("head"), field("base")) else {
-        return missing(if field("head").is_none() { "head" } else { "base" });
+        return missing(if field("head").is_none() {
+            "head"
+        } else {
+            "base"
+        });
     };
     let branches = branch_names(repo);
     let head_branch = match head.split_once(':') {
@@ -729,7 +837,10 @@ pub(super) fn create_pull(ctx: &Ctx, owner: &str, repo: &str) -> Response {
         );
     }
     let open_from_head = all_issues(ctx, owner, repo).into_iter().any(|m| {
-        m.state == "open" && m.pull.as_ref().is_some_and(|p| p.head == head_branch && p.base == base)
+        m.state == "open"
+            && m.pull
+                .as_ref()
+                .is_some_and(|p| p.head == head_branch && p.base == base)
     });
     if open_from_head {
         return validation_failed(
@@ -745,7 +856,11 @@ pub(super) fn create_pull(ctx: &Ctx, owner: &str, repo: &str) -> Response {
             .created
             .entry((owner.to_string(), repo.to_string()))
             .or_default();
-        let first = if repo == "empty" { 1 } else { gd::LAST_ISSUE + 1 };
+        let first = if repo == "empty" {
+            1
+        } else {
+            gd::LAST_ISSUE + 1
+        };
         let meta = IssueMeta {
             number: first + list.len() as u64,
             title: title.to_string(),
@@ -794,7 +909,10 @@ pub(super) fn merge_pull(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Respons
         None if ctx.r.body.is_empty() => serde_json::Map::new(),
         _ => return gh_error(400, "Problems parsing JSON", doc),
     };
-    let method = body.get("merge_method").and_then(Value::as_str).unwrap_or("merge");
+    let method = body
+        .get("merge_method")
+        .and_then(Value::as_str)
+        .unwrap_or("merge");
     if !matches!(method, "merge" | "squash" | "rebase") {
         return validation_failed(
             doc,
@@ -809,8 +927,16 @@ pub(super) fn merge_pull(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Respons
     if meta.state != "open" || pull.draft || number.is_multiple_of(8) {
         return gh_error(405, "Pull Request is not mergeable", doc);
     }
-    if body.get("sha").and_then(Value::as_str).is_some_and(|sha| sha != head) {
-        return gh_error(409, "Head branch was modified. Review and try the merge again.", doc);
+    if body
+        .get("sha")
+        .and_then(Value::as_str)
+        .is_some_and(|sha| sha != head)
+    {
+        return gh_error(
+            409,
+            "Head branch was modified. Review and try the merge again.",
+            doc,
+        );
     }
     let now = now_unix();
     pull.merged = true;
@@ -834,7 +960,11 @@ pub(super) fn merge_pull(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Respons
         .merges
         .entry((owner.to_string(), repo.to_string(), base))
         .or_default()
-        .push((sha.clone(), title, now));
+        .push(gd::MergeCommit {
+            sha: sha.clone(),
+            message: title,
+            time: now,
+        });
     json_response(
         200,
         &json!({ "sha": sha, "merged": true, "message": "Pull Request successfully merged" }),
@@ -943,7 +1073,11 @@ pub(super) fn list_runs(ctx: &Ctx, owner: &str, repo: &str) -> Response {
                 _ => ("CI", "pull_request"),
             };
             let pr = i % 25 + 1;
-            let branch = if event == "pull_request" { format!("feature/change-{pr}") } else { "main".to_string() };
+            let branch = if event == "pull_request" {
+                format!("feature/change-{pr}")
+            } else {
+                "main".to_string()
+            };
             let (status, conclusion) = match i {
                 35 => ("in_progress", None),
                 34 => ("queued", None),
@@ -1025,21 +1159,156 @@ struct RepoRow {
 
 /// `""` as owner: the signed-in user.
 const REPOS: &[RepoRow] = &[
-    RepoRow { owner: "", name: "hello-world", private: false, fork: false, archived: false, language: "Rust", stars: 12, pushed_days_ago: 3 },
-    RepoRow { owner: "", name: "spoon-knife", private: false, fork: true, archived: false, language: "HTML", stars: 0, pushed_days_ago: 40 },
-    RepoRow { owner: "", name: "keyward-notes", private: true, fork: false, archived: false, language: "Markdown", stars: 0, pushed_days_ago: 1 },
-    RepoRow { owner: "", name: "dotfiles", private: false, fork: false, archived: false, language: "Shell", stars: 5, pushed_days_ago: 20 },
-    RepoRow { owner: "", name: "advent-of-code", private: false, fork: false, archived: false, language: "Rust", stars: 3, pushed_days_ago: 30 },
-    RepoRow { owner: "", name: "homepage", private: true, fork: false, archived: false, language: "TypeScript", stars: 0, pushed_days_ago: 9 },
-    RepoRow { owner: "", name: "old-experiments", private: false, fork: false, archived: true, language: "Go", stars: 1, pushed_days_ago: 700 },
-    RepoRow { owner: "acme", name: "platform", private: true, fork: false, archived: false, language: "Rust", stars: 40, pushed_days_ago: 0 },
-    RepoRow { owner: "acme", name: "infra", private: true, fork: false, archived: false, language: "HCL", stars: 8, pushed_days_ago: 2 },
-    RepoRow { owner: "acme", name: "website", private: false, fork: false, archived: false, language: "TypeScript", stars: 25, pushed_days_ago: 5 },
-    RepoRow { owner: "octocat", name: "hello-world", private: false, fork: false, archived: false, language: "Rust", stars: 2600, pushed_days_ago: 60 },
-    RepoRow { owner: "tokio-rs", name: "tokio", private: false, fork: false, archived: false, language: "Rust", stars: 27000, pushed_days_ago: 0 },
-    RepoRow { owner: "serde-rs", name: "serde", private: false, fork: false, archived: false, language: "Rust", stars: 9200, pushed_days_ago: 4 },
-    RepoRow { owner: "hyperium", name: "hyper", private: false, fork: false, archived: false, language: "Rust", stars: 14500, pushed_days_ago: 1 },
-    RepoRow { owner: "psf", name: "requests", private: false, fork: false, archived: false, language: "Python", stars: 52000, pushed_days_ago: 6 },
+    RepoRow {
+        owner: "",
+        name: "hello-world",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 12,
+        pushed_days_ago: 3,
+    },
+    RepoRow {
+        owner: "",
+        name: "spoon-knife",
+        private: false,
+        fork: true,
+        archived: false,
+        language: "HTML",
+        stars: 0,
+        pushed_days_ago: 40,
+    },
+    RepoRow {
+        owner: "",
+        name: "keyward-notes",
+        private: true,
+        fork: false,
+        archived: false,
+        language: "Markdown",
+        stars: 0,
+        pushed_days_ago: 1,
+    },
+    RepoRow {
+        owner: "",
+        name: "dotfiles",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Shell",
+        stars: 5,
+        pushed_days_ago: 20,
+    },
+    RepoRow {
+        owner: "",
+        name: "advent-of-code",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 3,
+        pushed_days_ago: 30,
+    },
+    RepoRow {
+        owner: "",
+        name: "homepage",
+        private: true,
+        fork: false,
+        archived: false,
+        language: "TypeScript",
+        stars: 0,
+        pushed_days_ago: 9,
+    },
+    RepoRow {
+        owner: "",
+        name: "old-experiments",
+        private: false,
+        fork: false,
+        archived: true,
+        language: "Go",
+        stars: 1,
+        pushed_days_ago: 700,
+    },
+    RepoRow {
+        owner: "acme",
+        name: "platform",
+        private: true,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 40,
+        pushed_days_ago: 0,
+    },
+    RepoRow {
+        owner: "acme",
+        name: "infra",
+        private: true,
+        fork: false,
+        archived: false,
+        language: "HCL",
+        stars: 8,
+        pushed_days_ago: 2,
+    },
+    RepoRow {
+        owner: "acme",
+        name: "website",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "TypeScript",
+        stars: 25,
+        pushed_days_ago: 5,
+    },
+    RepoRow {
+        owner: "octocat",
+        name: "hello-world",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 2600,
+        pushed_days_ago: 60,
+    },
+    RepoRow {
+        owner: "tokio-rs",
+        name: "tokio",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 27000,
+        pushed_days_ago: 0,
+    },
+    RepoRow {
+        owner: "serde-rs",
+        name: "serde",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 9200,
+        pushed_days_ago: 4,
+    },
+    RepoRow {
+        owner: "hyperium",
+        name: "hyper",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Rust",
+        stars: 14500,
+        pushed_days_ago: 1,
+    },
+    RepoRow {
+        owner: "psf",
+        name: "requests",
+        private: false,
+        fork: false,
+        archived: false,
+        language: "Python",
+        stars: 52000,
+        pushed_days_ago: 6,
+    },
 ];
 
 /// The rows the token can see, with their owners filled in; `user_only`: the user's own and
@@ -1051,7 +1320,11 @@ fn visible_repos(ctx: &Ctx, user_only: bool) -> Vec<(String, &'static RepoRow)> 
         .filter(|r| !user_only || matches!(r.owner, "" | "acme"))
         .filter(|r| private_ok || !r.private)
         .map(|r| {
-            let owner = if r.owner.is_empty() { ctx.login.clone() } else { r.owner.to_string() };
+            let owner = if r.owner.is_empty() {
+                ctx.login.clone()
+            } else {
+                r.owner.to_string()
+            };
             (owner, r)
         })
         .collect()
@@ -1062,7 +1335,10 @@ fn repo_json(ctx: &Ctx, owner: &str, r: &RepoRow, with_permissions: bool) -> Val
     let pushed = gd::iso(1_735_689_600 - r.pushed_days_ago * 86_400);
     if let Value::Object(o) = &mut v {
         o.insert("private".into(), json!(r.private));
-        o.insert("visibility".into(), json!(if r.private { "private" } else { "public" }));
+        o.insert(
+            "visibility".into(),
+            json!(if r.private { "private" } else { "public" }),
+        );
         o.insert("fork".into(), json!(r.fork));
         o.insert("archived".into(), json!(r.archived));
         o.insert("language".into(), json!(r.language));
@@ -1085,7 +1361,8 @@ fn repo_json(ctx: &Ctx, owner: &str, r: &RepoRow, with_permissions: bool) -> Val
 /// `GET /user/repos`: `visibility`, `sort` (full_name ascending; dates newest first), paged.
 /// Private repositories only with `repo`.
 pub(super) fn list_user_repos(ctx: &Ctx) -> Response {
-    let doc = "https://docs.github.com/rest/repos/repos#list-repositories-for-the-authenticated-user";
+    let doc =
+        "https://docs.github.com/rest/repos/repos#list-repositories-for-the-authenticated-user";
     if ctx.scopes.is_none() {
         return requires_auth(doc);
     }
@@ -1134,7 +1411,10 @@ fn search_answer(ctx: &Ctx, items: Vec<Value>) -> Response {
 }
 
 fn missing_query(doc: &str) -> Response {
-    validation_failed(doc, json!([{ "resource": "Search", "field": "q", "code": "missing" }]))
+    validation_failed(
+        doc,
+        json!([{ "resource": "Search", "field": "q", "code": "missing" }]),
+    )
 }
 
 /// `GET /search/repositories`: words in the name or description, `user:`/`org:`,
@@ -1191,7 +1471,11 @@ pub(super) fn search_repositories(ctx: &Ctx) -> Response {
         hits.retain(|(_, r)| !r.fork);
     }
     hits.retain(|(_, r)| {
-        let text = format!("{} {}: a repository served by the keyward fake upstream", r.name, r.name).to_ascii_lowercase();
+        let text = format!(
+            "{} {}: a repository served by the keyward fake upstream",
+            r.name, r.name
+        )
+        .to_ascii_lowercase();
         words.iter().all(|w| text.contains(w.as_str()))
     });
     match ctx.r.query_get("sort") {
@@ -1218,6 +1502,9 @@ pub(super) fn search_repositories(ctx: &Ctx) -> Response {
     search_answer(ctx, items)
 }
 
+/// A test of a file's path (a `path:`, `filename:`, `extension:` or `language:` qualifier).
+type PathFilter = Box<dyn Fn(&str) -> bool>;
+
 /// `GET /search/code`: signed-in only; words in a file's text, `repo:`, `path:`,
 /// `filename:`, `extension:`, `language:` (rust, markdown, toml).
 pub(super) fn search_code(ctx: &Ctx) -> Response {
@@ -1230,7 +1517,7 @@ pub(super) fn search_code(ctx: &Ctx) -> Response {
     };
     let mut repos: Vec<(String, String)> = Vec::new();
     let mut words = Vec::new();
-    let mut path_filters: Vec<Box<dyn Fn(&str) -> bool>> = Vec::new();
+    let mut path_filters: Vec<PathFilter> = Vec::new();
     for term in search_terms(q) {
         let lower = term.to_ascii_lowercase();
         match lower.split_once(':') {
@@ -1244,7 +1531,9 @@ pub(super) fn search_code(ctx: &Ctx) -> Response {
             }
             Some(("filename", f)) => {
                 let f = f.to_string();
-                path_filters.push(Box::new(move |path: &str| path.rsplit('/').next() == Some(f.as_str())));
+                path_filters.push(Box::new(move |path: &str| {
+                    path.rsplit('/').next() == Some(f.as_str())
+                }));
             }
             Some(("extension", e)) => {
                 let suffix = format!(".{e}");

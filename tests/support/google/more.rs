@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 use super::super::{json_response, lock, GOOGLE_EMAIL};
 use super::{
     add_event, bad_request, event_view, events_page, gerr, max_results, not_found,
-    page_token_decode, parse_time_param, parse_when, rfc3339_in, send_updates_check,
-    writer_check, Ctx, Event, READ_EVENTS, WRITE_EVENTS,
+    page_token_decode, parse_time_param, parse_when, rfc3339_in, send_updates_check, writer_check,
+    Ctx, Event, READ_EVENTS, WRITE_EVENTS,
 };
 
 fn forbidden_for_non_organizer() -> Response {
@@ -44,7 +44,9 @@ fn set_responses(e: &mut Event, given: &[Value]) -> Result<(), Response> {
                 return Err(bad_request("Invalid value for: responseStatus", "invalid"));
             }
         }
-        let slot = list.iter_mut().find(|a| attendee_email(a).eq_ignore_ascii_case(email));
+        let slot = list
+            .iter_mut()
+            .find(|a| attendee_email(a).eq_ignore_ascii_case(email));
         if !organizer && (slot.is_none() || !email.eq_ignore_ascii_case(GOOGLE_EMAIL)) {
             return Err(forbidden_for_non_organizer());
         }
@@ -143,7 +145,14 @@ pub(super) fn patch_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Re
         .find(|e| e.id == ev && !e.cancelled)
         .ok_or_else(not_found)?;
     let mut updated = e.clone();
-    for key in ["summary", "description", "location", "transparency", "visibility", "colorId"] {
+    for key in [
+        "summary",
+        "description",
+        "location",
+        "transparency",
+        "visibility",
+        "colorId",
+    ] {
         if let (Some(v), Value::Object(o)) = (body.get(key), &mut updated.json) {
             match v {
                 Value::Null => {
@@ -171,7 +180,10 @@ pub(super) fn patch_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Re
         moved = true;
     }
     if updated.end <= updated.start {
-        return Err(bad_request("The specified time range is empty.", "timeRangeEmpty"));
+        return Err(bad_request(
+            "The specified time range is empty.",
+            "timeRangeEmpty",
+        ));
     }
     match body.get("attendees") {
         None => {}
@@ -190,8 +202,14 @@ pub(super) fn patch_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Re
     )
     .to_lowercase();
     if let Value::Object(o) = &mut updated.json {
-        o.insert("updated".into(), json!(now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
-        o.insert("etag".into(), json!(format!("\"{}\"", now.timestamp_micros())));
+        o.insert(
+            "updated".into(),
+            json!(now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+        );
+        o.insert(
+            "etag".into(),
+            json!(format!("\"{}\"", now.timestamp_micros())),
+        );
         if moved {
             let sequence = o.get("sequence").and_then(Value::as_u64).unwrap_or(0);
             o.insert("sequence".into(), json!(sequence + 1));
@@ -273,9 +291,15 @@ pub(super) fn quick_add(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
             }
         }
         None => {
-            body.insert("start".into(), json!({ "date": date.format("%Y-%m-%d").to_string() }));
+            body.insert(
+                "start".into(),
+                json!({ "date": date.format("%Y-%m-%d").to_string() }),
+            );
             let next = date + ChronoDuration::days(1);
-            body.insert("end".into(), json!({ "date": next.format("%Y-%m-%d").to_string() }));
+            body.insert(
+                "end".into(),
+                json!({ "date": next.format("%Y-%m-%d").to_string() }),
+            );
         }
     }
     Ok(json_response(200, &add_event(c, &body)?))

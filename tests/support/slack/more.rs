@@ -67,7 +67,11 @@ pub(super) fn reactions_add(call: &Call) -> Result<Value, Value> {
         })
         .ok_or_else(|| ok_false("invalid_name"))?
         .to_string();
-    let user = if call.bot { "U0KWBOT001" } else { SLACK_USER_ID };
+    let user = if call.bot {
+        "U0KWBOT001"
+    } else {
+        SLACK_USER_ID
+    };
     let mut data = lock(&call.st.data);
     let id = visible(&data.slack.channels, key)?.id.clone();
     let channel = data
@@ -222,7 +226,10 @@ pub(super) fn get_permalink(call: &Call) -> Result<Value, Value> {
         .find(|c| c.id == id)
         .ok_or_else(|| ok_false("channel_not_found"))?;
     let (_, thread) = message_at(channel, ts).ok_or_else(|| ok_false("message_not_found"))?;
-    let mut permalink = format!("https://acme.slack.com/archives/{id}/p{}", ts.replace('.', ""));
+    let mut permalink = format!(
+        "https://acme.slack.com/archives/{id}/p{}",
+        ts.replace('.', "")
+    );
     if let Some(parent) = thread {
         permalink.push_str(&format!("?thread_ts={parent}&cid={id}"));
     }
