@@ -96,7 +96,7 @@ fn only_request(fake: &FakeUpstream) -> RecordedRequest {
 }
 
 /// Every catalog tool and its provider, from `keyward tools --json`.
-fn catalog_tools(kw: &Kw) -> BTreeMap<String, String> {
+pub(crate) fn catalog_tools(kw: &Kw) -> BTreeMap<String, String> {
     let tools: Vec<Value> = serde_json::from_str(&kw.ok(&["tools", "--json"], "").stdout())
         .expect("tools --json is JSON");
     tools
