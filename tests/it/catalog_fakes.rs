@@ -180,6 +180,18 @@ async fn github_update_issue_changes_what_get_and_list_return() {
         .await;
     assert_eq!(reopened["state"], "open");
     assert_eq!(reopened["state_reason"], "reopened");
+    // `[]` goes out as it is and removes every label.
+    let cleared = s
+        .ok(
+            "github_update_issue",
+            gh(json!({"number": 33, "labels": []})),
+        )
+        .await;
+    assert_eq!(
+        s.last("/issues/33").body_json().unwrap(),
+        json!({"labels": []})
+    );
+    assert_eq!(cleared["labels"], json!([]));
 
     let missing = s
         .err(
@@ -680,6 +692,42 @@ async fn slack_users_channel_info_and_permalinks() {
         format!(
             "https://acme.slack.com/archives/C0GENERAL1/p{}",
             ts.replace('.', "")
+        )
+    );
+    // A thread reply's link names its thread.
+    let history = s
+        .ok(
+            "slack_read_channel",
+            json!({"channel": "C0GENERAL1", "limit": 20}),
+        )
+        .await;
+    let parent = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["reply_count"].as_u64() > Some(0))
+        .expect("a thread in #general")["ts"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let thread = s
+        .ok(
+            "slack_read_thread",
+            json!({"channel": "C0GENERAL1", "thread_ts": parent}),
+        )
+        .await;
+    let reply = thread["items"][1]["ts"].as_str().unwrap().to_string();
+    let link = s
+        .ok(
+            "slack_get_permalink",
+            json!({"channel": "C0GENERAL1", "ts": reply}),
+        )
+        .await;
+    assert_eq!(
+        link["permalink"],
+        format!(
+            "https://acme.slack.com/archives/C0GENERAL1/p{}?thread_ts={parent}&cid=C0GENERAL1",
+            reply.replace('.', "")
         )
     );
     let unknown = s
