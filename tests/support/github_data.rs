@@ -104,7 +104,7 @@ const ISSUE_TITLES: &[&str] = &[
     "Feature request: list starred repositories",
 ];
 
-const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
+pub(crate) const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
 
 pub(crate) fn label_catalog(name: &str) -> Label {
     let (color, description) = match name {
@@ -140,7 +140,7 @@ fn labels_for(n: u64) -> Vec<Label> {
 }
 
 /// 2024-01-01T00:00:00Z
-const EPOCH: i64 = 1_704_067_200;
+pub(crate) const EPOCH: i64 = 1_704_067_200;
 
 pub(crate) fn iso(secs: i64) -> String {
     DateTime::<Utc>::from_timestamp(secs, 0)

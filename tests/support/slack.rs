@@ -516,6 +516,15 @@ impl Call<'_> {
         }))
     }
 
+    /// The user the token acts as: the workspace's bot for a bot token.
+    fn user_id(&self) -> &'static str {
+        if self.bot {
+            "U0KWBOT001"
+        } else {
+            SLACK_USER_ID
+        }
+    }
+
     fn number(&self, name: &str, default: usize, max: usize) -> usize {
         self.get(name)
             .and_then(|v| v.parse::<usize>().ok())
@@ -597,7 +606,7 @@ fn auth_test(call: &Call) -> Value {
         "team": "Acme",
         "user": if call.bot { "deploybot" } else { "kw-tester" },
         "team_id": SLACK_TEAM_ID,
-        "user_id": if call.bot { "U0KWBOT001" } else { SLACK_USER_ID },
+        "user_id": call.user_id(),
         "is_enterprise_install": false
     });
     if call.bot {
@@ -773,11 +782,7 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
         return Err(ok_false("msg_too_long"));
     }
     let thread_ts = call.get("thread_ts").map(str::to_string);
-    let user = if call.bot {
-        "U0KWBOT001"
-    } else {
-        SLACK_USER_ID
-    };
+    let user = call.user_id();
     let mut data = lock(&call.st.data);
     let slack = &mut data.slack;
     slack.next_micro += 1;

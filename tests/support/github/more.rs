@@ -14,14 +14,12 @@
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::super::github_data::{self as gd, IssueMeta, PullMeta};
+use super::super::github_data::{self as gd, IssueMeta, PullMeta, EPOCH, PEOPLE};
 use super::super::{bytes_response, fake_sha, json_response, lock, now_unix, set_header, Req};
 use super::{
     all_issues, find_issue, gh_error, issue_value, not_found, paginate, paginate_sized,
     requires_auth, search_terms, string_list, validation_failed, with_link, Ctx,
 };
-
-const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
 
 const COMMIT_MESSAGES: &[&str] = &[
     "Fix off-by-one in the pagination helper",
@@ -33,6 +31,9 @@ const COMMIT_MESSAGES: &[&str] = &[
     "Speed up schema compilation",
     "Redact secrets in error messages",
 ];
+
+/// 2025-01-01T00:00:00Z: Actions runs start here, repositories were last pushed before.
+const YEAR_2025: i64 = 1_735_689_600;
 
 /// How many commits `main` has; `develop` has three more.
 const MAIN_COMMITS: usize = 40;
@@ -159,7 +160,7 @@ fn main_commits(owner: &str, repo: &str) -> Vec<Commit> {
             sha,
             message,
             author: PEOPLE[i % PEOPLE.len()].to_string(),
-            time: 1_704_067_200 + (i as i64) * 11 * 3600,
+            time: EPOCH + (i as i64) * 11 * 3600,
             parents,
             files: changed,
         });
@@ -1087,7 +1088,7 @@ pub(super) fn list_runs(ctx: &Ctx, owner: &str, repo: &str) -> Response {
                 _ => ("completed", Some("success")),
             };
             let id = 9_000_000_000 + super::super::fnv(&[owner, repo]) % 1_000_000 * 100 + i;
-            let created = gd::iso(1_735_689_600 + (i as i64) * 5 * 3600);
+            let created = gd::iso(YEAR_2025 + (i as i64) * 5 * 3600);
             let head_sha = fake_sha(&[owner, repo, "run", &i.to_string()]);
             let title = if event == "pull_request" {
                 format!("Pull request #{pr}")
@@ -1332,7 +1333,7 @@ fn visible_repos(ctx: &Ctx, user_only: bool) -> Vec<(String, &'static RepoRow)> 
 
 fn repo_json(ctx: &Ctx, owner: &str, r: &RepoRow, with_permissions: bool) -> Value {
     let mut v = gd::repository(&ctx.api, owner, r.name);
-    let pushed = gd::iso(1_735_689_600 - r.pushed_days_ago * 86_400);
+    let pushed = gd::iso(YEAR_2025 - r.pushed_days_ago * 86_400);
     if let Value::Object(o) = &mut v {
         o.insert("private".into(), json!(r.private));
         o.insert(

@@ -67,11 +67,7 @@ pub(super) fn reactions_add(call: &Call) -> Result<Value, Value> {
         })
         .ok_or_else(|| ok_false("invalid_name"))?
         .to_string();
-    let user = if call.bot {
-        "U0KWBOT001"
-    } else {
-        SLACK_USER_ID
-    };
+    let user = call.user_id();
     let mut data = lock(&call.st.data);
     let id = visible(&data.slack.channels, key)?.id.clone();
     let channel = data
