@@ -28,14 +28,30 @@ pub(crate) async fn setup() -> (FakeUpstream, Kw) {
         ("slack", SLACK_SCOPES),
         ("google", GOOGLE_SCOPES),
     ] {
-        let token = format!("{CANARY_ACCESS}_{provider}");
-        let scope_list: Vec<&str> = scopes.split([' ', ',']).collect();
-        fake.grant(provider, &token, &scope_list, None);
-        let json = json!({"access_token": token, "refresh_token": format!("{CANARY_REFRESH}_{provider}"),
-                          "token_type": "bearer", "expires_in": 28800, "scope": scopes});
-        kw.ok(&["import", provider], &json.to_string());
+        connect(&fake, &kw, provider, scopes, Some(scopes));
     }
     (fake, kw)
+}
+
+/// Import a `provider` connection whose access token is the canary: the fake grants it
+/// `granted` (the provider's own separator), keyward records `recorded` (`None`: an import
+/// without `scope`, which keyward cannot check, so the provider's refusal is what shows).
+pub(crate) fn connect(
+    fake: &FakeUpstream,
+    kw: &Kw,
+    provider: &str,
+    granted: &str,
+    recorded: Option<&str>,
+) {
+    let token = format!("{CANARY_ACCESS}_{provider}");
+    let scope_list: Vec<&str> = granted.split([' ', ',']).collect();
+    fake.grant(provider, &token, &scope_list, None);
+    let mut json = json!({"access_token": token, "refresh_token": format!("{CANARY_REFRESH}_{provider}"),
+                          "token_type": "bearer", "expires_in": 28800});
+    if let Some(scopes) = recorded {
+        json["scope"] = json!(scopes);
+    }
+    kw.ok(&["import", provider], &json.to_string());
 }
 
 fn call(kw: &Kw, tool: &str, args: Value) -> Run {
