@@ -207,7 +207,22 @@ fn status_hint(
                     has.unwrap_or_default(),
                     accepted.replace(' ', "")
                 )),
-                _ => err.hint("the connection is not allowed to do this (permissions on the resource, or a missing scope)"),
+                // RFC 6750 §3.1: `error="insufficient_scope", scope="…"` says the token lacks
+                // a scope (Google's answer to a read-only token that tries to write). The scope
+                // it names may be the broadest that would do; the tool's own are the least.
+                _ => match insufficient_scope(response) {
+                    Some(named) => {
+                        let needed = if tool.scopes.is_empty() {
+                            named.replace(' ', ",")
+                        } else {
+                            tool.scopes.join(",")
+                        };
+                        err.hint(format!(
+                            "the connection's token lacks a scope this needs (the provider names `{named}`): run `{connect} --scopes {needed}`, adding any other scopes the connection should keep"
+                        ))
+                    }
+                    None => err.hint("the connection is not allowed to do this (permissions on the resource, or a missing scope)"),
+                },
             }
         }
         404 => err.hint("not found, or the connection cannot see it; check the identifiers"),
@@ -221,6 +236,17 @@ fn status_hint(
             .retryable(),
         _ => err,
     }
+}
+
+/// The `scope` of a `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` answer.
+fn insufficient_scope(response: &UpstreamResponse) -> Option<String> {
+    let challenge = header(response, "www-authenticate")?;
+    if !challenge.contains("error=\"insufficient_scope\"") {
+        return None;
+    }
+    let (_, rest) = challenge.split_once("scope=\"")?;
+    let (scope, _) = rest.split_once('"')?;
+    (!scope.trim().is_empty()).then(|| scope.trim().to_string())
 }
 
 fn header(response: &UpstreamResponse, name: &str) -> Option<String> {
@@ -239,10 +265,12 @@ fn provider_message(body: &Value) -> Option<String> {
             .get("errors")
             .and_then(Value::as_array)
             .map(|errs| {
+                // GitHub's `errors` holds objects ({"message"} or {"code"}), or, for some
+                // refusals (a review of one's own pull request), the reason as a plain string.
                 errs.iter()
                     .filter_map(|e| {
-                        e.get("message")
-                            .and_then(Value::as_str)
+                        e.as_str()
+                            .or_else(|| e.get("message").and_then(Value::as_str))
                             .or_else(|| e.get("code").and_then(Value::as_str))
                             .map(String::from)
                     })

@@ -173,15 +173,9 @@ pub(crate) async fn connect(
             );
         }
     }
-    let executor = match web.state.executor().await {
+    let executor = match web.executor().await {
         Ok(executor) => executor,
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward is not ready",
-                &e.to_string(),
-            )
-        }
+        Err(page) => return page,
     };
     let key = match ConnKey::new(&ticket.user, &ticket.provider, &ticket.account) {
         Ok(key) => key,
@@ -245,15 +239,9 @@ pub(crate) async fn start_provider_flow(
     scopes: Option<Vec<String>>,
     status: StatusCode,
 ) -> Response {
-    let executor = match web.state.executor().await {
+    let executor = match web.executor().await {
         Ok(executor) => executor,
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward is not ready",
-                &e.to_string(),
-            )
-        }
+        Err(page) => return page,
     };
     let selection = match scopes {
         Some(scopes) => Selection {
@@ -304,12 +292,14 @@ pub(crate) async fn start_provider_flow(
     )
 }
 
+/// What an authorization server sends back to a redirect URI (RFC 6749 §4.1.2): the
+/// providers' answers here, the identity provider's to the sign-in callback.
 #[derive(Deserialize)]
 pub(crate) struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
 }
 
 /// `GET /oauth/callback/<provider>`: the provider's answer.
@@ -319,15 +309,9 @@ pub(crate) async fn callback(
     Query(query): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let executor = match web.state.executor().await {
+    let executor = match web.executor().await {
         Ok(executor) => executor,
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward is not ready",
-                &e.to_string(),
-            )
-        }
+        Err(page) => return page,
     };
     let Some(spec) = executor.catalog().provider(&provider) else {
         return message(

@@ -45,6 +45,7 @@ use super::seal::WebKey;
 use super::ServerState;
 use crate::config::Config;
 use crate::error::Result;
+use crate::exec::Executor;
 use crate::vault::users::{Admission, KeyCache};
 use crate::vault::{ConnKey, ConnectionStatus};
 
@@ -82,6 +83,18 @@ impl std::fmt::Debug for Web {
 }
 
 impl Web {
+    /// The executor, or the page that says keyward could not open it (a page handler's early
+    /// return).
+    pub(crate) async fn executor(&self) -> std::result::Result<Arc<Executor>, Response> {
+        self.state.executor().await.map_err(|e| {
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keyward is not ready",
+                &e.to_string(),
+            )
+        })
+    }
+
     /// Whether a browser can sign in (`[server.auth]` with a `client_id`).
     pub fn can_sign_in(&self) -> bool {
         self.oidc.as_ref().is_some_and(|o| o.client().is_some())
@@ -328,15 +341,9 @@ async fn account(
     let Some(session) = web.session(&headers).await else {
         return signed_out(&web);
     };
-    let executor = match web.state.executor().await {
+    let executor = match web.executor().await {
         Ok(executor) => executor,
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward is not ready",
-                &e.to_string(),
-            )
-        }
+        Err(page) => return page,
     };
     let rows = executor
         .vault()
@@ -539,15 +546,9 @@ async fn account_disconnect(
             )
         }
     };
-    let executor = match web.state.executor().await {
+    let executor = match web.executor().await {
         Ok(executor) => executor,
-        Err(e) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keyward is not ready",
-                &e.to_string(),
-            )
-        }
+        Err(page) => return page,
     };
     // As `keyward disconnect --force`: the person asked for it to go, so a provider that cannot
     // revoke does not keep it; the notice says where to revoke by hand then.
@@ -659,17 +660,9 @@ async fn sign_in(State(web): State<Arc<Web>>, Query(next): Query<After>) -> Resp
     )
 }
 
-#[derive(Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
 async fn sign_in_callback(
     State(web): State<Arc<Web>>,
-    Query(query): Query<CallbackQuery>,
+    Query(query): Query<connect_web::CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
     let (Some(oidc), Some(sealed)) = (web.oidc.as_ref(), cookie(&headers, SIGN_IN_COOKIE)) else {

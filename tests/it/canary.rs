@@ -205,9 +205,13 @@ async fn provider_errors_quoting_the_token_are_redacted_on_every_mapping() {
         false,
     );
 
-    // Google: 400, and 401 → refresh → 401.
+    // Google: 400, 403 (the insufficient_scope challenge quotes the token), and 401 →
+    // refresh → 401.
     fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(400));
     failing_call(&fake, &kw, "calendar_list_events", json!({}), "google 400");
+    fake.echo_api("/google/calendar/v3/calendars", 1, Echo::Status(403));
+    let e = failing_call(&fake, &kw, "calendar_list_events", json!({}), "google 403");
+    assert!(e["hint"].as_str().unwrap().contains("[redacted]"), "{e}");
     fake.echo_api("/google/calendar/v3/calendars", 2, Echo::Status(401));
     failing_call(
         &fake,

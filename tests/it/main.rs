@@ -1,5 +1,6 @@
 mod canary;
 mod catalog;
+mod catalog_fakes;
 mod exchange;
 mod exec;
 mod fake_upstream;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::support::canary::assert_no_canary;
 use crate::support::home::bin;
 
-fn npm_available() -> bool {
+pub(crate) fn npm_available() -> bool {
     Command::new("npm")
         .arg("--version")
         .stdout(Stdio::null())

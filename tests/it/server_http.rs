@@ -1120,7 +1120,31 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
     let client = mcp_client(&base, &key).await;
     let me = ok_value(&call(&client, "github_get_me", json!({})).await);
     assert_eq!(me["login"], "alice-default");
-    let _ = client.cancel().await;
+
+    // SIGTERM while streams are open — the 2025 session above, a legacy SSE stream, a
+    // 2026-07-28 `subscriptions/listen` stream — still ends the process cleanly: a stream that
+    // never ends by itself must not hold a rolling deploy up.
+    let sse = reqwest::Client::new()
+        .get(format!("{base}/sse"))
+        .bearer_auth(&key)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let listen = crate::server_stateless::request(
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+    );
+    let listen = crate::server_stateless::post(&base, &key, &listen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listen.status(), 200);
+    let mut listen = EventStream::new(listen);
+    let ack = listen.next_message().await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
 
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -1142,6 +1166,10 @@ async fn the_binary_serves_http_and_refuses_a_public_bind_without_users() {
     .await
     .unwrap();
     assert!(output.status.success(), "SIGTERM: {:?}", output.status);
+    // The open streams were ended by the server, not left hanging.
+    let ended = tokio::time::timeout(Duration::from_secs(10), sse.bytes()).await;
+    assert!(ended.is_ok(), "the legacy SSE stream outlived the server");
+    let _ = client.cancel().await;
     let log = stderr.join().unwrap();
     assert!(!log.is_empty());
     assert_no_canary("stderr of keyward serve --http", &log);

@@ -2,10 +2,15 @@
 //! HTTP and the legacy SSE transport (tests/interop/): the 1.x SDK with the 2025 revisions, the
 //! 2.x SDK with 2026-07-28 (`mode="2026-07-28"` and the default `auto`), over stdio and HTTP.
 //! The SDKs are installed into target/interop-venv and target/interop-venv2 on first use.
-//! Without python3 the test is skipped, except in CI (`CI=true`), where it must run.
+//! The official MCP Inspector's CLI (tests/interop/inspector.sh) lists and calls tools in both
+//! protocol eras over stdio, Streamable HTTP and SSE, with its tool-schema portability check.
+//! Without python3 (npm for the Inspector) a test is skipped, except in CI (`CI=true`), where it
+//! must run.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use serde_json::Value;
 
 use crate::support::canary::assert_no_canary;
 use crate::support::home::{bin, home_with, Kw};
@@ -161,6 +166,130 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         .await;
     }
 
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
+}
+
+/// Run the Inspector's CLI with `args`; its JSON answer, after checking it exited 0 and carries
+/// no secret.
+async fn inspector(args: Vec<String>) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/inspector.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(script)
+        .args(["--format", "json"])
+        .args(&args)
+        .env_remove("KEYWARD_MASTER_KEY")
+        .env_remove("KEYWARD_HOME");
+    let output = tokio::task::spawn_blocking(move || cmd.output().expect("run the Inspector"))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // With --strict, exit 6 means a tool schema with an error-severity portability problem.
+    assert!(
+        output.status.success(),
+        "the Inspector failed ({args:?}, {:?}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert_no_canary("the Inspector's output", &output.stdout);
+    assert_no_canary("the Inspector's stderr (with keyward's)", &output.stderr);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The login `github_get_me` answered, from the Inspector's JSON.
+fn login(answer: &Value) -> &str {
+    let result = &answer["result"];
+    assert_ne!(result["isError"], true, "{answer}");
+    result["structuredContent"]["login"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no login in {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_inspector_cli_lists_and_calls_tools_in_both_eras() {
+    if !crate::server_conformance::npm_available() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "npm is required in CI for the Inspector test"
+        );
+        eprintln!("skipping the Inspector test: npm is not installed");
+        return;
+    }
+    keyward::server::install_crypto_provider();
+    let up = FakeUpstream::start().await;
+    let kw = home_with(&up, &[("default", "default"), ("alice", "default")]);
+    let home = kw.home().display().to_string();
+    let stdio = |method: &str, era: &str| -> Vec<String> {
+        let mut args: Vec<String> = vec!["--protocol-era".into(), era.into()];
+        args.extend(["--method".into(), method.into()]);
+        if method == "tools/list" {
+            args.push("--strict".into());
+        } else {
+            args.extend(["--tool-name".into(), "github_get_me".into()]);
+        }
+        args.extend(["--".into(), bin().to_string()]);
+        args.extend([
+            "--home".into(),
+            home.clone(),
+            "serve".into(),
+            "--all-tools".into(),
+        ]);
+        args
+    };
+    for era in ["legacy", "modern"] {
+        let listed = inspector(stdio("tools/list", era)).await;
+        let tools = listed["result"]["tools"].as_array().expect("tools");
+        assert_eq!(
+            tools.len(),
+            crate::exec::catalog_tools(&kw).len(),
+            "every tool, in the {era} era"
+        );
+        let called = inspector(stdio("tools/call", era)).await;
+        assert_eq!(login(&called), "default-default", "{era} over stdio");
+    }
+
+    let key = kw
+        .ok(&["users", "add", "alice"], "")
+        .stdout()
+        .trim()
+        .to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = kw
+        .command(&["serve", "--http", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
+    assert!(
+        wait_healthy(&format!("http://{addr}"), 30).await,
+        "keyward serve --http did not come up"
+    );
+    for (era, url) in [
+        ("modern", format!("http://{addr}/mcp")),
+        ("legacy", format!("http://{addr}/mcp")),
+        ("legacy", format!("http://{addr}/sse")),
+    ] {
+        let called = inspector(vec![
+            "--protocol-era".into(),
+            era.into(),
+            "--header".into(),
+            format!("Authorization: Bearer {key}"),
+            "--method".into(),
+            "tools/call".into(),
+            "--tool-name".into(),
+            "github_get_me".into(),
+            url.clone(),
+        ])
+        .await;
+        assert_eq!(login(&called), "alice-default", "{era} at {url}");
+    }
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())

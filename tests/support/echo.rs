@@ -1,7 +1,7 @@
 //! A hostile provider: API errors and token-endpoint refusals that quote back everything the
 //! request carried — the `Authorization` header, the form with the refresh token and client
 //! secret — in every field keyward reads (message, details, error code, `needed`/`provided`,
-//! `error_description`, and the scope header of a 403). Providers are not supposed to do this;
+//! `error_description`, and the scope headers of a 403). Providers are not supposed to do this;
 //! a proxy's error page, a debugging middleware or a careless API does, and keyward must not
 //! pass any of it on (invariants 1 and 11).
 
@@ -51,7 +51,8 @@ pub(crate) fn api_failure(p: Provider, echo: Echo, r: &Req) -> Response {
                 status,
                 &json!({
                     "message": format!("Validation Failed for {cred}"),
-                    "errors": [{"resource": "Issue", "code": cred, "message": all}],
+                    // GitHub also puts plain strings in `errors` (a refused review).
+                    "errors": [{"resource": "Issue", "code": cred, "message": all}, cred],
                     "documentation_url": "https://docs.github.com/rest",
                     "status": status.to_string(),
                 }),
@@ -62,15 +63,26 @@ pub(crate) fn api_failure(p: Provider, echo: Echo, r: &Req) -> Response {
             }
             resp
         }
-        (Provider::Google, Echo::Status(status)) => json_response(
-            status,
-            &json!({"error": {
-                "code": status,
-                "message": format!("Invalid Credentials: {cred}"),
-                "errors": [{"message": all, "domain": "global", "reason": cred}],
-                "status": "INVALID_ARGUMENT",
-            }}),
-        ),
+        (Provider::Google, Echo::Status(status)) => {
+            let mut resp = json_response(
+                status,
+                &json!({"error": {
+                    "code": status,
+                    "message": format!("Invalid Credentials: {cred}"),
+                    "errors": [{"message": all, "domain": "global", "reason": cred}],
+                    "status": "INVALID_ARGUMENT",
+                }}),
+            );
+            if status == 403 {
+                // The RFC 6750 challenge the hint quotes the scope of.
+                set_header(
+                    &mut resp,
+                    "www-authenticate",
+                    &format!("Bearer error=\"insufficient_scope\", scope=\"{cred}\""),
+                );
+            }
+            resp
+        }
         (Provider::Slack, Echo::Status(status)) => {
             json_response(status, &json!({"ok": false, "error": cred, "detail": all}))
         }

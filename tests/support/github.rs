@@ -9,6 +9,11 @@
 
 #![allow(clippy::result_large_err)]
 
+/// The routes of the tools issue 16 added (commits, branches, pull request files, diffs,
+/// reviews and merges, issue updates, the user's repositories, repository and code search,
+/// Actions runs).
+mod more;
+
 use axum::body::Bytes;
 use axum::response::Response;
 use base64::Engine;
@@ -137,6 +142,9 @@ pub(crate) fn handle(st: &SharedState, r: &Req, segs: &[String]) -> Response {
     let (resp, accepted) = match (r.method.as_str(), s.as_slice()) {
         ("GET", ["user"]) => (get_user(&ctx), ""),
         ("GET", ["search", "issues"]) => (search_issues(&ctx), "repo"),
+        ("GET", ["search", "repositories"]) => (more::search_repositories(&ctx), ""),
+        ("GET", ["search", "code"]) => (more::search_code(&ctx), ""),
+        ("GET", ["user", "repos"]) => (more::list_user_repos(&ctx), ""),
         (_, ["repos", owner, repo, rest @ ..]) => (repo_route(&ctx, owner, repo, rest), "repo"),
         _ => (not_found(DOCS), ""),
     };
@@ -247,12 +255,24 @@ fn repo_route(ctx: &Ctx, owner: &str, repo: &str, rest: &[&str]) -> Response {
     match (r.method.as_str(), rest) {
         ("GET", []) => json_response(200, &gd::repository(&ctx.api, owner, repo)),
         ("GET", ["pulls"]) => list_pulls(ctx, owner, repo),
+        ("GET", ["pulls", n]) if more::wants_diff(r) => more::pull_diff(ctx, owner, repo, n),
         ("GET", ["pulls", n]) => get_pull(ctx, owner, repo, n),
+        ("POST", ["pulls"]) => more::create_pull(ctx, owner, repo),
+        ("GET", ["pulls", n, "files"]) => more::pull_files(ctx, owner, repo, n),
+        ("GET", ["pulls", n, "reviews"]) => more::list_reviews(ctx, owner, repo, n),
+        ("POST", ["pulls", n, "reviews"]) => more::create_review(ctx, owner, repo, n),
+        ("GET", ["pulls", n, "comments"]) => more::review_comments(ctx, owner, repo, n),
+        ("PUT", ["pulls", n, "merge"]) => more::merge_pull(ctx, owner, repo, n),
         ("GET", ["issues"]) => list_issues(ctx, owner, repo),
         ("GET", ["issues", n]) => get_issue(ctx, owner, repo, n),
+        ("PATCH", ["issues", n]) => more::update_issue(ctx, owner, repo, n),
         ("POST", ["issues"]) => create_issue(ctx, owner, repo),
         ("POST", ["issues", n, "comments"]) => add_comment(ctx, owner, repo, n),
         ("GET", ["contents", path @ ..]) => contents(ctx, owner, repo, path),
+        ("GET", ["commits"]) => more::list_commits(ctx, owner, repo),
+        ("GET", ["commits", git_ref]) => more::get_commit(ctx, owner, repo, git_ref),
+        ("GET", ["branches"]) => more::list_branches(ctx, owner, repo),
+        ("GET", ["actions", "runs"]) => more::list_runs(ctx, owner, repo),
         _ => not_found(DOCS),
     }
 }
@@ -268,12 +288,17 @@ struct Page {
 }
 
 fn paginate(r: &Req, total: usize) -> Page {
+    paginate_sized(r, total, 30, 100)
+}
+
+/// [`paginate`] with another default and largest page (a commit's files: 300 and 300).
+fn paginate_sized(r: &Req, total: usize, default: usize, max: usize) -> Page {
     let per_page = r
         .query_get("per_page")
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&v| v > 0)
-        .unwrap_or(30)
-        .min(100);
+        .unwrap_or(default)
+        .min(max);
     let page = r
         .query_get("page")
         .and_then(|v| v.parse::<usize>().ok())
@@ -372,6 +397,9 @@ fn list_pulls(ctx: &Ctx, owner: &str, repo: &str) -> Response {
     };
     let base = ctx.r.query_get("base").filter(|b| !b.is_empty());
     let asc = ctx.r.query_get("direction") == Some("asc");
+    if touched(ctx, owner, repo) {
+        return more::list_pulls_changed(ctx, owner, repo, state, base, asc);
+    }
     let mut numbers: Vec<u64> = (1..=gd::LAST_PR)
         .filter(|&n| {
             gd::pull_brief(repo, n).is_some_and(|(s, b)| {
@@ -412,11 +440,12 @@ fn get_pull(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response {
     let Ok(n) = n.parse::<u64>() else {
         return not_found(doc);
     };
-    let Some(meta) = gd::fixed_issue(owner, repo, n).filter(|m| m.pull.is_some()) else {
+    let Some(meta) = find_issue(ctx, owner, repo, n).filter(|m| m.pull.is_some()) else {
         return not_found(doc);
     };
     let extra = extra_comments(ctx, owner, repo, n);
-    let key = format!("pull|{owner}|{repo}|{n}|{extra}");
+    let generation = lock(&ctx.st.data).github.generation;
+    let key = format!("pull|{owner}|{repo}|{n}|{extra}|{generation}");
     let cached = lock(&ctx.st.cache).get(&key).cloned();
     let bytes = cached.unwrap_or_else(|| {
         let v = gd::pull_json(&ctx.api, owner, repo, &meta, true, extra);
@@ -429,24 +458,46 @@ fn get_pull(ctx: &Ctx, owner: &str, repo: &str, n: &str) -> Response {
 
 // ----- issues ---------------------------------------------------------------------------------
 
-fn all_issues(ctx: &Ctx, owner: &str, repo: &str) -> Vec<IssueMeta> {
-    let mut out: Vec<IssueMeta> = (1..=gd::LAST_ISSUE)
-        .filter_map(|n| gd::fixed_issue(owner, repo, n))
-        .collect();
-    if let Some(created) = lock(&ctx.st.data)
+/// Whether anything of the repository was changed through the API (see `GithubData`).
+fn touched(ctx: &Ctx, owner: &str, repo: &str) -> bool {
+    lock(&ctx.st.data)
         .github
-        .created
-        .get(&(owner.to_string(), repo.to_string()))
-    {
+        .touched
+        .contains(&(owner.to_string(), repo.to_string()))
+}
+
+/// Every issue and pull request of a repository as it is now: the fixed ones (with the
+/// changes made to them) and the created ones.
+fn all_issues(ctx: &Ctx, owner: &str, repo: &str) -> Vec<IssueMeta> {
+    let data = lock(&ctx.st.data);
+    let key = (owner.to_string(), repo.to_string());
+    let mut out: Vec<IssueMeta> = (1..=gd::LAST_ISSUE)
+        .filter_map(|n| {
+            let edited = data
+                .github
+                .edited
+                .get(&(key.0.clone(), key.1.clone(), n))
+                .cloned();
+            edited.or_else(|| gd::fixed_issue(owner, repo, n))
+        })
+        .collect();
+    if let Some(created) = data.github.created.get(&key) {
         out.extend(created.iter().cloned());
     }
     out
 }
 
 fn find_issue(ctx: &Ctx, owner: &str, repo: &str, n: u64) -> Option<IssueMeta> {
+    let data = lock(&ctx.st.data);
+    if let Some(m) = data
+        .github
+        .edited
+        .get(&(owner.to_string(), repo.to_string(), n))
+    {
+        return Some(m.clone());
+    }
     gd::fixed_issue(owner, repo, n).or_else(|| {
-        lock(&ctx.st.data)
-            .github
+        data.github
             .created
             .get(&(owner.to_string(), repo.to_string()))
             .and_then(|list| list.iter().find(|m| m.number == n).cloned())
@@ -793,7 +844,7 @@ fn search_issues(ctx: &Ctx) -> Response {
             v
         })
         .collect();
-    let mut resp = with_link(
+    let resp = with_link(
         ctx,
         json_response(
             200,
@@ -801,6 +852,11 @@ fn search_issues(ctx: &Ctx) -> Response {
         ),
         &page,
     );
+    search_limits(ctx, resp)
+}
+
+/// The search API's own rate limit (30 a minute) in a search answer's headers.
+fn search_limits(ctx: &Ctx, mut resp: Response) -> Response {
     let n = ctx.st.next_seq() % 30;
     set_header(&mut resp, "x-ratelimit-resource", "search");
     set_header(&mut resp, "x-ratelimit-limit", "30");

@@ -16,12 +16,32 @@ pub const OPEN_PRS: u64 = 25;
 pub const LAST_PR: u64 = 30;
 pub const LAST_ISSUE: u64 = 45;
 
-/// Issues and comments created through the API.
+/// Issues, pull requests, comments, reviews and merges made through the API.
 #[derive(Default)]
 pub(crate) struct GithubData {
+    /// Issues and pull requests created through the API, numbered after the fixed ones.
     pub created: HashMap<(String, String), Vec<IssueMeta>>,
     pub extra_comments: HashMap<(String, String, u64), u64>,
     pub next_comment_id: u64,
+    /// Fixed issues and pull requests as changed through the API (`PATCH …/issues/{n}`, merge).
+    pub edited: HashMap<(String, String, u64), IssueMeta>,
+    /// Repositories with any of the above: their lists are built from the metadata, not the
+    /// (cached) fixed answers.
+    pub touched: std::collections::HashSet<(String, String)>,
+    /// Bumped by every change, so cached answers of changed data are not served.
+    pub generation: u64,
+    /// Reviews submitted through the API, per pull request.
+    pub reviews: HashMap<(String, String, u64), Vec<Value>>,
+    pub next_review_id: u64,
+    /// Merge commits, newest last, per (owner, repo, base branch).
+    pub merges: HashMap<(String, String, String), Vec<MergeCommit>>,
+}
+
+/// A commit a merge through the API put on a base branch.
+pub(crate) struct MergeCommit {
+    pub sha: String,
+    pub message: String,
+    pub time: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -84,7 +104,7 @@ const ISSUE_TITLES: &[&str] = &[
     "Feature request: list starred repositories",
 ];
 
-const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
+pub(crate) const PEOPLE: &[&str] = &["octocat", "hubot", "monalisa", "kw-tester", "defunkt"];
 
 pub(crate) fn label_catalog(name: &str) -> Label {
     let (color, description) = match name {
@@ -120,7 +140,7 @@ fn labels_for(n: u64) -> Vec<Label> {
 }
 
 /// 2024-01-01T00:00:00Z
-const EPOCH: i64 = 1_704_067_200;
+pub(crate) const EPOCH: i64 = 1_704_067_200;
 
 pub(crate) fn iso(secs: i64) -> String {
     DateTime::<Utc>::from_timestamp(secs, 0)

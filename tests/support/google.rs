@@ -8,6 +8,10 @@
 
 #![allow(clippy::result_large_err)]
 
+/// The methods of the tools issue 16 added: events.patch (updates and responses),
+/// events.quickAdd and events.instances.
+mod more;
+
 use axum::response::Response;
 use base64::Engine;
 use chrono::{
@@ -608,6 +612,9 @@ pub(crate) fn handle(st: &SharedState, r: &Req, segs: &[String]) -> Response {
         ("GET", ["calendars", cal, "events"]) => list_events(&ctx, cal),
         ("POST", ["calendars", cal, "events"]) => insert_event(&ctx, cal),
         ("GET", ["calendars", cal, "events", ev]) => get_event(&ctx, cal, ev),
+        ("PATCH", ["calendars", cal, "events", ev]) => more::patch_event(&ctx, cal, ev),
+        ("POST", ["calendars", cal, "events", "quickAdd"]) => more::quick_add(&ctx, cal),
+        ("GET", ["calendars", cal, "events", ev, "instances"]) => more::instances(&ctx, cal, ev),
         ("DELETE", ["calendars", cal, "events", ev]) => delete_event(&ctx, cal, ev),
         ("POST", ["freeBusy"]) => free_busy(&ctx),
         _ => Err(not_found()),
@@ -838,6 +845,11 @@ fn list_events(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
             _ => items.push(event_view(e)),
         }
     }
+    Ok(json_response(200, &events_page(c, &items, offset, max)))
+}
+
+/// A page of `items` from `offset` as an events list answer of calendar `c`.
+fn events_page(c: &Calendar, items: &[Value], offset: usize, max: usize) -> Value {
     let start = offset.min(items.len());
     let end = (start + max).min(items.len());
     let updated = c.events.iter().map(|e| e.updated).max().unwrap_or_default();
@@ -866,7 +878,7 @@ fn list_events(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
         );
     }
     v.insert("items".into(), Value::Array(items[start..end].to_vec()));
-    Ok(json_response(200, &Value::Object(v)))
+    Value::Object(v)
 }
 
 fn get_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Response> {
@@ -991,6 +1003,12 @@ fn insert_event(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
     let Some(Value::Object(body)) = ctx.r.json() else {
         return Err(bad_request("Parse Error", "parseError"));
     };
+    let out = add_event(&mut data.google.calendars[idx], &body)?;
+    Ok(json_response(200, &out))
+}
+
+/// Store a new event from an insert's body in `c`; the event as Google returns it.
+fn add_event(c: &mut Calendar, body: &Map<String, Value>) -> Result<Value, Response> {
     let (start, start_obj, _all_day) = parse_when(body.get("start"), "start")?;
     let (end, end_obj, _) = parse_when(body.get("end"), "end")?;
     if end <= start {
@@ -1012,7 +1030,6 @@ fn insert_event(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
             attendees.push(json!({ "email": email, "responseStatus": "needsAction" }));
         }
     }
-    let c = &mut data.google.calendars[idx];
     let id = random_string(b"abcdefghijklmnopqrstuv0123456789", 26);
     let now = Utc::now();
     let summary = body.get("summary").and_then(Value::as_str).unwrap_or("");
@@ -1081,7 +1098,7 @@ fn insert_event(ctx: &Ctx, cal: &str) -> Result<Response, Response> {
     };
     let out = event.json.clone();
     c.events.push(event);
-    Ok(json_response(200, &out))
+    Ok(out)
 }
 
 fn delete_event(ctx: &Ctx, cal: &str, ev: &str) -> Result<Response, Response> {

@@ -7,6 +7,10 @@
 
 use std::collections::HashMap;
 
+/// The methods of the tools issue 16 added: users.list, reactions.add, conversations.open,
+/// conversations.info and chat.getPermalink.
+mod more;
+
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
@@ -33,6 +37,8 @@ pub(crate) struct Msg {
     pub reply_count: u64,
     pub reply_users: Vec<String>,
     pub latest_reply: Option<String>,
+    /// Emoji name → the users who reacted with it, in the order they did.
+    pub reactions: Vec<(String, Vec<String>)>,
 }
 
 pub(crate) struct Channel {
@@ -130,6 +136,7 @@ fn make_channel(
             reply_count: 0,
             reply_users: Vec::new(),
             latest_reply: None,
+            reactions: Vec::new(),
         };
         if threads && i % 10 == 3 {
             let mut thread = Vec::new();
@@ -150,6 +157,7 @@ fn make_channel(
                     reply_count: 0,
                     reply_users: Vec::new(),
                     latest_reply: None,
+                    reactions: Vec::new(),
                 });
             }
             msg.thread_ts = Some(msg_ts.clone());
@@ -384,6 +392,14 @@ fn message_json(m: &Msg, parent: bool) -> Value {
             "elements": [{ "type": "rich_text_section", "elements": [{ "type": "text", "text": m.text }] }]
         }]
     });
+    if let (false, Value::Object(obj)) = (m.reactions.is_empty(), &mut v) {
+        let list: Vec<Value> = m
+            .reactions
+            .iter()
+            .map(|(name, users)| json!({ "name": name, "users": users, "count": users.len() }))
+            .collect();
+        obj.insert("reactions".into(), Value::Array(list));
+    }
     if let (Some(thread_ts), Value::Object(obj)) = (&m.thread_ts, &mut v) {
         obj.insert("thread_ts".into(), json!(thread_ts));
         if parent && m.reply_count > 0 {
@@ -500,6 +516,15 @@ impl Call<'_> {
         }))
     }
 
+    /// The user the token acts as: the workspace's bot for a bot token.
+    fn user_id(&self) -> &'static str {
+        if self.bot {
+            "U0KWBOT001"
+        } else {
+            SLACK_USER_ID
+        }
+    }
+
     fn number(&self, name: &str, default: usize, max: usize) -> usize {
         self.get(name)
             .and_then(|v| v.parse::<usize>().ok())
@@ -556,6 +581,11 @@ pub(crate) fn handle(st: &SharedState, r: &Req, method: &str) -> Response {
         "chat.postMessage" => post_message(&call, json_without_charset),
         "search.messages" => search_messages(&call),
         "users.info" => users_info(&call),
+        "users.list" => more::users_list(&call),
+        "reactions.add" => more::reactions_add(&call),
+        "conversations.open" => more::conversations_open(&call),
+        "conversations.info" => more::conversations_info(&call),
+        "chat.getPermalink" => more::get_permalink(&call),
         _ => Ok(json!({ "ok": false, "error": "unknown_method", "req_method": method })),
     };
     let body = result.unwrap_or_else(|e| e);
@@ -576,7 +606,7 @@ fn auth_test(call: &Call) -> Value {
         "team": "Acme",
         "user": if call.bot { "deploybot" } else { "kw-tester" },
         "team_id": SLACK_TEAM_ID,
-        "user_id": if call.bot { "U0KWBOT001" } else { SLACK_USER_ID },
+        "user_id": call.user_id(),
         "is_enterprise_install": false
     });
     if call.bot {
@@ -752,11 +782,7 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
         return Err(ok_false("msg_too_long"));
     }
     let thread_ts = call.get("thread_ts").map(str::to_string);
-    let user = if call.bot {
-        "U0KWBOT001"
-    } else {
-        SLACK_USER_ID
-    };
+    let user = call.user_id();
     let mut data = lock(&call.st.data);
     let slack = &mut data.slack;
     slack.next_micro += 1;
@@ -780,6 +806,7 @@ fn post_message(call: &Call, json_without_charset: bool) -> Result<Value, Value>
         reply_count: 0,
         reply_users: Vec::new(),
         latest_reply: None,
+        reactions: Vec::new(),
     };
     match &thread_ts {
         Some(parent_ts) => {
