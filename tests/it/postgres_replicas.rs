@@ -419,6 +419,17 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
         until(120, || async { failed(&seen) >= 4 }).await,
         "no call failed while PostgreSQL was down"
     );
+    // Once the replicas' API-key caches let go (2 s), the key cannot be checked: 503, not 401.
+    let refused = |seen: &std::sync::Mutex<Vec<Result<(), String>>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.starts_with("503")))
+    };
+    assert!(
+        until(120, || async { refused(&seen) }).await,
+        "no request was refused with 503 while the key could not be checked"
+    );
     pg.start_again();
     let before = oks(&seen);
     assert!(
@@ -436,6 +447,10 @@ async fn postgres_restarted_under_load_is_a_clear_error_then_recovers_without_a_
         pg.port
     );
     for error in seen.lock().unwrap().iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            !error.starts_with("401"),
+            "a valid key refused as invalid: {error}"
+        );
         assert!(error.contains(&shown) && error.contains("retry"), "{error}");
         assert!(!error.contains(postgres::PG_PASSWORD), "{error}");
         crate::support::canary::assert_no_canary("an error during the outage", error.as_bytes());
