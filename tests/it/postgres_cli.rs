@@ -149,6 +149,15 @@ async fn every_command_uses_the_store_the_url_names() {
     let fake = FakeUpstream::start().await;
     let kw = on_store(home_for(&fake, &[]), &url);
 
+    let empty = kw.ok(&["status"], "");
+    clean(&empty);
+    assert!(
+        empty
+            .stdout()
+            .contains("no vault in postgres://postgres@127.0.0.1"),
+        "{}",
+        empty.stdout()
+    );
     let init = kw.ok(&["init"], "");
     clean(&init);
     assert!(
