@@ -183,6 +183,24 @@ async fn every_command_uses_the_store_the_url_names() {
         .to_string();
     assert!(key.starts_with("kw_"), "{key}");
     assert!(kw.ok(&["users", "list"], "").stdout().contains("alice"));
+    let client = kw.ok(
+        &[
+            "clients",
+            "add",
+            "ci-bot",
+            "--providers",
+            "github",
+            "--scopes",
+            "repo read:user",
+        ],
+        "",
+    );
+    let client_secret = client
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret="))
+        .expect("clients add prints the secret")
+        .to_string();
 
     let rotated = kw.ok(&["rotate-key"], "");
     clean(&rotated);
@@ -221,6 +239,10 @@ async fn every_command_uses_the_store_the_url_names() {
         (Some(1), Some(1))
     );
 
+    assert!(other
+        .ok(&["clients", "list"], "")
+        .stdout()
+        .contains("ci-bot"));
     other.ok(&["disconnect", "github", "--force"], "");
     let rows: Vec<Value> =
         serde_json::from_str(&kw.ok(&["status", "--json"], "").stdout()).unwrap();
@@ -249,8 +271,10 @@ async fn every_command_uses_the_store_the_url_names() {
     }
     let dump = pg.pg_dump(&url.replacen(&format!(":{PG_PASSWORD}"), "", 1));
     assert_no_canary("pg_dump", &dump);
-    assert!(!crate::support::canary::contains_bytes(
-        &dump,
-        key.as_bytes()
-    ));
+    for secret in [&key, &client_secret] {
+        assert!(!crate::support::canary::contains_bytes(
+            &dump,
+            secret.as_bytes()
+        ));
+    }
 }
