@@ -89,6 +89,16 @@ async fn setup() -> Option<(&'static postgres::PgCluster, String, FakeUpstream)>
     Some((pg, pg.database(), FakeUpstream::start().await))
 }
 
+/// A token response for `alice`'s GitHub connection, granted at the fake as login
+/// `alice-default` for the next 8 hours.
+fn alice_token(fake: &FakeUpstream) -> String {
+    let access = crate::support::home::token(USER, "default");
+    fake.grant_github_as(&access, "alice-default");
+    json!({"access_token": access, "refresh_token": format!("{CANARY_REFRESH}_pgr"),
+           "token_type": "bearer", "expires_in": 28800, "scope": "repo read:user"})
+    .to_string()
+}
+
 /// An import whose access token has expired on both sides: only a refreshed one works.
 fn expired_grant(fake: &FakeUpstream, tag: &str) -> String {
     let (access, refresh) = github_grant(fake, tag);
@@ -116,11 +126,7 @@ async fn three_replicas_answer_one_user_and_a_removal_reaches_them_all_at_once()
     let Some((_, url, fake)) = setup().await else {
         return;
     };
-    let access = crate::support::home::token(USER, "default");
-    fake.grant_github_as(&access, "alice-default");
-    let token = json!({"access_token": access, "refresh_token": format!("{CANARY_REFRESH}_pgr"),
-                       "token_type": "bearer", "expires_in": 28800, "scope": "repo read:user"});
-    let (first, key) = first_machine(&fake, &url, &token.to_string());
+    let (first, key) = first_machine(&fake, &url, &alice_token(&fake));
     let (homes, servers) = serve(first, 3).await;
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
     let http = client();
@@ -531,4 +537,47 @@ async fn two_replicas_starting_on_an_empty_database_at_once_both_serve() {
 
 fn db_name(url: &str) -> String {
     url.rsplit('/').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_on_one_replica_shows_in_status_on_another_machine() {
+    let Some((_, url, fake)) = setup().await else {
+        return;
+    };
+    let (first, key) = first_machine(&fake, &url, &alice_token(&fake));
+    crate::exchange::enable(&first, "");
+    let client = crate::exchange::add_client(
+        &first,
+        &[
+            "backend",
+            "--providers",
+            "github",
+            "--scopes",
+            "repo read:user",
+        ],
+    );
+    let (homes, servers) = serve(first, 2).await;
+    // The client was registered on machine 0; replica 1 knows it from the store.
+    let answer = crate::exchange::post(
+        &servers[1].base,
+        Some(&client),
+        &[
+            ("grant_type", crate::exchange::GRANT),
+            ("subject_token", &key),
+            ("subject_token_type", crate::exchange::ACCESS),
+            ("audience", "github"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.raw);
+    assert_eq!(
+        answer.body["access_token"],
+        crate::support::home::token(USER, "default")
+    );
+    let row = &status(&homes[0])[0];
+    assert_eq!(row["last_exchange"]["client"], "backend", "{row}");
+    assert_eq!(row["last_exchange"]["outcome"], "ok", "{row}");
+    for server in servers {
+        server.stop().await;
+    }
 }
