@@ -62,7 +62,7 @@ use super::crypto;
 use super::keys::{self, Keyring, MasterKey, PendingRekey};
 use super::record::{self, ConnKey, Connection, OpenFailure, TokenRecord};
 use super::storage::{Progress, RefreshTurn, Storage};
-use super::store::{AuditPage, Listed, OpenMode, RotateReport, AUDIT_PAGE_BYTES};
+use super::store::{AuditPage, Listed, OpenMode, PageFill, RotateReport, AUDIT_PAGE_BYTES};
 use crate::config::Home;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -794,7 +794,6 @@ impl PgStore {
         limit: Option<usize>,
         until: Option<u64>,
     ) -> Result<AuditPage> {
-        let max_bytes = AUDIT_PAGE_BYTES;
         let until = match until {
             Some(until) => until,
             None => {
@@ -803,14 +802,8 @@ impl PgStore {
                 to_u64(row.get(0))
             }
         };
-        let mut page = AuditPage {
-            entries: Vec::new(),
-            next_after: after,
-            until,
-            more: false,
-        };
-        if until <= after || limit == Some(0) {
-            return Ok(page);
+        if let Some(empty) = AuditPage::nothing_in(after, limit, until) {
+            return Ok(empty);
         }
         let mut start = after + 1;
         if let Some(limit) = limit {
@@ -824,8 +817,9 @@ impl PgStore {
                 start = to_u64(row.get(0));
             }
         }
-        // Rows come in batches; a page ends at the byte cap (always at least one entry).
+        // Rows come in batches until the page is full or the selection ends.
         const BATCH: i64 = 1000;
+        let mut page = PageFill::new(after, start, until, AUDIT_PAGE_BYTES);
         let mut from = start;
         loop {
             let rows = read!(self, "reading the audit log", |c| c.query(
@@ -833,25 +827,15 @@ impl PgStore {
                  ORDER BY seq LIMIT $3",
                 &[&to_i64(from), &to_i64(until), &BATCH],
             ))?;
-            let full = rows.len() as i64 == BATCH;
-            let mut bytes = 0;
             for row in &rows {
-                let seq = to_u64(row.get(0));
-                let entry: &str = row.get(1);
-                if page.next_after >= start && bytes + entry.len() > max_bytes {
-                    page.more = true;
-                    return Ok(page);
-                }
-                bytes += entry.len();
-                page.next_after = seq;
-                if let Ok(entry) = serde_json::from_str(entry) {
-                    page.entries.push((seq, entry));
+                if !page.push(to_u64(row.get(0)), row.get::<_, &str>(1).as_bytes()) {
+                    return Ok(page.finish());
                 }
             }
-            if !full {
-                return Ok(page);
+            if (rows.len() as i64) < BATCH {
+                return Ok(page.finish());
             }
-            from = page.next_after + 1;
+            from = page.next_after() + 1;
         }
     }
 

@@ -561,3 +561,40 @@ async fn a_pg_dump_of_the_store_holds_no_secret() {
         master.trim().as_bytes()
     ));
 }
+
+/// A log longer than a batch of rows and larger than a page: every entry comes back once, in
+/// order, over pages that each stay under the byte cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_audit_log_pages_under_the_byte_cap() {
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let a = first(&url).await;
+    // 2500 entries of about 1 KiB: 2.5 MiB, more than one page (2 MiB), in one statement.
+    let entry = serde_json::to_string(&AuditEntry::new("alice", "tool-call", "x".repeat(1000)))
+        .unwrap()
+        .replace('\'', "''");
+    pg.psql(
+        &url.rsplit('/').next().unwrap().to_string(),
+        &format!(
+            "INSERT INTO keyward_audit (entry) SELECT '{entry}' FROM generate_series(1, 2500)"
+        ),
+    );
+    let (mut after, mut until, mut pages, mut seqs) = (0, None, 0, Vec::new());
+    loop {
+        let page = a.store.audit_page(after, None, until).await.unwrap();
+        let bytes: usize = page
+            .entries
+            .iter()
+            .map(|(_, e)| serde_json::to_string(e).unwrap().len())
+            .sum();
+        assert!(bytes <= keyward::vault::store::AUDIT_PAGE_BYTES, "{bytes}");
+        pages += 1;
+        seqs.extend(page.entries.iter().map(|(seq, _)| *seq));
+        if !page.more {
+            break;
+        }
+        (after, until) = (page.next_after, Some(page.until));
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seqs, (1..=2500).collect::<Vec<u64>>());
+}
