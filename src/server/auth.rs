@@ -520,8 +520,6 @@ fn quoted(text: &str) -> String {
         .collect()
 }
 
-/// The 401 answer without an identity provider. `invalid`: a key was sent but is not a current
-/// one.
 /// 503: nobody's credential can be checked now (the identity provider's keys or the vault's
 /// store are out of reach); retrying later may succeed.
 fn unavailable(reason: &str) -> Response {
@@ -533,6 +531,8 @@ fn unavailable(reason: &str) -> Response {
         .into_response()
 }
 
+/// The 401 answer without an identity provider. `invalid`: a key was sent but is not a current
+/// one.
 pub fn unauthorized(invalid: bool) -> Response {
     let (challenge, text) = if invalid {
         (
