@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use crate::server_stateless::HttpProcess;
 use crate::support::canary::assert_no_canary;
 use crate::support::home::{bin, home_with, Kw};
-use crate::support::mcp::*;
 use crate::support::FakeUpstream;
 
 pub(crate) fn python_available() -> bool {
@@ -125,29 +125,18 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         .stdout()
         .trim()
         .to_string();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = kw
-        .command(&["serve", "--http", &addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = drain(child.stderr.take().unwrap());
-    assert!(
-        wait_healthy(&format!("http://{addr}"), 30).await,
-        "keyward serve --http did not come up"
-    );
+    let server = HttpProcess::start(&kw).await;
+    let base = &server.base;
 
     python(
         &kw,
-        vec!["http".into(), format!("http://{addr}/mcp"), key.clone()],
+        vec!["http".into(), format!("{base}/mcp"), key.clone()],
         "alice-default",
     )
     .await;
     python(
         &kw,
-        vec!["sse".into(), format!("http://{addr}/sse"), key.clone()],
+        vec!["sse".into(), format!("{base}/sse"), key.clone()],
         "alice-default",
     )
     .await;
@@ -158,7 +147,7 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
                 "sdk2".into(),
                 "http".into(),
                 mode.into(),
-                format!("http://{addr}/mcp"),
+                format!("{base}/mcp"),
                 key.clone(),
             ],
             "alice-default",
@@ -166,13 +155,7 @@ async fn the_python_sdk_talks_to_keyward_over_stdio_http_and_sse() {
         .await;
     }
 
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
+    server.stop().await;
 }
 
 /// Run the Inspector's CLI with `args`; its JSON answer, after checking it exited 0 and carries
@@ -258,23 +241,12 @@ async fn the_mcp_inspector_cli_lists_and_calls_tools_in_both_eras() {
         .stdout()
         .trim()
         .to_string();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = kw
-        .command(&["serve", "--http", &addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = drain(child.stderr.take().unwrap());
-    assert!(
-        wait_healthy(&format!("http://{addr}"), 30).await,
-        "keyward serve --http did not come up"
-    );
+    let server = HttpProcess::start(&kw).await;
+    let base = &server.base;
     for (era, url) in [
-        ("modern", format!("http://{addr}/mcp")),
-        ("legacy", format!("http://{addr}/mcp")),
-        ("legacy", format!("http://{addr}/sse")),
+        ("modern", format!("{base}/mcp")),
+        ("legacy", format!("{base}/mcp")),
+        ("legacy", format!("{base}/sse")),
     ] {
         let called = inspector(vec![
             "--protocol-era".into(),
@@ -290,11 +262,5 @@ async fn the_mcp_inspector_cli_lists_and_calls_tools_in_both_eras() {
         .await;
         assert_eq!(login(&called), "alice-default", "{era} at {url}");
     }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    assert_no_canary("stderr of keyward serve --http", &stderr.join().unwrap());
+    server.stop().await;
 }
