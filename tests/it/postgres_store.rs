@@ -574,7 +574,7 @@ async fn a_long_audit_log_pages_under_the_byte_cap() {
         .unwrap()
         .replace('\'', "''");
     pg.psql(
-        &url.rsplit('/').next().unwrap().to_string(),
+        &db(&url),
         &format!(
             "INSERT INTO keyward_audit (entry) SELECT '{entry}' FROM generate_series(1, 2500)"
         ),
