@@ -506,13 +506,19 @@ async fn two_replicas_starting_on_an_empty_database_at_once_both_serve() {
     let (first, second) = tokio::join!(HttpProcess::start(&a), HttpProcess::start(&b));
     let version = keyward::vault::postgres::SCHEMA_VERSION.to_string();
     assert_eq!(
-        pg.psql(&db_name(&url), "SELECT version FROM keyward_schema")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT version FROM keyward_schema"
+        )
+        .trim(),
         version
     );
     assert_eq!(
-        pg.psql(&db_name(&url), "SELECT count(*) FROM keyward_keyring")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT count(*) FROM keyward_keyring"
+        )
+        .trim(),
         "1"
     );
     // Each opens what the other wrote: a user added on one is known to the other.
@@ -533,10 +539,6 @@ async fn two_replicas_starting_on_an_empty_database_at_once_both_serve() {
     }
     first.stop().await;
     second.stop().await;
-}
-
-fn db_name(url: &str) -> String {
-    url.rsplit('/').next().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,8 +236,11 @@ async fn a_wrong_or_missing_master_key_is_refused_and_an_empty_store_is_not_foun
     assert!(matches!(err, Error::NotFound(_)), "{err}");
     assert!(err.to_string().contains("keyward init"), "{err}");
     assert_eq!(
-        pg.psql(&db(&url), "SELECT to_regclass('keyward_schema') IS NULL")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT to_regclass('keyward_schema') IS NULL"
+        )
+        .trim(),
         "t"
     );
 
@@ -271,9 +274,6 @@ async fn a_wrong_or_missing_master_key_is_refused_and_an_empty_store_is_not_foun
 }
 
 /// The database name of a URL of the shared cluster.
-fn db(url: &str) -> String {
-    url.rsplit('/').next().unwrap().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_opening_an_empty_store_at_once_all_succeed_with_one_keyring() {
@@ -295,13 +295,19 @@ async fn processes_opening_an_empty_store_at_once_all_succeed_with_one_keyring()
     }
     drop(dir);
     assert_eq!(
-        pg.psql(&db(&url), "SELECT count(*) FROM keyward_keyring")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT count(*) FROM keyward_keyring"
+        )
+        .trim(),
         "1"
     );
     assert_eq!(
-        pg.psql(&db(&url), "SELECT version FROM keyward_schema")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT version FROM keyward_schema"
+        )
+        .trim(),
         keyward::vault::postgres::SCHEMA_VERSION.to_string()
     );
     let ids: std::collections::BTreeSet<String> =
@@ -410,7 +416,7 @@ async fn the_refresh_lock_admits_one_process_and_is_released_when_its_holder_goe
         .unwrap();
     std::mem::forget(held);
     pg.psql(
-        &db(&url),
+        &postgres::db_name(&url),
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
     );
     drop(
@@ -574,7 +580,7 @@ async fn a_long_audit_log_pages_under_the_byte_cap() {
         .unwrap()
         .replace('\'', "''");
     pg.psql(
-        &db(&url),
+        &postgres::db_name(&url),
         &format!(
             "INSERT INTO keyward_audit (entry) SELECT '{entry}' FROM generate_series(1, 2500)"
         ),

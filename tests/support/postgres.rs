@@ -218,7 +218,7 @@ impl PgCluster {
 
     /// `pg_dump` of the database at `url` (plain SQL): what a backup holds.
     pub fn pg_dump(&self, url: &str) -> Vec<u8> {
-        let database = url.rsplit('/').next().unwrap().to_string();
+        let database = db_name(url);
         let out = Command::new(self.tool("pg_dump"))
             .args([
                 "-h",
@@ -323,4 +323,9 @@ pub const PG_PASSWORD: &str = "kwcanary_pg_password_77";
 /// `url` with [`PG_PASSWORD`] in it.
 pub fn with_password(url: &str) -> String {
     url.replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1)
+}
+
+/// The database a URL of [`PgCluster::database`] names.
+pub fn db_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_string()
 }
