@@ -273,8 +273,6 @@ async fn a_wrong_or_missing_master_key_is_refused_and_an_empty_store_is_not_foun
     assert!(err.to_string().contains("does not open"), "{err}");
 }
 
-/// The database name of a URL of the shared cluster.
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_opening_an_empty_store_at_once_all_succeed_with_one_keyring() {
     let Some(pg) = postgres::shared() else { return };
