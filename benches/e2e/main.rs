@@ -100,9 +100,15 @@ async fn run(started: Instant) {
     let fake = FakeUpstream::start().await;
     fake.set_recording(false);
     let mut table = Table::default();
-    // `cargo bench --bench e2e -- exchange`: section 8 alone (cargo also passes `--bench`).
+    // `cargo bench --bench e2e -- exchange`: section 8 alone (cargo also passes `--bench`);
+    // `-- postgres`: section 7 alone.
     if std::env::args().skip(1).any(|a| a == "exchange") {
         exchange::section(&mut table, &fake, &logs).await;
+        finish(started, &table, &logs, None, 0);
+        return;
+    }
+    if std::env::args().skip(1).any(|a| a == "postgres") {
+        postgres::section(&mut table, &fake, &logs).await;
         finish(started, &table, &logs, None, 0);
         return;
     }
@@ -139,7 +145,7 @@ async fn run(started: Instant) {
     let startup = startup::section(&mut table, &home, &logs, &e2e.busy_mem).await;
     context::report(&mut table, &context);
     goals::section(&mut table, &inproc, &e2e, &refresh, &startup, &context);
-    postgres::section(&mut table).await;
+    postgres::section(&mut table, &fake, &logs).await;
     exchange::section(&mut table, &fake, &logs).await;
     finish(started, &table, &logs, Some(&api_key), e2e.sse_leaks);
     drop(fake);

@@ -26,7 +26,7 @@ pub async fn init(home: &Home) -> Result<()> {
         println!("created {}", vault.created().join(", "));
     }
     println!("home:   {}", home.dir.display());
-    println!("vault:  {}", home.vault_dir().display());
+    println!("vault:  {}", vault.location());
     if std::env::var_os("KEYWARD_MASTER_KEY").is_some() {
         println!(
             "master key: from KEYWARD_MASTER_KEY (id {})",

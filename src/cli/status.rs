@@ -12,6 +12,7 @@ use keyward::error::{Error, Result};
 use std::collections::HashMap;
 
 use keyward::vault::clients::LastExchange;
+use keyward::vault::transfer::Location;
 use keyward::vault::{ConnKey, ConnectionStatus, Listed};
 
 #[derive(Args)]
@@ -29,7 +30,12 @@ pub async fn run(home: &Home, args: StatusArgs) -> Result<()> {
         if args.json {
             println!("[]");
         } else {
-            println!("no connections (no vault in {} yet): add one with `keyward import PROVIDER` or `keyward connect PROVIDER`", home.dir.display());
+            // Where the vault would be: the home folder, or the PostgreSQL store it names.
+            let place = match Location::of(home) {
+                Ok(Location::Postgres(url)) => url.to_string(),
+                _ => home.dir.display().to_string(),
+            };
+            println!("no connections (no vault in {place} yet): add one with `keyward import PROVIDER` or `keyward connect PROVIDER`");
         }
         return Ok(());
     };

@@ -6,7 +6,6 @@
 use clap::{Args, Subcommand};
 use keyward::config::Home;
 use keyward::error::{Error, Result};
-use keyward::vault::postgres::PgStore;
 use keyward::vault::transfer::{self, Location, StoreStatus};
 use keyward::vault::OpenMode;
 
@@ -48,23 +47,9 @@ pub async fn run(home: &Home, command: StoreCommand) -> Result<()> {
 }
 
 async fn status(home: &Home, json: bool) -> Result<()> {
-    let status = match Location::of(home)? {
-        Location::Postgres(url) => {
-            let changes = tokio::sync::broadcast::channel(1).0;
-            let users = tokio::sync::watch::channel(0).0;
-            let store = PgStore::open(home, &url, OpenMode::Existing, changes, users).await?;
-            store.status().await?
-        }
-        Location::Sled(_) => {
-            let Some(vault) = super::open_existing(home).await? else {
-                return Err(Error::NotFound(format!(
-                    "there is no vault in {} yet: run `keyward init`",
-                    home.dir.display()
-                )));
-            };
-            transfer::sled_status(&vault).await?
-        }
-    };
+    // No vault is an error naming the store and `keyward init`, whichever the backend.
+    let vault = keyward::oauth::peers::open_vault(home, OpenMode::Existing).await?;
+    let status = vault.store_status().await?;
     if json {
         println!(
             "{}",

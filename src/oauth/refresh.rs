@@ -299,6 +299,15 @@ impl Refresher {
         // under the same guard instead of waiting on a lock it holds.
         let _lock = self.lock(key, deadline).await?;
         loop {
+            // Whoever held the lock before us — in this process or, through the backend, in
+            // another — may have refreshed already: a settled record needs no turn, and a turn
+            // can cost a lock of a database server. So this process's callers queued on its
+            // lock take the new record one after another without a round trip each, and send
+            // at most one request per process to the owner.
+            let conn = self.read(key).await?;
+            if let Some(pair) = settled(&conn, seen_version, force, self.margin(&key.provider)) {
+                return Ok(Some(pair));
+            }
             let budget = deadline.saturating_duration_since(Instant::now());
             let turn = self
                 .vault
@@ -314,15 +323,6 @@ impl Refresher {
                     return refreshed;
                 }
                 RefreshTurn::Owner => {
-                    // Queuing this process's callers on its own lock first sends one request per
-                    // process (not one per waiting call) to the owner; whoever waited takes the
-                    // record that request produced.
-                    let conn = self.read(key).await?;
-                    if let Some(pair) =
-                        settled(&conn, seen_version, force, self.margin(&key.provider))
-                    {
-                        return Ok(Some(pair));
-                    }
                     super::test_hooks::pause_at("refresh-remote").await;
                     let budget = deadline.saturating_duration_since(Instant::now());
                     match self

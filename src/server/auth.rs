@@ -76,9 +76,12 @@ impl AuthUser {
     /// while they are not removed).
     pub async fn still_valid(&self, keys: &KeyCache) -> bool {
         match &self.credential {
-            Credential::ApiKey(hash) => {
-                keys.lookup(hash).await.as_deref() == Some(self.name.as_str())
-            }
+            // A store that cannot answer now cannot say the key was removed: the request goes
+            // on and meets the store's own retryable error where it needs the store.
+            Credential::ApiKey(hash) => match keys.lookup(hash).await {
+                Ok(name) => name.as_deref() == Some(self.name.as_str()),
+                Err(_) => true,
+            },
             Credential::Oidc => {
                 matches!(keys.admit_oidc(&self.name).await, Ok(Admission::Admitted))
             }
@@ -352,11 +355,14 @@ impl Authenticator {
             _ => {
                 let key_hash = users::key_hash(credential);
                 match self.keys.lookup(&key_hash).await {
-                    Some(name) => Ok(AuthUser {
+                    Ok(Some(name)) => Ok(AuthUser {
                         name,
                         credential: Credential::ApiKey(key_hash),
                     }),
-                    None => Err(Refused::BadKey),
+                    Ok(None) => Err(Refused::BadKey),
+                    Err(e) => Err(Refused::Unavailable(format!(
+                        "checking the API key failed: {e}"
+                    ))),
                 }
             }
         }
@@ -422,10 +428,14 @@ impl Authenticator {
     }
 
     /// The answer to a refused credential: 401 (403 for missing scopes, 503 when the identity
-    /// provider cannot be reached) with the challenge that tells a client what to do.
+    /// provider or the vault's store cannot answer) with the challenge that tells a client
+    /// what to do.
     pub fn refuse(&self, refused: Refused) -> Response {
         let (Some(oidc), Some(metadata)) = (&self.oidc, &self.resource_metadata) else {
-            return unauthorized(refused != Refused::Missing);
+            return match refused {
+                Refused::Unavailable(reason) => unavailable(&reason),
+                other => unauthorized(other != Refused::Missing),
+            };
         };
         let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
         if !oidc.required_scopes().is_empty() {
@@ -470,14 +480,7 @@ impl Authenticator {
                     ),
                 )
             }
-            Refused::Unavailable(reason) => {
-                tracing::warn!("cannot check access tokens now: {reason}");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("503 Service Unavailable: keyward cannot check access tokens now ({reason}); try again shortly\n"),
-                )
-                    .into_response();
-            }
+            Refused::Unavailable(reason) => return unavailable(reason),
         };
         let mut response = (status, format!("{text}\n")).into_response();
         if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -515,6 +518,17 @@ fn quoted(text: &str) -> String {
             _ => '?',
         })
         .collect()
+}
+
+/// 503: nobody's credential can be checked now (the identity provider's keys or the vault's
+/// store are out of reach); retrying later may succeed.
+fn unavailable(reason: &str) -> Response {
+    tracing::warn!("cannot check credentials now: {reason}");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("503 Service Unavailable: keyward cannot check credentials now ({reason}); try again shortly\n"),
+    )
+        .into_response()
 }
 
 /// The 401 answer without an identity provider. `invalid`: a key was sent but is not a current

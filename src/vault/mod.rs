@@ -19,6 +19,11 @@
 //! the owner goes away, so a user with Claude Desktop, an IDE and a terminal never sees
 //! "could not acquire lock" (invariant 10).
 //!
+//! With `[store] url` (or `KEYWARD_STORE_URL`) the vault is a PostgreSQL database instead
+//! ([`postgres`]), chosen once at open (invariant 18): none of the above files exist, no process
+//! owns the vault and none takes over, and every process — on this machine or another — is a
+//! peer of the database.
+//!
 //! Every operation is async, whatever the backend ([`storage::Storage`]): a relayed one waits
 //! for the owner's answer without holding a runtime worker, and the owner serves the others on
 //! the runtime that opened the vault. What is written once, above the backends, lives here: the
@@ -53,8 +58,10 @@ pub use store::{Listed, OpenMode, RotateReport, FORMAT_VERSION};
 
 use crate::config::Home;
 use crate::error::{Error, Result};
+use postgres::PgStore;
 use share::{RemoteClient, Request};
 use store::Store;
+use transfer::Location;
 
 /// How long a process keeps trying to reach (or become) the owner before giving up. Generous:
 /// an owner that is exiting flushes the database before it lets go, which can take seconds on a
@@ -102,6 +109,9 @@ enum Backend {
     Local(Arc<Store>),
     /// Another process owns it: every operation is relayed to it.
     Remote(Arc<RemoteClient>),
+    /// A PostgreSQL database (`[store] url`): every process, on this machine or another, is a
+    /// peer of the database; nobody owns it, nobody takes over.
+    Postgres(Arc<PgStore>),
 }
 
 impl Backend {
@@ -109,6 +119,7 @@ impl Backend {
         match self {
             Backend::Local(store) => store,
             Backend::Remote(client) => &**client,
+            Backend::Postgres(store) => store,
         }
     }
 }
@@ -148,9 +159,15 @@ impl Vault {
         })?;
         let changes = tokio::sync::broadcast::channel(256).0;
         let users = tokio::sync::watch::channel(0).0;
-        let backend = acquire(home, mode, &changes, &users).await?;
+        let backend = match Location::of(home)? {
+            Location::Postgres(url) => Backend::Postgres(Arc::new(
+                PgStore::open(home, &url, mode, changes.clone(), users.clone()).await?,
+            )),
+            Location::Sled(_) => acquire(home, mode, &changes, &users).await?,
+        };
         let (master_key_id, created) = match &backend {
             Backend::Local(store) => (store.master_key_id(), store.created.clone()),
+            Backend::Postgres(store) => (store.master_key_id(), store.created.clone()),
             // The owner created (or opened) the keyring before it started listening.
             Backend::Remote(_) => {
                 let home = home.clone();
@@ -192,9 +209,27 @@ impl Vault {
         &self.inner.created
     }
 
-    /// True when this process has the database open (and serves the others).
+    /// True when this process has the sled database open (and serves the others). A
+    /// PostgreSQL store has no owner: this is false there.
     pub fn is_owner(&self) -> bool {
         matches!(self.backend(), Backend::Local(_))
+    }
+
+    /// Where the vault is, for people: the sled folder, or the PostgreSQL URL (no password).
+    pub fn location(&self) -> String {
+        match self.backend() {
+            Backend::Postgres(store) => store.url().to_string(),
+            _ => self.inner.home.vault_dir().display().to_string(),
+        }
+    }
+
+    /// What `keyward store status` shows (backend, schema, counts; PostgreSQL: the server's
+    /// version and round trip).
+    pub async fn store_status(&self) -> Result<transfer::StoreStatus> {
+        match self.backend() {
+            Backend::Postgres(store) => store.status().await,
+            _ => transfer::sled_status(self).await,
+        }
     }
 
     fn backend(&self) -> Backend {
@@ -271,7 +306,8 @@ impl Vault {
                 self.keep_task(share::serve(self)?);
                 Ok(())
             }
-            Backend::Remote(_) => {
+            // A new owner to relay through (`acquire` opens sled only, never PostgreSQL).
+            Backend::Remote(_) | Backend::Postgres(_) => {
                 if self
                     .inner
                     .want_changes
@@ -433,7 +469,8 @@ impl Vault {
             .inner
             .want_changes
             .swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first && !self.is_owner() {
+        // The owner's writes and a PostgreSQL store's listener feed the channels themselves.
+        if first && matches!(self.backend(), Backend::Remote(_)) {
             share::relay_changes(self);
         }
     }
@@ -565,6 +602,7 @@ impl Vault {
     pub fn master_key_id(&self) -> String {
         match self.backend() {
             Backend::Local(store) => store.master_key_id(),
+            Backend::Postgres(store) => store.master_key_id(),
             Backend::Remote(_) => self.inner.master_key_id.clone(),
         }
     }
@@ -634,7 +672,9 @@ impl Vault {
     pub fn raw_record(&self, key: &ConnKey) -> Result<Option<Vec<u8>>> {
         match self.backend() {
             Backend::Local(s) => s.raw_record(key),
-            Backend::Remote(_) => Err(Error::other("raw access needs the owning process")),
+            _ => Err(Error::other(
+                "raw access needs the process owning a sled vault",
+            )),
         }
     }
 
@@ -643,7 +683,9 @@ impl Vault {
     pub fn raw_put_record(&self, key: &ConnKey, bytes: &[u8]) -> Result<()> {
         match self.backend() {
             Backend::Local(s) => s.raw_put_record(key, bytes),
-            Backend::Remote(_) => Err(Error::other("raw access needs the owning process")),
+            _ => Err(Error::other(
+                "raw access needs the process owning a sled vault",
+            )),
         }
     }
 }

@@ -51,24 +51,29 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_postgres::AsyncMessage;
 
 use super::audit::AuditEntry;
+use super::clients::LastExchange;
 use super::crypto;
 use super::keys::{self, Keyring, MasterKey, PendingRekey};
 use super::record::{self, ConnKey, Connection, OpenFailure, TokenRecord};
-use super::store::{AuditPage, Listed, OpenMode, RotateReport, AUDIT_PAGE_BYTES};
+use super::storage::{Progress, RefreshTurn, Storage};
+use super::store::{AuditPage, Listed, OpenMode, PageFill, RotateReport, AUDIT_PAGE_BYTES};
 use crate::config::Home;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
 /// The schema this build reads and writes; [`MIGRATIONS`] brings any older one up to it.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// Migration `n` (1-based) takes the schema from version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[r#"
+/// Migration `n` (1-based) takes the schema from version `n - 1` to `n`. Version 2 adds each
+/// connection's latest token exchange (a hint for `status`, unsealed: it holds no secret).
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE keyward_keyring (
         id smallint PRIMARY KEY CHECK (id = 1),
         generation bigint NOT NULL,
@@ -93,7 +98,12 @@ const MIGRATIONS: &[&str] = &[r#"
         seq bigserial PRIMARY KEY,
         entry text NOT NULL
     );
-"#];
+"#,
+    "ALTER TABLE keyward_connections ADD COLUMN last_exchange text",
+];
+
+/// The stored keyring and its generation.
+const SELECT_KEYRING: &str = "SELECT generation, sealed FROM keyward_keyring WHERE id = 1";
 
 /// The channel every write notifies and every process listens on.
 const CHANNEL: &str = "keyward";
@@ -270,6 +280,12 @@ struct Place {
 }
 
 impl Place {
+    fn of(url: &StoreUrl) -> Place {
+        Place {
+            url: url.shown.as_str().into(),
+        }
+    }
+
     /// A PostgreSQL error as keyward reports it. Connection failures, shutdowns and restarts
     /// are [`Error::Unavailable`] (retryable); anything the server refused is a vault error.
     fn error(&self, doing: &str, e: &tokio_postgres::Error) -> Error {
@@ -398,6 +414,15 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// The connection named by a row's first three columns (user, provider, account).
+fn key_of(row: &tokio_postgres::Row) -> ConnKey {
+    ConnKey {
+        user: row.get(0),
+        provider: row.get(1),
+        account: row.get(2),
+    }
+}
+
 /// A connection's key columns.
 fn key_columns(key: &ConnKey) -> [&(dyn tokio_postgres::types::ToSql + Sync); 3] {
     [&key.user, &key.provider, &key.account]
@@ -426,9 +451,7 @@ impl PgStore {
     ) -> Result<PgStore> {
         home.check_trusted()?;
         let pool = url.pool()?;
-        let place = Place {
-            url: url.shown.as_str().into(),
-        };
+        let place = Place::of(url);
         let mut client = connect(&pool, &place).await?;
         let (master, keyring, generation, created) = place
             .bounded(
@@ -508,10 +531,7 @@ impl PgStore {
         }
         .map_err(|e| key.corrupt(e.to_string()))?;
         if version != to_u64(latest) {
-            return Err(key.corrupt(format!(
-                "it is version {version} but version {latest} was written last: an older copy \
-                 was put back"
-            )));
+            return Err(key.rolled_back(version, to_u64(latest)));
         }
         Ok(Connection {
             key: key.clone(),
@@ -571,10 +591,7 @@ impl PgStore {
                 let tx = client.transaction().await.map_err(err)?;
                 // The data keys to seal under, as of this transaction (see the module docs).
                 let ring = tx
-                    .query_one(
-                        "SELECT generation, sealed FROM keyward_keyring WHERE id = 1 FOR SHARE",
-                        &[],
-                    )
+                    .query_one(&format!("{SELECT_KEYRING} FOR SHARE"), &[])
                     .await
                     .map_err(err)?;
                 self.adopt_keyring(ring.get(0), ring.get(1))?;
@@ -633,7 +650,8 @@ impl PgStore {
                 let n = tx
                     .execute(
                         "UPDATE keyward_connections \
-                         SET version = NULL, sealed = NULL, last_used = NULL \
+                         SET version = NULL, sealed = NULL, last_used = NULL, \
+                         last_exchange = NULL \
                          WHERE user_name = $1 AND provider = $2 AND account = $3 \
                          AND sealed IS NOT NULL",
                         &key_columns(key),
@@ -649,60 +667,86 @@ impl PgStore {
         Ok(existed)
     }
 
-    /// Note that a connection was just used (a hint for `status`; no notification).
-    pub async fn touch(&self, key: &ConnKey) -> Result<()> {
-        let now = chrono::Utc::now().timestamp();
-        let doing = "noting a connection's use";
+    /// Run one statement that changes what it changes alone (no transaction, no notification),
+    /// prepared once per pooled connection.
+    async fn execute(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
         self.place()
             .bounded(doing, async {
                 let client = self.client(doing).await?;
-                let stmt = client
-                    .prepare_cached(
-                        "UPDATE keyward_connections SET last_used = $4 \
-                         WHERE user_name = $1 AND provider = $2 AND account = $3",
-                    )
-                    .await
-                    .map_err(|e| self.place().error(doing, &e))?;
-                let [user, provider, account] = key_columns(key);
-                client
-                    .execute(&stmt, &[user, provider, account, &now])
-                    .await
-                    .map_err(|e| self.place().error(doing, &e))?;
-                Ok(())
+                let err = |e: tokio_postgres::Error| self.place().error(doing, &e);
+                let stmt = client.prepare_cached(sql).await.map_err(err)?;
+                client.execute(&stmt, params).await.map_err(err)
             })
             .await
+    }
+
+    /// Note that a connection was just used (a hint for `status`; no notification).
+    pub async fn touch(&self, key: &ConnKey) -> Result<()> {
+        let now = chrono::Utc::now().timestamp();
+        let [user, provider, account] = key_columns(key);
+        self.execute(
+            "noting a connection's use",
+            "UPDATE keyward_connections SET last_used = $4 \
+             WHERE user_name = $1 AND provider = $2 AND account = $3",
+            &[user, provider, account, &now],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Note a connection's latest token exchange (a hint for `status`, like the last use).
+    pub async fn note_exchange(&self, key: &ConnKey, note: &LastExchange) -> Result<()> {
+        let json = serde_json::to_string(note).expect("an exchange note serializes");
+        let [user, provider, account] = key_columns(key);
+        self.execute(
+            "noting a token exchange",
+            "UPDATE keyward_connections SET last_exchange = $4 \
+             WHERE user_name = $1 AND provider = $2 AND account = $3 AND sealed IS NOT NULL",
+            &[user, provider, account, &json],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The latest token exchange of every connection (of `user`, if given) that had one.
+    pub async fn exchanges(&self, user: Option<&str>) -> Result<Vec<(ConnKey, LastExchange)>> {
+        let rows = read!(self, "reading token exchanges", |c| c.query(
+            "SELECT user_name, provider, account, last_exchange FROM keyward_connections \
+             WHERE last_exchange IS NOT NULL AND sealed IS NOT NULL \
+             AND ($1::text IS NULL OR user_name = $1) ORDER BY user_name, provider, account",
+            &[&user],
+        ))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let note = serde_json::from_str(row.get::<_, &str>(3)).ok()?;
+                Some((key_of(row), note))
+            })
+            .collect())
     }
 
     /// Every connection (of `user`, if given), in key order, with its last use. A record that
     /// does not open is listed as the error naming it; the others are unaffected.
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<Listed>> {
         let rows = read!(self, "listing connections", |c| async {
-            let columns = "SELECT user_name, provider, account, version, latest, sealed, \
-                           last_used FROM keyward_connections WHERE sealed IS NOT NULL";
-            match user {
-                Some(user) => {
-                    let stmt = c
-                        .prepare_cached(&format!(
-                            "{columns} AND user_name = $1 ORDER BY user_name, provider, account"
-                        ))
-                        .await?;
-                    c.query(&stmt, &[&user]).await
-                }
-                None => {
-                    let stmt = c
-                        .prepare_cached(&format!("{columns} ORDER BY user_name, provider, account"))
-                        .await?;
-                    c.query(&stmt, &[]).await
-                }
-            }
+            let stmt = c
+                .prepare_cached(
+                    "SELECT user_name, provider, account, version, latest, sealed, last_used \
+                     FROM keyward_connections WHERE sealed IS NOT NULL \
+                     AND ($1::text IS NULL OR user_name = $1) \
+                     ORDER BY user_name, provider, account",
+                )
+                .await?;
+            c.query(&stmt, &[&user]).await
         })?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let key = ConnKey {
-                user: row.get(0),
-                provider: row.get(1),
-                account: row.get(2),
-            };
+            let key = key_of(&row);
             let blob: Vec<u8> = row.get(5);
             let last_used: Option<i64> = row.get(6);
             out.push(
@@ -721,14 +765,7 @@ impl PgStore {
              WHERE sealed IS NOT NULL ORDER BY user_name, provider, account",
             &[],
         ))?;
-        Ok(rows
-            .iter()
-            .map(|row| ConnKey {
-                user: row.get(0),
-                provider: row.get(1),
-                account: row.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(key_of).collect())
     }
 
     /// Every write is committed when it returns: there is nothing to flush.
@@ -741,21 +778,13 @@ impl PgStore {
     /// Append an audit entry.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let json = serde_json::to_string(entry).expect("audit entries serialize");
-        let doing = "appending to the audit log";
-        self.place()
-            .bounded(doing, async {
-                let client = self.client(doing).await?;
-                let stmt = client
-                    .prepare_cached("INSERT INTO keyward_audit (entry) VALUES ($1)")
-                    .await
-                    .map_err(|e| self.place().error(doing, &e))?;
-                client
-                    .execute(&stmt, &[&json])
-                    .await
-                    .map_err(|e| self.place().error(doing, &e))?;
-                Ok(())
-            })
-            .await
+        self.execute(
+            "appending to the audit log",
+            "INSERT INTO keyward_audit (entry) VALUES ($1)",
+            &[&json],
+        )
+        .await
+        .map(drop)
     }
 
     /// One page of the audit log, as [`super::store::Store::audit_page`] pages it.
@@ -765,7 +794,6 @@ impl PgStore {
         limit: Option<usize>,
         until: Option<u64>,
     ) -> Result<AuditPage> {
-        let max_bytes = AUDIT_PAGE_BYTES;
         let until = match until {
             Some(until) => until,
             None => {
@@ -774,14 +802,8 @@ impl PgStore {
                 to_u64(row.get(0))
             }
         };
-        let mut page = AuditPage {
-            entries: Vec::new(),
-            next_after: after,
-            until,
-            more: false,
-        };
-        if until <= after || limit == Some(0) {
-            return Ok(page);
+        if let Some(empty) = AuditPage::nothing_in(after, limit, until) {
+            return Ok(empty);
         }
         let mut start = after + 1;
         if let Some(limit) = limit {
@@ -795,8 +817,9 @@ impl PgStore {
                 start = to_u64(row.get(0));
             }
         }
-        // Rows come in batches; a page ends at the byte cap (always at least one entry).
+        // Rows come in batches until the page is full or the selection ends.
         const BATCH: i64 = 1000;
+        let mut page = PageFill::new(after, start, until, AUDIT_PAGE_BYTES);
         let mut from = start;
         loop {
             let rows = read!(self, "reading the audit log", |c| c.query(
@@ -804,25 +827,15 @@ impl PgStore {
                  ORDER BY seq LIMIT $3",
                 &[&to_i64(from), &to_i64(until), &BATCH],
             ))?;
-            let full = rows.len() as i64 == BATCH;
-            let mut bytes = 0;
             for row in &rows {
-                let seq = to_u64(row.get(0));
-                let entry: &str = row.get(1);
-                if page.next_after >= start && bytes + entry.len() > max_bytes {
-                    page.more = true;
-                    return Ok(page);
-                }
-                bytes += entry.len();
-                page.next_after = seq;
-                if let Ok(entry) = serde_json::from_str(entry) {
-                    page.entries.push((seq, entry));
+                if !page.push(to_u64(row.get(0)), row.get::<_, &str>(1).as_bytes()) {
+                    return Ok(page.finish());
                 }
             }
-            if !full {
-                return Ok(page);
+            if (rows.len() as i64) < BATCH {
+                return Ok(page.finish());
             }
-            from = page.next_after + 1;
+            from = page.next_after() + 1;
         }
     }
 
@@ -844,10 +857,8 @@ impl PgStore {
     }
 
     async fn reload_keyring(&self) -> Result<()> {
-        let row = read!(self, "reading the keyring", |c| c.query_one(
-            "SELECT generation, sealed FROM keyward_keyring WHERE id = 1",
-            &[]
-        ))?;
+        let row = read!(self, "reading the keyring", |c| c
+            .query_one(SELECT_KEYRING, &[]))?;
         self.adopt_keyring(row.get(0), row.get(1))
     }
 
@@ -881,10 +892,7 @@ impl PgStore {
         doing: &str,
     ) -> Result<(Keyring, i64)> {
         let row = tx
-            .query_one(
-                "SELECT generation, sealed FROM keyward_keyring WHERE id = 1 FOR UPDATE",
-                &[],
-            )
+            .query_one(&format!("{SELECT_KEYRING} FOR UPDATE"), &[])
             .await
             .map_err(|e| self.place().error(doing, &e))?;
         let text: String = row.get(1);
@@ -1193,6 +1201,89 @@ impl PgStore {
     }
 }
 
+/// The PostgreSQL backend of [`super::Vault`]: each operation is the method of the same name
+/// above, on the runtime's workers (every one waits on the network, never on a thread).
+impl Storage for Arc<PgStore> {
+    fn get(&self, key: ConnKey) -> BoxFuture<'_, Result<Option<Connection>>> {
+        Box::pin(async move { PgStore::get(self, &key).await })
+    }
+    fn put(
+        &self,
+        key: ConnKey,
+        expected: Option<u64>,
+        record: TokenRecord,
+    ) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move { PgStore::put(self, &key, expected, &record).await })
+    }
+    fn remove(&self, key: ConnKey) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move { PgStore::remove(self, &key).await })
+    }
+    fn touch(&self, key: ConnKey) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { PgStore::touch(self, &key).await })
+    }
+    fn list(&self, user: Option<String>) -> BoxFuture<'_, Result<Vec<Listed>>> {
+        Box::pin(async move { PgStore::list(self, user.as_deref()).await })
+    }
+    fn keys(&self) -> BoxFuture<'_, Result<Vec<ConnKey>>> {
+        Box::pin(PgStore::keys(self))
+    }
+    fn note_exchange(&self, key: ConnKey, note: LastExchange) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { PgStore::note_exchange(self, &key, &note).await })
+    }
+    fn exchanges(
+        &self,
+        user: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<(ConnKey, LastExchange)>>> {
+        Box::pin(async move { PgStore::exchanges(self, user.as_deref()).await })
+    }
+    fn audit(&self, entry: AuditEntry) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { PgStore::audit(self, &entry).await })
+    }
+    fn audit_page(
+        &self,
+        after: u64,
+        limit: Option<usize>,
+        until: Option<u64>,
+    ) -> BoxFuture<'_, Result<AuditPage>> {
+        Box::pin(PgStore::audit_page(self, after, limit, until))
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(PgStore::flush(self))
+    }
+    fn current_key_id(&self) -> BoxFuture<'_, Result<u32>> {
+        Box::pin(std::future::ready(Ok(PgStore::current_key_id(self))))
+    }
+    fn rotate_key(&self) -> BoxFuture<'_, Result<RotateReport>> {
+        Box::pin(async move { PgStore::rotate_key(self, &mut |_, _| {}).await })
+    }
+    fn rotate_key_reporting(&self, mut progress: Progress) -> BoxFuture<'_, Result<RotateReport>> {
+        Box::pin(async move { PgStore::rotate_key(self, &mut *progress).await })
+    }
+    fn rekey(&self, new_key_file: Option<std::path::PathBuf>) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move { PgStore::rekey(self, new_key_file.as_deref()).await })
+    }
+    fn users_get(&self, key: Vec<u8>) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
+        Box::pin(async move { PgStore::users_get(self, &key).await })
+    }
+    fn users_insert(&self, key: Vec<u8>, value: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { PgStore::users_insert(self, &key, &value).await })
+    }
+    fn users_remove(&self, key: Vec<u8>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { PgStore::users_remove(self, &key).await })
+    }
+    fn users_scan(&self, prefix: Vec<u8>) -> BoxFuture<'_, Result<Vec<(Vec<u8>, Vec<u8>)>>> {
+        Box::pin(async move { PgStore::users_scan(self, &prefix).await })
+    }
+    /// Any process may refresh, under the connection's advisory lock: the guard holds it (with
+    /// its pooled connection and transaction) until the refresh is written and dropped.
+    fn refresh_turn(&self, key: ConnKey, budget: Duration) -> BoxFuture<'_, Result<RefreshTurn>> {
+        Box::pin(async move {
+            let lock = PgStore::refresh_turn(self, &key, budget).await?;
+            Ok(RefreshTurn::Here(Box::new(lock)))
+        })
+    }
+}
+
 /// The advisory lock id of `key`'s refresh: 64 bits of a hash of the connection (a collision
 /// would only make two connections' refreshes take turns).
 fn refresh_lock_id(key: &ConnKey) -> i64 {
@@ -1329,13 +1420,7 @@ async fn open_keyring(
     let err = |e: tokio_postgres::Error| place.error("opening the vault", &e);
     let tx = locked(client, place).await?;
     let mut created = migrate(&tx, place, mode).await?;
-    let row = tx
-        .query_opt(
-            "SELECT generation, sealed FROM keyward_keyring WHERE id = 1",
-            &[],
-        )
-        .await
-        .map_err(err)?;
+    let row = tx.query_opt(SELECT_KEYRING, &[]).await.map_err(err)?;
     let stored: Option<(i64, String)> = row.map(|r| (r.get(0), r.get(1)));
     keys::finish_pending_rekey_of(home, stored.as_ref().map(|(_, text)| text.as_str()))?;
     let origin = format!("the keyring in {}", place.url);
@@ -1461,20 +1546,10 @@ async fn resync(inner: &Arc<Inner>, client: &tokio_postgres::Client) {
         .await
     {
         for row in rows {
-            let _ = inner.changes.send(ConnKey {
-                user: row.get(0),
-                provider: row.get(1),
-                account: row.get(2),
-            });
+            let _ = inner.changes.send(key_of(&row));
         }
     }
-    if let Ok(row) = client
-        .query_one(
-            "SELECT generation, sealed FROM keyward_keyring WHERE id = 1",
-            &[],
-        )
-        .await
-    {
+    if let Ok(row) = client.query_one(SELECT_KEYRING, &[]).await {
         adopt_in_listener(inner, row.get(0), row.get(1));
     }
 }
@@ -1507,13 +1582,7 @@ async fn apply(inner: &Arc<Inner>, payload: &str) {
             let Ok(client) = inner.pool.get().await else {
                 return;
             };
-            if let Ok(row) = client
-                .query_one(
-                    "SELECT generation, sealed FROM keyward_keyring WHERE id = 1",
-                    &[],
-                )
-                .await
-            {
+            if let Ok(row) = client.query_one(SELECT_KEYRING, &[]).await {
                 adopt_in_listener(inner, row.get(0), row.get(1));
             }
         }
@@ -1563,9 +1632,7 @@ fn adopt_in_listener(inner: &Inner, generation: i64, text: String) {
 /// Read the whole store at `url` in one snapshot, without opening anything (no master key).
 pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
     use super::transfer::{Dump, RawConnection};
-    let place = Place {
-        url: url.shown.as_str().into(),
-    };
+    let place = Place::of(url);
     let doing = "reading the store";
     let pool = url.pool()?;
     let mut client = connect(&pool, &place).await?;
@@ -1591,8 +1658,8 @@ pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
     };
     for row in tx
         .query(
-            "SELECT user_name, provider, account, latest, version, sealed, last_used \
-             FROM keyward_connections ORDER BY user_name, provider, account",
+            "SELECT user_name, provider, account, latest, version, sealed, last_used, \
+             last_exchange FROM keyward_connections ORDER BY user_name, provider, account",
             &[],
         )
         .await
@@ -1601,14 +1668,11 @@ pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
         let version: Option<i64> = row.get(4);
         let sealed: Option<Vec<u8>> = row.get(5);
         dump.connections.push(RawConnection {
-            key: ConnKey {
-                user: row.get(0),
-                provider: row.get(1),
-                account: row.get(2),
-            },
+            key: key_of(&row),
             latest: to_u64(row.get(3)),
             sealed: version.zip(sealed).map(|(v, blob)| (to_u64(v), blob)),
             last_used: row.get(6),
+            last_exchange: row.get(7),
         });
     }
     for row in tx
@@ -1633,9 +1697,7 @@ pub async fn export(url: &StoreUrl) -> Result<super::transfer::Dump> {
 /// needed). A store that holds anything is refused unless `force`, which replaces it. Processes
 /// listening on it hear of every connection, the users and the keyring.
 pub async fn import(url: &StoreUrl, dump: &super::transfer::Dump, force: bool) -> Result<()> {
-    let place = Place {
-        url: url.shown.as_str().into(),
-    };
+    let place = Place::of(url);
     let doing = "writing the store";
     let pool = url.pool()?;
     let mut client = connect(&pool, &place).await?;
@@ -1684,8 +1746,8 @@ pub async fn import(url: &StoreUrl, dump: &super::transfer::Dump, force: bool) -
     let insert = tx
         .prepare(
             "INSERT INTO keyward_connections \
-             (user_name, provider, account, latest, version, sealed, last_used) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (user_name, provider, account, latest, version, sealed, last_used, \
+             last_exchange) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await
         .map_err(err)?;
@@ -1702,6 +1764,7 @@ pub async fn import(url: &StoreUrl, dump: &super::transfer::Dump, force: bool) -
                 &version,
                 &blob,
                 &c.last_used,
+                &c.last_exchange,
             ],
         )
         .await

@@ -244,6 +244,15 @@ impl ConnKey {
             reason,
         }
     }
+
+    /// The error for a record of `version` found where `latest` was written last: an older
+    /// copy was put back (a restored backup), which every backend refuses to use.
+    pub fn rolled_back(&self, version: u64, latest: u64) -> Error {
+        self.corrupt(format!(
+            "it is version {version} but version {latest} was written last: an older copy was \
+             put back"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! [`Storage`] is what a backend does: connections (read, compare-and-swap write, remove, list),
 //! the users tree (API keys), the audit log (append and page), durability, the data keys, and
 //! who refreshes a connection ([`Storage::refresh_turn`]). It is implemented by the embedded sled
-//! store ([`super::store::Store`]) and by the relay to the process that owns it
-//! ([`super::share::RemoteClient`]); [`super::Vault`] holds one of them and wraps every call
+//! store ([`super::store::Store`]), by the relay to the process that owns it
+//! ([`super::share::RemoteClient`]) and by the PostgreSQL store ([`super::postgres::PgStore`]);
+//! [`super::Vault`] holds one of them and wraps every call
 //! once, above all of them, in the takeover-and-retry rule (a relay whose owner went away
 //! answers [`crate::error::Error::OwnerGone`]; the vault takes over or reconnects and calls
 //! again).

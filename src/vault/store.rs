@@ -255,16 +255,7 @@ impl Store {
         if conn.version == latest {
             return Ok(Some(conn));
         }
-        Err(Error::RecordCorrupt {
-            record: key.to_string(),
-            provider: key.provider.clone(),
-            user: key.user.clone(),
-            account: key.account.clone(),
-            reason: format!(
-                "it is version {} but version {latest} was written last: an older copy was put back",
-                conn.version
-            ),
-        })
+        Err(key.rolled_back(conn.version, latest))
     }
 
     /// Write `record`, requiring the stored version to be `expected` (`None`: any version,
@@ -429,14 +420,8 @@ impl Store {
                 None => 0,
             },
         };
-        let mut page = AuditPage {
-            entries: Vec::new(),
-            next_after: after,
-            until,
-            more: false,
-        };
-        if until <= after || limit == Some(0) {
-            return Ok(page);
+        if let Some(empty) = AuditPage::nothing_in(after, limit, until) {
+            return Ok(empty);
         }
         let mut start = after + 1;
         if let Some(limit) = limit {
@@ -445,20 +430,14 @@ impl Store {
                 start = seq_of(&item?.0);
             }
         }
-        let mut bytes = 0;
+        let mut page = PageFill::new(after, start, until, max_bytes);
         for item in self.audit.range(start.to_be_bytes()..=until.to_be_bytes()) {
             let (k, v) = item?;
-            if page.next_after >= start && bytes + v.len() > max_bytes {
-                page.more = true;
+            if !page.push(seq_of(&k), &v) {
                 break;
             }
-            bytes += v.len();
-            page.next_after = seq_of(&k);
-            if let Ok(entry) = serde_json::from_slice(&v) {
-                page.entries.push((page.next_after, entry));
-            }
         }
-        Ok(page)
+        Ok(page.finish())
     }
 
     // ---- keys --------------------------------------------------------------------------
@@ -794,6 +773,69 @@ pub struct AuditPage {
     pub next_after: u64,
     pub until: u64,
     pub more: bool,
+}
+
+impl AuditPage {
+    /// The answer when the selection — after `after` up to `until`, the newest `limit` — holds
+    /// nothing; `None` when there is something to read.
+    pub(crate) fn nothing_in(after: u64, limit: Option<usize>, until: u64) -> Option<AuditPage> {
+        (until <= after || limit == Some(0)).then(|| AuditPage {
+            entries: Vec::new(),
+            next_after: after,
+            until,
+            more: false,
+        })
+    }
+}
+
+/// One [`AuditPage`] filled from entries read in order from sequence `start` on, the same way
+/// in every backend: it ends before the entry that would take it past `max_bytes` (it always
+/// holds the first one, however large).
+pub(crate) struct PageFill {
+    page: AuditPage,
+    start: u64,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl PageFill {
+    pub(crate) fn new(after: u64, start: u64, until: u64, max_bytes: usize) -> PageFill {
+        PageFill {
+            page: AuditPage {
+                entries: Vec::new(),
+                next_after: after,
+                until,
+                more: false,
+            },
+            start,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Add entry `seq` (its JSON; one that does not parse is skipped, not refused). False when
+    /// the page is full: the entry is left for the next page, which the page now says exists.
+    pub(crate) fn push(&mut self, seq: u64, json: &[u8]) -> bool {
+        if self.page.next_after >= self.start && self.bytes + json.len() > self.max_bytes {
+            self.page.more = true;
+            return false;
+        }
+        self.bytes += json.len();
+        self.page.next_after = seq;
+        if let Ok(entry) = serde_json::from_slice(json) {
+            self.page.entries.push((seq, entry));
+        }
+        true
+    }
+
+    /// The last sequence number taken.
+    pub(crate) fn next_after(&self) -> u64 {
+        self.page.next_after
+    }
+
+    pub(crate) fn finish(self) -> AuditPage {
+        self.page
+    }
 }
 
 /// What `rotate_key` did.

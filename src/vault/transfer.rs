@@ -108,6 +108,8 @@ pub struct RawConnection {
     /// The record's version and sealed blob; `None` once disconnected.
     pub sealed: Option<(u64, Vec<u8>)>,
     pub last_used: Option<i64>,
+    /// The latest token exchange ([`super::clients::LastExchange`] as JSON; no secret).
+    pub last_exchange: Option<String>,
 }
 
 /// A whole vault, unopened (see the module docs).
@@ -246,10 +248,11 @@ fn read_sled(home: &Home) -> Result<Dump> {
         return Ok(dump);
     }
     let db = store::open_db(home)?;
-    let (conns, versions, usage) = (
+    let (conns, versions, usage, exchanges) = (
         db.open_tree("connections")?,
         db.open_tree("versions")?,
         db.open_tree("usage")?,
+        db.open_tree("exchanges")?,
     );
     for item in versions.iter() {
         let (k, latest) = item?;
@@ -261,11 +264,15 @@ fn read_sled(home: &Home) -> Result<Dump> {
             .filter(|v| v.len() >= 8)
             .map(|v| (be_u64(&v[..8]), v[8..].to_vec()));
         let last_used = usage.get(&k)?.map(|v| be_u64(&v) as i64);
+        let last_exchange = exchanges
+            .get(&k)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
         dump.connections.push(RawConnection {
             key,
             latest: be_u64(&latest),
             sealed,
             last_used,
+            last_exchange,
         });
     }
     for item in db.open_tree("users")?.iter() {
@@ -303,10 +310,11 @@ fn write_sled(home: &Home, dump: &Dump, force: bool) -> Result<()> {
     let _ = std::fs::set_permissions(home.vault_dir(), std::fs::Permissions::from_mode(0o700));
     db.open_tree("meta")?
         .insert("format", &store::FORMAT_VERSION.to_be_bytes())?;
-    let (conns, versions, usage) = (
+    let (conns, versions, usage, exchanges) = (
         db.open_tree("connections")?,
         db.open_tree("versions")?,
         db.open_tree("usage")?,
+        db.open_tree("exchanges")?,
     );
     for c in &dump.connections {
         let k = c.key.storage_key();
@@ -318,6 +326,9 @@ fn write_sled(home: &Home, dump: &Dump, force: bool) -> Result<()> {
         }
         if let Some(at) = c.last_used {
             usage.insert(&k, &at.to_be_bytes())?;
+        }
+        if let Some(note) = &c.last_exchange {
+            exchanges.insert(&k, note.as_bytes())?;
         }
     }
     let users = db.open_tree("users")?;

@@ -310,21 +310,25 @@ pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The user an API key belongs to, if it is a current key.
-pub async fn lookup(vault: &Vault, key: &str) -> Option<String> {
+/// The user an API key belongs to, if it is a current key. An error when the vault cannot
+/// answer (a PostgreSQL store that is down): "no such key" would be a lie then.
+pub async fn lookup(vault: &Vault, key: &str) -> Result<Option<String>> {
     lookup_hash(vault, &key_hash(key)).await
 }
 
 /// Like [`lookup`], from the key's hash (servers keep the hash of a session's key, not the key).
-pub async fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Option<String> {
-    let name = vault.users_get(&key_of(BY_HASH, hash)).await.ok()??;
-    let record = vault.users_get(&key_of(BY_NAME, &name)).await.ok()??;
-    let record: UserRecord = serde_json::from_slice(&record).ok()?;
-    let stored = unhex(&record.key_sha256)?;
-    if !ct_eq(&stored, hash) {
-        return None;
-    }
-    String::from_utf8(name).ok()
+pub async fn lookup_hash(vault: &Vault, hash: &[u8; 32]) -> Result<Option<String>> {
+    let Some(name) = vault.users_get(&key_of(BY_HASH, hash)).await? else {
+        return Ok(None);
+    };
+    let Some(record) = vault.users_get(&key_of(BY_NAME, &name)).await? else {
+        return Ok(None);
+    };
+    let matches = serde_json::from_slice::<UserRecord>(&record)
+        .ok()
+        .and_then(|record| unhex(&record.key_sha256))
+        .is_some_and(|stored| ct_eq(&stored, hash));
+    Ok(matches.then(|| String::from_utf8(name).ok()).flatten())
 }
 
 /// How long [`KeyCache`] believes a key it found, without a users change. Changes clear the
@@ -365,14 +369,16 @@ impl KeyCache {
 
     /// Like [`lookup_hash`], answered from memory when the key was found valid less than
     /// [`KEY_CACHE_TTL`] ago and no user was added or removed since.
-    pub async fn lookup(&self, hash: &[u8; 32]) -> Option<String> {
+    pub async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<String>> {
         let (generation, known) = self.cached(hash);
         if known.is_some() {
-            return known;
+            return Ok(known);
         }
-        let name = lookup_hash(&self.vault, hash).await?;
+        let Some(name) = lookup_hash(&self.vault, hash).await? else {
+            return Ok(None);
+        };
         self.remember(hash, generation, &name);
-        Some(name)
+        Ok(Some(name))
     }
 
     /// [`admit_oidc`], answered from memory when `name` was found admitted
@@ -465,12 +471,15 @@ mod tests {
         assert_eq!(alice.expose().len(), 3 + 43);
         assert_ne!(alice.expose(), bob.expose());
         assert_eq!(
-            lookup(&vault, alice.expose()).await.as_deref(),
+            lookup(&vault, alice.expose()).await.unwrap().as_deref(),
             Some("alice")
         );
-        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
-        assert_eq!(lookup(&vault, "kw_nope").await, None);
-        assert_eq!(lookup(&vault, "").await, None);
+        assert_eq!(
+            lookup(&vault, bob.expose()).await.unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(lookup(&vault, "kw_nope").await.unwrap(), None);
+        assert_eq!(lookup(&vault, "").await.unwrap(), None);
         let names: Vec<String> = list(&vault)
             .await
             .unwrap()
@@ -485,8 +494,11 @@ mod tests {
 
         assert!(remove(&vault, "alice").await.unwrap());
         assert!(!remove(&vault, "alice").await.unwrap());
-        assert_eq!(lookup(&vault, alice.expose()).await, None);
-        assert_eq!(lookup(&vault, bob.expose()).await.as_deref(), Some("bob"));
+        assert_eq!(lookup(&vault, alice.expose()).await.unwrap(), None);
+        assert_eq!(
+            lookup(&vault, bob.expose()).await.unwrap().as_deref(),
+            Some("bob")
+        );
         assert!(any(&vault).await.unwrap());
     }
 
@@ -517,7 +529,10 @@ mod tests {
             .find(|u| u.name == "erin")
             .unwrap();
         assert!(erin.oidc && erin.api_key, "{erin:?}");
-        assert_eq!(lookup(&vault, key.expose()).await.as_deref(), Some("erin"));
+        assert_eq!(
+            lookup(&vault, key.expose()).await.unwrap().as_deref(),
+            Some("erin")
+        );
         // Removed: the identity provider does not bring them back; `add --oidc` does.
         assert!(remove(&vault, "dana").await.unwrap());
         assert_eq!(

@@ -16,8 +16,8 @@ use crate::support::canary::{assert_no_canary, audit_json};
 use crate::support::home::{expired_token_json, home_with, status, token, Kw};
 use crate::support::FakeUpstream;
 
-const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// A home with GitHub connections for alice and bob, their API keys, a registered client and
 /// `keyward serve --http` with the endpoint on.
@@ -30,7 +30,7 @@ struct Setup {
     client: Registered,
 }
 
-struct Registered {
+pub(crate) struct Registered {
     id: String,
     secret: String,
 }
@@ -90,7 +90,7 @@ impl Setup {
 }
 
 /// `[exchange] enabled = true` and `extra` lines in the home's config.toml.
-fn enable(kw: &Kw, extra: &str) {
+pub(crate) fn enable(kw: &Kw, extra: &str) {
     let path = kw.home().join("config.toml");
     let mut text = std::fs::read_to_string(&path).unwrap_or_default();
     text.push_str("\n[exchange]\nenabled = true\n");
@@ -106,7 +106,7 @@ fn add_user(kw: &Kw, name: &str) -> String {
 }
 
 /// `keyward clients add ARGS…`, its two printed lines.
-fn add_client(kw: &Kw, args: &[&str]) -> Registered {
+pub(crate) fn add_client(kw: &Kw, args: &[&str]) -> Registered {
     let mut full = vec!["clients", "add"];
     full.extend_from_slice(args);
     let out = kw.ok(&full, "").stdout();
@@ -123,11 +123,11 @@ fn add_client(kw: &Kw, args: &[&str]) -> Registered {
 }
 
 /// An answer of the endpoint.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: reqwest::header::HeaderMap,
-    body: Value,
-    raw: String,
+    pub(crate) body: Value,
+    pub(crate) raw: String,
 }
 
 impl Answer {
@@ -152,7 +152,7 @@ impl Answer {
 }
 
 /// POST the form, authenticating with HTTP Basic as `client` (if any).
-async fn post(base: &str, client: Option<&Registered>, form: &[(&str, &str)]) -> Answer {
+pub(crate) async fn post(base: &str, client: Option<&Registered>, form: &[(&str, &str)]) -> Answer {
     let mut request = reqwest::Client::new()
         .post(format!("{base}/oauth/token"))
         .form(form);

@@ -8,6 +8,7 @@ mod multiprocess;
 mod oauth;
 mod oauth_fake_ext;
 mod postgres_cli;
+mod postgres_replicas;
 mod postgres_store;
 mod remote_auth;
 mod remote_browser;

@@ -10,7 +10,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::support::home::{backdate_obtained_at, expired_token_json, home_for};
+use crate::support::home::{backdate_obtained_at, expired_token_json, github_grant, home_for};
 use crate::support::home::{Kw, Run};
 use crate::support::mcp::{
     args, call, error_text, eventually, ok_value, serve_stdio, serve_stdio_env, Client, StdioServer,
@@ -19,27 +19,6 @@ use crate::support::GITHUB_LOGIN;
 use crate::support::{FakeUpstream, Provider};
 use crate::support::{CANARY_ACCESS, CANARY_REFRESH};
 use keyward::vault::{AuditEntry, ConnKey};
-
-fn access_token(tag: &str) -> String {
-    format!("{CANARY_ACCESS}.gho_{tag}")
-}
-
-fn refresh_token(tag: &str) -> String {
-    format!("{CANARY_REFRESH}.ghr_{tag}")
-}
-
-/// Tokens tagged `tag` that the fake's GitHub accepts for the next hour.
-fn github_grant(fake: &FakeUpstream, tag: &str) -> (String, String) {
-    let (access, refresh) = (access_token(tag), refresh_token(tag));
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
-    (access, refresh)
-}
 
 /// A home wired to `fake` with a GitHub connection the fake accepts for the next hour.
 fn home_with_github(fake: &FakeUpstream) -> Kw {

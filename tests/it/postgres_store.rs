@@ -8,6 +8,7 @@ use std::time::Duration;
 use keyward::config::Home;
 use keyward::error::Error;
 use keyward::secret::SecretString;
+use keyward::vault::clients::LastExchange;
 use keyward::vault::postgres::{PgStore, StoreUrl};
 use keyward::vault::transfer::{self, Location};
 use keyward::vault::{AuditEntry, ConnKey, ConnectionStatus, OpenMode, TokenRecord};
@@ -198,6 +199,28 @@ async fn records_users_and_audit_round_trip_with_compare_and_swap() {
     .unwrap();
     assert_eq!(again.store.get(&k).await.unwrap().unwrap().version, 3);
     assert!(again.store.created.is_empty());
+
+    // A connection's latest token exchange: per user, a hint that goes with the connection.
+    let note = LastExchange {
+        time: 1_700_000_000,
+        client: "ci-bot".into(),
+        outcome: "ok".into(),
+    };
+    let bob = key("bob", "slack");
+    a.store.note_exchange(&bob, &note).await.unwrap();
+    assert_eq!(
+        again.store.exchanges(Some("bob")).await.unwrap(),
+        [(bob.clone(), note.clone())]
+    );
+    assert!(again
+        .store
+        .exchanges(Some("alice"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(again.store.exchanges(None).await.unwrap().len(), 1);
+    a.store.remove(&bob).await.unwrap();
+    assert!(again.store.exchanges(None).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,8 +236,11 @@ async fn a_wrong_or_missing_master_key_is_refused_and_an_empty_store_is_not_foun
     assert!(matches!(err, Error::NotFound(_)), "{err}");
     assert!(err.to_string().contains("keyward init"), "{err}");
     assert_eq!(
-        pg.psql(&db(&url), "SELECT to_regclass('keyward_schema') IS NULL")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT to_regclass('keyward_schema') IS NULL"
+        )
+        .trim(),
         "t"
     );
 
@@ -247,11 +273,6 @@ async fn a_wrong_or_missing_master_key_is_refused_and_an_empty_store_is_not_foun
     assert!(err.to_string().contains("does not open"), "{err}");
 }
 
-/// The database name of a URL of the shared cluster.
-fn db(url: &str) -> String {
-    url.rsplit('/').next().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_opening_an_empty_store_at_once_all_succeed_with_one_keyring() {
     let Some(pg) = postgres::shared() else { return };
@@ -272,13 +293,19 @@ async fn processes_opening_an_empty_store_at_once_all_succeed_with_one_keyring()
     }
     drop(dir);
     assert_eq!(
-        pg.psql(&db(&url), "SELECT count(*) FROM keyward_keyring")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT count(*) FROM keyward_keyring"
+        )
+        .trim(),
         "1"
     );
     assert_eq!(
-        pg.psql(&db(&url), "SELECT version FROM keyward_schema")
-            .trim(),
+        pg.psql(
+            &postgres::db_name(&url),
+            "SELECT version FROM keyward_schema"
+        )
+        .trim(),
         keyward::vault::postgres::SCHEMA_VERSION.to_string()
     );
     let ids: std::collections::BTreeSet<String> =
@@ -387,7 +414,7 @@ async fn the_refresh_lock_admits_one_process_and_is_released_when_its_holder_goe
         .unwrap();
     std::mem::forget(held);
     pg.psql(
-        &db(&url),
+        &postgres::db_name(&url),
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
     );
     drop(
@@ -537,4 +564,41 @@ async fn a_pg_dump_of_the_store_holds_no_secret() {
         &dump,
         master.trim().as_bytes()
     ));
+}
+
+/// A log longer than a batch of rows and larger than a page: every entry comes back once, in
+/// order, over pages that each stay under the byte cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_audit_log_pages_under_the_byte_cap() {
+    let Some(pg) = postgres::shared() else { return };
+    let url = pg.database();
+    let a = first(&url).await;
+    // 2500 entries of about 1 KiB: 2.5 MiB, more than one page (2 MiB), in one statement.
+    let entry = serde_json::to_string(&AuditEntry::new("alice", "tool-call", "x".repeat(1000)))
+        .unwrap()
+        .replace('\'', "''");
+    pg.psql(
+        &postgres::db_name(&url),
+        &format!(
+            "INSERT INTO keyward_audit (entry) SELECT '{entry}' FROM generate_series(1, 2500)"
+        ),
+    );
+    let (mut after, mut until, mut pages, mut seqs) = (0, None, 0, Vec::new());
+    loop {
+        let page = a.store.audit_page(after, None, until).await.unwrap();
+        let bytes: usize = page
+            .entries
+            .iter()
+            .map(|(_, e)| serde_json::to_string(e).unwrap().len())
+            .sum();
+        assert!(bytes <= keyward::vault::store::AUDIT_PAGE_BYTES, "{bytes}");
+        pages += 1;
+        seqs.extend(page.entries.iter().map(|(seq, _)| *seq));
+        if !page.more {
+            break;
+        }
+        (after, until) = (page.next_after, Some(page.until));
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seqs, (1..=2500).collect::<Vec<u64>>());
 }

@@ -271,6 +271,15 @@ impl HttpProcess {
         }
     }
 
+    /// SIGKILL (kill -9), as a machine that dies; its stderr so far (checked for canaries).
+    pub(crate) fn kill9(mut self) -> Vec<u8> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr.take().expect("stopped once").join().unwrap();
+        assert_no_canary("stderr of keyward serve --http", &stderr);
+        stderr
+    }
+
     /// SIGTERM, wait for a clean exit; its stderr (already checked for canaries).
     pub(crate) async fn stop(mut self) -> Vec<u8> {
         let pid = self.child.id().to_string();

@@ -209,6 +209,23 @@ pub fn token_json(access: &str, refresh: &str) -> String {
     .to_string()
 }
 
+/// Tokens tagged `tag` that the fake's GitHub accepts for the next hour (login
+/// [`super::GITHUB_LOGIN`]), carrying the canary markers.
+pub fn github_grant(fake: &FakeUpstream, tag: &str) -> (String, String) {
+    let (access, refresh) = (
+        format!("{CANARY_ACCESS}.gho_{tag}"),
+        format!("{CANARY_REFRESH}.ghr_{tag}"),
+    );
+    fake.grant_with_refresh(
+        "github",
+        &access,
+        &refresh,
+        &["repo", "read:user"],
+        Some(Duration::from_secs(3600)),
+    );
+    (access, refresh)
+}
+
 /// Move a stored record's `obtained_at` `secs` into the past, as if the token had been issued
 /// then (an import stamps the import time, which makes its lifetime look shorter).
 pub async fn backdate_obtained_at(kw: &Kw, provider: &str, secs: i64) {

@@ -91,6 +91,9 @@ pub(crate) struct Knobs {
     fail_token: u32,
     fail_status: u16,
     token_delay: Duration,
+    /// Moved on by [`FakeUpstream::abandon_delayed_token_requests`]: a request that waited
+    /// through a change of it is dropped unprocessed.
+    token_epoch: u64,
     omit_refresh: bool,
     force_invalid_grant: bool,
     access_ttl: Duration,
@@ -200,6 +203,7 @@ impl ProviderAuth {
                 fail_token: 0,
                 fail_status: 503,
                 token_delay: Duration::ZERO,
+                token_epoch: 0,
                 omit_refresh: false,
                 force_invalid_grant: false,
                 access_ttl: ttl,
@@ -918,7 +922,7 @@ pub(crate) async fn token_endpoint(st: &SharedState, p: Provider, r: &Req) -> Re
         return html_response(405, "405 Method Not Allowed", "Use POST.");
     }
     let params = r.params_with_json();
-    let (fail, delay) = {
+    let (fail, delay, epoch) = {
         let mut auth = lock(&st.auth);
         let pa = auth.get(p);
         pa.counters.token_requests += 1;
@@ -929,10 +933,13 @@ pub(crate) async fn token_endpoint(st: &SharedState, p: Provider, r: &Req) -> Re
             pa.knobs.fail_token -= 1;
             pa.knobs.fail_status
         });
-        (fail, pa.knobs.token_delay)
+        (fail, pa.knobs.token_delay, pa.knobs.token_epoch)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+        if lock(&st.auth).get(p).knobs.token_epoch != epoch {
+            return outage_response(503);
+        }
     }
     if let Some(status) = fail {
         return outage_response(status);
@@ -1186,6 +1193,13 @@ impl SharedState {
     /// Every token-endpoint request waits this long before it is answered.
     pub fn token_endpoint_delay(&self, provider: &str, delay: Duration) {
         self.with_auth(provider, |pa| pa.knobs.token_delay = delay);
+    }
+
+    /// Requests waiting out [`Self::token_endpoint_delay`] now are dropped unprocessed when
+    /// their wait ends (their refresh token stays unused), as a provider never sees a request
+    /// whose sender died before it was through; later requests are answered as usual.
+    pub fn abandon_delayed_token_requests(&self, provider: &str) {
+        self.with_auth(provider, |pa| pa.knobs.token_epoch += 1);
     }
 
     /// Token responses leave out `refresh_token` (and a refresh then keeps the old one valid).

@@ -218,7 +218,7 @@ impl PgCluster {
 
     /// `pg_dump` of the database at `url` (plain SQL): what a backup holds.
     pub fn pg_dump(&self, url: &str) -> Vec<u8> {
-        let database = url.rsplit('/').next().unwrap().to_string();
+        let database = db_name(url);
         let out = Command::new(self.tool("pg_dump"))
             .args([
                 "-h",
@@ -289,4 +289,43 @@ fn run(cmd: &mut Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Another machine's home on the same store: `first`'s `config.toml`, its master key (each
+/// machine is given the key; it never enters the database) and `KEYWARD_STORE_URL`. `first`
+/// must be set up already (it holds the master key).
+pub fn replica_of(first: &super::home::Kw) -> super::home::Kw {
+    let mut kw = super::home::Kw::new();
+    std::fs::create_dir_all(kw.home()).unwrap();
+    for file in ["config.toml", "master.key"] {
+        let from = first.home().join(file);
+        if from.exists() {
+            std::fs::copy(&from, kw.home().join(file)).unwrap();
+        }
+    }
+    kw.env = first.env.clone();
+    kw
+}
+
+/// `kw` using the PostgreSQL store at `url` (through `KEYWARD_STORE_URL`). keyward's own debug
+/// log stays on; tokio-postgres's (a line per statement) does not: written synchronously into a
+/// pipe that a busy test process drains, that much of it stalls a replica under a storm.
+pub fn on_store(mut kw: super::home::Kw, url: &str) -> super::home::Kw {
+    kw.env.push(("KEYWARD_STORE_URL".into(), url.to_string()));
+    kw.env
+        .push(("RUST_LOG".into(), "debug,tokio_postgres=info".into()));
+    kw
+}
+
+/// A password that must never be printed (the clusters' trust authentication ignores it).
+pub const PG_PASSWORD: &str = "kwcanary_pg_password_77";
+
+/// `url` with [`PG_PASSWORD`] in it.
+pub fn with_password(url: &str) -> String {
+    url.replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1)
+}
+
+/// The database a URL of [`PgCluster::database`] names.
+pub fn db_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_string()
 }
