@@ -22,8 +22,11 @@
 //! - [`server`] — how clients reach keyward: the rmcp `ServerHandler` ([`server::handler`]),
 //!   stdio ([`server::stdio`]), Streamable HTTP and the HTTP access rules ([`server::http`],
 //!   [`server::auth`]), and the legacy HTTP+SSE transport rmcp 3 no longer ships
-//!   ([`server::sse`]). It decides *who* the caller is (`--user`, or the API key's user) and
-//!   which tools are offered.
+//!   ([`server::sse`]). It decides *who* the caller is (`--user`, the API key's user, or the
+//!   team identity provider's user: [`server::oidc`]) and which tools are offered. It also
+//!   serves the browser pages of a remote deployment (sign-in, the account page, connecting an
+//!   account: [`server::web`], [`server::connect_web`]) and the RFC 8693 token exchange for the
+//!   team's own tool servers ([`server::exchange`]).
 //! - [`catalog`] — the tools as data. `tools/*.toml` manifests (embedded, plus extra folders)
 //!   compiled into what the call path runs on: input schemas, scope sets with implications,
 //!   the host policy a token may travel to, and the toolset/read-only filters.
@@ -34,8 +37,11 @@
 //!   error ([`secret::Redactor`]).
 //! - [`vault`] — the encrypted store: sealed token records under compare-and-swap
 //!   ([`vault::store`], [`vault::record`]), the envelope of master key and data keys
-//!   ([`vault::keys`], [`vault::crypto`]), the audit log, HTTP users, and sharing one database
-//!   between every local keyward process through the owner's unix socket ([`vault::share`]).
+//!   ([`vault::keys`], [`vault::crypto`]), the audit log, HTTP users and exchange clients, and
+//!   sharing one database between every local keyward process through the owner's unix socket
+//!   ([`vault::share`]). Behind one async interface ([`vault::storage`]) the same sealed records
+//!   can live in PostgreSQL instead, shared by replicas on many machines ([`vault::postgres`];
+//!   moved between the two by [`vault::transfer`]).
 //! - [`oauth`] — tokens in and kept valid: `keyward connect` (authorization code with PKCE on a
 //!   loopback redirect, or the device flow), the single-flight refresher, reconnect marking and
 //!   revocation on `keyward disconnect`.
@@ -59,8 +65,11 @@
 //! (DESIGN.md invariants 2–4) in a few hundred lines that can be read in one sitting. Refreshes
 //! live in [`oauth::refresh`] rather than the vault because they talk to providers; they reach
 //! every local process through [`vault::share`], where only the process owning the database
-//! refreshes.
+//! refreshes (on PostgreSQL, whichever replica holds the connection's advisory lock).
 #![forbid(unsafe_code)]
+// The module docs are a map for people working on keyward (`cargo doc --document-private-items`):
+// they name private items on purpose.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod budget;
 pub mod catalog;

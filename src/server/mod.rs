@@ -12,6 +12,11 @@
 //!   Streamable HTTP service answers wrongly (malformed bodies, `DELETE`, event ids), and
 //!   [`jsonrpc`] says what every transport answers to input that is not one MCP message.
 //! - [`sign_in`] — stdio: asking a 2026-07-28 client to sign its user in (MRTR).
+//! - [`oidc`] — remote users signing in with the team's identity provider: discovery, JWKS,
+//!   validating its JWT access tokens and ID tokens (`[server.auth]`).
+//! - [`web`], [`connect_web`] — the browser pages of `serve --http`: sign-in, the account page,
+//!   and `/connect/<provider>` links that connect an account; their tickets and cookies are
+//!   sealed with the web key ([`seal`]).
 //! - [`exchange`] — `POST /oauth/token` of `keyward serve --http` with `[exchange] enabled`:
 //!   RFC 8693 token exchange, handing a registered backend the provider token of the user whose
 //!   credential it presents.

@@ -12,7 +12,7 @@
 //!   has read a header, so a peer announcing 16 MiB and then stalling would cost 16 MiB.
 //!   [`Frames`] hands a frame to the codec only once all of it is there, and grows the read
 //!   buffer itself until then — to at most twice what has arrived — so memory follows the bytes,
-//!   not the header. [`next_frame`] bounds the time: a frame that has started must be complete
+//!   not the header. [`Reader::next_frame`] bounds the time: a frame that has started must be complete
 //!   within its budget; how long to wait for its first byte is the caller's choice.
 //! - **Frames are zeroized**: they carry tokens. The read buffer is only ever grown here, by
 //!   copying into a larger one and zeroizing the bytes left behind: it always has room for the
