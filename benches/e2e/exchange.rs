@@ -6,15 +6,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::calls::Run;
-use crate::procs::{connect_github, serve_http, BenchHome, Logs};
+use crate::procs::{connect_github, import_expired_github, serve_http, BenchHome, Logs};
 use crate::report::{delta_ms, lat, ms, progress, Table};
-use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
+use crate::support::FakeUpstream;
 use crate::{CALLS, GITHUB_SCOPES, ROW_CAP, WARMUP};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -132,28 +132,6 @@ impl Exchanger {
     }
 }
 
-/// A GitHub token pair the fake knows, imported as expired (and dead at the fake): only a
-/// refreshed token works.
-fn import_expired(fake: &FakeUpstream, home: &BenchHome, tag: &str) {
-    let (access, refresh) = (
-        format!("{CANARY_ACCESS}.gho_{tag}"),
-        format!("{CANARY_REFRESH}.ghr_{tag}"),
-    );
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
-    home.import(
-        "github",
-        &json!({"access_token": access, "refresh_token": refresh, "token_type": "bearer",
-                "expires_at": chrono::Utc::now().timestamp() - 60, "scope": GITHUB_SCOPES}),
-    );
-    fake.expire_access_token(&access);
-}
-
 pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs) {
     progress("token exchange: warm, 1 and 8 callers");
     let (home, client) = Exchanger::home(fake);
@@ -173,7 +151,7 @@ pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs)
     // The imported token has expired, and the fake's token endpoint claims `expires_in: 0` for
     // every new one (its tokens still work): every exchange finds a token to refresh.
     let (home, client) = Exchanger::home(fake);
-    import_expired(fake, &home, "exchange_refresh");
+    import_expired_github(fake, &home, "exchange_refresh");
     fake.advertise_expires_in("github", Some(json!(0)));
     let key = home
         .cli(&["users", "add", "default"], "")
@@ -190,7 +168,7 @@ pub(crate) async fn section(table: &mut Table, fake: &FakeUpstream, logs: &Logs)
 
     progress("token exchange: 200 at once on an expired token");
     let (home, client) = Exchanger::home(fake);
-    import_expired(fake, &home, "exchange_storm");
+    import_expired_github(fake, &home, "exchange_storm");
     let key = home
         .cli(&["users", "add", "default"], "")
         .trim()

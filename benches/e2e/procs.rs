@@ -141,6 +141,18 @@ pub(crate) fn connect_github(fake: &FakeUpstream, home: &BenchHome, tag: &str) {
     home.import("github", &token_response(&access, &refresh, GITHUB_SCOPES));
 }
 
+/// A GitHub token pair the fake knows for the next hour, imported as expired and dead at the
+/// fake: only a refreshed token works (the storms and the refreshing rows).
+pub(crate) fn import_expired_github(fake: &FakeUpstream, home: &BenchHome, tag: &str) {
+    let (access, refresh) = crate::support::home::github_grant(fake, tag);
+    home.import(
+        "github",
+        &json!({"access_token": access, "refresh_token": refresh, "token_type": "bearer",
+                "expires_at": chrono::Utc::now().timestamp() - 60, "scope": GITHUB_SCOPES}),
+    );
+    fake.expire_access_token(&access);
+}
+
 /// The real binary as an MCP server over stdio, driven by rmcp's client.
 pub(crate) struct StdioServer {
     pub(crate) client: RunningService<RoleClient, ()>,

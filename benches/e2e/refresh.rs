@@ -1,15 +1,10 @@
 //! Section 3: a storm of calls on an expired token (exactly one refresh must reach the token
 //! endpoint), and the latency of calls that refresh ahead of expiry against calls that do not.
 
-use std::time::Duration;
-
-use serde_json::json;
-
 use crate::calls::{run_calls, Run};
-use crate::procs::{connect_github, serve_stdio, BenchHome, Logs};
+use crate::procs::{connect_github, import_expired_github, serve_stdio, BenchHome, Logs};
 use crate::report::{delta_ms, ms, progress, Table};
-use crate::support::{FakeUpstream, CANARY_ACCESS, CANARY_REFRESH};
-use crate::GITHUB_SCOPES;
+use crate::support::{FakeUpstream, CANARY_ACCESS};
 
 /// What the goals read of section 3.
 pub(crate) struct Refresh {
@@ -26,24 +21,7 @@ pub(crate) async fn section(
 ) -> Refresh {
     progress("refresh storm: 1000 concurrent calls on an expired token");
     let storm_home = BenchHome::new(fake, &[]);
-    let (access, refresh) = (
-        format!("{CANARY_ACCESS}.gho_storm"),
-        format!("{CANARY_REFRESH}.ghr_storm"),
-    );
-    fake.grant_with_refresh(
-        "github",
-        &access,
-        &refresh,
-        &["repo", "read:user"],
-        Some(Duration::from_secs(3600)),
-    );
-    storm_home.import(
-        "github",
-        &json!({"access_token": access, "refresh_token": refresh, "token_type": "bearer",
-                "expires_at": chrono::Utc::now().timestamp() - 60, "scope": GITHUB_SCOPES}),
-    );
-    // Dead at the provider too: only a refreshed token works.
-    fake.expire_access_token(&access);
+    import_expired_github(fake, &storm_home, "storm");
     let storm_server = serve_stdio(&storm_home, &[], logs).await;
     let before = fake.refresh_count("github");
     let storm = run_calls(&storm_server.caller(), 1000, 1000, true).await;
