@@ -8,6 +8,14 @@
 //! own construction ([`crate::vault::crypto`]) with the purpose as associated data, so a session
 //! cookie never opens as a ticket; the last 32 key rmcp's HMAC `RequestStateCodec`. Deleting the
 //! file invalidates every open link, cookie and sign-in, and nothing else.
+//!
+//! Replicas on a PostgreSQL store run on many machines, each with a home of its own: a file
+//! created by each would make a link open only on the replica that issued it, and copying one
+//! more secret file to every machine is a step people miss. What they already share is the
+//! master key, so without a `web.key` file they derive the 64 bytes from it with HKDF-SHA256
+//! under a label of their own (one-way: the web key never reveals the master key). A `web.key`
+//! file still wins where there is one (to invalidate every sign-in, put a new one on every
+//! replica); `keyward rekey` changes the derived key with the master key.
 
 use std::path::PathBuf;
 
@@ -21,6 +29,7 @@ use crate::config::Home;
 use crate::error::{Error, Result};
 use crate::secret::SecretKey;
 use crate::vault::crypto;
+use crate::vault::keys::MasterKey;
 
 const KEY_LEN: usize = 64;
 
@@ -41,6 +50,56 @@ fn path(home: &Home) -> PathBuf {
 }
 
 impl WebKey {
+    /// The web key of a deployment: `web.key` when the home folder has one; else, for replicas
+    /// sharing a PostgreSQL store (`shared_store`), derived from the master key; else a new
+    /// `web.key` (see the module docs).
+    pub fn for_deployment(home: &Home, shared_store: bool) -> Result<WebKey> {
+        if let Some(key) = read(&path(home))? {
+            return Ok(key);
+        }
+        if !shared_store {
+            return WebKey::load_or_create(home);
+        }
+        let master = MasterKey::load(home)?.ok_or_else(|| {
+            Error::MasterKey(
+                "no master key: set KEYWARD_MASTER_KEY to the vault's master key (the same on \
+                 every replica) or put it in master.key"
+                    .into(),
+            )
+        })?;
+        Ok(WebKey::derived_from(&master.key))
+    }
+
+    /// HKDF-SHA256 of the master key: the same 64 bytes on every replica with that key.
+    fn derived_from(master: &SecretKey) -> WebKey {
+        use ring::hkdf;
+        struct Len;
+        impl hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                KEY_LEN
+            }
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        hkdf::Salt::new(hkdf::HKDF_SHA256, b"keyward")
+            .extract(master.expose())
+            .expand(&[b"keyward web key v1"], Len)
+            .and_then(|okm| okm.fill(bytes.as_mut()))
+            .expect("64 bytes are within HKDF-SHA256's output limit");
+        WebKey::from_bytes(bytes.as_ref())
+    }
+
+    fn from_bytes(bytes: &[u8]) -> WebKey {
+        let half = |range: std::ops::Range<usize>| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes[range]);
+            SecretKey::from_bytes(key)
+        };
+        WebKey {
+            aead: half(0..32),
+            hmac: half(32..64),
+        }
+    }
+
     /// Read `web.key`, creating it on first use (two processes racing both end up with the
     /// same file).
     pub fn load_or_create(home: &Home) -> Result<WebKey> {
@@ -115,15 +174,7 @@ fn read(path: &std::path::Path) -> Result<Option<WebKey>> {
             path.display()
         )));
     }
-    let half = |range: std::ops::Range<usize>| {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&bytes[range]);
-        SecretKey::from_bytes(key)
-    };
-    Ok(Some(WebKey {
-        aead: half(0..32),
-        hmac: half(32..64),
-    }))
+    Ok(Some(WebKey::from_bytes(&bytes)))
 }
 
 #[cfg(test)]
@@ -152,5 +203,67 @@ mod tests {
         // Another process of the same home reads the same key.
         let again = WebKey::load_or_create(&home).unwrap();
         assert!(again.open::<(String, u32)>("ticket", &sealed).is_some());
+    }
+
+    /// A home folder of a replica: its own `master.key` file holding `master`.
+    fn replica(master: &SecretKey) -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home {
+            dir: dir.path().to_path_buf(),
+        };
+        crate::vault::keys::write_key_file(&home.key_file(), master, false).unwrap();
+        (dir, home)
+    }
+
+    #[test]
+    fn replicas_of_a_shared_store_derive_one_web_key_from_the_master_key() {
+        let master = SecretKey::from_bytes([7; 32]);
+        let (_a_dir, a) = replica(&master);
+        let (_b_dir, b) = replica(&master);
+        let (_c_dir, c) = replica(&SecretKey::from_bytes([8; 32]));
+        let on_a = WebKey::for_deployment(&a, true).unwrap();
+        let sealed = on_a.seal("ticket", &"alice");
+        // Another machine with the same master key opens what this one sealed; no file is
+        // written, and another master key opens nothing.
+        let on_b = WebKey::for_deployment(&b, true).unwrap();
+        assert_eq!(
+            on_b.open::<String>("ticket", &sealed).as_deref(),
+            Some("alice")
+        );
+        assert!(!path(&a).exists() && !path(&b).exists());
+        let on_c = WebKey::for_deployment(&c, true).unwrap();
+        assert_eq!(on_c.open::<String>("ticket", &sealed), None);
+        // Neither half is the master key itself.
+        assert_ne!(on_a.aead.expose(), master.expose());
+        assert_ne!(on_a.hmac.expose(), master.expose());
+
+        // A web.key file wins (put the same new one on every replica to sign everyone out).
+        let file = WebKey::load_or_create(&b).unwrap();
+        let from_file = WebKey::for_deployment(&b, true).unwrap();
+        let resealed = file.seal("ticket", &"bob");
+        assert_eq!(
+            from_file.open::<String>("ticket", &resealed).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(from_file.open::<String>("ticket", &sealed), None);
+
+        // Without a shared store a home makes its own file, as before.
+        let (_d_dir, d) = replica(&master);
+        WebKey::for_deployment(&d, false).unwrap();
+        assert!(path(&d).exists());
+    }
+
+    #[test]
+    fn a_replica_without_the_master_key_says_where_to_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home {
+            dir: dir.path().to_path_buf(),
+        };
+        if std::env::var_os("KEYWARD_MASTER_KEY").is_some() {
+            eprintln!("KEYWARD_MASTER_KEY is set here: the missing-key message is not checked");
+            return;
+        }
+        let error = WebKey::for_deployment(&home, true).expect_err("no key");
+        assert!(error.to_string().contains("KEYWARD_MASTER_KEY"), "{error}");
     }
 }

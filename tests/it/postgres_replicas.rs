@@ -583,3 +583,58 @@ async fn a_token_exchange_on_one_replica_shows_in_status_on_another_machine() {
         server.stop().await;
     }
 }
+
+/// The browser flows cross replicas: a connect link made by one replica opens on another (the
+/// load balancer may send it anywhere). Each replica's home has no `web.key`; they share the
+/// web key by deriving it from the master key they are given.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_link_made_by_one_replica_completes_on_another() {
+    let Some((_pg, url, fake)) = setup().await else {
+        return;
+    };
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", crate::support::mcp::free_port()),
+        format!("127.0.0.1:{}", crate::support::mcp::free_port()),
+    );
+    // The public URL names replica A: every link points there.
+    let a = on_store(home_for(&fake, &[]), &url);
+    let mut config = std::fs::read_to_string(a.home().join("config.toml")).unwrap();
+    config.push_str(&format!("\n[server]\npublic_url = \"http://{a_addr}\"\n"));
+    std::fs::write(a.home().join("config.toml"), config).unwrap();
+    a.ok(&["init"], "");
+    let key = a
+        .ok(&["users", "add", USER], "")
+        .stdout()
+        .trim()
+        .to_string();
+    let b = replica_of(&a);
+    let on_a = HttpProcess::start_at(&a, &a_addr).await;
+    let on_b = HttpProcess::start_at(&b, &b_addr).await;
+
+    // Replica B answers the call and makes the link; it opens on replica A.
+    let http = client();
+    let refused = stateless(&http, &on_b.base, &key, 1, "github_get_me", json!({})).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    let hint = refused["result"]["structuredContent"]["hint"]
+        .as_str()
+        .unwrap_or_default();
+    let link = hint
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("http://{a_addr}/connect/github?ticket=")))
+        .unwrap_or_else(|| panic!("a link to replica A in {hint}"))
+        .to_string();
+    let page = crate::support::browser::Browser::new().get(&link).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    // The connection is in the shared store: replica B now answers the call.
+    let me = stateless(&http, &on_b.base, &key, 2, "github_get_me", json!({})).await;
+    assert_eq!(me["result"]["isError"], false, "{me}");
+    for kw in [&a, &b] {
+        assert!(
+            !kw.home().join("web.key").exists(),
+            "the web key is derived, not written"
+        );
+    }
+    on_a.stop().await;
+    on_b.stop().await;
+}
