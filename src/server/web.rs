@@ -827,7 +827,7 @@ pub fn build(
     let Some(base) = config.server.public_base()? else {
         return Ok(None);
     };
-    let key = Arc::new(WebKey::load_or_create(home)?);
+    let key = Arc::new(WebKey::for_deployment(home, config.store.url.is_some())?);
     let links = Arc::new(Links::new(base.clone(), key.clone()));
     Ok(Some(Arc::new(Web {
         base,
