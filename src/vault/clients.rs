@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::users::{ct_eq, hex, key_hash, key_of, new_key, unhex};
+use super::users::{ct_eq, hex, key_hash, key_of, new_key, remove_index_entries, unhex};
 use super::{AuditEntry, Vault};
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -173,11 +173,7 @@ pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let existed = vault.users_get(&by_name).await?.is_some();
     // Every id entry of this client goes first (one; more only after an interrupted add), so
     // the client is dead before the name is released.
-    for (k, v) in vault.users_scan(BY_ID).await? {
-        if v.as_slice() == name.as_bytes() {
-            vault.users_remove(&k).await?;
-        }
-    }
+    remove_index_entries(vault, BY_ID, name).await?;
     vault.users_remove(&by_name).await?;
     if existed {
         vault.audit(&client_event(name, "client-remove")).await;

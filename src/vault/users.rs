@@ -247,6 +247,18 @@ pub async fn redeem_ticket(vault: &Vault, id: &[u8], expires_at: i64) -> Result<
     Ok(true)
 }
 
+/// Remove every entry under `index` that points at `name` (an index maps a secret's hash or an
+/// id to the name that owns it): what removing a user or an exchange client does first, so its
+/// secret is dead before its name is released.
+pub(super) async fn remove_index_entries(vault: &Vault, index: &[u8], name: &str) -> Result<()> {
+    for (k, v) in vault.users_scan(index).await? {
+        if v.as_slice() == name.as_bytes() {
+            vault.users_remove(&k).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Every user, by name.
 pub async fn list(vault: &Vault) -> Result<Vec<UserInfo>> {
     let mut users = Vec::new();
@@ -273,11 +285,7 @@ pub async fn remove(vault: &Vault, name: &str) -> Result<bool> {
     let existed = vault.users_get(&by_name).await?.is_some();
     // Every key entry of this user goes first (normally one; more only after an interrupted
     // add), so the key is dead before the name is released.
-    for (k, v) in vault.users_scan(BY_HASH).await? {
-        if v.as_slice() == name.as_bytes() {
-            vault.users_remove(&k).await?;
-        }
-    }
+    remove_index_entries(vault, BY_HASH, name).await?;
     if existed {
         // Before the name goes: the identity provider must not bring them back.
         let mark = serde_json::json!({

@@ -36,11 +36,19 @@ pub(crate) struct Registered {
 }
 
 impl Setup {
+    /// With the endpoint on, and `exchange_toml` added to its `[exchange]` table.
     async fn start(exchange_toml: &str) -> Setup {
+        Setup::configured(Some(exchange_toml)).await
+    }
+
+    /// `None`: no `[exchange]` table, the endpoint off.
+    async fn configured(exchange_toml: Option<&str>) -> Setup {
         keyward::server::install_crypto_provider();
         let up = FakeUpstream::start().await;
         let kw = home_with(&up, &[("alice", "default"), ("bob", "default")]);
-        enable(&kw, exchange_toml);
+        if let Some(extra) = exchange_toml {
+            enable(&kw, extra);
+        }
         let alice = add_user(&kw, "alice");
         let bob = add_user(&kw, "bob");
         let client = add_client(
@@ -644,42 +652,25 @@ async fn metadata_names_the_endpoint_and_the_grant_and_foreign_hosts_are_refused
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoint_is_off_unless_enabled() {
-    keyward::server::install_crypto_provider();
-    let up = FakeUpstream::start().await;
-    let kw = home_with(&up, &[("alice", "default")]);
-    let alice = add_user(&kw, "alice");
-    let client = add_client(
-        &kw,
-        &[
-            "backend",
-            "--providers",
-            "github",
-            "--scopes",
-            "repo read:user",
-        ],
-    );
-    let server = HttpProcess::start(&kw).await;
-    let refused = post(
-        &server.base,
-        Some(&client),
-        &[
+    let s = Setup::configured(None).await;
+    let refused = s
+        .exchange(&[
             ("grant_type", GRANT),
-            ("subject_token", &alice),
+            ("subject_token", &s.alice),
             ("subject_token_type", ACCESS),
             ("audience", "github"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_ne!(refused.status, 200, "{}", refused.raw);
     assert_no_canary("the answer of a disabled endpoint", refused.raw.as_bytes());
     let metadata = reqwest::get(format!(
         "{}/.well-known/oauth-authorization-server",
-        server.base
+        s.base()
     ))
     .await
     .unwrap();
     assert_ne!(metadata.status(), 200);
-    server.stop().await;
+    s.stop().await;
 }
 
 #[test]
